@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Makes sure the services Coordinator's tests and local trial need are up on
+# this machine: Redis and PostgreSQL (started if not answering) and memcached
+# (installed from Debian's packages and started if missing). Idempotent.
+set -eu
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+wait_for() { # name, check command...
+	name=$1; shift
+	i=0
+	until "$@" >/dev/null 2>&1; do
+		i=$((i + 1))
+		if [ $i -gt 50 ]; then echo "services: $name did not come up" >&2; exit 1; fi
+		sleep 0.2
+	done
+	echo "services: $name OK"
+}
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+	echo "services: starting Redis"
+	as_root mkdir -p /var/lib/redis /var/log/redis
+	as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+		--dir /var/lib/redis --logfile /var/log/redis/ci.log
+fi
+wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
+
+if ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
+	echo "services: starting PostgreSQL"
+	as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+fi
+wait_for PostgreSQL pg_isready -h 127.0.0.1 -p 5432
+
+if ! command -v memcached >/dev/null 2>&1; then
+	echo "services: installing memcached"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q memcached >/dev/null 2>&1 || {
+		as_root apt-get update -q >/dev/null
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q memcached >/dev/null
+	}
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/11211) 2>/dev/null; then
+	echo "services: starting memcached"
+	as_root memcached -d -u memcache -l 127.0.0.1 -p 11211 -m 64 || as_root memcached -d -u root -l 127.0.0.1 -p 11211 -m 64
+fi
+wait_for memcached bash -c 'exec 3<>/dev/tcp/127.0.0.1/11211'

@@ -1,0 +1,550 @@
+// Package config loads Coordinator's YAML configuration: ${NAME} expansion from
+// the environment, defaults, and validation whose errors name the offending
+// key (SPEC §3). Unknown keys are errors, so a typo is never silently ignored.
+package config
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	HTTP            HTTP                `yaml:"http"`
+	ShutdownTimeout Duration            `yaml:"shutdown_timeout"`
+	Log             Log                 `yaml:"log"`
+	Redis           Redis               `yaml:"redis"`
+	LMS             LMS                 `yaml:"lms"`
+	Auth            Auth                `yaml:"auth"`
+	Admin           Admin               `yaml:"admin"`
+	Worker          Worker              `yaml:"worker"`
+	Database        Database            `yaml:"database"`
+	Cache           Cache               `yaml:"cache"`
+	Signals         map[string][]string `yaml:"signals"`
+}
+
+// HTTP configures the API listener.
+type HTTP struct {
+	Addr         string `yaml:"addr"`
+	MaxBodyBytes int64  `yaml:"max_body_bytes"`
+}
+
+// Log configures the JSON logs written to standard error.
+type Log struct {
+	Level string `yaml:"level"` // debug, info, warn, error
+}
+
+// Redis locates the asynq broker: a URL, a Sentinel-managed primary, or a cluster.
+type Redis struct {
+	URL      string    `yaml:"url"`
+	Sentinel *Sentinel `yaml:"sentinel"`
+	Cluster  *Cluster  `yaml:"cluster"`
+}
+
+// Sentinel is a Redis primary managed by Redis Sentinel.
+type Sentinel struct {
+	MasterName       string   `yaml:"master_name"`
+	Addrs            []string `yaml:"addrs"`
+	Password         string   `yaml:"password"`
+	SentinelPassword string   `yaml:"sentinel_password"`
+	DB               int      `yaml:"db"`
+}
+
+// Cluster is a Redis Cluster.
+type Cluster struct {
+	Addrs    []string `yaml:"addrs"`
+	Password string   `yaml:"password"`
+}
+
+// LMS is the default site's LMS and how to call it.
+type LMS struct {
+	URL            string   `yaml:"url"`
+	OAuthURL       string   `yaml:"oauth_url"`
+	ClientID       string   `yaml:"client_id"`
+	ClientSecret   string   `yaml:"client_secret"`
+	APIKey         string   `yaml:"api_key"`
+	Timeout        Duration `yaml:"timeout"`
+	MaxConcurrency int      `yaml:"max_concurrency"`
+	RatePerMinute  int      `yaml:"rate_per_minute"`
+}
+
+// TokenURL is the OAuth2 token endpoint: oauth_url, else <url>/oauth2/access_token.
+func (l LMS) TokenURL() string {
+	if l.OAuthURL != "" {
+		return l.OAuthURL
+	}
+	return strings.TrimRight(l.URL, "/") + "/oauth2/access_token"
+}
+
+// Auth says whose JWTs the API accepts.
+type Auth struct {
+	JWT        []Issuer `yaml:"jwt"`
+	AdminClaim string   `yaml:"admin_claim"`
+}
+
+// Issuer is one accepted JWT issuer: HS256 with a shared secret, or RS256/RS512
+// with keys from a JWKS URL.
+type Issuer struct {
+	Issuer   string `yaml:"issuer"`
+	Audience string `yaml:"audience"`
+	Secret   string `yaml:"secret"`
+	JWKSURL  string `yaml:"jwks_url"`
+}
+
+// Admin configures access to /admin/.
+type Admin struct {
+	BasicAuth []BasicAuthUser `yaml:"basic_auth"`
+}
+
+// BasicAuthUser is an operator allowed into /admin/ with a password.
+type BasicAuthUser struct {
+	User           string `yaml:"user"`
+	PasswordBcrypt string `yaml:"password_bcrypt"`
+}
+
+// Worker configures task processing.
+type Worker struct {
+	Concurrency int    `yaml:"concurrency"`
+	Queue       string `yaml:"queue"`
+	Retry       Retry  `yaml:"retry"`
+	// Retention is how long a finished task is kept in Redis, so that repeats
+	// of the request are recognised and GET /orders/{n} can answer.
+	Retention Duration `yaml:"retention"`
+}
+
+// Retry bounds the retries of transient failures.
+type Retry struct {
+	MaxAttempts  int      `yaml:"max_attempts"`
+	InitialDelay Duration `yaml:"initial_delay"`
+	MaxDelay     Duration `yaml:"max_delay"`
+}
+
+// Database configures the optional Postgres tier.
+type Database struct {
+	URL               string   `yaml:"url"`
+	ReconcileInterval Duration `yaml:"reconcile_interval"`
+	SecretKey         string   `yaml:"secret_key"`
+}
+
+// Cache configures the optional shared cache.
+type Cache struct {
+	Memcached []string `yaml:"memcached"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("7s", "1m").
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return errors.New("must be a duration such as 7s or 1m")
+	}
+	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as 7s or 1m", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration back as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Defaults returns the configuration used for every key a file leaves out.
+func Defaults() Config {
+	return Config{
+		HTTP:            HTTP{Addr: "127.0.0.1:8140", MaxBodyBytes: 64 << 10},
+		ShutdownTimeout: Duration(30 * time.Second),
+		Log:             Log{Level: "info"},
+		Redis:           Redis{URL: "redis://127.0.0.1:6379/2"},
+		LMS: LMS{
+			URL:            "http://127.0.0.1:18000",
+			ClientID:       "coordinator-worker",
+			Timeout:        Duration(7 * time.Second),
+			MaxConcurrency: 20,
+			RatePerMinute:  600,
+		},
+		Auth: Auth{AdminClaim: "administrator"},
+		Worker: Worker{
+			Concurrency: 50,
+			Queue:       "fulfillment",
+			Retry: Retry{
+				MaxAttempts:  20,
+				InitialDelay: Duration(5 * time.Second),
+				MaxDelay:     Duration(time.Hour),
+			},
+			Retention: Duration(7 * 24 * time.Hour),
+		},
+		Database: Database{ReconcileInterval: Duration(30 * time.Second)},
+	}
+}
+
+// Load reads, expands and validates the file at path.
+func Load(path string, getenv func(string) string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(data, getenv)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse expands ${NAME} references, applies defaults, and validates.
+func Parse(data []byte, getenv func(string) string) (Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return Config{}, fmt.Errorf("not valid YAML: %w", err)
+	}
+	cfg := Defaults()
+	if len(doc.Content) == 0 { // empty file: all defaults
+		return cfg, cfg.Validate()
+	}
+	w := walker{getenv: getenv, unset: map[string][]string{}}
+	if err := w.walk(doc.Content[0], reflect.TypeOf(cfg), ""); err != nil {
+		return Config{}, err
+	}
+	if err := doc.Content[0].Decode(&cfg); err != nil {
+		return Config{}, fmt.Errorf("decode: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		var ke *KeyError
+		if errors.As(err, &ke) && len(w.unset[ke.Key]) > 0 {
+			ke.Reason += fmt.Sprintf(" (it refers to ${%s}, which is not set in the environment)", strings.Join(w.unset[ke.Key], "}, ${"))
+		}
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// KeyError is a problem with one configuration key.
+type KeyError struct {
+	Key    string // dotted path, e.g. "lms.timeout" or "auth.jwt[0].secret"
+	Reason string
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Reason }
+
+func keyErr(key, format string, args ...any) error {
+	return &KeyError{Key: key, Reason: fmt.Sprintf(format, args...)}
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// walker checks a YAML tree against the Config type before decoding, so that
+// unknown keys and badly typed values are reported with their full key path,
+// and expands ${NAME} in scalars.
+type walker struct {
+	getenv func(string) string
+	unset  map[string][]string // key path -> referenced variables that were empty
+}
+
+func (w walker) walk(n *yaml.Node, t reflect.Type, path string) error {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	name := path
+	if name == "" {
+		name = "(top level)"
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil // an explicit null keeps the default
+	}
+	switch {
+	case t == reflect.TypeOf(Duration(0)) || n.Kind == yaml.ScalarNode:
+		if n.Kind != yaml.ScalarNode {
+			return keyErr(name, "must be a single value, not a list or map")
+		}
+		w.expand(n, path)
+		v := reflect.New(t)
+		if err := n.Decode(v.Interface()); err != nil {
+			return keyErr(name, "%s", scalarProblem(n, t, err))
+		}
+		return nil
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return keyErr(name, "must be a map of keys")
+		}
+		fields := map[string]reflect.StructField{}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			fields[strings.Split(f.Tag.Get("yaml"), ",")[0]] = f
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			f, ok := fields[k]
+			if !ok {
+				return keyErr(join(path, k), "unknown key")
+			}
+			if err := w.walk(n.Content[i+1], f.Type, join(path, k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return keyErr(name, "must be a list")
+		}
+		for i, c := range n.Content {
+			if err := w.walk(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return keyErr(name, "must be a map")
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if err := w.walk(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return keyErr(name, "must be a single value, not a list or map")
+}
+
+// expand replaces ${NAME} in a scalar. A plain scalar loses its resolved tag so
+// that "${PORT}" can become an integer after expansion.
+func (w walker) expand(n *yaml.Node, path string) {
+	if !strings.Contains(n.Value, "${") {
+		return
+	}
+	n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
+		name := ref[2 : len(ref)-1]
+		v := w.getenv(name)
+		if v == "" {
+			w.unset[path] = append(w.unset[path], name)
+		}
+		return v
+	})
+	if n.Style == 0 {
+		n.Tag = ""
+	}
+}
+
+func scalarProblem(n *yaml.Node, t reflect.Type, err error) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int64:
+		return fmt.Sprintf("%q is not an integer", n.Value)
+	case reflect.Bool:
+		return fmt.Sprintf("%q is not true or false", n.Value)
+	case reflect.Slice:
+		return "must be a list"
+	case reflect.Struct, reflect.Map:
+		return "must be a map of keys"
+	}
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		return te.Errors[0]
+	}
+	return err.Error()
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+var queueName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,100}$`)
+
+// Validate checks required keys, ranges and URLs. It does not check the
+// signal map's receiver names: only the program knows its receivers.
+func (c *Config) Validate() error {
+	switch {
+	case c.HTTP.Addr == "":
+		return keyErr("http.addr", "required")
+	case c.HTTP.MaxBodyBytes <= 0:
+		return keyErr("http.max_body_bytes", "must be positive")
+	case c.ShutdownTimeout <= 0:
+		return keyErr("shutdown_timeout", "must be positive")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return keyErr("log.level", "must be debug, info, warn or error, not %q", c.Log.Level)
+	}
+	if err := c.Redis.validate(); err != nil {
+		return err
+	}
+	if err := c.LMS.validate(); err != nil {
+		return err
+	}
+	if len(c.Auth.JWT) == 0 {
+		return keyErr("auth.jwt", "required: list at least one accepted issuer")
+	}
+	for i, is := range c.Auth.JWT {
+		k := fmt.Sprintf("auth.jwt[%d]", i)
+		switch {
+		case is.Issuer == "":
+			return keyErr(k+".issuer", "required")
+		case is.Audience == "":
+			return keyErr(k+".audience", "required")
+		case is.Secret == "" && is.JWKSURL == "":
+			return keyErr(k+".secret", "required: set secret (HS256) or jwks_url (RS256/RS512)")
+		case is.Secret != "" && is.JWKSURL != "":
+			return keyErr(k+".jwks_url", "set either secret or jwks_url, not both")
+		}
+		if is.JWKSURL != "" {
+			if err := httpURL(k+".jwks_url", is.JWKSURL); err != nil {
+				return err
+			}
+		}
+	}
+	if c.Auth.AdminClaim == "" {
+		return keyErr("auth.admin_claim", "required")
+	}
+	for i, u := range c.Admin.BasicAuth {
+		k := fmt.Sprintf("admin.basic_auth[%d]", i)
+		if u.User == "" {
+			return keyErr(k+".user", "required")
+		}
+		if !strings.HasPrefix(u.PasswordBcrypt, "$2") {
+			return keyErr(k+".password_bcrypt", "required: a bcrypt hash ($2a$..., $2b$...)")
+		}
+	}
+	w := c.Worker
+	switch {
+	case w.Concurrency <= 0:
+		return keyErr("worker.concurrency", "must be positive")
+	case !queueName.MatchString(w.Queue):
+		return keyErr("worker.queue", "must be 1-100 of letters, digits, '_', '.' and '-'")
+	case w.Retry.MaxAttempts <= 0:
+		return keyErr("worker.retry.max_attempts", "must be positive")
+	case w.Retry.InitialDelay <= 0:
+		return keyErr("worker.retry.initial_delay", "must be positive")
+	case w.Retry.MaxDelay < w.Retry.InitialDelay:
+		return keyErr("worker.retry.max_delay", "must be at least worker.retry.initial_delay")
+	case w.Retention <= 0:
+		return keyErr("worker.retention", "must be positive")
+	}
+	return c.validateTiers()
+}
+
+func (r Redis) validate() error {
+	set := 0
+	for _, b := range []bool{r.URL != "", r.Sentinel != nil, r.Cluster != nil} {
+		if b {
+			set++
+		}
+	}
+	if set != 1 {
+		return keyErr("redis", "set exactly one of url, sentinel or cluster")
+	}
+	switch {
+	case r.URL != "":
+		u, err := url.Parse(r.URL)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			return keyErr("redis.url", "must be a redis://, rediss:// or unix:// URL")
+		}
+		if db := strings.Trim(u.Path, "/"); u.Scheme != "unix" && db != "" {
+			if _, err := strconv.Atoi(db); err != nil {
+				return keyErr("redis.url", "the path must be a database number, such as /2")
+			}
+		}
+	case r.Sentinel != nil:
+		if r.Sentinel.MasterName == "" {
+			return keyErr("redis.sentinel.master_name", "required")
+		}
+		if len(r.Sentinel.Addrs) == 0 {
+			return keyErr("redis.sentinel.addrs", "required")
+		}
+	case r.Cluster != nil:
+		if len(r.Cluster.Addrs) == 0 {
+			return keyErr("redis.cluster.addrs", "required")
+		}
+	}
+	return nil
+}
+
+func (l LMS) validate() error {
+	if err := httpURL("lms.url", l.URL); err != nil {
+		return err
+	}
+	if l.OAuthURL != "" {
+		if err := httpURL("lms.oauth_url", l.OAuthURL); err != nil {
+			return err
+		}
+	}
+	switch {
+	case l.ClientID == "":
+		return keyErr("lms.client_id", "required")
+	case l.ClientSecret == "":
+		return keyErr("lms.client_secret", "required")
+	case l.Timeout <= 0:
+		return keyErr("lms.timeout", "must be positive")
+	case l.MaxConcurrency <= 0:
+		return keyErr("lms.max_concurrency", "must be positive")
+	case l.RatePerMinute <= 0:
+		return keyErr("lms.rate_per_minute", "must be positive")
+	}
+	return nil
+}
+
+func (c *Config) validateTiers() error {
+	d := c.Database
+	if d.URL != "" {
+		u, err := url.Parse(d.URL)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			return keyErr("database.url", "must be a postgres:// URL")
+		}
+	}
+	if d.ReconcileInterval <= 0 {
+		return keyErr("database.reconcile_interval", "must be positive")
+	}
+	if d.SecretKey != "" {
+		if _, err := SecretKeyBytes(d.SecretKey); err != nil {
+			return keyErr("database.secret_key", "%v", err)
+		}
+	}
+	for i, a := range c.Cache.Memcached {
+		if !strings.Contains(a, ":") {
+			return keyErr(fmt.Sprintf("cache.memcached[%d]", i), "must be host:port")
+		}
+	}
+	return nil
+}
+
+// SecretKeyBytes decodes a 32-byte key written in hex or base64.
+func SecretKeyBytes(s string) ([]byte, error) {
+	if b, err := hex.DecodeString(s); err == nil && len(b) == 32 {
+		return b, nil
+	}
+	if b, err := base64.StdEncoding.DecodeString(s); err == nil && len(b) == 32 {
+		return b, nil
+	}
+	return nil, errors.New("must be 32 bytes written as 64 hex digits or base64")
+}
+
+func httpURL(key, s string) error {
+	if s == "" {
+		return keyErr(key, "required")
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return keyErr(key, "%q is not an absolute http(s) URL", s)
+	}
+	return nil
+}

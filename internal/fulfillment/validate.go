@@ -1,0 +1,365 @@
+package fulfillment
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// FieldErrors maps request field names to what is wrong with them, in the
+// shape Django REST framework answers with: {"field": ["message", ...]}.
+type FieldErrors map[string][]string
+
+// Add records a message for a field.
+func (e FieldErrors) Add(field, msg string) { e[field] = append(e[field], msg) }
+
+// Error lists the fields in a stable order.
+func (e FieldErrors) Error() string {
+	keys := make([]string, 0, len(e))
+	for k := range e {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString("invalid request:")
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s: %s;", k, strings.Join(e[k], " "))
+	}
+	return b.String()
+}
+
+// NonFieldErrors is the key DRF uses for errors not tied to one field, such as
+// malformed JSON.
+const NonFieldErrors = "non_field_errors"
+
+// Messages, worded as Django REST framework words them so that commerce
+// backends written against the original service see familiar text.
+const (
+	msgRequired = "This field is required."
+	msgNull     = "This field may not be null."
+	msgBlank    = "This field may not be blank."
+	msgString   = "Not a valid string."
+	msgInteger  = "A valid integer is required."
+	msgBoolean  = "Must be a valid boolean."
+)
+
+const (
+	maxOrderNumber = 255
+	maxCourseID    = 255
+	maxUsername    = 150
+	maxProvider    = 255
+	maxSite        = 100
+)
+
+var (
+	courseKeyNew    = regexp.MustCompile(`^course-v1:([\p{L}\p{N}_~.:-]+)\+([\p{L}\p{N}_~.:-]+)\+([\p{L}\p{N}_~.:-]+)$`)
+	courseKeyLegacy = regexp.MustCompile(`^([\p{L}\p{N}_.%-]+)/([\p{L}\p{N}_.%-]+)/([\p{L}\p{N}_.%-]+)$`)
+	modeSlug        = regexp.MustCompile(`^[a-z0-9_-]{1,100}$`)
+	siteName        = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,100}$`)
+)
+
+// ValidCourseKey reports whether s is an Open edX course run key, new style
+// (course-v1:Org+Course+Run) or legacy (Org/Course/Run), as opaque-keys
+// accepts them (LMS.md §6). Block, branch and version suffixes are refused.
+func ValidCourseKey(s string) bool {
+	if len(s) > maxCourseID {
+		return false
+	}
+	if strings.HasPrefix(s, "course-v1:") {
+		// '+' and '@' are outside the part class, so +branch@, +version@ and
+		// +type@..+block@ suffixes cannot match.
+		return courseKeyNew.MatchString(s)
+	}
+	return courseKeyLegacy.MatchString(s)
+}
+
+// Parse decodes and validates a fulfill request body. It returns every field
+// problem at once as FieldErrors; a body that is not a JSON object yields
+// FieldErrors under NonFieldErrors. The order's Site is DefaultSite when the
+// request names none; knownSite, when not nil, says which sites exist.
+func Parse(body []byte, knownSite func(string) bool) (Order, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var raw any
+	if err := dec.Decode(&raw); err != nil {
+		return Order{}, FieldErrors{NonFieldErrors: {"JSON parse error - " + jsonProblem(err)}}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Order{}, FieldErrors{NonFieldErrors: {"JSON parse error - unexpected data after the JSON object"}}
+	}
+	obj, ok := raw.(map[string]any)
+	if !ok {
+		return Order{}, FieldErrors{NonFieldErrors: {"Invalid data. Expected a dictionary, but got " + jsonType(raw) + "."}}
+	}
+
+	var o Order
+	errs := FieldErrors{}
+	f := fields{obj: obj, errs: errs}
+
+	if s, ok := f.str("course_id", true); ok {
+		if !ValidCourseKey(s) {
+			errs.Add("course_id", "Not a valid course run key: expected course-v1:Org+Course+Run or Org/Course/Run.")
+		}
+		o.CourseID = s
+	}
+	if s, ok := f.str("course_mode", true); ok {
+		if !modeSlug.MatchString(s) {
+			errs.Add("course_mode", "Not a valid course mode slug: 1-100 of a-z, 0-9, '_' and '-'.")
+		}
+		o.CourseMode = s
+	}
+	if v, ok := f.get("order_placed", true); ok {
+		if t, err := parseTime(v); err != nil {
+			errs.Add("order_placed", err.Error())
+		} else {
+			o.OrderPlaced = t
+		}
+	}
+	if v, ok := f.get("edx_lms_user_id", true); ok {
+		if id, err := parseUserID(v); err != nil {
+			errs.Add("edx_lms_user_id", err.Error())
+		} else {
+			o.LMSUserID = id
+		}
+	}
+	if v, ok := f.get("email_opt_in", true); ok {
+		if b, ok := parseBool(v); ok {
+			o.EmailOptIn = b
+		} else {
+			errs.Add("email_opt_in", msgBoolean)
+		}
+	}
+	if s, ok := f.str("order_number", true); ok {
+		if n := utf8.RuneCountInString(s); n > maxOrderNumber {
+			errs.Add("order_number", fmt.Sprintf("Ensure this field has no more than %d characters.", maxOrderNumber))
+		} else if hasControl(s) {
+			errs.Add("order_number", "Must not contain control characters.")
+		}
+		o.OrderNumber = s
+	}
+	if s, ok := f.optStr("provider"); ok {
+		if utf8.RuneCountInString(s) > maxProvider || hasControl(s) {
+			errs.Add("provider", fmt.Sprintf("Must be at most %d characters with no control characters.", maxProvider))
+		}
+		o.Provider = s
+	}
+	if o.CourseMode == "credit" && o.Provider == "" && errs["provider"] == nil {
+		errs.Add("provider", "A credit provider is required for credit mode.")
+	}
+	if s, ok := f.optStr("username"); ok {
+		if utf8.RuneCountInString(s) > maxUsername || strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '/' || r == ',' }) >= 0 {
+			errs.Add("username", fmt.Sprintf("Not a valid LMS username: at most %d characters, no spaces, '/' or ','.", maxUsername))
+		}
+		o.Username = s
+	}
+	o.Site = DefaultSite
+	if s, ok := f.optStr("site"); ok && s != "" {
+		if !siteName.MatchString(s) {
+			errs.Add("site", fmt.Sprintf("Not a valid site name: 1-%d of letters, digits, '_', '.' and '-'.", maxSite))
+		}
+		o.Site = s
+	}
+	if knownSite != nil && errs["site"] == nil && !knownSite(o.Site) {
+		errs.Add("site", fmt.Sprintf("Unknown site %q.", o.Site))
+	}
+	if len(errs) > 0 {
+		return Order{}, errs
+	}
+	return o, nil
+}
+
+// fields reads typed values out of a decoded JSON object, recording errors.
+type fields struct {
+	obj  map[string]any
+	errs FieldErrors
+}
+
+func (f fields) get(name string, required bool) (any, bool) {
+	v, present := f.obj[name]
+	switch {
+	case !present:
+		if required {
+			f.errs.Add(name, msgRequired)
+		}
+		return nil, false
+	case v == nil:
+		if required {
+			f.errs.Add(name, msgNull)
+		}
+		return nil, false
+	}
+	return v, true
+}
+
+// str reads a string field. Like DRF's CharField it takes an integer in place
+// of a string (shops often send order numbers as numbers), but not a boolean,
+// a fraction, an array or an object.
+func (f fields) str(name string, required bool) (string, bool) {
+	v, ok := f.get(name, required)
+	if !ok {
+		return "", false
+	}
+	var s string
+	switch v := v.(type) {
+	case string:
+		s = v
+	case json.Number:
+		if _, err := strconv.ParseInt(v.String(), 10, 64); err != nil {
+			f.errs.Add(name, msgString)
+			return "", false
+		}
+		s = v.String()
+	default:
+		f.errs.Add(name, msgString)
+		return "", false
+	}
+	if strings.TrimSpace(s) == "" {
+		if required {
+			f.errs.Add(name, msgBlank)
+		}
+		return "", !required
+	}
+	if !utf8.ValidString(s) {
+		f.errs.Add(name, msgString)
+		return "", false
+	}
+	return s, true
+}
+
+func (f fields) optStr(name string) (string, bool) { return f.str(name, false) }
+
+func hasControl(s string) bool {
+	return strings.IndexFunc(s, unicode.IsControl) >= 0
+}
+
+// Bounds on order_placed: the POSIX epoch to the end of year 9999, the range
+// the LMS's date format can express.
+var (
+	minPlaced = time.Unix(0, 0).UTC()
+	maxPlaced = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+)
+
+// parseTime accepts POSIX seconds (integer, fraction, or either as a string)
+// or an RFC 3339 timestamp, and returns the instant in UTC truncated to whole
+// seconds, which is all the LMS's format keeps.
+func parseTime(v any) (time.Time, error) {
+	var num string
+	switch v := v.(type) {
+	case json.Number:
+		num = v.String()
+	case string:
+		s := strings.TrimSpace(v)
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			return checkPlaced(t)
+		}
+		num = s
+	default:
+		return time.Time{}, errors.New("Must be POSIX seconds or an RFC 3339 timestamp.")
+	}
+	secs, err := strconv.ParseFloat(num, 64)
+	if err != nil || math.IsNaN(secs) || math.IsInf(secs, 0) {
+		return time.Time{}, errors.New("Must be POSIX seconds or an RFC 3339 timestamp.")
+	}
+	if secs < float64(minPlaced.Unix()) || secs > float64(maxPlaced.Unix()) {
+		return time.Time{}, errors.New("Must be a date between 1970 and 9999.")
+	}
+	whole, frac := math.Modf(secs)
+	return time.Unix(int64(whole), int64(frac*1e9)).UTC().Truncate(time.Second), nil
+}
+
+func checkPlaced(t time.Time) (time.Time, error) {
+	t = t.UTC().Truncate(time.Second)
+	if t.Before(minPlaced) || t.After(maxPlaced) {
+		return time.Time{}, errors.New("Must be a date between 1970 and 9999.")
+	}
+	return t, nil
+}
+
+// parseUserID accepts a positive integer, an integral number such as 42.0, or
+// a numeric string, as DRF's IntegerField does.
+func parseUserID(v any) (int64, error) {
+	var s string
+	switch v := v.(type) {
+	case json.Number:
+		s = v.String()
+	case string:
+		s = strings.TrimSpace(v)
+	default:
+		return 0, errors.New(msgInteger)
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+			return 0, errors.New(msgInteger)
+		}
+		id = int64(f)
+	}
+	if id <= 0 {
+		return 0, errors.New("Ensure this value is greater than or equal to 1.")
+	}
+	return id, nil
+}
+
+// parseBool accepts what DRF's BooleanField accepts.
+func parseBool(v any) (bool, bool) {
+	switch v := v.(type) {
+	case bool:
+		return v, true
+	case json.Number:
+		switch v.String() {
+		case "1":
+			return true, true
+		case "0":
+			return false, true
+		}
+	case string:
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "true", "1", "yes", "on", "t", "y":
+			return true, true
+		case "false", "0", "no", "off", "f", "n":
+			return false, true
+		}
+	}
+	return false, false
+}
+
+func jsonType(v any) string {
+	switch v.(type) {
+	case []any:
+		return "list"
+	case string:
+		return "str"
+	case json.Number:
+		return "number"
+	case bool:
+		return "bool"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// jsonProblem describes a JSON syntax error without echoing the body.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("%s (at byte %d)", se.Error(), se.Offset)
+	case errors.Is(err, io.EOF):
+		return "empty body"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected end of input"
+	}
+	return err.Error()
+}

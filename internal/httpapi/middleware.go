@@ -1,0 +1,131 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"runtime/debug"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+)
+
+type ctxKey int
+
+const requestIDKey ctxKey = iota
+
+// RequestID returns the request's X-Request-ID.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey).(string)
+	return id
+}
+
+// validRequestID keeps caller-chosen ids to a safe alphabet, so they can be
+// logged and forwarded as headers verbatim.
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._:@/+=-]{1,128}$`)
+
+// requestID takes X-Request-ID from the request when it is sane, else makes
+// one, and echoes it on the response.
+func requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-ID")
+		if !validRequestID.MatchString(id) {
+			b := make([]byte, 16)
+			_, _ = rand.Read(b)
+			id = hex.EncodeToString(b)
+		}
+		w.Header().Set("X-Request-ID", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey, id)))
+	})
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// accessLog logs one line per request with its route, status and duration.
+func accessLog(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			sw := &statusWriter{ResponseWriter: w}
+			next.ServeHTTP(sw, r)
+			route := r.URL.Path
+			if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+				route = rc.RoutePattern()
+			}
+			level := slog.LevelInfo
+			if sw.status >= 500 {
+				level = slog.LevelError
+			}
+			log.LogAttrs(r.Context(), level, "http_request",
+				slog.String("request_id", RequestID(r.Context())),
+				slog.String("method", r.Method), slog.String("route", route),
+				slog.Int("status", sw.status), slog.Int64("duration_us", time.Since(start).Microseconds()))
+		})
+	}
+}
+
+// recoverer turns a handler panic into a logged 500 instead of a dropped
+// connection. No request input should reach it; it is the last line.
+func recoverer(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				if v := recover(); v != nil {
+					if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+						panic(v)
+					}
+					log.ErrorContext(r.Context(), "http_panic", "request_id", RequestID(r.Context()),
+						"panic", v, "stack", string(debug.Stack()))
+					encode(w, http.StatusInternalServerError, detail("Internal error."))
+				}
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// requireAdmin lets through only requests with an admin JWT: 401 with a
+// WWW-Authenticate challenge without valid credentials, 403 for a valid
+// non-admin token.
+func requireAdmin(a *Authenticator, log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, err := a.Verify(r.Context(), r.Header.Get("Authorization"))
+			switch {
+			case errors.Is(err, ErrNotAdmin):
+				encode(w, http.StatusForbidden, detail("You do not have permission to perform this action."))
+				return
+			case err != nil:
+				log.InfoContext(r.Context(), "auth_refused", "request_id", RequestID(r.Context()), "reason", err.Error())
+				w.Header().Set("WWW-Authenticate", `JWT realm="api"`)
+				encode(w, http.StatusUnauthorized, detail("Authentication credentials were not provided or are invalid."))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}

@@ -1,0 +1,55 @@
+// Package httpapi is Coordinator's HTTP API: the chi router, authentication,
+// the fulfill, order-status and health handlers, and the one place where
+// domain errors become HTTP statuses.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/signals"
+)
+
+// Check is one dependency /health reports on.
+type Check struct {
+	Name string
+	Ping func(ctx context.Context) error
+}
+
+// Deps is everything the API needs.
+type Deps struct {
+	Logger       *slog.Logger
+	Auth         *Authenticator
+	FulfillOrder *signals.Signal[fulfillment.Order]
+	KnownSite    func(string) bool
+	Checks       []Check
+	MaxBodyBytes int64
+}
+
+// NewHandler returns the whole API surface.
+func NewHandler(d Deps) http.Handler {
+	r := chi.NewRouter()
+	r.Use(requestID, accessLog(d.Logger), recoverer(d.Logger))
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		encode(w, http.StatusNotFound, detail("Not found."))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		encode(w, http.StatusMethodNotAllowed, detail("Method \""+r.Method+"\" not allowed."))
+	})
+
+	// Load balancers and orchestrators probe this.
+	r.Get("/health", handleHealth(d.Checks))
+
+	r.Group(func(r chi.Router) {
+		r.Use(requireAdmin(d.Auth, d.Logger))
+		// Commerce backends call this after a learner paid.
+		fulfill := handleFulfill(d.FulfillOrder, d.KnownSite, d.MaxBodyBytes, d.Logger)
+		r.Post("/orders/fulfill", fulfill)
+		r.Post("/orders/fulfill/", fulfill)
+	})
+	return r
+}

@@ -1,0 +1,354 @@
+// Package lms is Coordinator's client for the Open edX LMS REST API: OAuth2
+// client-credentials JWTs, username look-ups and enrollments, with the LMS's
+// answers sorted into outcome classes (LMS.md).
+package lms
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+	"golang.org/x/time/rate"
+
+	"github.com/openedx/coordinator/internal/cache"
+	"github.com/openedx/coordinator/internal/fulfillment"
+)
+
+// Options configure a Client for one LMS site.
+type Options struct {
+	Site           string // names the site in cache keys and logs
+	BaseURL        string // LMS_URL_ROOT, e.g. https://lms.example.com
+	TokenURL       string // OAuth2 token endpoint
+	ClientID       string
+	ClientSecret   string
+	APIKey         string        // optional X-Edx-Api-Key
+	Timeout        time.Duration // per call
+	MaxConcurrency int           // enrollment calls in flight
+	RatePerMinute  int           // token bucket for enrollment calls
+	Cache          cache.Cache   // username look-ups
+	Logger         *slog.Logger
+	// Transport is the HTTP transport; nil means a dedicated clone of
+	// http.DefaultTransport sized for MaxConcurrency.
+	Transport http.RoundTripper
+}
+
+// Client talks to one LMS. It is safe for concurrent use.
+type Client struct {
+	base    string
+	apiKey  string
+	site    string
+	hc      *http.Client
+	tokens  *tokenCache
+	cache   cache.Cache
+	log     *slog.Logger
+	slots   chan struct{}
+	limiter *rate.Limiter
+}
+
+// usernameTTL bounds how long a learner's username is trusted; Open edX
+// usernames do not change in practice, so a day costs nothing.
+const usernameTTL = 24 * time.Hour
+
+// tokenMargin is how long before its expiry a token is replaced, so that a
+// token never expires between being read and reaching the LMS.
+const tokenMargin = 30 * time.Second
+
+// New returns a client for the LMS described by opts.
+func New(opts Options) *Client {
+	tr := opts.Transport
+	if tr == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = opts.MaxConcurrency + 4
+		tr = t
+	}
+	hc := &http.Client{Transport: tr, Timeout: opts.Timeout,
+		// The LMS API never redirects a correct call; following a redirect
+		// would turn a POST into a GET on a login page.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	burst := max(1, opts.RatePerMinute/60)
+	return &Client{
+		base:   strings.TrimRight(opts.BaseURL, "/"),
+		apiKey: opts.APIKey,
+		site:   opts.Site,
+		hc:     hc,
+		tokens: &tokenCache{hc: hc, cfg: clientcredentials.Config{
+			ClientID:       opts.ClientID,
+			ClientSecret:   opts.ClientSecret,
+			TokenURL:       opts.TokenURL,
+			EndpointParams: url.Values{"token_type": {"jwt"}},
+			AuthStyle:      oauth2.AuthStyleInParams,
+		}},
+		cache:   opts.Cache,
+		log:     opts.Logger,
+		slots:   make(chan struct{}, opts.MaxConcurrency),
+		limiter: rate.NewLimiter(rate.Limit(float64(opts.RatePerMinute)/60), burst),
+	}
+}
+
+// Fulfill enrolls the order's learner in its course run. It returns nil when
+// the learner is enrolled (now or already), else an *Error whose Class says
+// whether to retry.
+func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
+	user := o.Username
+	if user == "" {
+		var err error
+		if user, err = c.Username(ctx, o.LMSUserID, o.RequestID); err != nil {
+			return err
+		}
+	}
+	data := NewEnrollmentData(o, user)
+	err := c.Enroll(ctx, data, o.RequestID)
+	var le *Error
+	if !errors.As(err, &le) || le.Status != http.StatusBadRequest {
+		return err
+	}
+	// After enrollment closes, a repeat of an enrollment that did succeed
+	// gets 400 (LMS.md §2): read it back before calling it a failure.
+	got, rerr := c.ReadEnrollment(ctx, user, o.CourseID, o.RequestID)
+	switch {
+	case rerr != nil:
+		return rerr // transient or not, the read decides
+	case got != nil && got.IsActive && got.Mode == o.CourseMode:
+		return nil
+	}
+	return err
+}
+
+// Username resolves an LMS user id to a username, from the cache when it can.
+func (c *Client) Username(ctx context.Context, lmsUserID int64, requestID string) (string, error) {
+	key := fmt.Sprintf("coordinator:v1:%s:username:%d", c.site, lmsUserID)
+	if v, ok, err := c.cache.Get(ctx, key); err == nil && ok {
+		return string(v), nil
+	}
+	u := c.base + "/api/user/v1/accounts?lms_user_id=" + strconv.FormatInt(lmsUserID, 10)
+	status, body, _, err := c.call(ctx, "account", http.MethodGet, u, nil, requestID)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case status == http.StatusNotFound:
+		return "", &Error{Op: "account", Status: status, Class: Permanent,
+			Message: fmt.Sprintf("no LMS user with lms_user_id %d", lmsUserID)}
+	case status != http.StatusOK:
+		return "", &Error{Op: "account", Status: status, Class: classify(status), Message: message(body)}
+	}
+	var accounts []struct {
+		Username string `json:"username"`
+	}
+	if err := json.Unmarshal(body, &accounts); err != nil || len(accounts) == 0 || accounts[0].Username == "" {
+		return "", &Error{Op: "account", Status: status, Class: Transient, Message: "unexpected account answer"}
+	}
+	user := accounts[0].Username
+	if err := c.cache.Set(ctx, key, []byte(user), usernameTTL); err != nil {
+		c.log.WarnContext(ctx, "cache_set_failed", "err", err)
+	}
+	return user, nil
+}
+
+// Enroll posts one enrollment. It waits for a concurrency slot and the rate
+// limiter, so a backlog never becomes a flood.
+func (c *Client) Enroll(ctx context.Context, data EnrollmentData, requestID string) error {
+	body, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("encode enrollment: %w", err)
+	}
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return &Error{Op: "enroll", Class: Transient, Err: ctx.Err()}
+	}
+	defer func() { <-c.slots }()
+	if err := c.limiter.Wait(ctx); err != nil {
+		return &Error{Op: "enroll", Class: Transient, Err: err}
+	}
+	status, resp, hdr, err := c.call(ctx, "enroll", http.MethodPost, c.base+"/api/enrollment/v1/enrollment", body, requestID)
+	if err != nil {
+		return err
+	}
+	if status == http.StatusOK {
+		return nil
+	}
+	e := &Error{Op: "enroll", Status: status, Class: classify(status), Message: message(resp)}
+	if status == http.StatusTooManyRequests {
+		e.RetryAfter = parseRetryAfter(hdr.Get("Retry-After"), time.Now())
+	}
+	if status == http.StatusNotFound && e.Message == "" {
+		e.Message = "not found: is the OAuth application's user staff, and is lms.url right?"
+	}
+	return e
+}
+
+// ReadEnrollment reads a learner's enrollment in a course run; nil when none.
+func (c *Client) ReadEnrollment(ctx context.Context, user, courseID, requestID string) (*Enrollment, error) {
+	// The LMS takes the raw key in the path (LMS.md §3); only the username
+	// needs escaping.
+	u := c.base + "/api/enrollment/v1/enrollment/" + url.PathEscape(user) + "," + courseID
+	status, body, _, err := c.call(ctx, "read enrollment", http.MethodGet, u, nil, requestID)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, &Error{Op: "read enrollment", Status: status, Class: classify(status), Message: message(body)}
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, nil
+	}
+	var e Enrollment
+	if err := json.Unmarshal(body, &e); err != nil {
+		return nil, &Error{Op: "read enrollment", Status: status, Class: Transient, Message: "unexpected enrollment answer"}
+	}
+	return &e, nil
+}
+
+// call makes an authenticated call. A 401 means the token expired or was
+// revoked: the token is dropped and the call made once more with a new one.
+func (c *Client) call(ctx context.Context, op, method, u string, body []byte, requestID string) (int, []byte, http.Header, error) {
+	for attempt := 0; ; attempt++ {
+		tok, err := c.tokens.get(ctx)
+		if err != nil {
+			return 0, nil, nil, &Error{Op: "token", Class: Transient, Err: err}
+		}
+		status, resp, hdr, err := c.do(ctx, method, u, body, tok, requestID)
+		if err != nil {
+			return 0, nil, nil, &Error{Op: op, Class: Transient, Err: err}
+		}
+		if status != http.StatusUnauthorized {
+			return status, resp, hdr, nil
+		}
+		c.tokens.drop(tok)
+		if attempt == 1 {
+			return 0, nil, nil, &Error{Op: op, Status: status, Class: Transient, Message: message(resp)}
+		}
+		c.log.WarnContext(ctx, "lms_token_refused", "op", op)
+	}
+}
+
+func (c *Client) do(ctx context.Context, method, u string, body []byte, token, requestID string) (int, []byte, http.Header, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	req.Header.Set("Authorization", "JWT "+token)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if requestID != "" {
+		req.Header.Set("X-Request-ID", requestID)
+	}
+	if c.apiKey != "" {
+		req.Header.Set("X-Edx-Api-Key", c.apiKey)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("read answer: %w", err)
+	}
+	return resp.StatusCode, b, resp.Header, nil
+}
+
+// message extracts the LMS's message from an error body: {"message": ...} or
+// {"detail": ...}, else the start of the body.
+func message(body []byte) string {
+	var m struct {
+		Message string `json:"message"`
+		Detail  string `json:"detail"`
+	}
+	if json.Unmarshal(body, &m) == nil {
+		if m.Message != "" {
+			return m.Message
+		}
+		if m.Detail != "" {
+			return m.Detail
+		}
+	}
+	s := strings.TrimSpace(string(body))
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
+// parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// tokenCache holds the current access token and fetches a new one when it is
+// missing or about to expire. One fetch runs at a time; the others wait for it.
+type tokenCache struct {
+	cfg clientcredentials.Config
+	hc  *http.Client
+
+	mu  sync.Mutex
+	tok *oauth2.Token
+}
+
+func (t *tokenCache) get(ctx context.Context) (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.tok != nil && time.Until(t.tok.Expiry) > tokenMargin {
+		return t.tok.AccessToken, nil
+	}
+	tok, err := t.cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, t.hc))
+	if err != nil {
+		return "", fmt.Errorf("fetch token: %w", tokenError(err))
+	}
+	if tok.Expiry.IsZero() { // no expires_in: trust it for a minute
+		tok.Expiry = time.Now().Add(time.Minute)
+	}
+	t.tok = tok
+	return tok.AccessToken, nil
+}
+
+// drop forgets tok if it is still the current token.
+func (t *tokenCache) drop(tok string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.tok != nil && t.tok.AccessToken == tok {
+		t.tok = nil
+	}
+}
+
+// tokenError strips the response body from oauth2's error, which can echo
+// request details, keeping the status and the OAuth error code.
+func tokenError(err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && re.Response != nil {
+		if re.ErrorCode != "" {
+			return fmt.Errorf("token endpoint answered %d: %s", re.Response.StatusCode, re.ErrorCode)
+		}
+		return fmt.Errorf("token endpoint answered %d", re.Response.StatusCode)
+	}
+	return err
+}

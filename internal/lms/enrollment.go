@@ -1,0 +1,57 @@
+package lms
+
+import (
+	"github.com/openedx/coordinator/internal/fulfillment"
+)
+
+// Attribute is one enrollment attribute.
+type Attribute struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Value     string `json:"value"`
+}
+
+// CourseDetails names the course run of an enrollment.
+type CourseDetails struct {
+	CourseID string `json:"course_id"`
+}
+
+// EnrollmentData is the body of POST /api/enrollment/v1/enrollment (SPEC §6).
+type EnrollmentData struct {
+	User                 string        `json:"user"`
+	Mode                 string        `json:"mode"`
+	IsActive             bool          `json:"is_active"`
+	CourseDetails        CourseDetails `json:"course_details"`
+	EmailOptIn           bool          `json:"email_opt_in"`
+	EnrollmentAttributes []Attribute   `json:"enrollment_attributes"`
+}
+
+// NewEnrollmentData builds the enrollment for an order and a resolved username.
+// The placement date is sent twice: order_placed (the original service's
+// name) and date_placed (what the LMS reads for refund windows).
+func NewEnrollmentData(o fulfillment.Order, username string) EnrollmentData {
+	placed := o.OrderPlaced.UTC().Format(fulfillment.DateLayout)
+	attrs := make([]Attribute, 3, 4)
+	attrs[0] = Attribute{"order", "order_number", o.OrderNumber}
+	attrs[1] = Attribute{"order", "order_placed", placed}
+	attrs[2] = Attribute{"order", "date_placed", placed}
+	if o.CourseMode == "credit" {
+		attrs = append(attrs, Attribute{"credit", "provider_id", o.Provider})
+	}
+	return EnrollmentData{
+		User:                 username,
+		Mode:                 o.CourseMode,
+		IsActive:             true,
+		CourseDetails:        CourseDetails{CourseID: o.CourseID},
+		EmailOptIn:           o.EmailOptIn,
+		EnrollmentAttributes: attrs,
+	}
+}
+
+// Enrollment is the part of the LMS's enrollment object Coordinator reads.
+type Enrollment struct {
+	User          string        `json:"user"`
+	Mode          string        `json:"mode"`
+	IsActive      bool          `json:"is_active"`
+	CourseDetails CourseDetails `json:"course_details"`
+}

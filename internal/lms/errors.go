@@ -1,0 +1,66 @@
+package lms
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Class is what an LMS answer means for a fulfillment (LMS.md §7). This file
+// is the one place that decides it.
+type Class int
+
+// The outcome classes of a failed LMS call.
+const (
+	// Transient: the LMS is busy, down or slow; retry with backoff.
+	Transient Class = iota
+	// Permanent: retrying cannot help (unknown user or course, refused
+	// permission, a business rule); fail the line and keep the message.
+	Permanent
+)
+
+// Error is a failed LMS call.
+type Error struct {
+	Op         string        // "token", "account", "enroll", "read enrollment"
+	Status     int           // HTTP status, 0 when no answer arrived
+	Message    string        // the LMS's own message, when it gave one
+	RetryAfter time.Duration // from a 429's Retry-After, when present
+	Class      Class
+	Err        error // the transport error, when no answer arrived
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Status == 0:
+		return fmt.Sprintf("lms %s: %v", e.Op, e.Err)
+	case e.Message != "":
+		return fmt.Sprintf("lms %s: %d: %s", e.Op, e.Status, e.Message)
+	}
+	return fmt.Sprintf("lms %s: %d", e.Op, e.Status)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// classify maps an HTTP status of the enrollment or account API to its class.
+func classify(status int) Class {
+	switch status {
+	case 400, 403, 404, 406:
+		return Permanent
+	}
+	return Transient
+}
+
+// IsPermanent reports whether err is an LMS failure that retrying cannot fix.
+func IsPermanent(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Class == Permanent
+}
+
+// RetryAfter returns the delay the LMS asked for (a 429's Retry-After), if any.
+func RetryAfter(err error) (time.Duration, bool) {
+	var e *Error
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		return e.RetryAfter, true
+	}
+	return 0, false
+}

@@ -1,0 +1,152 @@
+// Package signals provides named, in-process events with typed payloads, in
+// the manner of Django signals: receivers are registered in code under stable
+// dotted names, configuration decides which of them a signal reaches and in
+// what order, and sending is always robust — every receiver runs, and each
+// one's result, error or panic is returned to the sender.
+package signals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sort"
+	"strings"
+)
+
+// Receiver handles one signal. It must be quick: slow work belongs in a task.
+type Receiver[T any] func(ctx context.Context, payload T) (string, error)
+
+// Result is one receiver's answer to a Send.
+type Result struct {
+	Receiver string
+	Response string
+	Err      error
+}
+
+// PanicError is the error a receiver's panic is turned into.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("receiver panicked: %v", e.Value) }
+
+// Signal is a named event whose payload has type T.
+type Signal[T any] struct {
+	name      string
+	available map[string]Receiver[T]
+	connected []string
+}
+
+// New returns a signal with no receivers.
+func New[T any](name string) *Signal[T] {
+	return &Signal[T]{name: name, available: map[string]Receiver[T]{}}
+}
+
+// Name is the signal's configuration name.
+func (s *Signal[T]) Name() string { return s.name }
+
+// Register makes a receiver available under a dotted name. It is not yet
+// connected: Connect decides that. Registering a name twice panics, since it
+// is a programming error.
+func (s *Signal[T]) Register(name string, r Receiver[T]) {
+	if _, dup := s.available[name]; dup {
+		panic(fmt.Sprintf("signals: receiver %q registered twice on %q", name, s.name))
+	}
+	s.available[name] = r
+}
+
+// Receivers lists the names that may be connected, sorted.
+func (s *Signal[T]) Receivers() []string {
+	names := make([]string, 0, len(s.available))
+	for n := range s.available {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Connected lists the connected receivers in the order they run.
+func (s *Signal[T]) Connected() []string { return append([]string(nil), s.connected...) }
+
+// Connect sets which receivers the signal reaches, in order. It refuses an
+// empty list, unknown names and duplicates. It must be called before the
+// signal is sent; it is not safe to call concurrently with Send.
+func (s *Signal[T]) Connect(names []string) error {
+	if len(names) == 0 {
+		return errors.New("no receivers listed")
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		if _, ok := s.available[n]; !ok {
+			return fmt.Errorf("unknown receiver %q (known: %s)", n, strings.Join(s.Receivers(), ", "))
+		}
+		if seen[n] {
+			return fmt.Errorf("receiver %q listed twice", n)
+		}
+		seen[n] = true
+	}
+	s.connected = append([]string(nil), names...)
+	return nil
+}
+
+// Send runs every connected receiver in order and returns one Result each. A
+// receiver's error or panic does not stop the others.
+func (s *Signal[T]) Send(ctx context.Context, payload T) []Result {
+	results := make([]Result, len(s.connected))
+	for i, name := range s.connected {
+		results[i] = s.call(ctx, name, payload)
+	}
+	return results
+}
+
+func (s *Signal[T]) call(ctx context.Context, name string, payload T) (res Result) {
+	res.Receiver = name
+	defer func() {
+		if v := recover(); v != nil {
+			res.Response, res.Err = "", &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	res.Response, res.Err = s.available[name](ctx, payload)
+	return res
+}
+
+// Connector is what Wire needs of a signal of any payload type.
+type Connector interface {
+	Name() string
+	Connect(names []string) error
+}
+
+// Wire connects each signal to the receivers the configuration map names for
+// it. Every signal must appear in the map, and the map may name no other
+// signal; errors name the offending key as "signals.<name>".
+func Wire(mapping map[string][]string, sigs ...Connector) error {
+	byName := map[string]Connector{}
+	var known []string
+	for _, s := range sigs {
+		byName[s.Name()] = s
+		known = append(known, s.Name())
+	}
+	sort.Strings(known)
+	var names []string
+	for n := range mapping {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		s, ok := byName[n]
+		if !ok {
+			return fmt.Errorf("signals.%s: unknown signal (known: %s)", n, strings.Join(known, ", "))
+		}
+		if err := s.Connect(mapping[n]); err != nil {
+			return fmt.Errorf("signals.%s: %w", n, err)
+		}
+	}
+	for _, n := range known {
+		if _, ok := mapping[n]; !ok {
+			return fmt.Errorf("signals.%s: missing: map it to at least one receiver", n)
+		}
+	}
+	return nil
+}
