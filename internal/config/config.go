@@ -344,6 +344,9 @@ func (w walker) expand(n *yaml.Node, path string) {
 }
 
 func scalarProblem(n *yaml.Node, t reflect.Type, err error) string {
+	if t == reflect.TypeOf(Duration(0)) {
+		return err.Error()
+	}
 	switch t.Kind() {
 	case reflect.Int, reflect.Int64:
 		return fmt.Sprintf("%q is not an integer", n.Value)

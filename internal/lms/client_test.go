@@ -1,0 +1,188 @@
+package lms
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/openedx/coordinator/internal/cache"
+	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/lms/lmstest"
+)
+
+const demoCourse = "course-v1:edX+DemoX+Demo_Course"
+
+func newClient(t *testing.T, fake *lmstest.Server, mod func(*Options)) *Client {
+	t.Helper()
+	srv := lmstest.Start(t, fake)
+	o := Options{
+		Site: "default", BaseURL: srv.URL, TokenURL: srv.URL + "/oauth2/access_token",
+		ClientID: "coordinator-worker", ClientSecret: "s", Timeout: 500 * time.Millisecond,
+		MaxConcurrency: 4, RatePerMinute: 60000, Cache: cache.NewMemory(100), Logger: slog.New(slog.DiscardHandler),
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	return New(o)
+}
+
+func order(user int64, mode string) fulfillment.Order {
+	return fulfillment.Order{Site: "default", OrderNumber: "EDX-1", CourseID: demoCourse, CourseMode: mode,
+		OrderPlaced: time.Date(2024, 5, 1, 12, 35, 2, 0, time.UTC), LMSUserID: user, RequestID: "req-1"}
+}
+
+func TestFulfillReusesTokenAndUsername(t *testing.T) {
+	fake := lmstest.NewDemo("s")
+	c := newClient(t, fake, nil)
+	for _, mode := range []string{"audit", "verified", "verified"} {
+		if err := c.Fulfill(context.Background(), order(3, mode)); err != nil {
+			t.Fatalf("Fulfill %s: %v", mode, err)
+		}
+	}
+	if n := len(fake.Calls(lmstest.Token)); n != 1 {
+		t.Errorf("%d token requests, want 1", n)
+	}
+	if n := len(fake.Calls(lmstest.Account)); n != 1 {
+		t.Errorf("%d account look-ups, want 1 (cached)", n)
+	}
+	tok := fake.Calls(lmstest.Token)[0]
+	if !strings.Contains(string(tok.Body), "token_type=jwt") || !strings.Contains(string(tok.Body), "grant_type=client_credentials") {
+		t.Errorf("token request body %q", tok.Body)
+	}
+	enroll := fake.Calls(lmstest.Enroll)[0]
+	if got := enroll.Header.Get("Authorization"); !strings.HasPrefix(got, "JWT ") {
+		t.Errorf("Authorization %q, want JWT", got)
+	}
+	if got := enroll.Header.Get("X-Request-ID"); got != "req-1" {
+		t.Errorf("X-Request-ID %q", got)
+	}
+	if e, _ := fake.Enrollment("edx", demoCourse); e.Mode != "verified" || !e.IsActive {
+		t.Errorf("enrollment %+v, want active verified (upgraded)", e)
+	}
+}
+
+func TestEnrollmentBody(t *testing.T) {
+	o := order(3, "credit")
+	o.Provider, o.EmailOptIn = "asu", true
+	got, _ := json.Marshal(NewEnrollmentData(o, "edx"))
+	want := `{"user":"edx","mode":"credit","is_active":true,"course_details":{"course_id":"course-v1:edX+DemoX+Demo_Course"},"email_opt_in":true,"enrollment_attributes":[` +
+		`{"namespace":"order","name":"order_number","value":"EDX-1"},{"namespace":"order","name":"order_placed","value":"2024-05-01T12:35:02Z"},` +
+		`{"namespace":"order","name":"date_placed","value":"2024-05-01T12:35:02Z"},{"namespace":"credit","name":"provider_id","value":"asu"}]}`
+	if diff := cmp.Diff(want, string(got)); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestRevokedTokenIsReplaced(t *testing.T) {
+	fake := lmstest.NewDemo("s")
+	c := newClient(t, fake, nil)
+	if err := c.Fulfill(context.Background(), order(3, "audit")); err != nil {
+		t.Fatal(err)
+	}
+	fake.RevokeTokens()
+	if err := c.Fulfill(context.Background(), order(4, "audit")); err != nil {
+		t.Fatalf("after revocation: %v", err)
+	}
+	if n := len(fake.Calls(lmstest.Token)); n != 2 {
+		t.Errorf("%d token requests, want 2", n)
+	}
+}
+
+func TestOutcomeClasses(t *testing.T) {
+	tests := []struct {
+		name       string
+		setup      func(*lmstest.Server)
+		order      fulfillment.Order
+		wantErr    bool
+		permanent  bool
+		retryAfter time.Duration
+		wantMsg    string
+		enrollN    int // enrollment calls expected
+	}{
+		{name: "503 is transient", setup: func(s *lmstest.Server) { s.Script(lmstest.Enroll, lmstest.Reply{Status: 503}) },
+			order: order(3, "audit"), wantErr: true, enrollN: 1},
+		{name: "429 keeps Retry-After", setup: func(s *lmstest.Server) {
+			s.Script(lmstest.Enroll, lmstest.Reply{Status: 429, Body: `{"detail":"Request was throttled. Expected available in 7 seconds."}`, Header: map[string]string{"Retry-After": "7"}})
+		}, order: order(3, "audit"), wantErr: true, retryAfter: 7 * time.Second, wantMsg: "throttled", enrollN: 1},
+		{name: "slower than timeout is transient", setup: func(s *lmstest.Server) { s.Script(lmstest.Enroll, lmstest.Reply{Status: 200, Delay: 2 * time.Second}) },
+			order: order(3, "audit"), wantErr: true, enrollN: 1},
+		{name: "connection reset is transient", setup: func(s *lmstest.Server) { s.Script(lmstest.Enroll, lmstest.Reply{Hangup: true}) },
+			order: order(3, "audit"), wantErr: true, enrollN: 1},
+		{name: "406 unknown username is permanent", order: func() fulfillment.Order { o := order(3, "audit"); o.Username = "ghost"; return o }(),
+			wantErr: true, permanent: true, wantMsg: "The user ghost does not exist.", enrollN: 1},
+		{name: "unknown lms_user_id is permanent", order: order(999, "audit"), wantErr: true, permanent: true, wantMsg: "no LMS user with lms_user_id 999", enrollN: 0},
+		{name: "unknown course is permanent", order: func() fulfillment.Order { o := order(3, "audit"); o.CourseID = "course-v1:X+Y+Z"; return o }(),
+			wantErr: true, permanent: true, wantMsg: "No course 'course-v1:X+Y+Z' found", enrollN: 1},
+		{name: "403 is permanent", setup: func(s *lmstest.Server) {
+			s.Script(lmstest.Enroll, lmstest.Reply{Status: 403, Body: `{"message":"User does not have permission to create enrollment with mode [verified]."}`})
+		}, order: order(3, "verified"), wantErr: true, permanent: true, wantMsg: "does not have permission", enrollN: 1},
+		{name: "400 after close, already enrolled, is enrolled", setup: func(s *lmstest.Server) {
+			s.Enroll(lmstest.Enrollment{User: "edx", CourseID: demoCourse, Mode: "verified", IsActive: true})
+			s.CloseEnrollment(demoCourse, true)
+		}, order: order(3, "verified"), enrollN: 1},
+		{name: "400 after close, not enrolled, is permanent", setup: func(s *lmstest.Server) { s.CloseEnrollment(demoCourse, true) },
+			order: order(3, "verified"), wantErr: true, permanent: true, wantMsg: "An error occurred while creating", enrollN: 1},
+		{name: "400 after close, enrolled in another mode, is permanent", setup: func(s *lmstest.Server) {
+			s.Enroll(lmstest.Enrollment{User: "edx", CourseID: demoCourse, Mode: "audit", IsActive: true})
+			s.CloseEnrollment(demoCourse, true)
+		}, order: order(3, "verified"), wantErr: true, permanent: true, enrollN: 1},
+		{name: "non-staff caller gets 404", setup: func(s *lmstest.Server) { s.AddClient("coordinator-worker", lmstest.Client{Secret: "s"}) },
+			order: func() fulfillment.Order { o := order(3, "audit"); o.Username = "edx"; return o }(), wantErr: true, permanent: true, wantMsg: "is the OAuth application's user staff", enrollN: 1},
+		{name: "bad client secret is transient", setup: func(s *lmstest.Server) { s.AddClient("coordinator-worker", lmstest.Client{Secret: "other", Staff: true}) },
+			order: order(3, "audit"), wantErr: true, wantMsg: "invalid_client", enrollN: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := lmstest.NewDemo("s")
+			if tt.setup != nil {
+				tt.setup(fake)
+			}
+			c := newClient(t, fake, nil)
+			err := c.Fulfill(context.Background(), tt.order)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil {
+				if got := IsPermanent(err); got != tt.permanent {
+					t.Errorf("IsPermanent(%v) = %v, want %v", err, got, tt.permanent)
+				}
+				if d, _ := RetryAfter(err); d != tt.retryAfter {
+					t.Errorf("RetryAfter = %v, want %v", d, tt.retryAfter)
+				}
+				if !strings.Contains(err.Error(), tt.wantMsg) {
+					t.Errorf("error %q does not keep %q", err, tt.wantMsg)
+				}
+			}
+			if n := len(fake.Calls(lmstest.Enroll)); n != tt.enrollN {
+				t.Errorf("%d enrollment calls, want %d", n, tt.enrollN)
+			}
+		})
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Duration{
+		"": 0, "7": 7 * time.Second, "abc": 0, "-3": 0,
+		"Thu, 01 Jan 2026 00:00:30 GMT": 30 * time.Second,
+	} {
+		if got := parseRetryAfter(in, now); got != want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func BenchmarkEnrollmentBody(b *testing.B) {
+	o := order(3, "verified")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := json.Marshal(NewEnrollmentData(o, "edx")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
