@@ -72,7 +72,9 @@ signals:
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var logs syncBuffer
-	go func() { done <- run(ctx, []string{"--config", path, "all"}, func(k string) string { return env[k] }, io.Discard, &logs) }()
+	go func() {
+		done <- run(ctx, []string{"--config", path, "all"}, func(k string) string { return env[k] }, io.Discard, &logs)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {

@@ -119,15 +119,15 @@ func Parse(body []byte, knownSite func(string) bool) (Order, error) {
 		o.CourseMode = s
 	}
 	if v, ok := f.get("order_placed", true); ok {
-		if t, err := parseTime(v); err != nil {
-			errs.Add("order_placed", err.Error())
+		if t, problem := parseTime(v); problem != "" {
+			errs.Add("order_placed", problem)
 		} else {
 			o.OrderPlaced = t
 		}
 	}
 	if v, ok := f.get("edx_lms_user_id", true); ok {
-		if id, err := parseUserID(v); err != nil {
-			errs.Add("edx_lms_user_id", err.Error())
+		if id, problem := parseUserID(v); problem != "" {
+			errs.Add("edx_lms_user_id", problem)
 		} else {
 			o.LMSUserID = id
 		}
@@ -249,10 +249,14 @@ var (
 	maxPlaced = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 )
 
+// msgPlaced is the problem with an order_placed that is neither form.
+const msgPlaced = "Must be POSIX seconds or an RFC 3339 timestamp."
+
 // parseTime accepts POSIX seconds (integer, fraction, or either as a string)
 // or an RFC 3339 timestamp, and returns the instant in UTC truncated to whole
-// seconds, which is all the LMS's format keeps.
-func parseTime(v any) (time.Time, error) {
+// seconds, which is all the LMS's format keeps. A non-empty string is the
+// problem with v.
+func parseTime(v any) (time.Time, string) {
 	var num string
 	switch v := v.(type) {
 	case json.Number:
@@ -264,30 +268,30 @@ func parseTime(v any) (time.Time, error) {
 		}
 		num = s
 	default:
-		return time.Time{}, errors.New("Must be POSIX seconds or an RFC 3339 timestamp.")
+		return time.Time{}, msgPlaced
 	}
 	secs, err := strconv.ParseFloat(num, 64)
 	if err != nil || math.IsNaN(secs) || math.IsInf(secs, 0) {
-		return time.Time{}, errors.New("Must be POSIX seconds or an RFC 3339 timestamp.")
+		return time.Time{}, msgPlaced
 	}
 	if secs < float64(minPlaced.Unix()) || secs > float64(maxPlaced.Unix()) {
-		return time.Time{}, errors.New("Must be a date between 1970 and 9999.")
+		return time.Time{}, "Must be a date between 1970 and 9999."
 	}
 	whole, frac := math.Modf(secs)
-	return time.Unix(int64(whole), int64(frac*1e9)).UTC().Truncate(time.Second), nil
+	return time.Unix(int64(whole), int64(frac*1e9)).UTC().Truncate(time.Second), ""
 }
 
-func checkPlaced(t time.Time) (time.Time, error) {
+func checkPlaced(t time.Time) (time.Time, string) {
 	t = t.UTC().Truncate(time.Second)
 	if t.Before(minPlaced) || t.After(maxPlaced) {
-		return time.Time{}, errors.New("Must be a date between 1970 and 9999.")
+		return time.Time{}, "Must be a date between 1970 and 9999."
 	}
-	return t, nil
+	return t, ""
 }
 
 // parseUserID accepts a positive integer, an integral number such as 42.0, or
 // a numeric string, as DRF's IntegerField does.
-func parseUserID(v any) (int64, error) {
+func parseUserID(v any) (int64, string) {
 	var s string
 	switch v := v.(type) {
 	case json.Number:
@@ -295,20 +299,20 @@ func parseUserID(v any) (int64, error) {
 	case string:
 		s = strings.TrimSpace(v)
 	default:
-		return 0, errors.New(msgInteger)
+		return 0, msgInteger
 	}
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
 		f, ferr := strconv.ParseFloat(s, 64)
 		if ferr != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
-			return 0, errors.New(msgInteger)
+			return 0, msgInteger
 		}
 		id = int64(f)
 	}
 	if id <= 0 {
-		return 0, errors.New("Ensure this value is greater than or equal to 1.")
+		return 0, "Ensure this value is greater than or equal to 1."
 	}
-	return id, nil
+	return id, ""
 }
 
 // parseBool accepts what DRF's BooleanField accepts.

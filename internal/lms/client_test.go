@@ -133,7 +133,9 @@ func TestOutcomeClasses(t *testing.T) {
 		}, order: order(3, "verified"), wantErr: true, permanent: true, enrollN: 1},
 		{name: "non-staff caller gets 404", setup: func(s *lmstest.Server) { s.AddClient("coordinator-worker", lmstest.Client{Secret: "s"}) },
 			order: func() fulfillment.Order { o := order(3, "audit"); o.Username = "edx"; return o }(), wantErr: true, permanent: true, wantMsg: "is the OAuth application's user staff", enrollN: 1},
-		{name: "bad client secret is transient", setup: func(s *lmstest.Server) { s.AddClient("coordinator-worker", lmstest.Client{Secret: "other", Staff: true}) },
+		{name: "bad client secret is transient", setup: func(s *lmstest.Server) {
+			s.AddClient("coordinator-worker", lmstest.Client{Secret: "other", Staff: true})
+		},
 			order: order(3, "audit"), wantErr: true, wantMsg: "invalid_client", enrollN: 0},
 	}
 	for _, tt := range tests {
