@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
 	"strings"
 	"testing"
 	"time"
@@ -186,5 +189,87 @@ func BenchmarkEnrollmentBody(b *testing.B) {
 		if _, err := json.Marshal(NewEnrollmentData(o, "edx")); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestTokenReplacedBeforeExpiry(t *testing.T) {
+	fake := lmstest.NewDemo("s")
+	fake.SetTokenTTL(tokenMargin + time.Second) // usable for one second
+	c := newClient(t, fake, nil)
+	if err := c.Fulfill(context.Background(), order(3, "audit")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Fulfill(context.Background(), order(4, "audit")); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(fake.Calls(lmstest.Token)); n != 1 {
+		t.Fatalf("%d token requests within the token's life, want 1", n)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if err := c.Fulfill(context.Background(), order(5, "audit")); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(fake.Calls(lmstest.Token)); n != 2 {
+		t.Errorf("%d token requests after the token neared expiry, want 2", n)
+	}
+	for _, call := range fake.Calls(lmstest.Enroll, lmstest.Account) {
+		if call.Status == 401 {
+			t.Errorf("a call was refused with 401: the token was used too close to expiry")
+		}
+	}
+}
+
+// At most max_concurrency enrollment calls reach the LMS at once.
+func TestEnrollConcurrencyLimit(t *testing.T) {
+	fake := lmstest.NewDemo("s")
+	fake.SetLatency(50 * time.Millisecond)
+	var inflight, peak atomic.Int32
+	srv := lmstest.Start(t, lmsWithGauge(fake, &inflight, &peak))
+	c := New(Options{Site: "default", BaseURL: srv.URL, TokenURL: srv.URL + "/oauth2/access_token",
+		ClientID: "coordinator-worker", ClientSecret: "s", Timeout: 5 * time.Second, MaxConcurrency: 3,
+		RatePerMinute: 600000, Cache: cache.NewMemory(100), Logger: slog.New(slog.DiscardHandler)})
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Go(func() {
+			o := order(3, "audit")
+			o.Username = "edx"
+			if err := c.Fulfill(context.Background(), o); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if p := peak.Load(); p != 3 {
+		t.Errorf("peak concurrent enrollment calls %d, want 3", p)
+	}
+}
+
+func lmsWithGauge(next http.Handler, inflight, peak *atomic.Int32) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/enrollment/v1/enrollment" {
+			n := inflight.Add(1)
+			defer inflight.Add(-1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// The token bucket spaces enrollment calls at rate_per_minute.
+func TestEnrollRateLimit(t *testing.T) {
+	fake := lmstest.NewDemo("s")
+	c := newClient(t, fake, func(o *Options) { o.RatePerMinute = 1200 }) // 20/s, burst 20
+	start := time.Now()
+	for range 30 {
+		o := order(3, "audit")
+		o.Username = "edx"
+		if err := c.Fulfill(context.Background(), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 30 calls at 20/s with a burst of 20 need at least 0.5s.
+	if el := time.Since(start); el < 450*time.Millisecond {
+		t.Errorf("30 calls took %v; the rate limit did not hold them back", el)
 	}
 }

@@ -136,13 +136,14 @@ func NewDemo(clientSecret string) *Server {
 	return s
 }
 
-// Start serves the fake on a loopback port until the test ends.
+// Start serves h (a Server, or a handler wrapping one) on a loopback port
+// until the test ends.
 func Start(t interface {
 	Helper()
 	Cleanup(func())
-}, s *Server) *httptest.Server {
+}, h http.Handler) *httptest.Server {
 	t.Helper()
-	ts := httptest.NewServer(s)
+	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)
 	return ts
 }
@@ -248,6 +249,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e Endpoint, h han
 	if e == Token || e == Course {
 		latency = 0
 	}
+	// Record the call on arrival, so a caller that gave up waiting still
+	// sees it counted.
+	i := len(s.calls)
+	s.calls = append(s.calls, Call{Endpoint: e, Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header.Clone(), Body: body})
 	s.mu.Unlock()
 
 	var a answer
@@ -259,7 +264,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e Endpoint, h han
 			}
 		}
 		if scripted.Hangup {
-			s.record(e, r, body, 0)
 			if hj, ok := w.(http.Hijacker); ok {
 				if conn, _, err := hj.Hijack(); err == nil {
 					conn.Close()
@@ -281,7 +285,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e Endpoint, h han
 		}
 		a = h(r, body, "")
 	}
-	s.record(e, r, body, a.status)
+	s.mu.Lock()
+	s.calls[i].Status = a.status
+	s.mu.Unlock()
 	for k, v := range a.header {
 		w.Header().Set(k, v)
 	}
@@ -292,12 +298,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e Endpoint, h han
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(a.status)
 	_ = json.NewEncoder(w).Encode(a.body)
-}
-
-func (s *Server) record(e Endpoint, r *http.Request, body []byte, status int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.calls = append(s.calls, Call{Endpoint: e, Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header.Clone(), Body: body, Status: status})
 }
 
 func msg(status int, text string) answer {
