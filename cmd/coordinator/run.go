@@ -236,6 +236,7 @@ func newAPI(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) (htt
 		Logger:       log,
 		Auth:         httpapi.NewAuthenticator(cfg.Auth, &http.Client{Timeout: 5 * time.Second}),
 		FulfillOrder: sig,
+		Orders:       enq,
 		KnownSite:    func(s string) bool { return s == fulfillment.DefaultSite },
 		Checks:       []httpapi.Check{{Name: "redis", Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }}},
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,

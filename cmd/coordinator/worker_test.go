@@ -1,13 +1,16 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 )
 
@@ -88,4 +91,94 @@ func TestWorkerOutcomes(t *testing.T) {
 			t.Errorf("%d enrollment calls, want max_attempts = 3", n)
 		}
 	})
+}
+
+func (in *instance) order(t *testing.T, method, number string) (int, orderStatus) {
+	t.Helper()
+	req, _ := http.NewRequest(method, in.base+"/orders/"+url.PathEscape(number)+map[string]string{"GET": "", "POST": "/retry"}[method], nil)
+	req.Header.Set("Authorization", "JWT "+adminToken(t))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out orderStatus
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+type orderStatus struct {
+	OrderNumber string             `json:"order_number"`
+	Lines       []fulfillment.Line `json:"lines"`
+}
+
+func TestOrderStatusAndRetry(t *testing.T) {
+	t.Parallel()
+	in := startAll(t, "")
+	body := func(order string, user int, course string) string {
+		return `{"course_id":"` + course + `","course_mode":"audit","order_placed":1714566902,"edx_lms_user_id":` +
+			strconv.Itoa(user) + `,"email_opt_in":false,"order_number":"` + order + `"}`
+	}
+	if status, _ := in.order(t, "GET", "NO-SUCH-ORDER"); status != http.StatusNotFound {
+		t.Errorf("unknown order: %d, want 404", status)
+	}
+
+	// One order, three lines: enrolled after retries, failed, and retrying.
+	const order = "ST/1 #2" // slashes and spaces survive the URL
+	in.lms.Script(lmstest.Enroll, lmstest.Reply{Status: 503}, lmstest.Reply{Status: 503})
+	in.lms.AddCourse("course-v1:edX+Other+2025", lmstest.CourseRun{Modes: []string{"audit"}})
+	in.lms.AddCourse("course-v1:edX+Third+2025", lmstest.CourseRun{Modes: []string{"audit"}})
+	_, out := in.fulfill(t, body(order, 3, "course-v1:edX+DemoX+Demo_Course"), "")
+	enrolledID := out[receiverEnroll]["response"].(string)
+	in.waitFinal(t, enrolledID)
+	_, out = in.fulfill(t, body(order, 998, "course-v1:edX+Other+2025"), "")
+	failedID := out[receiverEnroll]["response"].(string)
+	in.waitFinal(t, failedID)
+	in.lms.Script(lmstest.Enroll, lmstest.Reply{Status: 429, Header: map[string]string{"Retry-After": "60"}})
+	_, out = in.fulfill(t, body(order, 4, "course-v1:edX+Third+2025"), "")
+	retryingID := out[receiverEnroll]["response"].(string)
+	deadline := time.Now().Add(10 * time.Second)
+	for info, _ := in.insp.GetTaskInfo(in.queue, retryingID); info == nil || info.State != asynq.TaskStateRetry; info, _ = in.insp.GetTaskInfo(in.queue, retryingID) {
+		if time.Now().After(deadline) {
+			t.Fatal("third line never reached retry")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	status, st := in.order(t, "GET", order)
+	if status != http.StatusOK || st.OrderNumber != order || len(st.Lines) != 3 {
+		t.Fatalf("GET order: %d %+v", status, st)
+	}
+	byID := map[string]fulfillment.Line{}
+	for _, l := range st.Lines {
+		byID[l.TaskID] = l
+	}
+	if l := byID[enrolledID]; l.State != fulfillment.StateEnrolled || l.Attempts != 3 || l.EnrolledAt == nil || l.CourseID != "course-v1:edX+DemoX+Demo_Course" || l.CourseMode != "audit" || l.AcceptedAt.IsZero() {
+		t.Errorf("enrolled line: %+v", l)
+	}
+	if l := byID[failedID]; l.State != fulfillment.StateFailed || l.Attempts != 1 || l.LastError != "lms account: 404: no LMS user with lms_user_id 998" {
+		t.Errorf("failed line: %+v", l)
+	}
+	// Retry-After 60 is capped at this config's max_delay of 1s.
+	if l := byID[retryingID]; l.State != fulfillment.StateRetrying || l.Attempts != 1 || l.NextAttemptAt == nil || l.LastError != "lms enroll: 429" {
+		t.Errorf("retrying line: %+v", l)
+	}
+
+	// Retry re-queues only the failed line.
+	in.lms.AddUser(998, "late")
+	status, st = in.order(t, "POST", order)
+	if status != http.StatusOK {
+		t.Fatalf("retry: %d", status)
+	}
+	for _, l := range st.Lines {
+		if l.TaskID == failedID && l.State == fulfillment.StateFailed {
+			t.Errorf("failed line still failed after retry: %+v", l)
+		}
+	}
+	if info := in.waitFinal(t, failedID); info.State != asynq.TaskStateCompleted {
+		t.Errorf("retried line: %v %s", info.State, info.LastErr)
+	}
+	if _, ok := in.lms.Enrollment("late", "course-v1:edX+Other+2025"); !ok {
+		t.Error("retried line did not enroll the learner")
+	}
 }

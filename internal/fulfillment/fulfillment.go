@@ -31,6 +31,23 @@ type Order struct {
 	// RequestID is the X-Request-ID of the HTTP request that placed the order;
 	// it follows the order into the task and onto the LMS call.
 	RequestID string `json:"request_id,omitempty"`
+	// AcceptedAt is when Coordinator accepted the line.
+	AcceptedAt time.Time `json:"accepted_at"`
+}
+
+// Line is the fulfillment state of one course in an order, as GET
+// /orders/{order_number} reports it.
+type Line struct {
+	CourseID      string     `json:"course_id"`
+	CourseMode    string     `json:"course_mode"`
+	State         State      `json:"state"`
+	Attempts      int        `json:"attempts"`
+	LastError     string     `json:"last_error"`
+	TaskID        string     `json:"task_id"`
+	AcceptedAt    time.Time  `json:"accepted_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+	EnrolledAt    *time.Time `json:"enrolled_at"`
+	NextAttemptAt *time.Time `json:"next_attempt_at"`
 }
 
 // State is where a fulfillment line stands.

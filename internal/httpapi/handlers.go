@@ -49,6 +49,7 @@ func handleFulfill(sig *signals.Signal[fulfillment.Order], knownSite func(string
 			return
 		}
 		order.RequestID = RequestID(ctx)
+		order.AcceptedAt = time.Now().UTC()
 
 		results := sig.Send(ctx, order)
 		out := make(map[string]receiverResult, len(results))

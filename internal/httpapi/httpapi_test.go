@@ -73,6 +73,7 @@ func newTestAPI(t testing.TB, rdb redis.UniversalClient, q string) http.Handler 
 		Logger:       slog.New(slog.DiscardHandler),
 		Auth:         auth,
 		FulfillOrder: sig,
+		Orders:       enq,
 		KnownSite:    func(s string) bool { return s == fulfillment.DefaultSite },
 		Checks:       []Check{{Name: "redis", Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }}},
 		MaxBodyBytes: 1024,

@@ -25,6 +25,7 @@ type Deps struct {
 	Logger       *slog.Logger
 	Auth         *Authenticator
 	FulfillOrder *signals.Signal[fulfillment.Order]
+	Orders       Orders
 	KnownSite    func(string) bool
 	Checks       []Check
 	MaxBodyBytes int64
@@ -50,6 +51,9 @@ func NewHandler(d Deps) http.Handler {
 		fulfill := handleFulfill(d.FulfillOrder, d.KnownSite, d.MaxBodyBytes, d.Logger)
 		r.Post("/orders/fulfill", fulfill)
 		r.Post("/orders/fulfill/", fulfill)
+		// Operators and shops check on an order, and re-queue its failed lines.
+		r.Get("/orders/{order_number}", handleOrder(d.Orders, d.KnownSite, false, d.Logger))
+		r.Post("/orders/{order_number}/retry", handleOrder(d.Orders, d.KnownSite, true, d.Logger))
 	})
 	return r
 }

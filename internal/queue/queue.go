@@ -69,6 +69,7 @@ func NewRedisClient(c config.Redis) (redis.UniversalClient, error) {
 
 // Enqueuer puts fulfillment lines on the queue, once each.
 type Enqueuer struct {
+	rdb       redis.UniversalClient
 	client    *asynq.Client
 	inspector *asynq.Inspector
 	queue     string
@@ -88,6 +89,7 @@ type EnqueuerOptions struct {
 // NewEnqueuer returns an Enqueuer over rdb.
 func NewEnqueuer(rdb redis.UniversalClient, o EnqueuerOptions) *Enqueuer {
 	return &Enqueuer{
+		rdb:       rdb,
 		client:    asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		queue:     o.Queue,
@@ -112,6 +114,9 @@ func (e *Enqueuer) Enqueue(ctx context.Context, o fulfillment.Order) (string, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
+	if err := e.index(ctx, o, id); err != nil {
+		return "", err
+	}
 	// A few rounds cover a failed task deleted by a concurrent repeat
 	// between our conflict and our look-up.
 	for range 3 {

@@ -5,6 +5,7 @@
 package queuetest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
@@ -40,6 +41,11 @@ func Redis(t testing.TB) (redis.UniversalClient, string) {
 	queue := Name()
 	t.Cleanup(func() {
 		_ = asynq.NewInspectorFromRedisClient(rdb).DeleteQueue(queue, true)
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, "coordinator:{"+queue+"}:*", 100).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
 		rdb.Close()
 	})
 	return rdb, queue

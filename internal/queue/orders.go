@@ -1,0 +1,136 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+)
+
+// orderKey is the Redis set of an order's task ids. Site names contain no
+// ':', so the key is unambiguous whatever the order number holds.
+func (e *Enqueuer) orderKey(site, orderNumber string) string {
+	return "coordinator:{" + e.queue + "}:order:" + site + ":" + orderNumber
+}
+
+// indexTTL keeps an order's index a day longer than its tasks.
+func (e *Enqueuer) indexTTL() time.Duration { return e.retention + 24*time.Hour }
+
+// index records the line's task under its order, before the task is
+// enqueued, so that every queued task is findable.
+func (e *Enqueuer) index(ctx context.Context, o fulfillment.Order, id string) error {
+	key := e.orderKey(o.Site, o.OrderNumber)
+	pipe := e.rdb.TxPipeline()
+	pipe.SAdd(ctx, key, id)
+	pipe.Expire(ctx, key, e.indexTTL())
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("index %s: %w: %v", id, fulfillment.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Lines reports the state of every line of an order. An order with no
+// surviving task is fulfillment.ErrNotFound.
+func (e *Enqueuer) Lines(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
+	ids, err := e.rdb.SMembers(ctx, e.orderKey(site, orderNumber)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("order %s: %w: %v", orderNumber, fulfillment.ErrUnavailable, err)
+	}
+	slices.Sort(ids)
+	var lines []fulfillment.Line
+	for _, id := range ids {
+		info, err := e.inspector.GetTaskInfo(e.queue, id)
+		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+			continue // expired after retention, or never enqueued
+		}
+		if err != nil {
+			return nil, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
+		}
+		line, err := lineOf(info)
+		if err != nil {
+			return nil, err
+		}
+		lines = append(lines, line)
+	}
+	if len(lines) == 0 {
+		return nil, fmt.Errorf("order %s: %w", orderNumber, fulfillment.ErrNotFound)
+	}
+	return lines, nil
+}
+
+// RetryFailed queues the order's failed lines again and returns the order's
+// lines afterwards.
+func (e *Enqueuer) RetryFailed(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
+	lines, err := e.Lines(ctx, site, orderNumber)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range lines {
+		if l.State != fulfillment.StateFailed {
+			continue
+		}
+		info, err := e.inspector.GetTaskInfo(e.queue, l.TaskID)
+		if err != nil {
+			return nil, fmt.Errorf("task %s: %w: %v", l.TaskID, fulfillment.ErrUnavailable, err)
+		}
+		var o fulfillment.Order
+		if err := json.Unmarshal(info.Payload, &o); err != nil {
+			return nil, fmt.Errorf("decode task %s: %w", l.TaskID, err)
+		}
+		if _, err := e.Enqueue(ctx, o); err != nil {
+			return nil, err
+		}
+	}
+	return e.Lines(ctx, site, orderNumber)
+}
+
+// skipRetrySuffix is what asynq.SkipRetry appends to a permanent failure's
+// message; operators need only the LMS's part.
+var skipRetrySuffix = ": " + asynq.SkipRetry.Error()
+
+// lineOf maps an asynq task to a fulfillment line.
+func lineOf(info *asynq.TaskInfo) (fulfillment.Line, error) {
+	var o fulfillment.Order
+	if err := json.Unmarshal(info.Payload, &o); err != nil {
+		return fulfillment.Line{}, fmt.Errorf("decode task %s: %w", info.ID, err)
+	}
+	l := fulfillment.Line{
+		CourseID:   o.CourseID,
+		CourseMode: o.CourseMode,
+		Attempts:   info.Retried,
+		LastError:  strings.TrimSuffix(info.LastErr, skipRetrySuffix),
+		TaskID:     info.ID,
+		AcceptedAt: o.AcceptedAt,
+		UpdatedAt:  o.AcceptedAt,
+	}
+	if info.LastFailedAt.After(l.UpdatedAt) {
+		l.UpdatedAt = info.LastFailedAt
+	}
+	switch info.State {
+	case asynq.TaskStateActive:
+		l.State, l.Attempts = fulfillment.StateRunning, info.Retried+1
+	case asynq.TaskStateCompleted:
+		l.State, l.Attempts = fulfillment.StateEnrolled, info.Retried+1
+		t := info.CompletedAt
+		l.EnrolledAt, l.UpdatedAt = &t, t
+	case asynq.TaskStateArchived:
+		l.State, l.Attempts = fulfillment.StateFailed, info.Retried+1
+	case asynq.TaskStateRetry:
+		l.State = fulfillment.StateRetrying
+		t := info.NextProcessAt
+		l.NextAttemptAt = &t
+	default: // pending, scheduled, aggregating
+		l.State = fulfillment.StateQueued
+		if info.Retried > 0 {
+			l.State = fulfillment.StateRetrying
+		}
+	}
+	return l, nil
+}
