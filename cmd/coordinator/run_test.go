@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 
+	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 )
@@ -44,8 +45,15 @@ func startAll(t *testing.T, extra string) *instance {
 	t.Helper()
 	rdb, queue := queuetest.Redis(t)
 	fake := lmstest.NewDemo(testSecret)
-	lmsSrv := lmstest.Start(t, fake)
-	addr := freeAddr(t)
+	in := &instance{lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
+	in.base = startRun(t, "all", testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queue, extra))
+	return in
+}
+
+// testConfig writes a config file for the given Redis, LMS and queue, with
+// extra YAML appended, and returns its path.
+func testConfig(t *testing.T, redisURL, lmsURL, queue, extra string) string {
+	t.Helper()
 	cfg := fmt.Sprintf(`
 http: {addr: %q}
 shutdown_timeout: 5s
@@ -55,6 +63,8 @@ lms:
   url: %q
   client_secret: "${TEST_LMS_SECRET}"
   timeout: 2s
+  max_concurrency: 50
+  rate_per_minute: 600000
 auth:
   jwt:
     - {issuer: %q, audience: %q, secret: "${TEST_JWT_SECRET}"}
@@ -63,17 +73,29 @@ worker:
   retry: {initial_delay: 100ms, max_delay: 1s, max_attempts: 3}
 signals:
   fulfill_order_placed: [lms.fulfill_order_placed_send_enroll_in_course]
-%s`, addr, queuetest.URL(), lmsSrv.URL, testIssuer, testAudience, queue, extra)
+%s`, freeAddr(t), redisURL, lmsURL, testIssuer, testAudience, queue, extra)
 	path := filepath.Join(t.TempDir(), "coordinator.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"TEST_LMS_SECRET": testSecret, "TEST_JWT_SECRET": testJWTSecret}
+	return path
+}
+
+var testEnv = map[string]string{"TEST_LMS_SECRET": testSecret, "TEST_JWT_SECRET": testJWTSecret}
+
+// startRun runs the command in-process until the test ends, waits for
+// /health when it serves HTTP, and returns the API's base URL.
+func startRun(t *testing.T, command, path string) string {
+	t.Helper()
+	cfg, err := config.Load(path, func(k string) string { return testEnv[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var logs syncBuffer
 	go func() {
-		done <- run(ctx, []string{"--config", path, "all"}, func(k string) string { return env[k] }, io.Discard, &logs)
+		done <- run(ctx, []string{"--config", path, "all"}, func(k string) string { return testEnv[k] }, io.Discard, &logs)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -89,9 +111,11 @@ signals:
 			t.Logf("coordinator logs:\n%s", logs.String())
 		}
 	})
-	base := "http://" + addr
-	waitHealthy(t, base, done)
-	return &instance{base: base, lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
+	base := "http://" + cfg.HTTP.Addr
+	if command != "worker" {
+		waitHealthy(t, base, done)
+	}
+	return base
 }
 
 type syncBuffer struct {

@@ -1,0 +1,361 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/openedx/coordinator/internal/config"
+	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/lms/lmstest"
+	"github.com/openedx/coordinator/internal/queue"
+	"github.com/openedx/coordinator/internal/queue/queuetest"
+)
+
+// Redis killed and restarted during a stream of requests: every request
+// answered 200 is enrolled, every other one was answered 503, and the API,
+// /health and the worker recover by themselves.
+func TestRedisOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills and restarts a Redis server")
+	}
+	t.Parallel()
+	srv := queuetest.StartServer(t)
+	fake := lmstest.NewDemo(testSecret)
+	for id := int64(10000); id < 12000; id++ {
+		fake.AddUser(id, fmt.Sprintf("learner%d", id))
+	}
+	qname := queuetest.Name()
+	base := startRun(t, "all", testConfig(t, srv.URL(), lmstest.Start(t, fake).URL, qname, ""))
+	client := &http.Client{Timeout: 10 * time.Second}
+	token := adminToken(t)
+
+	type result struct {
+		user    int64
+		status  int
+		latency time.Duration
+	}
+	var (
+		mu      sync.Mutex
+		results []result
+		next    = int64(10000)
+	)
+	send := func() {
+		mu.Lock()
+		user := next
+		next++
+		mu.Unlock()
+		body := fmt.Sprintf(`{"course_id":"course-v1:edX+DemoX+Demo_Course","course_mode":"audit","order_placed":1714566902,"edx_lms_user_id":%d,"email_opt_in":false,"order_number":"OUTAGE-%d"}`, user, user)
+		req, _ := http.NewRequest("POST", base+"/orders/fulfill", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "JWT "+token)
+		start := time.Now()
+		status := 0
+		if resp, err := client.Do(req); err == nil {
+			status = resp.StatusCode
+			resp.Body.Close()
+		}
+		mu.Lock()
+		results = append(results, result{user, status, time.Since(start)})
+		mu.Unlock()
+	}
+	health := func() int {
+		resp, err := client.Get(base + "/health")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				send()
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(1500 * time.Millisecond)
+	srv.Kill()
+	downAt := time.Now()
+	time.Sleep(1 * time.Second)
+	if got := health(); got != http.StatusServiceUnavailable {
+		t.Errorf("/health with Redis down: %d, want 503", got)
+	}
+	time.Sleep(2 * time.Second)
+	srv.Start()
+	upAt := time.Now()
+	time.Sleep(3 * time.Second)
+	stop()
+	wg.Wait()
+	if got := health(); got != http.StatusOK {
+		t.Errorf("/health after Redis returned: %d, want 200", got)
+	}
+
+	var accepted []int64
+	var refused int
+	var worst time.Duration
+	for _, r := range results {
+		worst = max(worst, r.latency)
+		switch r.status {
+		case http.StatusOK:
+			accepted = append(accepted, r.user)
+		case http.StatusServiceUnavailable:
+			refused++
+		default:
+			t.Errorf("order of learner %d answered %d, want 200 or 503", r.user, r.status)
+		}
+	}
+	if refused == 0 || len(accepted) == 0 {
+		t.Fatalf("%d accepted, %d refused: the outage was not exercised", len(accepted), refused)
+	}
+	// Every accepted order is enrolled, including those queued just
+	// before the crash and those the worker held when Redis died.
+	deadline := time.Now().Add(150 * time.Second)
+	var missing []int64
+	for {
+		missing = missing[:0]
+		for _, u := range accepted {
+			if _, ok := fake.Enrollment(fmt.Sprintf("learner%d", u), "course-v1:edX+DemoX+Demo_Course"); !ok {
+				missing = append(missing, u)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(missing) > 0 {
+		t.Errorf("%d of %d accepted orders never enrolled: %v", len(missing), len(accepted), missing[:min(10, len(missing))])
+		rdb, _ := queue.NewRedisClient(config.Redis{URL: srv.URL()})
+		insp := asynq.NewInspectorFromRedisClient(rdb)
+		for _, u := range missing[:min(5, len(missing))] {
+			id := queue.TaskID("default", fmt.Sprintf("OUTAGE-%d", u), "course-v1:edX+DemoX+Demo_Course")
+			ti, err := insp.GetTaskInfo(qname, id)
+			if err != nil {
+				t.Logf("learner %d: task %s: %v", u, id, err)
+				continue
+			}
+			t.Logf("learner %d: task %s state %v retried %d err %q next %v", u, id, ti.State, ti.Retried, ti.LastErr, ti.NextProcessAt)
+		}
+		qi, _ := insp.GetQueueInfo(qname)
+		t.Logf("queue %+v", qi)
+		servers, _ := insp.Servers()
+		for _, sv := range servers {
+			t.Logf("server %s status %s active workers %d", sv.ID, sv.Status, len(sv.ActiveWorkers))
+		}
+	}
+	t.Logf("outage %v: %d requests, %d accepted (all enrolled: %v, the last %v after Redis returned), %d refused with 503, slowest answer %v",
+		upAt.Sub(downAt).Round(time.Millisecond), len(results), len(accepted), len(missing) == 0,
+		time.Since(upAt).Round(time.Second), refused, worst.Round(time.Millisecond))
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// coordinatorBinary builds the real binary once per test run.
+func coordinatorBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "coordinator-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "coordinator")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// startProcess runs the binary as a separate process.
+func startProcess(t *testing.T, cfgPath, command string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(coordinatorBinary(t), "--config", cfgPath, command)
+	cmd.Env = append(os.Environ(), "TEST_LMS_SECRET="+testSecret, "TEST_JWT_SECRET="+testJWTSecret)
+	var logs syncBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("%s process logs:\n%s", command, logs.String())
+		}
+	})
+	return cmd
+}
+
+// enqueueOrders queues n orders for learners from..from+n-1 directly.
+func enqueueOrders(t *testing.T, queueName string, fake *lmstest.Server, from int64, n int) []string {
+	t.Helper()
+	rdb, err := queue.NewRedisClient(queuetest.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	enq := queue.NewEnqueuer(rdb, queue.EnqueuerOptions{Queue: queueName, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	var ids []string
+	for u := from; u < from+int64(n); u++ {
+		fake.AddUser(u, fmt.Sprintf("learner%d", u))
+		id, err := enq.Enqueue(t.Context(), fulfillment.Order{Site: "default", OrderNumber: fmt.Sprintf("CRASH-%d", u),
+			CourseID: "course-v1:edX+DemoX+Demo_Course", CourseMode: "audit", LMSUserID: u, Username: fmt.Sprintf("learner%d", u),
+			OrderPlaced: time.Unix(1714566902, 0).UTC(), AcceptedAt: time.Now().UTC()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A worker SIGKILLed with 30 tasks in flight against a slow LMS loses
+// none: a new worker completes all 30, and each learner is enrolled once.
+func TestWorkerCrashLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for asynq's lease recovery (up to two minutes)")
+	}
+	t.Parallel()
+	_, queueName := queuetest.Redis(t)
+	fake := lmstest.NewDemo(testSecret)
+	fake.SetLatency(time.Minute) // every enrollment hangs until the worker dies
+	cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queueName, "")
+	ids := enqueueOrders(t, queueName, fake, 20000, 30)
+
+	first := startProcess(t, cfg, "worker")
+	waitFor(t, "30 enrollment calls in flight", 30*time.Second, func() bool { return len(fake.Calls(lmstest.Enroll)) >= 30 })
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	killedAt := time.Now()
+	fake.SetLatency(0)
+
+	second := startProcess(t, cfg, "worker")
+	insp := asynq.NewInspectorFromRedisClient(mustRedis(t))
+	waitFor(t, "all 30 tasks completed", 3*time.Minute, func() bool {
+		info, err := insp.GetQueueInfo(queueName)
+		return err == nil && info.Completed == 30
+	})
+	recovered := time.Since(killedAt)
+	info, _ := insp.GetQueueInfo(queueName)
+	if info.Size != 30 || info.Archived != 0 {
+		t.Errorf("queue: %d tasks, %d failed; want exactly the 30 completed", info.Size, info.Archived)
+	}
+	for i, id := range ids {
+		ti, err := insp.GetTaskInfo(queueName, id)
+		if err != nil || ti.State != asynq.TaskStateCompleted {
+			t.Errorf("task %s: %v %v", id, ti, err)
+		}
+		user := fmt.Sprintf("learner%d", 20000+i)
+		if e, ok := fake.Enrollment(user, "course-v1:edX+DemoX+Demo_Course"); !ok || !e.IsActive {
+			t.Errorf("%s not enrolled", user)
+		}
+	}
+	perOrder := map[string]int{}
+	for _, c := range fake.Calls(lmstest.Enroll) {
+		perOrder[orderOf(c.Body)]++
+	}
+	counts := slices.Collect(func(yield func(int) bool) {
+		for _, n := range perOrder {
+			if !yield(n) {
+				return
+			}
+		}
+	})
+	t.Logf("worker killed with 30 in flight; a new worker finished all 30 after %v; enrollment calls per order: %v (the LMS treats the repeat as a no-op)",
+		recovered.Round(time.Second), counts)
+
+	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Wait(); err != nil {
+		t.Errorf("worker exit after SIGTERM: %v, want status 0", err)
+	}
+}
+
+// SIGTERM lets in-flight tasks finish within shutdown_timeout.
+func TestWorkerDrainsOnSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the worker as a process")
+	}
+	t.Parallel()
+	_, queueName := queuetest.Redis(t)
+	fake := lmstest.NewDemo(testSecret)
+	fake.SetLatency(time.Second)
+	cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queueName, "")
+	ids := enqueueOrders(t, queueName, fake, 30000, 10)
+	w := startProcess(t, cfg, "worker")
+	waitFor(t, "10 enrollment calls in flight", 30*time.Second, func() bool { return len(fake.Calls(lmstest.Enroll)) >= 10 })
+	if err := w.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Wait(); err != nil {
+		t.Fatalf("worker exit after SIGTERM: %v, want status 0", err)
+	}
+	insp := asynq.NewInspectorFromRedisClient(mustRedis(t))
+	for _, id := range ids {
+		if ti, err := insp.GetTaskInfo(queueName, id); err != nil || ti.State != asynq.TaskStateCompleted {
+			t.Errorf("task %s after drain: %v %v, want completed", id, ti.State, err)
+		}
+	}
+}
+
+func mustRedis(t *testing.T) redis.UniversalClient {
+	t.Helper()
+	rdb, err := queue.NewRedisClient(queuetest.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+func orderOf(body []byte) string {
+	s := string(body)
+	i := strings.Index(s, `"order_number","value":"`)
+	if i < 0 {
+		return ""
+	}
+	s = s[i+len(`"order_number","value":"`):]
+	return s[:strings.IndexByte(s, '"')]
+}
