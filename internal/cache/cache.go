@@ -16,6 +16,9 @@ type Cache interface {
 	Get(ctx context.Context, key string) ([]byte, bool, error)
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
 	Delete(ctx context.Context, key string) error
+	// Add stores value only if key is absent, and reports whether it did:
+	// the building block of a short lock shared by several processes.
+	Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
 }
 
 // Memory is an in-process Cache bounded to a number of entries.
@@ -61,6 +64,20 @@ func (m *Memory) Set(_ context.Context, key string, value []byte, ttl time.Durat
 	}
 	m.entries[key] = entry{value: value, expires: m.now().Add(ttl)}
 	return nil
+}
+
+// Add stores value under key unless a live entry exists.
+func (m *Memory) Add(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.entries[key]; ok && m.now().Before(e.expires) {
+		return false, nil
+	}
+	if len(m.entries) >= m.max {
+		m.evict()
+	}
+	m.entries[key] = entry{value: value, expires: m.now().Add(ttl)}
+	return true, nil
 }
 
 // Delete removes key.

@@ -83,6 +83,9 @@ func ValidCourseKey(s string) bool {
 	return courseKeyLegacy.MatchString(s)
 }
 
+// ValidSiteName reports whether s can name a site.
+func ValidSiteName(s string) bool { return siteName.MatchString(s) }
+
 // Parse decodes and validates a fulfill request body. It returns every field
 // problem at once as FieldErrors; a body that is not a JSON object yields
 // FieldErrors under NonFieldErrors. The order's Site is DefaultSite when the

@@ -24,7 +24,7 @@ type receiverResult struct {
 // handleFulfill validates an order line and sends the fulfill_order_placed
 // signal. It answers 200 only when every receiver succeeded; a receiver that
 // failed means the line may not be recorded, so the shop gets 503 and retries.
-func handleFulfill(sig *signals.Signal[fulfillment.Order], knownSite func(string) bool, maxBody int64, log *slog.Logger) http.HandlerFunc {
+func handleFulfill(sig *signals.Signal[fulfillment.Order], knownSite SiteChecker, maxBody int64, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
@@ -41,7 +41,19 @@ func handleFulfill(sig *signals.Signal[fulfillment.Order], knownSite func(string
 			encode(w, http.StatusBadRequest, map[string][]string{fulfillment.NonFieldErrors: {"Could not read the request body."}})
 			return
 		}
-		order, err := fulfillment.Parse(body, knownSite)
+		var siteErr error
+		order, err := fulfillment.Parse(body, func(site string) bool {
+			ok, err := knownSite(ctx, site)
+			if err != nil {
+				siteErr = err
+				return true
+			}
+			return ok
+		})
+		if siteErr != nil {
+			writeError(w, r, siteErr, log)
+			return
+		}
 		if err != nil {
 			var fe fulfillment.FieldErrors
 			errors.As(err, &fe)
@@ -100,7 +112,7 @@ func handleHealth(checks []Check) http.HandlerFunc {
 			err := c.Ping(ctx)
 			cancel()
 			if err != nil {
-				ok = false
+				ok = ok && c.Optional
 				detailed[c.Name] = "UNAVAILABLE"
 				continue
 			}

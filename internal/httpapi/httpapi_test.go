@@ -74,7 +74,7 @@ func newTestAPI(t testing.TB, rdb redis.UniversalClient, q string) http.Handler 
 		Auth:         auth,
 		FulfillOrder: sig,
 		Orders:       enq,
-		KnownSite:    func(s string) bool { return s == fulfillment.DefaultSite },
+		KnownSite:    func(_ context.Context, s string) (bool, error) { return s == fulfillment.DefaultSite, nil },
 		Checks:       []Check{{Name: "redis", Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }}},
 		MaxBodyBytes: 1024,
 	})

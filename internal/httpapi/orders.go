@@ -26,7 +26,7 @@ type orderStatus struct {
 
 // handleOrder answers GET /orders/{order_number}[?site=] and, with retry,
 // POST /orders/{order_number}/retry.
-func handleOrder(orders Orders, knownSite func(string) bool, retry bool, log *slog.Logger) http.HandlerFunc {
+func handleOrder(orders Orders, knownSite SiteChecker, retry bool, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		number, err := url.PathUnescape(chi.URLParam(r, "order_number"))
 		if err != nil || number == "" {
@@ -37,7 +37,10 @@ func handleOrder(orders Orders, knownSite func(string) bool, retry bool, log *sl
 		if site == "" {
 			site = fulfillment.DefaultSite
 		}
-		if !knownSite(site) {
+		if ok, err := knownSite(r.Context(), site); err != nil {
+			writeError(w, r, err, log)
+			return
+		} else if !ok {
 			encode(w, http.StatusBadRequest, map[string][]string{"site": {"Unknown site."}})
 			return
 		}

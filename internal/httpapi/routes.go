@@ -14,11 +14,17 @@ import (
 	"github.com/openedx/coordinator/internal/signals"
 )
 
-// Check is one dependency /health reports on.
+// Check is one dependency /health reports on. An optional one (a cache the
+// service degrades without) is reported but does not fail the whole.
 type Check struct {
-	Name string
-	Ping func(ctx context.Context) error
+	Name     string
+	Ping     func(ctx context.Context) error
+	Optional bool
 }
+
+// SiteChecker says whether orders may name a site; an error means it cannot
+// tell now (503).
+type SiteChecker func(ctx context.Context, site string) (bool, error)
 
 // Deps is everything the API needs.
 type Deps struct {
@@ -26,7 +32,7 @@ type Deps struct {
 	Auth         *Authenticator
 	FulfillOrder *signals.Signal[fulfillment.Order]
 	Orders       Orders
-	KnownSite    func(string) bool
+	KnownSite    SiteChecker
 	Checks       []Check
 	MaxBodyBytes int64
 }

@@ -6,6 +6,8 @@ package lms
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,7 +39,7 @@ type Options struct {
 	Timeout        time.Duration // per call
 	MaxConcurrency int           // enrollment calls in flight
 	RatePerMinute  int           // token bucket for enrollment calls
-	Cache          cache.Cache   // username look-ups
+	Cache          cache.Cache   // tokens and username look-ups; shared across processes when memcached
 	Logger         *slog.Logger
 	// Transport is the HTTP transport; nil means a dedicated clone of
 	// http.DefaultTransport sized for MaxConcurrency.
@@ -46,15 +48,15 @@ type Options struct {
 
 // Client talks to one LMS. It is safe for concurrent use.
 type Client struct {
-	base    string
-	apiKey  string
-	site    string
-	hc      *http.Client
-	tokens  *tokenCache
-	cache   cache.Cache
-	log     *slog.Logger
-	slots   chan struct{}
-	limiter *rate.Limiter
+	base      string
+	apiKey    string
+	keyPrefix string // cache keys: the site and a digest of its URL, so deployments sharing a memcached never mix
+	hc        *http.Client
+	tokens    *tokenCache
+	cache     cache.Cache
+	log       *slog.Logger
+	slots     chan struct{}
+	limiter   *rate.Limiter
 }
 
 // usernameTTL bounds how long a learner's username is trusted; Open edX
@@ -79,18 +81,22 @@ func New(opts Options) *Client {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	burst := max(1, opts.RatePerMinute/60)
+	sum := sha256.Sum256([]byte(opts.BaseURL + "\x00" + opts.TokenURL))
+	prefix := "site:" + opts.Site + ":" + hex.EncodeToString(sum[:6]) + ":"
 	return &Client{
-		base:   strings.TrimRight(opts.BaseURL, "/"),
-		apiKey: opts.APIKey,
-		site:   opts.Site,
-		hc:     hc,
-		tokens: &tokenCache{hc: hc, cfg: clientcredentials.Config{
-			ClientID:       opts.ClientID,
-			ClientSecret:   opts.ClientSecret,
-			TokenURL:       opts.TokenURL,
-			EndpointParams: url.Values{"token_type": {"jwt"}},
-			AuthStyle:      oauth2.AuthStyleInParams,
-		}},
+		base:      strings.TrimRight(opts.BaseURL, "/"),
+		apiKey:    opts.APIKey,
+		keyPrefix: prefix,
+		hc:        hc,
+		tokens: &tokenCache{hc: hc, shared: opts.Cache, log: opts.Logger,
+			key: prefix + "token:" + opts.ClientID,
+			cfg: clientcredentials.Config{
+				ClientID:       opts.ClientID,
+				ClientSecret:   opts.ClientSecret,
+				TokenURL:       opts.TokenURL,
+				EndpointParams: url.Values{"token_type": {"jwt"}},
+				AuthStyle:      oauth2.AuthStyleInParams,
+			}},
 		cache:   opts.Cache,
 		log:     opts.Logger,
 		slots:   make(chan struct{}, opts.MaxConcurrency),
@@ -129,7 +135,7 @@ func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
 
 // Username resolves an LMS user id to a username, from the cache when it can.
 func (c *Client) Username(ctx context.Context, lmsUserID int64, requestID string) (string, error) {
-	key := fmt.Sprintf("coordinator:v1:%s:username:%d", c.site, lmsUserID)
+	key := c.keyPrefix + "username:" + strconv.FormatInt(lmsUserID, 10)
 	if v, ok, err := c.cache.Get(ctx, key); err == nil && ok {
 		return string(v), nil
 	}
@@ -228,7 +234,7 @@ func (c *Client) call(ctx context.Context, op, method, u string, body []byte, re
 		if status != http.StatusUnauthorized {
 			return status, resp, hdr, nil
 		}
-		c.tokens.drop(tok)
+		c.tokens.drop(ctx, tok)
 		if attempt == 1 {
 			return 0, nil, nil, &Error{Op: op, Status: status, Class: Transient, Message: message(resp)}
 		}
@@ -305,22 +311,65 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 }
 
 // tokenCache holds the current access token and fetches a new one when it is
-// missing or about to expire. One fetch runs at a time; the others wait for it.
+// missing or about to expire. Within a process one fetch runs at a time; with
+// a shared cache (memcached) the token is shared by every process of the
+// site, and a short lock in the cache lets one of them refresh it while the
+// others wait for its result.
 type tokenCache struct {
-	cfg clientcredentials.Config
-	hc  *http.Client
+	cfg    clientcredentials.Config
+	hc     *http.Client
+	shared cache.Cache
+	key    string
+	log    *slog.Logger
 
 	mu  sync.Mutex
 	tok *oauth2.Token
 }
 
+// How long a process waits for another one's token fetch before fetching
+// itself, and how long the refresh lock lives if its holder dies.
+const (
+	tokenWait    = 5 * time.Second
+	tokenLockTTL = 10 * time.Second
+)
+
+type sharedToken struct {
+	AccessToken string    `json:"access_token"`
+	Expiry      time.Time `json:"expiry"`
+}
+
+func usable(t *oauth2.Token) bool { return t != nil && time.Until(t.Expiry) > tokenMargin }
+
 func (t *tokenCache) get(ctx context.Context) (string, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.tok != nil && time.Until(t.tok.Expiry) > tokenMargin {
+	if usable(t.tok) {
 		return t.tok.AccessToken, nil
 	}
+	if tok := t.load(ctx); usable(tok) {
+		t.tok = tok
+		return tok.AccessToken, nil
+	}
+	locked, err := t.shared.Add(ctx, t.key+":lock", []byte("1"), tokenLockTTL)
+	if err == nil && !locked {
+		// Another process is fetching: wait for its token.
+		deadline := time.Now().Add(tokenWait)
+		for time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+			if tok := t.load(ctx); usable(tok) {
+				t.tok = tok
+				return tok.AccessToken, nil
+			}
+		}
+	}
 	tok, err := t.cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, t.hc))
+	if locked {
+		_ = t.shared.Delete(ctx, t.key+":lock")
+	}
 	if err != nil {
 		return "", fmt.Errorf("fetch token: %w", tokenError(err))
 	}
@@ -328,15 +377,36 @@ func (t *tokenCache) get(ctx context.Context) (string, error) {
 		tok.Expiry = time.Now().Add(time.Minute)
 	}
 	t.tok = tok
+	if b, err := json.Marshal(sharedToken{tok.AccessToken, tok.Expiry}); err == nil {
+		if err := t.shared.Set(ctx, t.key, b, time.Until(tok.Expiry)); err != nil {
+			t.log.WarnContext(ctx, "token_cache_failed", "err", err.Error())
+		}
+	}
 	return tok.AccessToken, nil
 }
 
-// drop forgets tok if it is still the current token.
-func (t *tokenCache) drop(tok string) {
+// load reads the shared token; a cache failure is a miss.
+func (t *tokenCache) load(ctx context.Context) *oauth2.Token {
+	b, ok, err := t.shared.Get(ctx, t.key)
+	if err != nil || !ok {
+		return nil
+	}
+	var st sharedToken
+	if json.Unmarshal(b, &st) != nil {
+		return nil
+	}
+	return &oauth2.Token{AccessToken: st.AccessToken, Expiry: st.Expiry}
+}
+
+// drop forgets tok, here and in the shared cache, if it is still current.
+func (t *tokenCache) drop(ctx context.Context, tok string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.tok != nil && t.tok.AccessToken == tok {
 		t.tok = nil
+	}
+	if cur := t.load(ctx); cur != nil && cur.AccessToken == tok {
+		_ = t.shared.Delete(ctx, t.key)
 	}
 }
 

@@ -134,3 +134,20 @@ func lineOf(info *asynq.TaskInfo) (fulfillment.Line, error) {
 	}
 	return l, nil
 }
+
+// TaskState reports the state of a line's task; found is false when the task
+// no longer exists in Redis (lost, or older than the retention).
+func (e *Enqueuer) TaskState(ctx context.Context, taskID string) (state fulfillment.State, lastErr string, found bool, err error) {
+	info, err := e.inspector.GetTaskInfo(e.queue, taskID)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return "", "", false, nil
+	case err != nil:
+		return "", "", false, fmt.Errorf("task %s: %w: %v", taskID, fulfillment.ErrUnavailable, err)
+	}
+	line, err := lineOf(info)
+	if err != nil {
+		return "", "", true, err
+	}
+	return line.State, line.LastError, true, nil
+}

@@ -26,10 +26,17 @@ type Sites interface {
 	Fulfiller(ctx context.Context, site string) (Fulfiller, error)
 }
 
+// Recorder keeps the ledger of attempts and outcomes (the Postgres tier).
+type Recorder interface {
+	Started(ctx context.Context, o fulfillment.Order) error
+	Finished(ctx context.Context, o fulfillment.Order, state fulfillment.State, lastError string) error
+}
+
 // EnrollHandler runs enrollment tasks.
 type EnrollHandler struct {
-	Sites  Sites
-	Logger *slog.Logger
+	Sites    Sites
+	Recorder Recorder // nil without the Postgres tier
+	Logger   *slog.Logger
 }
 
 // ProcessTask enrolls the task's learner. A permanent LMS failure is returned
@@ -38,6 +45,7 @@ type EnrollHandler struct {
 func (h *EnrollHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	id, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	var o fulfillment.Order
 	if err := json.Unmarshal(t.Payload(), &o); err != nil {
 		h.Logger.ErrorContext(ctx, "task_payload_invalid", "task_id", id, "err", err)
@@ -45,6 +53,7 @@ func (h *EnrollHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	log := h.Logger.With("task_id", id, "order_number", o.OrderNumber, "course_id", o.CourseID,
 		"site", o.Site, "request_id", o.RequestID, "attempt", retried+1)
+	h.record(ctx, log, func(ctx context.Context, r Recorder) error { return r.Started(ctx, o) })
 	start := time.Now()
 	f, err := h.Sites.Fulfiller(ctx, o.Site)
 	if err == nil {
@@ -54,13 +63,30 @@ func (h *EnrollHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	switch {
 	case err == nil:
 		log.InfoContext(ctx, "enrolled", "duration_ms", elapsed.Milliseconds())
+		h.record(ctx, log, func(ctx context.Context, r Recorder) error { return r.Finished(ctx, o, fulfillment.StateEnrolled, "") })
 		return nil
-	case lms.IsPermanent(err):
+	case lms.IsPermanent(err), retried >= maxRetry:
 		log.ErrorContext(ctx, "enrollment_failed", "err", err.Error(), "duration_ms", elapsed.Milliseconds())
+		h.record(ctx, log, func(ctx context.Context, r Recorder) error { return r.Finished(ctx, o, fulfillment.StateFailed, err.Error()) })
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	log.WarnContext(ctx, "enrollment_retrying", "err", err.Error(), "duration_ms", elapsed.Milliseconds())
+	h.record(ctx, log, func(ctx context.Context, r Recorder) error { return r.Finished(ctx, o, fulfillment.StateRetrying, err.Error()) })
 	return err
+}
+
+// record writes to the ledger when there is one. A ledger failure does not
+// fail the enrollment: the reconciler copies the outcome from Redis later.
+func (h *EnrollHandler) record(ctx context.Context, log *slog.Logger, write func(context.Context, Recorder) error) {
+	if h.Recorder == nil {
+		return
+	}
+	// The write must land even when the task's own deadline has passed.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := write(wctx, h.Recorder); err != nil {
+		log.WarnContext(ctx, "ledger_write_failed", "err", err.Error())
+	}
 }
 
 // RetryDelay returns asynq's retry delay: what the LMS asked for in a 429's
