@@ -87,15 +87,22 @@ var testEnv = map[string]string{"TEST_LMS_SECRET": testSecret, "TEST_JWT_SECRET"
 // /health when it serves HTTP, and returns the API's base URL.
 func startRun(t *testing.T, command, path string) string {
 	t.Helper()
+	base, _ := startRunLogs(t, command, path)
+	return base
+}
+
+// startRunLogs is startRun that also returns the process's log.
+func startRunLogs(t *testing.T, command, path string) (string, *syncBuffer) {
+	t.Helper()
 	cfg, err := config.Load(path, func(k string) string { return testEnv[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var logs syncBuffer
+	logs := &syncBuffer{}
 	go func() {
-		done <- run(ctx, []string{"--config", path, "all"}, func(k string) string { return testEnv[k] }, io.Discard, &logs)
+		done <- run(ctx, []string{"--config", path, command}, func(k string) string { return testEnv[k] }, io.Discard, logs)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -115,7 +122,7 @@ func startRun(t *testing.T, command, path string) string {
 	if command != "worker" {
 		waitHealthy(t, base, done)
 	}
-	return base
+	return base, logs
 }
 
 type syncBuffer struct {
