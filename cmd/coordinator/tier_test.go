@@ -279,3 +279,23 @@ func mustServers(t *testing.T, insp *asynq.Inspector, queue string) []string {
 	}
 	return ids
 }
+
+// A memcached outage degrades to direct calls, never to failed orders.
+func TestMemcachedDownDegrades(t *testing.T) {
+	t.Parallel()
+	in := startAll(t, "cache:\n  memcached: [\"127.0.0.1:1\"]\n")
+	status, out := in.fulfill(t, orderBody("MC-DOWN-1", 3, ""), "")
+	if status != 200 {
+		t.Fatalf("status %d %v", status, out)
+	}
+	in.waitCompleted(t, out[receiverEnroll]["response"].(string))
+	resp, err := http.Get(in.base + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"memcached":"UNAVAILABLE"`) {
+		t.Errorf("health with memcached down: %d %s, want 200 reporting memcached UNAVAILABLE", resp.StatusCode, body)
+	}
+}
