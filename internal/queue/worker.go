@@ -67,11 +67,15 @@ func (h *EnrollHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	case lms.IsPermanent(err), retried >= maxRetry:
 		log.ErrorContext(ctx, "enrollment_failed", "err", err.Error(), "duration_ms", elapsed.Milliseconds())
-		h.record(ctx, log, func(ctx context.Context, r Recorder) error { return r.Finished(ctx, o, fulfillment.StateFailed, err.Error()) })
+		h.record(ctx, log, func(ctx context.Context, r Recorder) error {
+			return r.Finished(ctx, o, fulfillment.StateFailed, err.Error())
+		})
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	log.WarnContext(ctx, "enrollment_retrying", "err", err.Error(), "duration_ms", elapsed.Milliseconds())
-	h.record(ctx, log, func(ctx context.Context, r Recorder) error { return r.Finished(ctx, o, fulfillment.StateRetrying, err.Error()) })
+	h.record(ctx, log, func(ctx context.Context, r Recorder) error {
+		return r.Finished(ctx, o, fulfillment.StateRetrying, err.Error())
+	})
 	return err
 }
 
