@@ -92,11 +92,14 @@ type Server struct {
 	mu          sync.Mutex
 	clients     map[string]Client
 	users       map[int64]string
+	usernames   map[string]bool
 	courses     map[string]*CourseRun
 	enrollments map[string]*Enrollment
 	tokens      map[string]token
 	script      map[Endpoint][]Reply
 	calls       []Call
+	counts      map[Endpoint]int
+	noRecord    bool
 	tokenTTL    time.Duration
 	latency     time.Duration
 	now         func() time.Time
@@ -112,10 +115,12 @@ func New() *Server {
 	return &Server{
 		clients:     map[string]Client{},
 		users:       map[int64]string{},
+		usernames:   map[string]bool{},
 		courses:     map[string]*CourseRun{},
 		enrollments: map[string]*Enrollment{},
 		tokens:      map[string]token{},
 		script:      map[Endpoint][]Reply{},
+		counts:      map[Endpoint]int{},
 		tokenTTL:    time.Hour,
 		now:         time.Now,
 	}
@@ -152,7 +157,9 @@ func Start(t interface {
 func (s *Server) AddClient(id string, c Client) { s.locked(func() { s.clients[id] = c }) }
 
 // AddUser registers a learner.
-func (s *Server) AddUser(id int64, username string) { s.locked(func() { s.users[id] = username }) }
+func (s *Server) AddUser(id int64, username string) {
+	s.locked(func() { s.users[id], s.usernames[username] = username, true })
+}
 
 // AddCourse registers a course run.
 func (s *Server) AddCourse(id string, c CourseRun) { s.locked(func() { s.courses[id] = &c }) }
@@ -174,6 +181,17 @@ func (s *Server) RevokeTokens() { s.locked(func() { clear(s.tokens) }) }
 // Script queues replies that replace the next calls to an endpoint, in order.
 func (s *Server) Script(e Endpoint, replies ...Reply) {
 	s.locked(func() { s.script[e] = append(s.script[e], replies...) })
+}
+
+// SetRecording turns the keeping of each call (headers, body) on or off;
+// load runs turn it off and read Count instead.
+func (s *Server) SetRecording(on bool) { s.locked(func() { s.noRecord = !on }) }
+
+// Count returns how many calls an endpoint has received.
+func (s *Server) Count(e Endpoint) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts[e]
 }
 
 // Calls returns the calls received so far, optionally only to some endpoints.
@@ -251,8 +269,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e Endpoint, h han
 	}
 	// Record the call on arrival, so a caller that gave up waiting still
 	// sees it counted.
-	i := len(s.calls)
-	s.calls = append(s.calls, Call{Endpoint: e, Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header.Clone(), Body: body})
+	s.counts[e]++
+	i := -1
+	if !s.noRecord {
+		i = len(s.calls)
+		s.calls = append(s.calls, Call{Endpoint: e, Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header.Clone(), Body: body})
+	}
 	s.mu.Unlock()
 
 	var a answer
@@ -285,9 +307,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e Endpoint, h han
 		}
 		a = h(r, body, "")
 	}
-	s.mu.Lock()
-	s.calls[i].Status = a.status
-	s.mu.Unlock()
+	if i >= 0 {
+		s.mu.Lock()
+		s.calls[i].Status = a.status
+		s.mu.Unlock()
+	}
 	for k, v := range a.header {
 		w.Header().Set(k, v)
 	}
@@ -389,14 +413,7 @@ func (s *Server) enroll(_ *http.Request, body []byte, client string) answer {
 	if !s.clients[client].Staff {
 		return answer{status: 404} // a non-staff caller naming another user
 	}
-	userKnown := false
-	for _, u := range s.users {
-		if u == req.User {
-			userKnown = true
-			break
-		}
-	}
-	if !userKnown {
+	if !s.usernames[req.User] {
 		return msg(406, fmt.Sprintf("The user %s does not exist.", req.User))
 	}
 	active := true
