@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 export LMS_CLIENT_SECRET ?= dev-client-secret
 export JWT_SECRET_KEY ?= dev-jwt-secret-change-me
 
-.PHONY: all build setup run test lint fuzz clean
+.PHONY: all build setup run test lint fuzz bench clean
 
 all: build
 
@@ -43,6 +43,13 @@ lint:
 FUZZTIME ?= 20s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFulfill$$' -fuzztime $(FUZZTIME) ./internal/httpapi
+
+# The load benchmark (docs/performance.md): the real binary against this
+# machine's Redis and an in-process fake LMS, then the hot-path Go benchmarks.
+bench: setup build
+	$(GO) build -o $(BIN)/loadgen ./cmd/loadgen
+	$(BIN)/loadgen -bin $(BIN)/coordinator
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/fulfillment ./internal/lms ./internal/httpapi ./internal/queue
 
 clean:
 	rm -rf $(BIN)

@@ -218,6 +218,7 @@ func (a *app) api() http.Handler {
 		KnownSite:    a.sites.Known,
 		Checks:       checks,
 		MaxBodyBytes: a.cfg.HTTP.MaxBodyBytes,
+		Pprof:        a.cfg.HTTP.Pprof,
 	})
 }
 

@@ -53,6 +53,8 @@ type options struct {
 	rate         int
 	togetherDur  time.Duration
 	concurrency  int
+	runs         string
+	profile      string
 }
 
 func main() {
@@ -70,7 +72,9 @@ func main() {
 	flag.StringVar(&lat, "drain-latency", "0s,50ms", "fake LMS latencies for the drain runs")
 	flag.IntVar(&o.rate, "rate", 3000, "offered orders per second in the together run")
 	flag.DurationVar(&o.togetherDur, "together-duration", 30*time.Second, "length of the together run")
-	flag.IntVar(&o.concurrency, "worker-concurrency", 300, "worker.concurrency and lms.max_concurrency for the drain and together runs")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of coordinator api during the first API run to this file")
+	flag.StringVar(&o.runs, "runs", "api,drain,together", "which runs to make")
+	flag.IntVar(&o.concurrency, "worker-concurrency", 600, "worker.concurrency and lms.max_concurrency for the drain and together runs")
 	flag.Parse()
 	for _, c := range strings.Split(conns, ",") {
 		n, err := strconv.Atoi(c)
@@ -160,8 +164,12 @@ func bench(ctx context.Context, o options) error {
 		fmt.Fprintln(os.Stderr, "loadgen:", rows[len(rows)-1])
 	}
 
+	want := func(run string) bool { return slices.Contains(strings.Split(o.runs, ","), run) }
 	// 1. API against the bare handler.
 	for _, c := range o.conns {
+		if !want("api") {
+			break
+		}
 		bare, err := e.measureBare(ctx, c)
 		if err != nil {
 			return err
@@ -175,6 +183,9 @@ func bench(ctx context.Context, o options) error {
 	}
 	// 2. Drain.
 	for _, lat := range o.drainLatency {
+		if !want("drain") {
+			break
+		}
 		d, err := e.measureDrain(ctx, lat)
 		if err != nil {
 			return err
@@ -183,12 +194,14 @@ func bench(ctx context.Context, o options) error {
 			o.drainN, lat, d.rate, d.tokens, d.accounts, o.drainN, d.proc.rssMB, d.proc.cpuSec/float64(o.drainN)*1000)
 	}
 	// 3. Together.
-	t, err := e.measureTogether(ctx)
-	if err != nil {
-		return err
+	if want("together") {
+		t, err := e.measureTogether(ctx)
+		if err != nil {
+			return err
+		}
+		add("| together, offered %d/s for %v | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
+			o.rate, o.togetherDur, t.acceptedRate, t.deliveredRate, t.errors, t.backlog, t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
 	}
-	add("| together, offered %d/s for %v | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
-		o.rate, o.togetherDur, t.acceptedRate, t.deliveredRate, t.errors, t.backlog, t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
 
 	fmt.Println("| run | result | comparison | notes |")
 	fmt.Println("|---|---|---|---|")
@@ -249,7 +262,7 @@ type usage struct {
 // start runs the coordinator binary with a generated config.
 func (e *env) start(command, addr string, latency time.Duration) (*process, error) {
 	cfg := fmt.Sprintf(`
-http: {addr: %q}
+http: {addr: %q, pprof: true}
 shutdown_timeout: 10s
 log: {level: warn}
 redis: {url: %q}
@@ -404,6 +417,9 @@ func (e *env) measureAPI(_ context.Context, conns int) (stats, usage, error) {
 		return stats{}, usage{}, err
 	}
 	defer p.stop()
+	if e.o.profile != "" {
+		go e.fetchProfile("http://"+addr+"/debug/pprof/profile?seconds=%d", e.o.apiDuration-time.Second)
+	}
 	run := time.Now().UnixNano()
 	s := load("http://"+addr+"/orders/fulfill", e.token, conns, e.o.apiDuration, func(w, i int) []byte {
 		return fmt.Appendf(nil, `{"course_id":%q,"course_mode":"verified","order_placed":1714566902,"edx_lms_user_id":3,"email_opt_in":true,"order_number":"API-%d-%d-%d"}`, course, run, w, i)
@@ -417,6 +433,24 @@ func (e *env) measureAPI(_ context.Context, conns int) (stats, usage, error) {
 		return s, usage{}, fmt.Errorf("API run: %d answered 200 but %d tasks in Redis", s.ok, info.Size)
 	}
 	return s, p.usage(), nil
+}
+
+// fetchProfile saves a CPU profile of the process under load (pprof is on
+// in the generated config, behind the admin JWT).
+func (e *env) fetchProfile(urlFormat string, d time.Duration) {
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf(urlFormat, int(d.Seconds())), nil)
+	req.Header.Set("Authorization", "JWT "+e.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen: profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if err := os.WriteFile(e.o.profile, b, 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen: profile:", err)
+	}
+	e.o.profile = ""
 }
 
 type drain struct {
@@ -486,6 +520,9 @@ func (e *env) measureTogether(_ context.Context) (together, error) {
 	}
 	defer p.stop()
 	e.resetCounts()
+	if e.o.profile != "" {
+		go e.fetchProfile("http://"+addr+"/debug/pprof/profile?seconds=%d", e.o.togetherDur-time.Second)
+	}
 	url := "http://" + addr + "/orders/fulfill"
 	const senders = 64
 	tr := &http.Transport{MaxIdleConnsPerHost: senders}

@@ -38,6 +38,8 @@ type Config struct {
 type HTTP struct {
 	Addr         string `yaml:"addr"`
 	MaxBodyBytes int64  `yaml:"max_body_bytes"`
+	// Pprof mounts /debug/pprof/ behind admin authentication.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Log configures the JSON logs written to standard error.

@@ -10,7 +10,9 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -294,4 +296,21 @@ func BenchmarkVerifyHS256(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkFulfill measures the whole fulfill path, real Redis included.
+func BenchmarkFulfill(b *testing.B) {
+	rdb, q := queuetest.Redis(b)
+	h := newTestAPI(b, rdb, q)
+	auth := "JWT " + hs(b, claims(nil))
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			body := strings.Replace(validBody, `"EDX-1"`, `"B-`+strconv.FormatInt(n.Add(1), 10)+`"`, 1)
+			if rec := do(h, "POST", "/orders/fulfill", auth, "application/json", body); rec.Code != 200 {
+				b.Fatalf("status %d %s", rec.Code, rec.Body)
+			}
+		}
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/signals"
@@ -35,6 +36,7 @@ type Deps struct {
 	KnownSite    SiteChecker
 	Checks       []Check
 	MaxBodyBytes int64
+	Pprof        bool // mount /debug/pprof/ (admin only)
 }
 
 // NewHandler returns the whole API surface.
@@ -60,6 +62,10 @@ func NewHandler(d Deps) http.Handler {
 		// Operators and shops check on an order, and re-queue its failed lines.
 		r.Get("/orders/{order_number}", handleOrder(d.Orders, d.KnownSite, false, d.Logger))
 		r.Post("/orders/{order_number}/retry", handleOrder(d.Orders, d.KnownSite, true, d.Logger))
+		// Developers profiling a live process, when http.pprof is on.
+		if d.Pprof {
+			r.Mount("/debug", middleware.Profiler())
+		}
 	})
 	return r
 }

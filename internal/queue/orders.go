@@ -26,11 +26,7 @@ func (e *Enqueuer) indexTTL() time.Duration { return e.retention + 24*time.Hour 
 // index records the line's task under its order, before the task is
 // enqueued, so that every queued task is findable.
 func (e *Enqueuer) index(ctx context.Context, o fulfillment.Order, id string) error {
-	key := e.orderKey(o.Site, o.OrderNumber)
-	pipe := e.rdb.TxPipeline()
-	pipe.SAdd(ctx, key, id)
-	pipe.Expire(ctx, key, e.indexTTL())
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := e.indexer.add(ctx, e.orderKey(o.Site, o.OrderNumber), id); err != nil {
 		return fmt.Errorf("index %s: %w: %v", id, fulfillment.ErrUnavailable, err)
 	}
 	return nil

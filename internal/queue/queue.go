@@ -76,6 +76,7 @@ type Enqueuer struct {
 	maxRetry  int
 	retention time.Duration
 	timeout   time.Duration
+	indexer   *indexer
 }
 
 // EnqueuerOptions configure an Enqueuer.
@@ -88,7 +89,7 @@ type EnqueuerOptions struct {
 
 // NewEnqueuer returns an Enqueuer over rdb.
 func NewEnqueuer(rdb redis.UniversalClient, o EnqueuerOptions) *Enqueuer {
-	return &Enqueuer{
+	e := &Enqueuer{
 		rdb:       rdb,
 		client:    asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
@@ -97,6 +98,8 @@ func NewEnqueuer(rdb redis.UniversalClient, o EnqueuerOptions) *Enqueuer {
 		retention: o.Retention,
 		timeout:   o.TaskTimeout,
 	}
+	e.indexer = newIndexer(rdb, e.indexTTL())
+	return e
 }
 
 // enqueueTimeout bounds one enqueue, so a dead Redis answers 503 quickly.

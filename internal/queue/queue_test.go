@@ -85,3 +85,15 @@ func TestRetryDelay(t *testing.T) {
 		t.Errorf("Retry-After beyond max_delay: delay %v, want max_delay", d)
 	}
 }
+
+func BenchmarkNewEnrollTask(b *testing.B) {
+	o := fulfillment.Order{Site: "default", OrderNumber: "EDX-100001", CourseID: "course-v1:edX+DemoX+Demo_Course",
+		CourseMode: "verified", OrderPlaced: time.Unix(1714566902, 0).UTC(), LMSUserID: 42, EmailOptIn: true,
+		RequestID: "0123456789abcdef0123456789abcdef", AcceptedAt: time.Now().UTC()}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := NewEnrollTask(o); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
