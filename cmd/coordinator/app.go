@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/httpapi"
 	"github.com/openedx/coordinator/internal/lms"
+	"github.com/openedx/coordinator/internal/metrics"
 	"github.com/openedx/coordinator/internal/queue"
 	"github.com/openedx/coordinator/internal/signals"
 	"github.com/openedx/coordinator/internal/sites"
@@ -41,16 +43,18 @@ type app struct {
 	store  *postgres.Sites  // nil without database.url and secret_key
 	sites  *sites.Registry
 	fulfil *signals.Signal[fulfillment.Order]
+	met    *metrics.Metrics
 }
 
 // newApp connects to what the config names and checks the database schema.
 func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error) {
-	a := &app{cfg: cfg, log: log}
+	a := &app{cfg: cfg, log: log, met: metrics.New()}
 	rdb, err := queue.NewRedisClient(cfg.Redis)
 	if err != nil {
 		return nil, err
 	}
 	a.rdb = rdb
+	a.met.WatchQueue(asynq.NewInspectorFromRedisClient(rdb), cfg.Worker.Queue)
 	a.enq = queue.NewEnqueuer(rdb, queue.EnqueuerOptions{
 		Queue:       cfg.Worker.Queue,
 		MaxAttempts: cfg.Worker.Retry.MaxAttempts,
@@ -96,6 +100,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, err
 		RatePerMinute:  cfg.LMS.RatePerMinute,
 		Cache:          a.cache,
 		Logger:         log,
+		Observer:       a.met,
 	}, store)
 	a.fulfil = newFulfillSignal(a.enq, a.ledger, log)
 	if err := signals.Wire(cfg.Signals, a.fulfil); err != nil {
@@ -168,8 +173,10 @@ func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
-	if mode == "api" || mode == "all" {
-		handler := a.api()
+	// Every mode serves HTTP: a worker-only process offers /health and
+	// /metrics to probes and scrapers.
+	{
+		handler := a.api(mode == "worker")
 		wg.Go(func() {
 			if err := serveHTTP(ctx, cfg, handler, log); err != nil {
 				cancel(err)
@@ -189,6 +196,7 @@ func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer
 		})
 		if a.pool != nil {
 			rec := postgres.NewReconciler(a.pool, a.enq, cfg.Worker.Queue, cfg.Database.ReconcileInterval.D(), log)
+			rec.Observer = a.met
 			wg.Go(func() { rec.Run(ctx) })
 		}
 	}
@@ -200,7 +208,7 @@ func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer
 	return nil
 }
 
-func (a *app) api() http.Handler {
+func (a *app) api(opsOnly bool) http.Handler {
 	checks := []httpapi.Check{{Name: "redis", Ping: func(ctx context.Context) error { return a.rdb.Ping(ctx).Err() }}}
 	var orders httpapi.Orders = a.enq
 	if a.pool != nil {
@@ -219,6 +227,9 @@ func (a *app) api() http.Handler {
 		Checks:       checks,
 		MaxBodyBytes: a.cfg.HTTP.MaxBodyBytes,
 		Pprof:        a.cfg.HTTP.Pprof,
+		Observer:     a.met,
+		Metrics:      a.met.Handler(),
+		OpsOnly:      opsOnly,
 	})
 }
 
@@ -227,7 +238,7 @@ func (a *app) api() http.Handler {
 func taskTimeout(cfg config.Config) time.Duration { return 3*cfg.LMS.Timeout.D() + time.Minute }
 
 func (a *app) worker() *queue.Worker {
-	h := &queue.EnrollHandler{Sites: a.sites, Logger: a.log}
+	h := &queue.EnrollHandler{Sites: a.sites, Logger: a.log, Observer: a.met}
 	if a.ledger != nil {
 		h.Recorder = a.ledger
 	}

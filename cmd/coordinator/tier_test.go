@@ -138,7 +138,8 @@ func TestReconcilerRequeuesAfterFlush(t *testing.T) {
 	srv := queuetest.StartServer(t)
 	fake := lmstest.NewDemo(testSecret)
 	addLearners(fake, 41000, 100)
-	cfg := testConfig(t, srv.URL(), lmstest.Start(t, fake).URL, queuetest.Name(), databaseYAML(pgtest.Schema(t)))
+	lmsURL, qname, dbURL := lmstest.Start(t, fake).URL, queuetest.Name(), pgtest.Schema(t)
+	cfg := testConfig(t, srv.URL(), lmsURL, qname, databaseYAML(dbURL))
 	mustRunCmd(t, cfg, nil, "migrate")
 	in := &instance{base: startRun(t, "api", cfg)} // no worker yet: the orders stay queued
 	for u := int64(41000); u < 41100; u++ {
@@ -152,7 +153,7 @@ func TestReconcilerRequeuesAfterFlush(t *testing.T) {
 	if err := rdb.FlushAll(context.Background()).Err(); err != nil { // a private server: nobody else's data
 		t.Fatal(err)
 	}
-	startRun(t, "worker", cfg)
+	startRun(t, "worker", testConfig(t, srv.URL(), lmsURL, qname, databaseYAML(dbURL)))
 	waitEnrolled(t, fake, 41000, 100, 60*time.Second)
 	perOrder := map[string]int{}
 	for _, c := range fake.Calls(lmstest.Enroll) {
@@ -245,9 +246,9 @@ func TestSharedTokenAcrossWorkers(t *testing.T) {
 	_, qname := queuetest.Redis(t)
 	fake := lmstest.NewDemo(testSecret)
 	fake.SetLatency(5 * time.Millisecond) // spread the work over the three
-	cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, qname, "cache:\n  memcached: [\"127.0.0.1:11211\"]\n")
-	for range 3 {
-		startProcess(t, cfg, "worker")
+	lmsURL := lmstest.Start(t, fake).URL
+	for range 3 { // each process its own config: its own http.addr for /health and /metrics
+		startProcess(t, testConfig(t, queuetest.URL(), lmsURL, qname, "cache:\n  memcached: [\"127.0.0.1:11211\"]\n"), "worker")
 	}
 	enqueueOrders(t, qname, fake, 42000, 300)
 	rdb := mustRedis(t)

@@ -24,16 +24,18 @@ type receiverResult struct {
 // handleFulfill validates an order line and sends the fulfill_order_placed
 // signal. It answers 200 only when every receiver succeeded; a receiver that
 // failed means the line may not be recorded, so the shop gets 503 and retries.
-func handleFulfill(sig *signals.Signal[fulfillment.Order], knownSite SiteChecker, maxBody int64, log *slog.Logger) http.HandlerFunc {
+func handleFulfill(sig *signals.Signal[fulfillment.Order], knownSite SiteChecker, maxBody int64, log *slog.Logger, obs Observer) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			obs.Fulfill(false, "unsupported_media_type")
 			encode(w, http.StatusUnsupportedMediaType, detail(`Unsupported media type in request: use "application/json".`))
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 		if err != nil {
 			var tooBig *http.MaxBytesError
+			obs.Fulfill(false, "body")
 			if errors.As(err, &tooBig) {
 				encode(w, http.StatusRequestEntityTooLarge, detail("Request body is larger than "+strconv.FormatInt(maxBody, 10)+" bytes."))
 				return
@@ -51,12 +53,14 @@ func handleFulfill(sig *signals.Signal[fulfillment.Order], knownSite SiteChecker
 			return ok
 		})
 		if siteErr != nil {
+			obs.Fulfill(false, "unavailable")
 			writeError(w, r, siteErr, log)
 			return
 		}
 		if err != nil {
 			var fe fulfillment.FieldErrors
 			errors.As(err, &fe)
+			obs.Fulfill(false, "invalid")
 			encode(w, http.StatusBadRequest, fe)
 			return
 		}
@@ -77,11 +81,13 @@ func handleFulfill(sig *signals.Signal[fulfillment.Order], knownSite SiteChecker
 				"order_number", order.OrderNumber, "course_id", order.CourseID, "err", res.Err.Error())
 		}
 		if failed {
+			obs.Fulfill(false, "unavailable")
 			unavailable(w, out)
 			return
 		}
 		log.InfoContext(ctx, "order_accepted", "request_id", order.RequestID, "order_number", order.OrderNumber,
 			"course_id", order.CourseID, "site", order.Site)
+		obs.Fulfill(true, "")
 		encode(w, http.StatusOK, out)
 	}
 }

@@ -66,7 +66,7 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // accessLog logs one line per request with its route, status and duration.
-func accessLog(log *slog.Logger) func(http.Handler) http.Handler {
+func accessLog(log *slog.Logger, obs Observer) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -76,6 +76,8 @@ func accessLog(log *slog.Logger) func(http.Handler) http.Handler {
 			if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
 				route = rc.RoutePattern()
 			}
+			elapsed := time.Since(start)
+			obs.HTTP(route, r.Method, sw.status, elapsed)
 			level := slog.LevelInfo
 			if sw.status >= 500 {
 				level = slog.LevelError
@@ -83,7 +85,7 @@ func accessLog(log *slog.Logger) func(http.Handler) http.Handler {
 			log.LogAttrs(r.Context(), level, "http_request",
 				slog.String("request_id", RequestID(r.Context())),
 				slog.String("method", r.Method), slog.String("route", route),
-				slog.Int("status", sw.status), slog.Int64("duration_us", time.Since(start).Microseconds()))
+				slog.Int("status", sw.status), slog.Int64("duration_us", elapsed.Microseconds()))
 		})
 	}
 }

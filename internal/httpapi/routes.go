@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -27,6 +28,17 @@ type Check struct {
 // tell now (503).
 type SiteChecker func(ctx context.Context, site string) (bool, error)
 
+// Observer receives measurements (metrics) of the API.
+type Observer interface {
+	HTTP(route, method string, status int, d time.Duration)
+	Fulfill(accepted bool, reason string)
+}
+
+type noObserver struct{}
+
+func (noObserver) HTTP(string, string, int, time.Duration) {}
+func (noObserver) Fulfill(bool, string)                    {}
+
 // Deps is everything the API needs.
 type Deps struct {
 	Logger       *slog.Logger
@@ -36,13 +48,21 @@ type Deps struct {
 	KnownSite    SiteChecker
 	Checks       []Check
 	MaxBodyBytes int64
-	Pprof        bool // mount /debug/pprof/ (admin only)
+	Pprof        bool         // mount /debug/pprof/ (admin only)
+	Observer     Observer     // nil: not measured
+	Metrics      http.Handler // serves GET /metrics; nil: no such route
+	// OpsOnly serves only /health and /metrics: what a worker-only process
+	// offers to probes and scrapers.
+	OpsOnly bool
 }
 
 // NewHandler returns the whole API surface.
 func NewHandler(d Deps) http.Handler {
+	if d.Observer == nil {
+		d.Observer = noObserver{}
+	}
 	r := chi.NewRouter()
-	r.Use(requestID, accessLog(d.Logger), recoverer(d.Logger))
+	r.Use(requestID, accessLog(d.Logger, d.Observer), recoverer(d.Logger))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		encode(w, http.StatusNotFound, detail("Not found."))
 	})
@@ -52,11 +72,18 @@ func NewHandler(d Deps) http.Handler {
 
 	// Load balancers and orchestrators probe this.
 	r.Get("/health", handleHealth(d.Checks))
+	// Prometheus scrapes this.
+	if d.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", d.Metrics)
+	}
 
+	if d.OpsOnly {
+		return r
+	}
 	r.Group(func(r chi.Router) {
 		r.Use(requireAdmin(d.Auth, d.Logger))
 		// Commerce backends call this after a learner paid.
-		fulfill := handleFulfill(d.FulfillOrder, d.KnownSite, d.MaxBodyBytes, d.Logger)
+		fulfill := handleFulfill(d.FulfillOrder, d.KnownSite, d.MaxBodyBytes, d.Logger, d.Observer)
 		r.Post("/orders/fulfill", fulfill)
 		r.Post("/orders/fulfill/", fulfill)
 		// Operators and shops check on an order, and re-queue its failed lines.

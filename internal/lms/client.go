@@ -41,16 +41,31 @@ type Options struct {
 	RatePerMinute  int           // token bucket for enrollment calls
 	Cache          cache.Cache   // tokens and username look-ups; shared across processes when memcached
 	Logger         *slog.Logger
+	// Observer, when set, is told of every LMS call and token request.
+	Observer Observer
 	// Transport is the HTTP transport; nil means a dedicated clone of
 	// http.DefaultTransport sized for MaxConcurrency.
 	Transport http.RoundTripper
 }
+
+// Observer receives measurements (metrics) of LMS calls.
+type Observer interface {
+	LMS(site, endpoint string, status int, d time.Duration)
+	Token(site string, err error)
+}
+
+type noObserver struct{}
+
+func (noObserver) LMS(string, string, int, time.Duration) {}
+func (noObserver) Token(string, error)                    {}
 
 // Client talks to one LMS. It is safe for concurrent use.
 type Client struct {
 	base      string
 	apiKey    string
 	keyPrefix string // cache keys: the site and a digest of its URL, so deployments sharing a memcached never mix
+	site      string
+	obs       Observer
 	hc        *http.Client
 	tokens    *tokenCache
 	cache     cache.Cache
@@ -83,12 +98,18 @@ func New(opts Options) *Client {
 	burst := max(1, opts.RatePerMinute/60)
 	sum := sha256.Sum256([]byte(opts.BaseURL + "\x00" + opts.TokenURL))
 	prefix := "site:" + opts.Site + ":" + hex.EncodeToString(sum[:6]) + ":"
+	obs := opts.Observer
+	if obs == nil {
+		obs = noObserver{}
+	}
 	return &Client{
+		site:      opts.Site,
+		obs:       obs,
 		base:      strings.TrimRight(opts.BaseURL, "/"),
 		apiKey:    opts.APIKey,
 		keyPrefix: prefix,
 		hc:        hc,
-		tokens: &tokenCache{hc: hc, shared: opts.Cache, log: opts.Logger,
+		tokens: &tokenCache{hc: hc, shared: opts.Cache, log: opts.Logger, site: opts.Site, obs: obs,
 			key: prefix + "token:" + opts.ClientID,
 			cfg: clientcredentials.Config{
 				ClientID:       opts.ClientID,
@@ -227,7 +248,9 @@ func (c *Client) call(ctx context.Context, op, method, u string, body []byte, re
 		if err != nil {
 			return 0, nil, nil, &Error{Op: "token", Class: Transient, Err: err}
 		}
+		start := time.Now()
 		status, resp, hdr, err := c.do(ctx, method, u, body, tok, requestID)
+		c.obs.LMS(c.site, op, status, time.Since(start))
 		if err != nil {
 			return 0, nil, nil, &Error{Op: op, Class: Transient, Err: err}
 		}
@@ -321,6 +344,8 @@ type tokenCache struct {
 	shared cache.Cache
 	key    string
 	log    *slog.Logger
+	site   string
+	obs    Observer
 
 	mu  sync.Mutex
 	tok *oauth2.Token
@@ -367,6 +392,7 @@ func (t *tokenCache) get(ctx context.Context) (string, error) {
 		}
 	}
 	tok, err := t.cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, t.hc))
+	t.obs.Token(t.site, err)
 	if locked {
 		_ = t.shared.Delete(ctx, t.key+":lock")
 	}

@@ -32,11 +32,24 @@ type Recorder interface {
 	Finished(ctx context.Context, o fulfillment.Order, state fulfillment.State, lastError string) error
 }
 
+// Observer receives task outcomes (metrics): enrolled, retried or failed,
+// with the attempt number counted from 1.
+type Observer interface {
+	Task(outcome string, attempt int)
+}
+
 // EnrollHandler runs enrollment tasks.
 type EnrollHandler struct {
 	Sites    Sites
 	Recorder Recorder // nil without the Postgres tier
+	Observer Observer // nil: not measured
 	Logger   *slog.Logger
+}
+
+func (h *EnrollHandler) observe(outcome string, attempt int) {
+	if h.Observer != nil {
+		h.Observer.Task(outcome, attempt)
+	}
 }
 
 // ProcessTask enrolls the task's learner. A permanent LMS failure is returned
@@ -63,16 +76,19 @@ func (h *EnrollHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	switch {
 	case err == nil:
 		log.InfoContext(ctx, "enrolled", "duration_ms", elapsed.Milliseconds())
+		h.observe("enrolled", retried+1)
 		h.record(ctx, log, func(ctx context.Context, r Recorder) error { return r.Finished(ctx, o, fulfillment.StateEnrolled, "") })
 		return nil
 	case lms.IsPermanent(err), retried >= maxRetry:
 		log.ErrorContext(ctx, "enrollment_failed", "err", err.Error(), "duration_ms", elapsed.Milliseconds())
+		h.observe("failed", retried+1)
 		h.record(ctx, log, func(ctx context.Context, r Recorder) error {
 			return r.Finished(ctx, o, fulfillment.StateFailed, err.Error())
 		})
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	log.WarnContext(ctx, "enrollment_retrying", "err", err.Error(), "duration_ms", elapsed.Milliseconds())
+	h.observe("retried", retried+1)
 	h.record(ctx, log, func(ctx context.Context, r Recorder) error {
 		return r.Finished(ctx, o, fulfillment.StateRetrying, err.Error())
 	})

@@ -18,6 +18,11 @@ type Tasks interface {
 	TaskState(ctx context.Context, taskID string) (state fulfillment.State, lastErr string, found bool, err error)
 }
 
+// Observer receives reconciler runs (metrics).
+type Observer interface {
+	Reconcile(ran bool, requeued, synced int, err error)
+}
+
 // Reconciler makes the queue agree with the ledger: it re-queues open lines
 // whose task no longer exists in Redis (Redis restarted without persistence,
 // was flushed, or was down when the line was accepted), and records outcomes
@@ -30,6 +35,8 @@ type Reconciler struct {
 	interval time.Duration
 	lockKey  int64
 	log      *slog.Logger
+	// Observer, when set, is told of every run.
+	Observer Observer
 }
 
 // NewReconciler returns a reconciler for the named queue; processes sharing
@@ -47,6 +54,9 @@ func (r *Reconciler) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		res, err := r.Once(ctx)
+		if r.Observer != nil && ctx.Err() == nil {
+			r.Observer.Reconcile(res.Ran, res.Requeued, res.Synced, err)
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			r.log.WarnContext(ctx, "reconcile_failed", "err", err.Error())

@@ -1,0 +1,176 @@
+// Package metrics defines Coordinator's Prometheus metrics (documented in
+// docs/operations.md) on a registry of its own, and the small hooks the other
+// packages call; they never import Prometheus themselves.
+package metrics
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds every metric of one process.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	httpRequests   *prometheus.CounterVec
+	httpDuration   *prometheus.HistogramVec
+	fulfill        *prometheus.CounterVec
+	tasks          *prometheus.CounterVec
+	taskAttempts   *prometheus.HistogramVec
+	lmsRequests    *prometheus.CounterVec
+	lmsDuration    *prometheus.HistogramVec
+	tokenFetches   *prometheus.CounterVec
+	reconcileRuns  *prometheus.CounterVec
+	reconcileLines *prometheus.CounterVec
+}
+
+// New registers the metrics, plus Go runtime and process collectors.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{
+		reg: reg,
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_http_requests_total", Help: "HTTP requests by route, method and status.",
+		}, []string{"route", "method", "status"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "coordinator_http_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route", "method"}),
+		fulfill: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_fulfill_requests_total", Help: "Fulfill requests by result (accepted, rejected) and reason.",
+		}, []string{"result", "reason"}),
+		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_tasks_total", Help: "Enrollment task attempts by outcome (enrolled, retried, failed).",
+		}, []string{"outcome"}),
+		taskAttempts: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "coordinator_task_attempt", Help: "The attempt number at which a task ended, by outcome.",
+			Buckets: []float64{1, 2, 3, 5, 8, 13, 20, 50},
+		}, []string{"outcome"}),
+		lmsRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_lms_requests_total", Help: "LMS calls by site, endpoint and status (0: no answer).",
+		}, []string{"site", "endpoint", "status"}),
+		lmsDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "coordinator_lms_request_duration_seconds", Help: "LMS call latency by site and endpoint.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"site", "endpoint"}),
+		tokenFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_lms_token_fetches_total", Help: "OAuth2 token requests by site and result (ok, error).",
+		}, []string{"site", "result"}),
+		reconcileRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_reconciler_runs_total", Help: "Reconciler runs by result (ok, error, skipped: another process held the lock).",
+		}, []string{"result"}),
+		reconcileLines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_reconciler_lines_total", Help: "Ledger lines the reconciler acted on, by action (requeued, synced).",
+		}, []string{"action"}),
+	}
+	reg.MustRegister(m.httpRequests, m.httpDuration, m.fulfill, m.tasks, m.taskAttempts,
+		m.lmsRequests, m.lmsDuration, m.tokenFetches, m.reconcileRuns, m.reconcileLines)
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// HTTP records one HTTP request.
+func (m *Metrics) HTTP(route, method string, status int, d time.Duration) {
+	m.httpRequests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	m.httpDuration.WithLabelValues(route, method).Observe(d.Seconds())
+}
+
+// Fulfill records a fulfill request's result; reason is empty when accepted.
+func (m *Metrics) Fulfill(accepted bool, reason string) {
+	if accepted {
+		m.fulfill.WithLabelValues("accepted", "").Inc()
+		return
+	}
+	m.fulfill.WithLabelValues("rejected", reason).Inc()
+}
+
+// Task records the outcome of one task attempt (attempt counts from 1).
+func (m *Metrics) Task(outcome string, attempt int) {
+	m.tasks.WithLabelValues(outcome).Inc()
+	if outcome != "retried" {
+		m.taskAttempts.WithLabelValues(outcome).Observe(float64(attempt))
+	}
+}
+
+// LMS records one LMS call.
+func (m *Metrics) LMS(site, endpoint string, status int, d time.Duration) {
+	m.lmsRequests.WithLabelValues(site, endpoint, strconv.Itoa(status)).Inc()
+	m.lmsDuration.WithLabelValues(site, endpoint).Observe(d.Seconds())
+}
+
+// Token records one token request.
+func (m *Metrics) Token(site string, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.tokenFetches.WithLabelValues(site, result).Inc()
+}
+
+// Reconcile records one reconciler run.
+func (m *Metrics) Reconcile(ran bool, requeued, synced int, err error) {
+	switch {
+	case err != nil:
+		m.reconcileRuns.WithLabelValues("error").Inc()
+	case !ran:
+		m.reconcileRuns.WithLabelValues("skipped").Inc()
+	default:
+		m.reconcileRuns.WithLabelValues("ok").Inc()
+	}
+	m.reconcileLines.WithLabelValues("requeued").Add(float64(requeued))
+	m.reconcileLines.WithLabelValues("synced").Add(float64(synced))
+}
+
+// WatchQueue exports the depth of each state of a queue and the age of its
+// oldest pending task, read from Redis at scrape time.
+func (m *Metrics) WatchQueue(insp *asynq.Inspector, queue string) {
+	m.reg.MustRegister(&queueCollector{insp: insp, queue: queue})
+}
+
+var (
+	depthDesc = prometheus.NewDesc("coordinator_queue_tasks", "Tasks in the queue by state.", []string{"queue", "state"}, nil)
+	ageDesc   = prometheus.NewDesc("coordinator_queue_oldest_pending_age_seconds", "Age of the oldest pending task.", []string{"queue"}, nil)
+	upDesc    = prometheus.NewDesc("coordinator_queue_up", "1 when the queue could be read from Redis at scrape time.", []string{"queue"}, nil)
+)
+
+type queueCollector struct {
+	insp  *asynq.Inspector
+	queue string
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- depthDesc
+	ch <- ageDesc
+	ch <- upDesc
+}
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	info, err := c.insp.GetQueueInfo(c.queue)
+	if err != nil {
+		// A queue nothing was ever enqueued to does not exist yet: empty.
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			info = &asynq.QueueInfo{}
+		} else {
+			ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 0, c.queue)
+			return
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 1, c.queue)
+	for state, n := range map[string]int{"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,
+		"retry": info.Retry, "archived": info.Archived, "completed": info.Completed} {
+		ch <- prometheus.MustNewConstMetric(depthDesc, prometheus.GaugeValue, float64(n), c.queue, state)
+	}
+	ch <- prometheus.MustNewConstMetric(ageDesc, prometheus.GaugeValue, info.Latency.Seconds(), c.queue)
+}
