@@ -12,6 +12,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -524,6 +525,9 @@ func (c *Config) validateTiers() error {
 			return keyErr("database.secret_key", "%v", err)
 		}
 	}
+	// An entry that expanded to nothing ("${MEMCACHED_ADDR}" unset) means
+	// no server, so one config file serves deployments with and without.
+	c.Cache.Memcached = slices.DeleteFunc(c.Cache.Memcached, func(a string) bool { return strings.TrimSpace(a) == "" })
 	for i, a := range c.Cache.Memcached {
 		if !strings.Contains(a, ":") {
 			return keyErr(fmt.Sprintf("cache.memcached[%d]", i), "must be host:port")
