@@ -58,7 +58,7 @@ func testConfig(t *testing.T, redisURL, lmsURL, queue, extra string) string {
 http: {addr: %q}
 shutdown_timeout: 5s
 log: {level: warn}
-redis: {url: %q}
+redis: %s
 lms:
   url: %q
   client_secret: "${TEST_LMS_SECRET}"
@@ -73,12 +73,21 @@ worker:
   retry: {initial_delay: 100ms, max_delay: 1s, max_attempts: 3}
 signals:
   fulfill_order_placed: [lms.fulfill_order_placed_send_enroll_in_course]
-%s`, freeAddr(t), redisURL, lmsURL, testIssuer, testAudience, queue, extra)
+%s`, freeAddr(t), redisYAML(redisURL), lmsURL, testIssuer, testAudience, queue, extra)
 	path := filepath.Join(t.TempDir(), "coordinator.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// redisYAML is the redis section: a URL, or a flow mapping given as is
+// (sentinel or cluster settings).
+func redisYAML(s string) string {
+	if strings.HasPrefix(s, "{") {
+		return s
+	}
+	return fmt.Sprintf("{url: %q}", s)
 }
 
 var testEnv = map[string]string{"TEST_LMS_SECRET": testSecret, "TEST_JWT_SECRET": testJWTSecret}

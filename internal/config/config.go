@@ -167,13 +167,24 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML writes the duration back as a string.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
+// DefaultRedisURL is redis.url when no Redis is configured: DB 2, clear of
+// Tutor's DBs 0 and 1.
+const DefaultRedisURL = "redis://127.0.0.1:6379/2"
+
+func (c *Config) applyRedisDefault() {
+	if c.Redis.URL == "" && c.Redis.Sentinel == nil && c.Redis.Cluster == nil {
+		c.Redis.URL = DefaultRedisURL
+	}
+}
+
 // Defaults returns the configuration used for every key a file leaves out.
 func Defaults() Config {
 	return Config{
 		HTTP:            HTTP{Addr: "127.0.0.1:8140", MaxBodyBytes: 64 << 10},
 		ShutdownTimeout: Duration(30 * time.Second),
 		Log:             Log{Level: "info"},
-		Redis:           Redis{URL: "redis://127.0.0.1:6379/2"},
+		// redis.url's default is applied after decoding, and only when
+		// neither sentinel nor cluster is set: see applyRedisDefault.
 		LMS: LMS{
 			URL:            "http://127.0.0.1:18000",
 			ClientID:       "coordinator-worker",
@@ -217,6 +228,7 @@ func Parse(data []byte, getenv func(string) string) (Config, error) {
 	}
 	cfg := Defaults()
 	if len(doc.Content) == 0 { // empty file: all defaults
+		cfg.applyRedisDefault()
 		return cfg, cfg.Validate()
 	}
 	w := walker{getenv: getenv, unset: map[string][]string{}}
@@ -226,6 +238,7 @@ func Parse(data []byte, getenv func(string) string) (Config, error) {
 	if err := doc.Content[0].Decode(&cfg); err != nil {
 		return Config{}, fmt.Errorf("decode: %w", err)
 	}
+	cfg.applyRedisDefault()
 	if err := cfg.Validate(); err != nil {
 		var ke *KeyError
 		if errors.As(err, &ke) && len(w.unset[ke.Key]) > 0 {
