@@ -2,8 +2,8 @@ package queuetest
 
 import (
 	"fmt"
-	"os"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"testing"
