@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -230,8 +231,23 @@ func (a *app) api(opsOnly bool) http.Handler {
 		Observer:     a.met,
 		Metrics:      a.met.Handler(),
 		OpsOnly:      opsOnly,
+		Dashboard:    a.dashboard(opsOnly),
+		BasicAuth:    a.cfg.Admin.BasicAuth,
 	})
 }
+
+// dashboard is asynqmon over the process's Redis connection.
+func (a *app) dashboard(opsOnly bool) http.Handler {
+	if opsOnly {
+		return nil
+	}
+	return asynqmon.New(asynqmon.Options{RootPath: "/admin/queues", RedisConnOpt: sharedRedis{a.rdb}})
+}
+
+// sharedRedis hands asynqmon the process's existing Redis client.
+type sharedRedis struct{ c redis.UniversalClient }
+
+func (s sharedRedis) MakeRedisClient() any { return s.c }
 
 // taskTimeout bounds one attempt: an account look-up, an enrollment and a
 // read-back, each bounded by lms.timeout, plus waiting for the rate limiter.

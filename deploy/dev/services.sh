@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the services Coordinator's tests and local trial need are up on
 # this machine: Redis and PostgreSQL (started if not answering) and memcached
-# (installed from Debian's packages and started if missing). Idempotent.
+# (installed from Debian's packages and started if missing), and Debian's
+# Chromium for the dashboard's browser test. Idempotent.
 set -eu
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -31,12 +32,21 @@ if ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
 fi
 wait_for PostgreSQL pg_isready -h 127.0.0.1 -p 5432
 
+apt_install() { # package...
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 || {
+		as_root apt-get update -q >/dev/null
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
+	}
+}
+
 if ! command -v memcached >/dev/null 2>&1; then
 	echo "services: installing memcached"
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q memcached >/dev/null 2>&1 || {
-		as_root apt-get update -q >/dev/null
-		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q memcached >/dev/null
-	}
+	apt_install memcached
+fi
+# Debian's Chromium runs the queue dashboard's browser test.
+if [ ! -x /usr/bin/chromium ]; then
+	echo "services: installing chromium"
+	apt_install chromium
 fi
 if ! (exec 3<>/dev/tcp/127.0.0.1/11211) 2>/dev/null; then
 	echo "services: starting memcached"

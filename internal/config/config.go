@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
 )
 
@@ -440,8 +441,8 @@ func (c *Config) Validate() error {
 		if u.User == "" {
 			return keyErr(k+".user", "required")
 		}
-		if !strings.HasPrefix(u.PasswordBcrypt, "$2") {
-			return keyErr(k+".password_bcrypt", "required: a bcrypt hash ($2a$..., $2b$...)")
+		if _, err := bcrypt.Cost([]byte(u.PasswordBcrypt)); err != nil {
+			return keyErr(k+".password_bcrypt", "required: a bcrypt hash ($2a$..., $2b$...), e.g. from htpasswd -nbB user pass")
 		}
 	}
 	w := c.Worker

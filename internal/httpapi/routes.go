@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 
+	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/signals"
 )
@@ -54,6 +55,11 @@ type Deps struct {
 	// OpsOnly serves only /health and /metrics: what a worker-only process
 	// offers to probes and scrapers.
 	OpsOnly bool
+	// Dashboard is the queue dashboard (asynqmon) served under
+	// /admin/queues/ to operators; nil: none.
+	Dashboard http.Handler
+	// BasicAuth users may use /admin/ besides admin JWTs.
+	BasicAuth []config.BasicAuthUser
 }
 
 // NewHandler returns the whole API surface.
@@ -79,6 +85,14 @@ func NewHandler(d Deps) http.Handler {
 
 	if d.OpsOnly {
 		return r
+	}
+	// Operators inspect and retry tasks here, never without credentials.
+	if d.Dashboard != nil {
+		r.Group(func(r chi.Router) {
+			r.Use(newOperators(d.Auth, d.BasicAuth).require(d.Logger))
+			r.Handle("/admin/queues", http.RedirectHandler("/admin/queues/", http.StatusMovedPermanently))
+			r.Handle("/admin/queues/*", d.Dashboard)
+		})
 	}
 	r.Group(func(r chi.Router) {
 		r.Use(requireAdmin(d.Auth, d.Logger))
