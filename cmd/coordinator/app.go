@@ -154,7 +154,17 @@ func newFulfillSignal(enq *queue.Enqueuer, ledger *postgres.Ledger, log *slog.Lo
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Log.Level))
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	// go-redis logs reconnection trouble through a package-level logger;
+	// route it into the JSON log instead of bare lines on stderr.
+	redis.SetLogger(redisLog{log})
+	return log
+}
+
+type redisLog struct{ l *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.l.WarnContext(ctx, "redis", "detail", fmt.Sprintf(format, v...))
 }
 
 // serve runs the API, the worker or both until ctx ends, then drains them

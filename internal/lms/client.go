@@ -376,6 +376,15 @@ func (t *tokenCache) get(ctx context.Context) (string, error) {
 		return tok.AccessToken, nil
 	}
 	locked, err := t.shared.Add(ctx, t.key+":lock", []byte("1"), tokenLockTTL)
+	if locked {
+		// Another process may have stored a token between our look-up and
+		// taking the lock: check again before fetching.
+		if tok := t.load(ctx); usable(tok) {
+			_ = t.shared.Delete(ctx, t.key+":lock")
+			t.tok = tok
+			return tok.AccessToken, nil
+		}
+	}
 	if err == nil && !locked {
 		// Another process is fetching: wait for its token.
 		deadline := time.Now().Add(tokenWait)
