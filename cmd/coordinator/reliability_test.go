@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -39,70 +38,28 @@ func TestRedisOutage(t *testing.T) {
 	}
 	qname := queuetest.Name()
 	base := startRun(t, "all", testConfig(t, srv.URL(), lmstest.Start(t, fake).URL, qname, ""))
-	client := &http.Client{Timeout: 10 * time.Second}
-	token := adminToken(t)
-
-	type result struct {
-		user    int64
-		status  int
-		latency time.Duration
-	}
-	var (
-		mu      sync.Mutex
-		results []result
-		next    = int64(10000)
-	)
-	send := func() {
-		mu.Lock()
-		user := next
-		next++
-		mu.Unlock()
-		body := fmt.Sprintf(`{"course_id":"course-v1:edX+DemoX+Demo_Course","course_mode":"audit","order_placed":1714566902,"edx_lms_user_id":%d,"email_opt_in":false,"order_number":"OUTAGE-%d"}`, user, user)
-		req, _ := http.NewRequest("POST", base+"/orders/fulfill", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "JWT "+token)
-		start := time.Now()
-		status := 0
-		if resp, err := client.Do(req); err == nil {
-			status = resp.StatusCode
-			resp.Body.Close()
-		}
-		mu.Lock()
-		results = append(results, result{user, status, time.Since(start)})
-		mu.Unlock()
-	}
 	health := func() int {
-		resp, err := client.Get(base + "/health")
+		resp, err := http.Get(base + "/health")
 		if err != nil {
 			return 0
 		}
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				send()
-				time.Sleep(10 * time.Millisecond)
-			}
-		})
-	}
-	time.Sleep(1500 * time.Millisecond)
-	srv.Kill()
-	downAt := time.Now()
-	time.Sleep(1 * time.Second)
-	if got := health(); got != http.StatusServiceUnavailable {
-		t.Errorf("/health with Redis down: %d, want 503", got)
-	}
-	time.Sleep(2 * time.Second)
-	srv.Start()
-	upAt := time.Now()
-	time.Sleep(3 * time.Second)
-	stop()
-	wg.Wait()
+	var downAt, upAt time.Time
+	results := stream(t, base, "OUTAGE", 10000, func() {
+		time.Sleep(1500 * time.Millisecond)
+		srv.Kill()
+		downAt = time.Now()
+		time.Sleep(1 * time.Second)
+		if got := health(); got != http.StatusServiceUnavailable {
+			t.Errorf("/health with Redis down: %d, want 503", got)
+		}
+		time.Sleep(2 * time.Second)
+		srv.Start()
+		upAt = time.Now()
+		time.Sleep(3 * time.Second)
+	})
 	if got := health(); got != http.StatusOK {
 		t.Errorf("/health after Redis returned: %d, want 200", got)
 	}
@@ -126,20 +83,10 @@ func TestRedisOutage(t *testing.T) {
 	}
 	// Every accepted order is enrolled, including those queued just
 	// before the crash and those the worker held when Redis died.
-	deadline := time.Now().Add(150 * time.Second)
-	var missing []int64
-	for {
-		missing = missing[:0]
-		for _, u := range accepted {
-			if _, ok := fake.Enrollment(fmt.Sprintf("learner%d", u), "course-v1:edX+DemoX+Demo_Course"); !ok {
-				missing = append(missing, u)
-			}
-		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	missing := waitAllEnrolled(func(u string) bool {
+		_, ok := fake.Enrollment(u, "course-v1:edX+DemoX+Demo_Course")
+		return ok
+	}, accepted, 150*time.Second)
 	if len(missing) > 0 {
 		t.Errorf("%d of %d accepted orders never enrolled: %v", len(missing), len(accepted), missing[:min(10, len(missing))])
 		rdb, _ := queue.NewRedisClient(config.Redis{URL: srv.URL()})

@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -83,55 +81,14 @@ func sentinelRun(t *testing.T, withLedger bool) {
 	}
 	base := startRun(t, "all", cfg)
 
-	type result struct {
-		user   int64
-		status int
-		at     time.Time
-	}
-	var (
-		mu      sync.Mutex
-		results []result
-		next    = int64(50000)
-	)
-	client := &http.Client{Timeout: 10 * time.Second}
-	token := adminToken(t)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				mu.Lock()
-				user := next
-				next++
-				mu.Unlock()
-				req, _ := http.NewRequest("POST", base+"/orders/fulfill", strings.NewReader(orderBody(fmt.Sprintf("SENT-%d", user), user, "")))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Authorization", "JWT "+token)
-				status := 0
-				if resp, err := client.Do(req); err == nil {
-					status = resp.StatusCode
-					resp.Body.Close()
-				}
-				mu.Lock()
-				results = append(results, result{user, status, time.Now()})
-				mu.Unlock()
-				time.Sleep(5 * time.Millisecond)
-			}
-		})
-	}
-	time.Sleep(2 * time.Second)
-	killedAt := time.Now()
-	primary.Kill()
-	time.Sleep(10 * time.Second)
-	close(stop)
-	wg.Wait()
+	var killedAt time.Time
+	results := stream(t, base, "SENT", 50000, func() {
+		time.Sleep(2 * time.Second)
+		killedAt = time.Now()
+		primary.Kill()
+		time.Sleep(10 * time.Second)
+	})
 
-	sort.Slice(results, func(i, j int) bool { return results[i].at.Before(results[j].at) })
 	var accepted []int64
 	refused, okAfter := 0, 0
 	var gap time.Duration // the longest wait between two 200s: what shops saw of the failover
@@ -156,21 +113,10 @@ func sentinelRun(t *testing.T, withLedger bool) {
 	if okAfter == 0 {
 		t.Fatalf("no order accepted after the failover: the service did not resume on the promoted replica")
 	}
-	// Wait for every accepted order to be enrolled, as far as it will be.
-	missing := func() []int64 {
-		var m []int64
-		for _, u := range accepted {
-			if _, ok := fake.Enrollment(fmt.Sprintf("learner%d", u), "course-v1:edX+DemoX+Demo_Course"); !ok {
-				m = append(m, u)
-			}
-		}
-		return m
-	}
-	deadline := time.Now().Add(90 * time.Second)
-	for len(missing()) > 0 && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
-	}
-	lost := missing()
+	lost := waitAllEnrolled(func(u string) bool {
+		_, ok := fake.Enrollment(u, "course-v1:edX+DemoX+Demo_Course")
+		return ok
+	}, accepted, 90*time.Second)
 	t.Logf("ledger=%v: %d requests, %d accepted, %d refused with 503, longest gap between two 200s %v; accepted but never enrolled: %d",
 		withLedger, len(results), len(accepted), refused, gap.Round(time.Millisecond), len(lost))
 	if withLedger && len(lost) > 0 {
