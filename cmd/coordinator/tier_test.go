@@ -181,7 +181,8 @@ func TestTwoSites(t *testing.T) {
 	fakeB.AddCourse("course-v1:edX+DemoX+Demo_Course", lmstest.CourseRun{Modes: []string{"audit"}})
 	urlB := lmstest.Start(t, fakeB).URL
 	dbURL := pgtest.Schema(t)
-	cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fakeA).URL, queuetest.Name(), databaseYAML(dbURL))
+	_, qname := queuetest.Redis(t) // the shared Redis: a queue that is purged afterwards
+	cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fakeA).URL, qname, databaseYAML(dbURL))
 	mustRunCmd(t, cfg, nil, "migrate")
 	mustRunCmd(t, cfg, map[string]string{"SITE_CLIENT_SECRET": northSecret}, "sites", "add", "north", "--lms-url", urlB, "--client-id", "north-worker")
 	list := mustRunCmd(t, cfg, nil, "sites", "list")

@@ -231,11 +231,8 @@ func (e *env) resetCounts() {
 }
 
 func (e *env) deleteQueue() {
-	_ = asynq.NewInspectorFromRedisClient(e.rdb).DeleteQueue(e.queue, true)
-	ctx := context.Background()
-	iter := e.rdb.Scan(ctx, 0, "coordinator:{"+e.queue+"}:*", 1000).Iterator()
-	for iter.Next(ctx) {
-		e.rdb.Del(ctx, iter.Val())
+	if err := queue.Purge(context.Background(), e.rdb, e.queue); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen: purge:", err)
 	}
 }
 

@@ -148,3 +148,33 @@ func (e *Enqueuer) Enqueue(ctx context.Context, o fulfillment.Order) (string, er
 	}
 	return "", fmt.Errorf("enqueue %s: %w: the task kept changing state", id, fulfillment.ErrUnavailable)
 }
+
+// Purge deletes a queue and every key that belongs to it — asynq's (tasks,
+// completed-task retention, statistics) and Coordinator's order index — and
+// forgets the queue's name. It is for tests and benchmarks that make their
+// own queues; asynq's Inspector.DeleteQueue leaves completed tasks and
+// statistics behind.
+func Purge(ctx context.Context, rdb redis.UniversalClient, queue string) error {
+	for _, pattern := range []string{"asynq:{" + queue + "}:*", "coordinator:{" + queue + "}:*"} {
+		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+		var batch []string
+		for iter.Next(ctx) {
+			batch = append(batch, iter.Val())
+			if len(batch) == 1000 {
+				if err := rdb.Del(ctx, batch...).Err(); err != nil {
+					return fmt.Errorf("purge %s: %w", queue, err)
+				}
+				batch = batch[:0]
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return fmt.Errorf("purge %s: %w", queue, err)
+		}
+		if len(batch) > 0 {
+			if err := rdb.Del(ctx, batch...).Err(); err != nil {
+				return fmt.Errorf("purge %s: %w", queue, err)
+			}
+		}
+	}
+	return rdb.SRem(ctx, "asynq:queues", queue).Err()
+}

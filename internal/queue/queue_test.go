@@ -1,4 +1,4 @@
-package queue
+package queue_test
 
 import (
 	"context"
@@ -10,19 +10,20 @@ import (
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/lms"
+	"github.com/openedx/coordinator/internal/queue"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 )
 
 func TestTaskIDIsStableAndDistinct(t *testing.T) {
-	a := TaskID("default", "EDX-1", "course-v1:a+b+c")
-	if a != TaskID("default", "EDX-1", "course-v1:a+b+c") {
+	a := queue.TaskID("default", "EDX-1", "course-v1:a+b+c")
+	if a != queue.TaskID("default", "EDX-1", "course-v1:a+b+c") {
 		t.Error("same line, different ids")
 	}
 	for _, other := range []string{
-		TaskID("other", "EDX-1", "course-v1:a+b+c"),
-		TaskID("default", "EDX-2", "course-v1:a+b+c"),
-		TaskID("default", "EDX-1", "course-v1:a+b+d"),
-		TaskID("default", "EDX-1course-v1:a+b+c", ""),
+		queue.TaskID("other", "EDX-1", "course-v1:a+b+c"),
+		queue.TaskID("default", "EDX-2", "course-v1:a+b+c"),
+		queue.TaskID("default", "EDX-1", "course-v1:a+b+d"),
+		queue.TaskID("default", "EDX-1course-v1:a+b+c", ""),
 	} {
 		if other == a {
 			t.Errorf("different lines share id %s", a)
@@ -33,7 +34,7 @@ func TestTaskIDIsStableAndDistinct(t *testing.T) {
 func TestEnqueueIdempotentUntilFailed(t *testing.T) {
 	t.Parallel()
 	rdb, q := queuetest.Redis(t)
-	enq := NewEnqueuer(rdb, EnqueuerOptions{Queue: q, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	enq := queue.NewEnqueuer(rdb, queue.EnqueuerOptions{Queue: q, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	o := fulfillment.Order{Site: "default", OrderNumber: "EDX-9", CourseID: "course-v1:a+b+c", CourseMode: "audit"}
 
@@ -63,7 +64,7 @@ func TestEnqueueIdempotentUntilFailed(t *testing.T) {
 }
 
 func TestRetryDelay(t *testing.T) {
-	f := RetryDelay(5*time.Second, time.Minute)
+	f := queue.RetryDelay(5*time.Second, time.Minute)
 	for n := range 70 {
 		d := f(n, errors.New("503"), nil)
 		if d < 5*time.Second || d > time.Minute {
@@ -92,7 +93,7 @@ func BenchmarkNewEnrollTask(b *testing.B) {
 		RequestID: "0123456789abcdef0123456789abcdef", AcceptedAt: time.Now().UTC()}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := NewEnrollTask(o); err != nil {
+		if _, err := queue.NewEnrollTask(o); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -11,10 +11,10 @@ import (
 	"os"
 	"testing"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/openedx/coordinator/internal/config"
+	coordqueue "github.com/openedx/coordinator/internal/queue"
 )
 
 // URL is the Redis the tests use: $COORDINATOR_TEST_REDIS, else DB 9 of the
@@ -40,11 +40,8 @@ func Redis(t testing.TB) (redis.UniversalClient, string) {
 	}
 	queue := Name()
 	t.Cleanup(func() {
-		_ = asynq.NewInspectorFromRedisClient(rdb).DeleteQueue(queue, true)
-		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, "coordinator:{"+queue+"}:*", 100).Iterator()
-		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
+		if err := coordqueue.Purge(context.Background(), rdb, queue); err != nil {
+			t.Logf("purge test queue %s: %v", queue, err)
 		}
 		rdb.Close()
 	})
