@@ -194,7 +194,7 @@ func BenchmarkEnrollmentBody(b *testing.B) {
 
 func TestTokenReplacedBeforeExpiry(t *testing.T) {
 	fake := lmstest.NewDemo("s")
-	fake.SetTokenTTL(tokenMargin + time.Second) // usable for one second
+	fake.SetTokenTTL(tokenMargin + 3*time.Second) // usable for three seconds
 	c := newClient(t, fake, nil)
 	if err := c.Fulfill(context.Background(), order(3, "audit")); err != nil {
 		t.Fatal(err)
@@ -205,7 +205,7 @@ func TestTokenReplacedBeforeExpiry(t *testing.T) {
 	if n := len(fake.Calls(lmstest.Token)); n != 1 {
 		t.Fatalf("%d token requests within the token's life, want 1", n)
 	}
-	time.Sleep(1100 * time.Millisecond)
+	time.Sleep(3100 * time.Millisecond)
 	if err := c.Fulfill(context.Background(), order(5, "audit")); err != nil {
 		t.Fatal(err)
 	}
