@@ -83,6 +83,22 @@ func ValidCourseKey(s string) bool {
 	return courseKeyLegacy.MatchString(s)
 }
 
+// OrderNumberProblem says what is wrong with an order number ("" if nothing):
+// 1-255 characters of valid UTF-8, no control characters.
+func OrderNumberProblem(s string) string {
+	switch {
+	case strings.TrimSpace(s) == "":
+		return msgBlank
+	case !utf8.ValidString(s):
+		return msgString
+	case utf8.RuneCountInString(s) > maxOrderNumber:
+		return fmt.Sprintf("Ensure this field has no more than %d characters.", maxOrderNumber)
+	case hasControl(s):
+		return "Must not contain control characters."
+	}
+	return ""
+}
+
 // ValidSiteName reports whether s can name a site.
 func ValidSiteName(s string) bool { return siteName.MatchString(s) }
 
@@ -143,10 +159,8 @@ func Parse(body []byte, knownSite func(string) bool) (Order, error) {
 		}
 	}
 	if s, ok := f.str("order_number", true); ok {
-		if n := utf8.RuneCountInString(s); n > maxOrderNumber {
-			errs.Add("order_number", fmt.Sprintf("Ensure this field has no more than %d characters.", maxOrderNumber))
-		} else if hasControl(s) {
-			errs.Add("order_number", "Must not contain control characters.")
+		if problem := OrderNumberProblem(s); problem != "" {
+			errs.Add("order_number", problem)
 		}
 		o.OrderNumber = s
 	}

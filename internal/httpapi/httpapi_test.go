@@ -314,3 +314,23 @@ func BenchmarkFulfill(b *testing.B) {
 		}
 	})
 }
+
+func TestOrderPathValidation(t *testing.T) {
+	t.Parallel()
+	rdb, q := queuetest.Redis(t)
+	h := newTestAPI(t, rdb, q)
+	auth := "JWT " + hs(t, claims(nil))
+	for path, want := range map[string]int{
+		"/orders/%20%20":                      400,
+		"/orders/%FF%FE":                      400,
+		"/orders/a%00b":                       400,
+		"/orders/" + strings.Repeat("x", 300): 400,
+		"/orders/never-placed":                404,
+		"/orders/never-placed?site=elsewhere": 400,
+		"/orders/never-placed/retry":          405, // retry is POST
+	} {
+		if rec := do(h, "GET", path, auth, "", ""); rec.Code != want {
+			t.Errorf("GET %s: %d %s, want %d", path, rec.Code, rec.Body, want)
+		}
+	}
+}

@@ -29,8 +29,12 @@ type orderStatus struct {
 func handleOrder(orders Orders, knownSite SiteChecker, retry bool, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		number, err := url.PathUnescape(chi.URLParam(r, "order_number"))
-		if err != nil || number == "" {
-			encode(w, http.StatusBadRequest, map[string][]string{"order_number": {"Not a valid order number."}})
+		if err != nil {
+			encode(w, http.StatusBadRequest, map[string][]string{"order_number": {"Not a valid URL path segment."}})
+			return
+		}
+		if problem := fulfillment.OrderNumberProblem(number); problem != "" {
+			encode(w, http.StatusBadRequest, map[string][]string{"order_number": {problem}})
 			return
 		}
 		site := r.URL.Query().Get("site")
