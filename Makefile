@@ -17,9 +17,10 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/coordinator ./cmd/coordinator
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/fakelms ./cmd/fakelms
 
-# Installs and starts what the tests and the trial need (Redis, PostgreSQL, memcached).
+# Installs and starts what the tests and the trial need (Redis, PostgreSQL,
+# memcached; for `make test` also Debian's Chromium).
 setup:
-	./deploy/dev/services.sh
+	./deploy/dev/services.sh $(SERVICES_FLAGS)
 	$(GO) mod download
 
 # A local trial: the fake LMS on :18000 and `coordinator all` on :8140 with
@@ -31,6 +32,7 @@ run: setup build
 
 # Every test, with the race detector, plus vet, staticcheck, gofmt and a
 # short fuzz run of the fulfill endpoint.
+test: SERVICES_FLAGS = --browser
 test: setup lint
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz

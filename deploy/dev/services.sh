@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the services Coordinator's tests and local trial need are up on
 # this machine: Redis and PostgreSQL (started if not answering) and memcached
-# (installed from Debian's packages and started if missing), and Debian's
-# Chromium for the dashboard's browser test. Idempotent.
+# (installed from Debian's packages and started if missing), and with
+# --browser Debian's Chromium for the dashboard's browser test. Idempotent.
 set -eu
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -43,8 +43,8 @@ if ! command -v memcached >/dev/null 2>&1; then
 	echo "services: installing memcached"
 	apt_install memcached
 fi
-# Debian's Chromium runs the queue dashboard's browser test.
-if [ ! -x /usr/bin/chromium ]; then
+# Debian's Chromium runs the queue dashboard's browser test (--browser).
+if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
 	echo "services: installing chromium"
 	apt_install chromium
 fi
