@@ -41,22 +41,24 @@ type app struct {
 	mc     *cache.Memcached // nil without cache.memcached
 	pool   *pgxpool.Pool    // nil without database.url
 	ledger *postgres.Ledger // nil without database.url
-	store  *postgres.Sites  // nil without database.url and secret_key
 	sites  *sites.Registry
 	fulfil *signals.Signal[fulfillment.Order]
 	met    *metrics.Metrics
 }
 
 // newApp connects to what the config names and checks the database schema.
-func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error) {
+func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, err error) {
 	a := &app{cfg: cfg, log: log, met: metrics.New()}
-	rdb, err := queue.NewRedisClient(cfg.Redis)
-	if err != nil {
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	if a.rdb, err = queue.NewRedisClient(cfg.Redis); err != nil {
 		return nil, err
 	}
-	a.rdb = rdb
-	a.met.WatchQueue(asynq.NewInspectorFromRedisClient(rdb), cfg.Worker.Queue)
-	a.enq = queue.NewEnqueuer(rdb, queue.EnqueuerOptions{
+	a.met.WatchQueue(asynq.NewInspectorFromRedisClient(a.rdb), cfg.Worker.Queue)
+	a.enq = queue.NewEnqueuer(a.rdb, queue.EnqueuerOptions{
 		Queue:       cfg.Worker.Queue,
 		MaxAttempts: cfg.Worker.Retry.MaxAttempts,
 		Retention:   cfg.Worker.Retention.D(),
@@ -67,27 +69,23 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, err
 		a.mc = cache.NewMemcached(cfg.Cache.Memcached)
 		a.cache = a.mc
 	}
+	var store sites.Store // nil: only the default site
 	if cfg.Database.URL != "" {
 		if a.pool, err = postgres.Connect(ctx, cfg.Database.URL); err != nil {
-			a.close()
 			return nil, err
 		}
 		if err := postgres.CheckSchema(ctx, a.pool); err != nil {
-			a.close()
 			return nil, err
 		}
 		a.ledger = postgres.NewLedger(a.pool)
 		if cfg.Database.SecretKey != "" {
 			key, _ := config.SecretKeyBytes(cfg.Database.SecretKey) // validated with the config
-			if a.store, err = postgres.NewSites(a.pool, key); err != nil {
-				a.close()
+			s, err := postgres.NewSites(a.pool, key)
+			if err != nil {
 				return nil, err
 			}
+			store = s
 		}
-	}
-	var store sites.Store
-	if a.store != nil {
-		store = a.store
 	}
 	a.sites = sites.NewRegistry(lms.Options{
 		Site:           fulfillment.DefaultSite,
@@ -105,7 +103,6 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, err
 	}, store)
 	a.fulfil = newFulfillSignal(a.enq, a.ledger, log)
 	if err := signals.Wire(cfg.Signals, a.fulfil); err != nil {
-		a.close()
 		return nil, err
 	}
 	return a, nil
@@ -128,19 +125,17 @@ func (a *app) close() {
 func newFulfillSignal(enq *queue.Enqueuer, ledger *postgres.Ledger, log *slog.Logger) *signals.Signal[fulfillment.Order] {
 	sig := signals.New[fulfillment.Order]("fulfill_order_placed")
 	sig.Register(receiverEnroll, func(ctx context.Context, o fulfillment.Order) (string, error) {
-		if ledger == nil {
-			id, err := enq.Enqueue(ctx, o)
-			if err == nil {
-				log.InfoContext(ctx, "task_enqueued", "request_id", o.RequestID, "task_id", id, "order_number", o.OrderNumber)
-			}
-			return id, err
-		}
 		id := queue.TaskID(o.Site, o.OrderNumber, o.CourseID)
-		fresh, err := ledger.Accept(ctx, o, id)
-		if err != nil || !fresh {
-			return id, err
+		if ledger != nil {
+			fresh, err := ledger.Accept(ctx, o, id)
+			if err != nil || !fresh {
+				return id, err
+			}
 		}
 		if _, err := enq.Enqueue(ctx, o); err != nil {
+			if ledger == nil {
+				return "", err
+			}
 			log.WarnContext(ctx, "enqueue_deferred", "request_id", o.RequestID, "task_id", id,
 				"order_number", o.OrderNumber, "err", err.Error())
 			return id, nil // in the ledger: the reconciler queues it
@@ -154,11 +149,7 @@ func newFulfillSignal(enq *queue.Enqueuer, ledger *postgres.Ledger, log *slog.Lo
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Log.Level))
-	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
-	// go-redis logs reconnection trouble through a package-level logger;
-	// route it into the JSON log instead of bare lines on stderr.
-	redis.SetLogger(redisLog{log})
-	return log
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
 type redisLog struct{ l *slog.Logger }
@@ -171,6 +162,9 @@ func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
 // within shutdown_timeout.
 func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
+	// go-redis logs reconnection trouble through a package-level logger;
+	// route it into the JSON log instead of bare lines on stderr.
+	redis.SetLogger(redisLog{log})
 	a, err := newApp(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -144,15 +143,15 @@ func applySiteFlags(site *postgres.Site, name string, adding bool, args []string
 	}
 	site.Name = name
 	if given["lms-url"] || adding {
-		if err := checkURL("--lms-url", *lmsURL); err != nil {
-			return err
+		if err := config.HTTPURL("--lms-url", *lmsURL); err != nil {
+			return fmt.Errorf("sites: %w", err)
 		}
 		site.LMSURL = *lmsURL
 	}
 	if given["oauth-url"] {
 		if *oauthURL != "" {
-			if err := checkURL("--oauth-url", *oauthURL); err != nil {
-				return err
+			if err := config.HTTPURL("--oauth-url", *oauthURL); err != nil {
+				return fmt.Errorf("sites: %w", err)
 			}
 		}
 		site.OAuthURL = *oauthURL
@@ -175,14 +174,6 @@ func applySiteFlags(site *postgres.Site, name string, adding bool, args []string
 	}
 	if given["timeout"] {
 		site.Timeout = *timeout
-	}
-	return nil
-}
-
-func checkURL(flagName, s string) error {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("sites: %s %q is not an absolute http(s) URL", flagName, s)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -252,10 +253,7 @@ func TestKubernetes(t *testing.T) {
 }
 
 func mustAtoi(s string) int {
-	n := 0
-	for _, r := range s {
-		n = n*10 + int(r-'0')
-	}
+	n, _ := strconv.Atoi(s) // a malformed number reads as 0, which the checks then refuse
 	return n
 }
 

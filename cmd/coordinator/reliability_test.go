@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -83,16 +84,14 @@ func TestRedisOutage(t *testing.T) {
 	}
 	// Every accepted order is enrolled, including those queued just
 	// before the crash and those the worker held when Redis died.
-	missing := waitAllEnrolled(func(u string) bool {
-		_, ok := fake.Enrollment(u, "course-v1:edX+DemoX+Demo_Course")
-		return ok
-	}, accepted, 150*time.Second)
+	missing := waitAllEnrolled(fake, accepted, 150*time.Second)
 	if len(missing) > 0 {
 		t.Errorf("%d of %d accepted orders never enrolled: %v", len(missing), len(accepted), missing[:min(10, len(missing))])
 		rdb, _ := queue.NewRedisClient(config.Redis{URL: srv.URL()})
+		defer rdb.Close()
 		insp := asynq.NewInspectorFromRedisClient(rdb)
 		for _, u := range missing[:min(5, len(missing))] {
-			id := queue.TaskID("default", fmt.Sprintf("OUTAGE-%d", u), "course-v1:edX+DemoX+Demo_Course")
+			id := queue.TaskID("default", fmt.Sprintf("OUTAGE-%d", u), demoCourse)
 			ti, err := insp.GetTaskInfo(qname, id)
 			if err != nil {
 				t.Logf("learner %d: task %s: %v", u, id, err)
@@ -162,19 +161,14 @@ func startProcess(t *testing.T, cfgPath, command string) *exec.Cmd {
 }
 
 // enqueueOrders queues n orders for learners from..from+n-1 directly.
-func enqueueOrders(t *testing.T, queueName string, fake *lmstest.Server, from int64, n int) []string {
+func enqueueOrders(t *testing.T, rdb redis.UniversalClient, queueName string, fake *lmstest.Server, from int64, n int) []string {
 	t.Helper()
-	rdb, err := queue.NewRedisClient(queuetest.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
 	enq := queue.NewEnqueuer(rdb, queue.EnqueuerOptions{Queue: queueName, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
 	var ids []string
 	for u := from; u < from+int64(n); u++ {
 		fake.AddUser(u, fmt.Sprintf("learner%d", u))
 		id, err := enq.Enqueue(t.Context(), fulfillment.Order{Site: "default", OrderNumber: fmt.Sprintf("CRASH-%d", u),
-			CourseID: "course-v1:edX+DemoX+Demo_Course", CourseMode: "audit", LMSUserID: u, Username: fmt.Sprintf("learner%d", u),
+			CourseID: demoCourse, CourseMode: "audit", LMSUserID: u, Username: fmt.Sprintf("learner%d", u),
 			OrderPlaced: time.Unix(1714566902, 0).UTC(), AcceptedAt: time.Now().UTC()})
 		if err != nil {
 			t.Fatal(err)
@@ -195,6 +189,38 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
+// inFlight is a worker process with n tasks in flight against a fake LMS
+// that holds every enrollment for latency.
+type inFlight struct {
+	rdb    redis.UniversalClient
+	queue  string
+	fake   *lmstest.Server
+	cfg    string
+	ids    []string
+	worker *exec.Cmd
+}
+
+func startInFlight(t *testing.T, latency time.Duration, from int64, n int) inFlight {
+	t.Helper()
+	rdb, queueName := queuetest.Redis(t)
+	fake := lmstest.NewDemo(testSecret)
+	fake.SetLatency(latency)
+	cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queueName, "")
+	ids := enqueueOrders(t, rdb, queueName, fake, from, n)
+	w := startProcess(t, cfg, "worker")
+	waitFor(t, fmt.Sprintf("%d enrollment calls in flight", n), 30*time.Second, func() bool { return len(fake.Calls(lmstest.Enroll)) >= n })
+	return inFlight{rdb, queueName, fake, cfg, ids, w}
+}
+
+// terminate sends SIGTERM and waits for the process; nil means exit 0.
+func terminate(t *testing.T, cmd *exec.Cmd) error {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Wait()
+}
+
 // A worker SIGKILLed with 30 tasks in flight against a slow LMS loses
 // none: a new worker completes all 30, and each learner is enrolled once.
 func TestWorkerCrashLosesNothing(t *testing.T) {
@@ -202,60 +228,42 @@ func TestWorkerCrashLosesNothing(t *testing.T) {
 		t.Skip("waits for asynq's lease recovery (up to two minutes)")
 	}
 	t.Parallel()
-	_, queueName := queuetest.Redis(t)
-	fake := lmstest.NewDemo(testSecret)
-	fake.SetLatency(time.Minute) // every enrollment hangs until the worker dies
-	cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queueName, "")
-	ids := enqueueOrders(t, queueName, fake, 20000, 30)
-
-	first := startProcess(t, cfg, "worker")
-	waitFor(t, "30 enrollment calls in flight", 30*time.Second, func() bool { return len(fake.Calls(lmstest.Enroll)) >= 30 })
-	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+	f := startInFlight(t, time.Minute, 20000, 30) // every enrollment hangs until the worker dies
+	if err := f.worker.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	_ = first.Wait()
+	_ = f.worker.Wait()
 	killedAt := time.Now()
-	fake.SetLatency(0)
+	f.fake.SetLatency(0)
 
-	second := startProcess(t, cfg, "worker")
-	insp := asynq.NewInspectorFromRedisClient(mustRedis(t))
+	second := startProcess(t, f.cfg, "worker")
+	insp := asynq.NewInspectorFromRedisClient(f.rdb)
 	waitFor(t, "all 30 tasks completed", 3*time.Minute, func() bool {
-		info, err := insp.GetQueueInfo(queueName)
+		info, err := insp.GetQueueInfo(f.queue)
 		return err == nil && info.Completed == 30
 	})
 	recovered := time.Since(killedAt)
-	info, _ := insp.GetQueueInfo(queueName)
+	info, _ := insp.GetQueueInfo(f.queue)
 	if info.Size != 30 || info.Archived != 0 {
 		t.Errorf("queue: %d tasks, %d failed; want exactly the 30 completed", info.Size, info.Archived)
 	}
-	for i, id := range ids {
-		ti, err := insp.GetTaskInfo(queueName, id)
+	for i, id := range f.ids {
+		ti, err := insp.GetTaskInfo(f.queue, id)
 		if err != nil || ti.State != asynq.TaskStateCompleted {
 			t.Errorf("task %s: %v %v", id, ti, err)
 		}
 		user := fmt.Sprintf("learner%d", 20000+i)
-		if e, ok := fake.Enrollment(user, "course-v1:edX+DemoX+Demo_Course"); !ok || !e.IsActive {
+		if e, ok := f.fake.Enrollment(user, demoCourse); !ok || !e.IsActive {
 			t.Errorf("%s not enrolled", user)
 		}
 	}
 	perOrder := map[string]int{}
-	for _, c := range fake.Calls(lmstest.Enroll) {
+	for _, c := range f.fake.Calls(lmstest.Enroll) {
 		perOrder[orderOf(c.Body)]++
 	}
-	counts := slices.Collect(func(yield func(int) bool) {
-		for _, n := range perOrder {
-			if !yield(n) {
-				return
-			}
-		}
-	})
 	t.Logf("worker killed with 30 in flight; a new worker finished all 30 after %v; enrollment calls per order: %v (the LMS treats the repeat as a no-op)",
-		recovered.Round(time.Second), counts)
-
-	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := second.Wait(); err != nil {
+		recovered.Round(time.Second), slices.Collect(maps.Values(perOrder)))
+	if err := terminate(t, second); err != nil {
 		t.Errorf("worker exit after SIGTERM: %v, want status 0", err)
 	}
 }
@@ -266,35 +274,16 @@ func TestWorkerDrainsOnSIGTERM(t *testing.T) {
 		t.Skip("runs the worker as a process")
 	}
 	t.Parallel()
-	_, queueName := queuetest.Redis(t)
-	fake := lmstest.NewDemo(testSecret)
-	fake.SetLatency(time.Second)
-	cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queueName, "")
-	ids := enqueueOrders(t, queueName, fake, 30000, 10)
-	w := startProcess(t, cfg, "worker")
-	waitFor(t, "10 enrollment calls in flight", 30*time.Second, func() bool { return len(fake.Calls(lmstest.Enroll)) >= 10 })
-	if err := w.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Wait(); err != nil {
+	f := startInFlight(t, time.Second, 30000, 10)
+	if err := terminate(t, f.worker); err != nil {
 		t.Fatalf("worker exit after SIGTERM: %v, want status 0", err)
 	}
-	insp := asynq.NewInspectorFromRedisClient(mustRedis(t))
-	for _, id := range ids {
-		if ti, err := insp.GetTaskInfo(queueName, id); err != nil || ti.State != asynq.TaskStateCompleted {
+	insp := asynq.NewInspectorFromRedisClient(f.rdb)
+	for _, id := range f.ids {
+		if ti, err := insp.GetTaskInfo(f.queue, id); err != nil || ti.State != asynq.TaskStateCompleted {
 			t.Errorf("task %s after drain: %v %v, want completed", id, ti.State, err)
 		}
 	}
-}
-
-func mustRedis(t *testing.T) redis.UniversalClient {
-	t.Helper()
-	rdb, err := queue.NewRedisClient(queuetest.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
 }
 
 func orderOf(body []byte) string {

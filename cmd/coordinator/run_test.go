@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,6 +24,7 @@ import (
 )
 
 const (
+	demoCourse    = "course-v1:edX+DemoX+Demo_Course"
 	testSecret    = "client-secret-for-tests"
 	testJWTSecret = "jwt-secret-for-tests"
 	testIssuer    = "http://lms.test/oauth2"
@@ -153,12 +153,7 @@ func (s *syncBuffer) String() string {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", queuetest.FreePort(t))
 }
 
 func waitHealthy(t *testing.T, base string, done <-chan error) {
@@ -214,21 +209,12 @@ func (in *instance) fulfill(t *testing.T, body, requestID string) (int, map[stri
 	return resp.StatusCode, out
 }
 
-// waitEnrolled waits for the task to complete.
+// waitCompleted waits for the task to be enrolled; a failure ends the test.
 func (in *instance) waitCompleted(t *testing.T, taskID string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		info, err := in.insp.GetTaskInfo(in.queue, taskID)
-		if err == nil && info.State == asynq.TaskStateCompleted {
-			return
-		}
-		if err == nil && info.State == asynq.TaskStateArchived {
-			t.Fatalf("task %s failed: %s", taskID, info.LastErr)
-		}
-		time.Sleep(25 * time.Millisecond)
+	if info := in.waitFinal(t, taskID); info.State != asynq.TaskStateCompleted {
+		t.Fatalf("task %s failed: %s", taskID, info.LastErr)
 	}
-	t.Fatalf("task %s not completed within 15s", taskID)
 }
 
 func TestFulfillEndToEnd(t *testing.T) {

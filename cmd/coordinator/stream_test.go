@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/openedx/coordinator/internal/lms/lmstest"
 )
 
 // sent is one fulfill request of a stream.
@@ -67,14 +69,23 @@ func stream(t *testing.T, base, prefix string, first int64, during func()) []sen
 	return results
 }
 
+// learners lists the learner ids from, from+1, ... (n of them).
+func learners(from int64, n int) []int64 {
+	users := make([]int64, n)
+	for i := range users {
+		users[i] = from + int64(i)
+	}
+	return users
+}
+
 // waitAllEnrolled waits up to timeout for the learners' demo-course
-// enrollments and returns those still missing.
-func waitAllEnrolled(fakeEnrolled func(user string) bool, users []int64, timeout time.Duration) []int64 {
+// enrollments at the fake LMS and returns those still missing.
+func waitAllEnrolled(fake *lmstest.Server, users []int64, timeout time.Duration) []int64 {
 	deadline := time.Now().Add(timeout)
 	for {
 		var missing []int64
 		for _, u := range users {
-			if !fakeEnrolled(fmt.Sprintf("learner%d", u)) {
+			if _, ok := fake.Enrollment(fmt.Sprintf("learner%d", u), demoCourse); !ok {
 				missing = append(missing, u)
 			}
 		}

@@ -63,8 +63,14 @@ func post(t *testing.T, base, body string) int {
 	return resp.StatusCode
 }
 
+// orderBody is a fulfill request for an audit enrollment in the demo course;
+// extra adds fields (`,"site":"x"`).
 func orderBody(order string, user int64, extra string) string {
-	return fmt.Sprintf(`{"course_id":"course-v1:edX+DemoX+Demo_Course","course_mode":"audit","order_placed":1714566902,"edx_lms_user_id":%d,"email_opt_in":false,"order_number":%q%s}`, user, order, extra)
+	return courseOrderBody(demoCourse, order, user, extra)
+}
+
+func courseOrderBody(course, order string, user int64, extra string) string {
+	return fmt.Sprintf(`{"course_id":%q,"course_mode":"audit","order_placed":1714566902,"edx_lms_user_id":%d,"email_opt_in":false,"order_number":%q%s}`, course, user, order, extra)
 }
 
 func addLearners(fake *lmstest.Server, from int64, n int) {
@@ -75,14 +81,38 @@ func addLearners(fake *lmstest.Server, from int64, n int) {
 
 func waitEnrolled(t *testing.T, fake *lmstest.Server, from int64, n int, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d learners enrolled", n), timeout, func() bool {
-		for u := from; u < from+int64(n); u++ {
-			if _, ok := fake.Enrollment(fmt.Sprintf("learner%d", u), "course-v1:edX+DemoX+Demo_Course"); !ok {
-				return false
-			}
+	if missing := waitAllEnrolled(fake, learners(from, n), timeout); len(missing) > 0 {
+		t.Fatalf("timed out after %v: %d of %d learners not enrolled", timeout, len(missing), n)
+	}
+}
+
+// ledgerEnv is a private Redis server, a fake LMS with learners, and a
+// migrated Postgres schema; config writes a config for them (each with an
+// http.addr of its own, for processes side by side).
+type ledgerEnv struct {
+	srv    *queuetest.Server
+	fake   *lmstest.Server
+	config func() string
+}
+
+func newLedgerEnv(t *testing.T, from int64, n int) ledgerEnv {
+	t.Helper()
+	e := ledgerEnv{srv: queuetest.StartServer(t), fake: lmstest.NewDemo(testSecret)}
+	addLearners(e.fake, from, n)
+	lmsURL, qname, dbURL := lmstest.Start(t, e.fake).URL, queuetest.Name(), pgtest.Schema(t)
+	e.config = func() string { return testConfig(t, e.srv.URL(), lmsURL, qname, databaseYAML(dbURL)) }
+	mustRunCmd(t, e.config(), nil, "migrate")
+	return e
+}
+
+// postOrders sends n orders for learners from, from+1, ... and requires 200s.
+func postOrders(t *testing.T, base, prefix string, from int64, n int) {
+	t.Helper()
+	for _, u := range learners(from, n) {
+		if status := post(t, base, orderBody(fmt.Sprintf("%s-%d", prefix, u), u, "")); status != http.StatusOK {
+			t.Fatalf("order for learner %d: %d, want 200", u, status)
 		}
-		return true
-	})
+	}
 }
 
 func TestRefusesOldSchema(t *testing.T) {
@@ -104,19 +134,12 @@ func TestRefusesOldSchema(t *testing.T) {
 // once it returns.
 func TestLedgerAcceptsWhileRedisDown(t *testing.T) {
 	t.Parallel()
-	srv := queuetest.StartServer(t)
-	fake := lmstest.NewDemo(testSecret)
-	addLearners(fake, 40000, 20)
-	cfg := testConfig(t, srv.URL(), lmstest.Start(t, fake).URL, queuetest.Name(), databaseYAML(pgtest.Schema(t)))
-	mustRunCmd(t, cfg, nil, "migrate")
-	in := &instance{base: startRun(t, "all", cfg)}
+	e := newLedgerEnv(t, 40000, 20)
+	srv, fake := e.srv, e.fake
+	in := &instance{base: startRun(t, "all", e.config())}
 
 	srv.Kill()
-	for u := int64(40000); u < 40020; u++ {
-		if status := post(t, in.base, orderBody(fmt.Sprintf("DOWN-%d", u), u, "")); status != http.StatusOK {
-			t.Fatalf("order for %d with Redis down and the ledger up: %d, want 200", u, status)
-		}
-	}
+	postOrders(t, in.base, "DOWN", 40000, 20) // Redis down, the ledger up: all 200
 	if status, st := in.order(t, "GET", "DOWN-40000"); status != 200 || st.Lines[0].State != fulfillment.StateQueued {
 		t.Errorf("status with Redis down: %d %+v, want queued from the ledger", status, st)
 	}
@@ -135,25 +158,17 @@ func TestLedgerAcceptsWhileRedisDown(t *testing.T) {
 // each is enrolled once.
 func TestReconcilerRequeuesAfterFlush(t *testing.T) {
 	t.Parallel()
-	srv := queuetest.StartServer(t)
-	fake := lmstest.NewDemo(testSecret)
-	addLearners(fake, 41000, 100)
-	lmsURL, qname, dbURL := lmstest.Start(t, fake).URL, queuetest.Name(), pgtest.Schema(t)
-	cfg := testConfig(t, srv.URL(), lmsURL, qname, databaseYAML(dbURL))
-	mustRunCmd(t, cfg, nil, "migrate")
-	in := &instance{base: startRun(t, "api", cfg)} // no worker yet: the orders stay queued
-	for u := int64(41000); u < 41100; u++ {
-		if status := post(t, in.base, orderBody(fmt.Sprintf("FLUSH-%d", u), u, "")); status != 200 {
-			t.Fatalf("order %d: %d", u, status)
-		}
-	}
+	e := newLedgerEnv(t, 41000, 100)
+	srv, fake := e.srv, e.fake
+	in := &instance{base: startRun(t, "api", e.config())} // no worker yet: the orders stay queued
+	postOrders(t, in.base, "FLUSH", 41000, 100)
 	opt, _ := redis.ParseURL(srv.URL())
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	if err := rdb.FlushAll(context.Background()).Err(); err != nil { // a private server: nobody else's data
 		t.Fatal(err)
 	}
-	startRun(t, "worker", testConfig(t, srv.URL(), lmsURL, qname, databaseYAML(dbURL)))
+	startRun(t, "worker", e.config())
 	waitEnrolled(t, fake, 41000, 100, 60*time.Second)
 	perOrder := map[string]int{}
 	for _, c := range fake.Calls(lmstest.Enroll) {
@@ -178,7 +193,7 @@ func TestTwoSites(t *testing.T) {
 	fakeB := lmstest.New()
 	fakeB.AddClient("north-worker", lmstest.Client{Secret: northSecret, Staff: true})
 	fakeB.AddUser(3, "north-edx")
-	fakeB.AddCourse("course-v1:edX+DemoX+Demo_Course", lmstest.CourseRun{Modes: []string{"audit"}})
+	fakeB.AddCourse(demoCourse, lmstest.CourseRun{Modes: []string{"audit"}})
 	urlB := lmstest.Start(t, fakeB).URL
 	dbURL := pgtest.Schema(t)
 	_, qname := queuetest.Redis(t) // the shared Redis: a queue that is purged afterwards
@@ -204,8 +219,8 @@ func TestTwoSites(t *testing.T) {
 		t.Errorf("unknown site: %d, want 400", status)
 	}
 	waitFor(t, "both enrollments", 15*time.Second, func() bool {
-		_, a := fakeA.Enrollment("edx", "course-v1:edX+DemoX+Demo_Course")
-		_, b := fakeB.Enrollment("north-edx", "course-v1:edX+DemoX+Demo_Course")
+		_, a := fakeA.Enrollment("edx", demoCourse)
+		_, b := fakeB.Enrollment("north-edx", demoCourse)
 		return a && b
 	})
 	for _, c := range fakeA.Calls(lmstest.Enroll) {
@@ -244,15 +259,14 @@ func TestTwoSites(t *testing.T) {
 // request.
 func TestSharedTokenAcrossWorkers(t *testing.T) {
 	t.Parallel()
-	_, qname := queuetest.Redis(t)
+	rdb, qname := queuetest.Redis(t)
 	fake := lmstest.NewDemo(testSecret)
 	fake.SetLatency(5 * time.Millisecond) // spread the work over the three
 	lmsURL := lmstest.Start(t, fake).URL
 	for range 3 { // each process its own config: its own http.addr for /health and /metrics
 		startProcess(t, testConfig(t, queuetest.URL(), lmsURL, qname, "cache:\n  memcached: [\"127.0.0.1:11211\"]\n"), "worker")
 	}
-	enqueueOrders(t, qname, fake, 42000, 300)
-	rdb := mustRedis(t)
+	enqueueOrders(t, rdb, qname, fake, 42000, 300)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	waitFor(t, "300 tasks completed", 60*time.Second, func() bool {
 		info, err := insp.GetQueueInfo(qname)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"strconv"
 	"testing"
 	"time"
 
@@ -34,9 +33,7 @@ func TestWorkerOutcomes(t *testing.T) {
 	in := startAll(t, "")
 	submit := func(t *testing.T, order string, user int) string {
 		t.Helper()
-		body := `{"course_id":"course-v1:edX+DemoX+Demo_Course","course_mode":"audit","order_placed":1714566902,"edx_lms_user_id":` +
-			strconv.Itoa(user) + `,"email_opt_in":false,"order_number":"` + order + `"}`
-		status, out := in.fulfill(t, body, "req-"+order)
+		status, out := in.fulfill(t, orderBody(order, int64(user), ""), "req-"+order)
 		if status != http.StatusOK {
 			t.Fatalf("status %d %v", status, out)
 		}
@@ -115,10 +112,6 @@ type orderStatus struct {
 func TestOrderStatusAndRetry(t *testing.T) {
 	t.Parallel()
 	in := startAll(t, "")
-	body := func(order string, user int, course string) string {
-		return `{"course_id":"` + course + `","course_mode":"audit","order_placed":1714566902,"edx_lms_user_id":` +
-			strconv.Itoa(user) + `,"email_opt_in":false,"order_number":"` + order + `"}`
-	}
 	if status, _ := in.order(t, "GET", "NO-SUCH-ORDER"); status != http.StatusNotFound {
 		t.Errorf("unknown order: %d, want 404", status)
 	}
@@ -128,14 +121,14 @@ func TestOrderStatusAndRetry(t *testing.T) {
 	in.lms.Script(lmstest.Enroll, lmstest.Reply{Status: 503}, lmstest.Reply{Status: 503})
 	in.lms.AddCourse("course-v1:edX+Other+2025", lmstest.CourseRun{Modes: []string{"audit"}})
 	in.lms.AddCourse("course-v1:edX+Third+2025", lmstest.CourseRun{Modes: []string{"audit"}})
-	_, out := in.fulfill(t, body(order, 3, "course-v1:edX+DemoX+Demo_Course"), "")
+	_, out := in.fulfill(t, courseOrderBody(demoCourse, order, 3, ""), "")
 	enrolledID := out[receiverEnroll]["response"].(string)
 	in.waitFinal(t, enrolledID)
-	_, out = in.fulfill(t, body(order, 998, "course-v1:edX+Other+2025"), "")
+	_, out = in.fulfill(t, courseOrderBody("course-v1:edX+Other+2025", order, 998, ""), "")
 	failedID := out[receiverEnroll]["response"].(string)
 	in.waitFinal(t, failedID)
 	in.lms.Script(lmstest.Enroll, lmstest.Reply{Status: 429, Header: map[string]string{"Retry-After": "60"}})
-	_, out = in.fulfill(t, body(order, 4, "course-v1:edX+Third+2025"), "")
+	_, out = in.fulfill(t, courseOrderBody("course-v1:edX+Third+2025", order, 4, ""), "")
 	retryingID := out[receiverEnroll]["response"].(string)
 	deadline := time.Now().Add(10 * time.Second)
 	for info, _ := in.insp.GetTaskInfo(in.queue, retryingID); info == nil || info.State != asynq.TaskStateRetry; info, _ = in.insp.GetTaskInfo(in.queue, retryingID) {
@@ -153,7 +146,7 @@ func TestOrderStatusAndRetry(t *testing.T) {
 	for _, l := range st.Lines {
 		byID[l.TaskID] = l
 	}
-	if l := byID[enrolledID]; l.State != fulfillment.StateEnrolled || l.Attempts != 3 || l.EnrolledAt == nil || l.CourseID != "course-v1:edX+DemoX+Demo_Course" || l.CourseMode != "audit" || l.AcceptedAt.IsZero() {
+	if l := byID[enrolledID]; l.State != fulfillment.StateEnrolled || l.Attempts != 3 || l.EnrolledAt == nil || l.CourseID != demoCourse || l.CourseMode != "audit" || l.AcceptedAt.IsZero() {
 		t.Errorf("enrolled line: %+v", l)
 	}
 	if l := byID[failedID]; l.State != fulfillment.StateFailed || l.Attempts != 1 || l.LastError != "lms account: 404: no LMS user with lms_user_id 998" {

@@ -166,10 +166,7 @@ func bench(ctx context.Context, o options) error {
 
 	want := func(run string) bool { return slices.Contains(strings.Split(o.runs, ","), run) }
 	// 1. API against the bare handler.
-	for _, c := range o.conns {
-		if !want("api") {
-			break
-		}
+	for _, c := range runIf(want("api"), o.conns) {
 		bare, err := e.measureBare(ctx, c)
 		if err != nil {
 			return err
@@ -182,10 +179,7 @@ func bench(ctx context.Context, o options) error {
 			c, api, bare, api.rps/bare.rps, proc.rssMB, proc.cpuSec/float64(api.ok)*1000)
 	}
 	// 2. Drain.
-	for _, lat := range o.drainLatency {
-		if !want("drain") {
-			break
-		}
+	for _, lat := range runIf(want("drain"), o.drainLatency) {
 		d, err := e.measureDrain(ctx, lat)
 		if err != nil {
 			return err
@@ -209,6 +203,14 @@ func bench(ctx context.Context, o options) error {
 		fmt.Println(r)
 	}
 	return nil
+}
+
+// runIf is the settings to run with, or none when the run is not wanted.
+func runIf[T any](wanted bool, settings []T) []T {
+	if !wanted {
+		return nil
+	}
+	return settings
 }
 
 // countEnrollments times the first and last enrollment the fake answers.
@@ -346,6 +348,23 @@ func (s stats) String() string {
 		s.p99.Round(10*time.Microsecond), s.max.Round(100*time.Microsecond), s.errs)
 }
 
+// post sends one authenticated JSON POST and returns its status.
+func post(client *http.Client, url, token string, body []byte) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "JWT "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
+}
+
 // load posts bodies from conns connections for d and measures.
 func load(url, token string, conns int, d time.Duration, body func(worker, i int) []byte) stats {
 	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true}
@@ -359,18 +378,8 @@ func load(url, token string, conns int, d time.Duration, body func(worker, i int
 	for w := range conns {
 		wg.Go(func() {
 			for i := 0; time.Now().Before(deadline); i++ {
-				req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body(w, i)))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Authorization", "JWT "+token)
 				t0 := time.Now()
-				resp, err := client.Do(req)
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
+				if status, err := post(client, url, token, body(w, i)); err != nil || status != http.StatusOK {
 					errs.Add(1)
 					continue
 				}
@@ -533,17 +542,7 @@ func (e *env) measureTogether(_ context.Context) (together, error) {
 		wg.Go(func() {
 			for i := range jobs {
 				body := fmt.Appendf(nil, `{"course_id":%q,"course_mode":"verified","order_placed":1714566902,"edx_lms_user_id":%d,"email_opt_in":true,"order_number":"ALL-%d-%d"}`, course, 100000+i, run, i)
-				req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Authorization", "JWT "+e.token)
-				resp, err := client.Do(req)
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
+				if status, err := post(client, url, e.token, body); err == nil && status == http.StatusOK {
 					accepted.Add(1)
 				} else {
 					errs.Add(1)

@@ -172,10 +172,14 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 // Tutor's DBs 0 and 1.
 const DefaultRedisURL = "redis://127.0.0.1:6379/2"
 
-func (c *Config) applyRedisDefault() {
+// normalize fills in what depends on other keys once the file is decoded.
+func (c *Config) normalize() {
 	if c.Redis.URL == "" && c.Redis.Sentinel == nil && c.Redis.Cluster == nil {
 		c.Redis.URL = DefaultRedisURL
 	}
+	// An entry that expanded to nothing ("${MEMCACHED_ADDR}" unset) means
+	// no server, so one config file serves deployments with and without.
+	c.Cache.Memcached = slices.DeleteFunc(c.Cache.Memcached, func(a string) bool { return strings.TrimSpace(a) == "" })
 }
 
 // Defaults returns the configuration used for every key a file leaves out.
@@ -185,7 +189,7 @@ func Defaults() Config {
 		ShutdownTimeout: Duration(30 * time.Second),
 		Log:             Log{Level: "info"},
 		// redis.url's default is applied after decoding, and only when
-		// neither sentinel nor cluster is set: see applyRedisDefault.
+		// neither sentinel nor cluster is set: see normalize.
 		LMS: LMS{
 			URL:            "http://127.0.0.1:18000",
 			ClientID:       "coordinator-worker",
@@ -229,7 +233,7 @@ func Parse(data []byte, getenv func(string) string) (Config, error) {
 	}
 	cfg := Defaults()
 	if len(doc.Content) == 0 { // empty file: all defaults
-		cfg.applyRedisDefault()
+		cfg.normalize()
 		return cfg, cfg.Validate()
 	}
 	w := walker{getenv: getenv, unset: map[string][]string{}}
@@ -239,7 +243,7 @@ func Parse(data []byte, getenv func(string) string) (Config, error) {
 	if err := doc.Content[0].Decode(&cfg); err != nil {
 		return Config{}, fmt.Errorf("decode: %w", err)
 	}
-	cfg.applyRedisDefault()
+	cfg.normalize()
 	if err := cfg.Validate(); err != nil {
 		var ke *KeyError
 		if errors.As(err, &ke) && len(w.unset[ke.Key]) > 0 {
@@ -428,7 +432,7 @@ func (c *Config) Validate() error {
 			return keyErr(k+".jwks_url", "set either secret or jwks_url, not both")
 		}
 		if is.JWKSURL != "" {
-			if err := httpURL(k+".jwks_url", is.JWKSURL); err != nil {
+			if err := HTTPURL(k+".jwks_url", is.JWKSURL); err != nil {
 				return err
 			}
 		}
@@ -500,11 +504,11 @@ func (r Redis) validate() error {
 }
 
 func (l LMS) validate() error {
-	if err := httpURL("lms.url", l.URL); err != nil {
+	if err := HTTPURL("lms.url", l.URL); err != nil {
 		return err
 	}
 	if l.OAuthURL != "" {
-		if err := httpURL("lms.oauth_url", l.OAuthURL); err != nil {
+		if err := HTTPURL("lms.oauth_url", l.OAuthURL); err != nil {
 			return err
 		}
 	}
@@ -539,9 +543,6 @@ func (c *Config) validateTiers() error {
 			return keyErr("database.secret_key", "%v", err)
 		}
 	}
-	// An entry that expanded to nothing ("${MEMCACHED_ADDR}" unset) means
-	// no server, so one config file serves deployments with and without.
-	c.Cache.Memcached = slices.DeleteFunc(c.Cache.Memcached, func(a string) bool { return strings.TrimSpace(a) == "" })
 	for i, a := range c.Cache.Memcached {
 		if !strings.Contains(a, ":") {
 			return keyErr(fmt.Sprintf("cache.memcached[%d]", i), "must be host:port")
@@ -561,7 +562,8 @@ func SecretKeyBytes(s string) ([]byte, error) {
 	return nil, errors.New("must be 32 bytes written as 64 hex digits or base64")
 }
 
-func httpURL(key, s string) error {
+// HTTPURL checks that s is an absolute http(s) URL; key names it in the error.
+func HTTPURL(key, s string) error {
 	if s == "" {
 		return keyErr(key, "required")
 	}

@@ -21,6 +21,7 @@ import (
 type operators struct {
 	auth  *Authenticator
 	users map[string][]byte
+	dummy []byte // a hash of the users' cost, checked for unknown users
 
 	mu     sync.Mutex
 	recent map[[32]byte]time.Time // sha256(user, password) → expiry
@@ -30,14 +31,20 @@ const operatorMemory = 5 * time.Minute
 
 func newOperators(a *Authenticator, users []config.BasicAuthUser) *operators {
 	o := &operators{auth: a, users: map[string][]byte{}, recent: map[[32]byte]time.Time{}}
+	cost := bcrypt.MinCost
 	for _, u := range users {
 		o.users[u.User] = []byte(u.PasswordBcrypt)
+		if c, err := bcrypt.Cost([]byte(u.PasswordBcrypt)); err == nil {
+			cost = max(cost, c)
+		}
+	}
+	if len(users) > 0 {
+		// An unknown user's check costs what a known one's does, so timing
+		// does not tell which user names exist.
+		o.dummy, _ = bcrypt.GenerateFromPassword([]byte("not a password"), cost)
 	}
 	return o
 }
-
-// dummyHash keeps an unknown user's check as slow as a known one's.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.MinCost)
 
 func (o *operators) basicOK(user, pass string) bool {
 	key := sha256.Sum256([]byte(user + "\x00" + pass))
@@ -49,7 +56,9 @@ func (o *operators) basicOK(user, pass string) bool {
 	}
 	hash, known := o.users[user]
 	if !known {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
+		if o.dummy != nil {
+			_ = bcrypt.CompareHashAndPassword(o.dummy, []byte(pass))
+		}
 		return false
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 )
 
 type ctxKey int
@@ -43,49 +44,27 @@ func requestID(next http.Handler) http.Handler {
 	})
 }
 
-// statusWriter remembers the status a handler wrote.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
 // accessLog logs one line per request with its route, status and duration.
 func accessLog(log *slog.Logger, obs Observer) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			sw := &statusWriter{ResponseWriter: w}
+			sw := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 			next.ServeHTTP(sw, r)
 			route := r.URL.Path
 			if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
 				route = rc.RoutePattern()
 			}
 			elapsed := time.Since(start)
-			obs.HTTP(route, r.Method, sw.status, elapsed)
+			obs.HTTP(route, r.Method, sw.Status(), elapsed)
 			level := slog.LevelInfo
-			if sw.status >= 500 {
+			if sw.Status() >= 500 {
 				level = slog.LevelError
 			}
 			log.LogAttrs(r.Context(), level, "http_request",
 				slog.String("request_id", RequestID(r.Context())),
 				slog.String("method", r.Method), slog.String("route", route),
-				slog.Int("status", sw.status), slog.Int64("duration_us", elapsed.Microseconds()))
+				slog.Int("status", sw.Status()), slog.Int64("duration_us", elapsed.Microseconds()))
 		})
 	}
 }

@@ -371,40 +371,44 @@ func (t *tokenCache) get(ctx context.Context) (string, error) {
 	if usable(t.tok) {
 		return t.tok.AccessToken, nil
 	}
-	if tok := t.load(ctx); usable(tok) {
-		t.tok = tok
-		return tok.AccessToken, nil
-	}
-	locked, err := t.shared.Add(ctx, t.key+":lock", []byte("1"), tokenLockTTL)
-	if locked {
-		// Another process may have stored a token between our look-up and
-		// taking the lock: check again before fetching.
+	// Take the fleet's token, or the refresh lock; while another process
+	// holds the lock, wait (up to tokenWait) for the token it is fetching.
+	// The token is read again after the lock is taken (double-checked
+	// locking): its holder may have stored one and let go in between.
+	lock := t.key + ":lock"
+	var locked bool
+	for deadline := time.Now().Add(tokenWait); ; {
 		if tok := t.load(ctx); usable(tok) {
-			_ = t.shared.Delete(ctx, t.key+":lock")
+			if locked {
+				_ = t.shared.Delete(ctx, lock)
+			}
 			t.tok = tok
 			return tok.AccessToken, nil
 		}
-	}
-	if err == nil && !locked {
-		// Another process is fetching: wait for its token.
-		deadline := time.Now().Add(tokenWait)
-		for time.Now().Before(deadline) {
-			select {
-			case <-ctx.Done():
-				return "", ctx.Err()
-			case <-time.After(50 * time.Millisecond):
-			}
-			if tok := t.load(ctx); usable(tok) {
-				t.tok = tok
-				return tok.AccessToken, nil
-			}
+		if locked {
+			break // our turn
 		}
+		var err error
+		locked, err = t.shared.Add(ctx, lock, []byte("1"), tokenLockTTL)
+		if locked {
+			continue // check once more, then fetch
+		}
+		if err != nil || time.Now().After(deadline) {
+			break // no shared cache, or its holder is stuck: fetch ourselves
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if locked {
+		// Released only after the new token is stored, so that whoever
+		// takes the lock next finds it.
+		defer t.shared.Delete(ctx, lock) // it would also expire by itself
 	}
 	tok, err := t.cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, t.hc))
 	t.obs.Token(t.site, err)
-	if locked {
-		_ = t.shared.Delete(ctx, t.key+":lock")
-	}
 	if err != nil {
 		return "", fmt.Errorf("fetch token: %w", tokenError(err))
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -35,12 +34,49 @@ func (e *Enqueuer) index(ctx context.Context, o fulfillment.Order, id string) er
 // Lines reports the state of every line of an order. An order with no
 // surviving task is fulfillment.ErrNotFound.
 func (e *Enqueuer) Lines(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
+	tasks, err := e.tasks(ctx, site, orderNumber)
+	if err != nil {
+		return nil, err
+	}
+	lines := make([]fulfillment.Line, len(tasks))
+	for i, t := range tasks {
+		lines[i] = t.line
+	}
+	return lines, nil
+}
+
+// RetryFailed queues the order's failed lines again and returns the order's
+// lines afterwards.
+func (e *Enqueuer) RetryFailed(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
+	tasks, err := e.tasks(ctx, site, orderNumber)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range tasks {
+		if t.line.State != fulfillment.StateFailed {
+			continue
+		}
+		if _, err := e.Enqueue(ctx, t.order); err != nil {
+			return nil, err
+		}
+	}
+	return e.Lines(ctx, site, orderNumber)
+}
+
+// orderTask is one line of an order as its task in Redis holds it.
+type orderTask struct {
+	order fulfillment.Order
+	line  fulfillment.Line
+}
+
+// tasks reads the tasks of an order's lines, by task id.
+func (e *Enqueuer) tasks(ctx context.Context, site, orderNumber string) ([]orderTask, error) {
 	ids, err := e.rdb.SMembers(ctx, e.orderKey(site, orderNumber)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("order %s: %w: %v", orderNumber, fulfillment.ErrUnavailable, err)
 	}
 	slices.Sort(ids)
-	var lines []fulfillment.Line
+	var tasks []orderTask
 	for _, id := range ids {
 		info, err := e.inspector.GetTaskInfo(e.queue, id)
 		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
@@ -49,59 +85,29 @@ func (e *Enqueuer) Lines(ctx context.Context, site, orderNumber string) ([]fulfi
 		if err != nil {
 			return nil, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
 		}
-		line, err := lineOf(info)
+		o, line, err := lineOf(info)
 		if err != nil {
 			return nil, err
 		}
-		lines = append(lines, line)
+		tasks = append(tasks, orderTask{o, line})
 	}
-	if len(lines) == 0 {
+	if len(tasks) == 0 {
 		return nil, fmt.Errorf("order %s: %w", orderNumber, fulfillment.ErrNotFound)
 	}
-	return lines, nil
+	return tasks, nil
 }
 
-// RetryFailed queues the order's failed lines again and returns the order's
-// lines afterwards.
-func (e *Enqueuer) RetryFailed(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
-	lines, err := e.Lines(ctx, site, orderNumber)
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range lines {
-		if l.State != fulfillment.StateFailed {
-			continue
-		}
-		info, err := e.inspector.GetTaskInfo(e.queue, l.TaskID)
-		if err != nil {
-			return nil, fmt.Errorf("task %s: %w: %v", l.TaskID, fulfillment.ErrUnavailable, err)
-		}
-		var o fulfillment.Order
-		if err := json.Unmarshal(info.Payload, &o); err != nil {
-			return nil, fmt.Errorf("decode task %s: %w", l.TaskID, err)
-		}
-		if _, err := e.Enqueue(ctx, o); err != nil {
-			return nil, err
-		}
-	}
-	return e.Lines(ctx, site, orderNumber)
-}
-
-// skipRetrySuffix is what asynq.SkipRetry appends to a permanent failure's
-// message; operators need only the LMS's part.
-var skipRetrySuffix = ": " + asynq.SkipRetry.Error()
-
-// lineOf maps an asynq task to a fulfillment line.
-func lineOf(info *asynq.TaskInfo) (fulfillment.Line, error) {
+// lineOf maps an asynq task to its order line and that line's state.
+func lineOf(info *asynq.TaskInfo) (fulfillment.Order, fulfillment.Line, error) {
 	var o fulfillment.Order
 	if err := json.Unmarshal(info.Payload, &o); err != nil {
-		return fulfillment.Line{}, fmt.Errorf("decode task %s: %w", info.ID, err)
+		return o, fulfillment.Line{}, fmt.Errorf("decode task %s: %w", info.ID, err)
 	}
 	l := fulfillment.Line{
 		CourseID:   o.CourseID,
 		CourseMode: o.CourseMode,
 		Attempts:   info.Retried,
-		LastError:  strings.TrimSuffix(info.LastErr, skipRetrySuffix),
+		LastError:  info.LastErr,
 		TaskID:     info.ID,
 		AcceptedAt: o.AcceptedAt,
 		UpdatedAt:  o.AcceptedAt,
@@ -128,7 +134,7 @@ func lineOf(info *asynq.TaskInfo) (fulfillment.Line, error) {
 			l.State = fulfillment.StateRetrying
 		}
 	}
-	return l, nil
+	return o, l, nil
 }
 
 // TaskState reports the state of a line's task; found is false when the task
@@ -141,7 +147,7 @@ func (e *Enqueuer) TaskState(ctx context.Context, taskID string) (state fulfillm
 	case err != nil:
 		return "", "", false, fmt.Errorf("task %s: %w: %v", taskID, fulfillment.ErrUnavailable, err)
 	}
-	line, err := lineOf(info)
+	_, line, err := lineOf(info)
 	if err != nil {
 		return "", "", true, err
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -155,25 +156,20 @@ func (e *Enqueuer) Enqueue(ctx context.Context, o fulfillment.Order) (string, er
 // own queues; asynq's Inspector.DeleteQueue leaves completed tasks and
 // statistics behind.
 func Purge(ctx context.Context, rdb redis.UniversalClient, queue string) error {
+	var keys []string
 	for _, pattern := range []string{"asynq:{" + queue + "}:*", "coordinator:{" + queue + "}:*"} {
+		// SCAN, not KEYS: the server may be shared, and must not stall.
 		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
-		var batch []string
 		for iter.Next(ctx) {
-			batch = append(batch, iter.Val())
-			if len(batch) == 1000 {
-				if err := rdb.Del(ctx, batch...).Err(); err != nil {
-					return fmt.Errorf("purge %s: %w", queue, err)
-				}
-				batch = batch[:0]
-			}
+			keys = append(keys, iter.Val())
 		}
 		if err := iter.Err(); err != nil {
 			return fmt.Errorf("purge %s: %w", queue, err)
 		}
-		if len(batch) > 0 {
-			if err := rdb.Del(ctx, batch...).Err(); err != nil {
-				return fmt.Errorf("purge %s: %w", queue, err)
-			}
+	}
+	for chunk := range slices.Chunk(keys, 1000) {
+		if err := rdb.Del(ctx, chunk...).Err(); err != nil {
+			return fmt.Errorf("purge %s: %w", queue, err)
 		}
 	}
 	return rdb.SRem(ctx, "asynq:queues", queue).Err()

@@ -52,9 +52,9 @@ func (h *EnrollHandler) observe(outcome string, attempt int) {
 	}
 }
 
-// ProcessTask enrolls the task's learner. A permanent LMS failure is returned
-// wrapped in asynq.SkipRetry, so the task is archived as failed at once; any
-// other error is retried with backoff.
+// ProcessTask enrolls the task's learner. A permanent LMS failure (or the
+// last attempt's) is returned marked permanent, so asynq archives the task as
+// failed at once; any other error is retried with backoff.
 func (h *EnrollHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	id, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
@@ -62,7 +62,7 @@ func (h *EnrollHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var o fulfillment.Order
 	if err := json.Unmarshal(t.Payload(), &o); err != nil {
 		h.Logger.ErrorContext(ctx, "task_payload_invalid", "task_id", id, "err", err)
-		return fmt.Errorf("decode payload: %v: %w", err, asynq.SkipRetry)
+		return permanent{fmt.Errorf("decode payload: %w", err)}
 	}
 	log := h.Logger.With("task_id", id, "order_number", o.OrderNumber, "course_id", o.CourseID,
 		"site", o.Site, "request_id", o.RequestID, "attempt", retried+1)
@@ -72,28 +72,43 @@ func (h *EnrollHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err == nil {
 		err = f.Fulfill(ctx, o)
 	}
-	elapsed := time.Since(start)
+	state, event, level := fulfillment.StateRetrying, "enrollment_retrying", slog.LevelWarn
 	switch {
 	case err == nil:
-		log.InfoContext(ctx, "enrolled", "duration_ms", elapsed.Milliseconds())
-		h.observe("enrolled", retried+1)
-		h.record(ctx, log, func(ctx context.Context, r Recorder) error { return r.Finished(ctx, o, fulfillment.StateEnrolled, "") })
-		return nil
+		state, event, level = fulfillment.StateEnrolled, "enrolled", slog.LevelInfo
 	case lms.IsPermanent(err), retried >= maxRetry:
-		log.ErrorContext(ctx, "enrollment_failed", "err", err.Error(), "duration_ms", elapsed.Milliseconds())
-		h.observe("failed", retried+1)
-		h.record(ctx, log, func(ctx context.Context, r Recorder) error {
-			return r.Finished(ctx, o, fulfillment.StateFailed, err.Error())
-		})
-		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		state, event, level = fulfillment.StateFailed, "enrollment_failed", slog.LevelError
 	}
-	log.WarnContext(ctx, "enrollment_retrying", "err", err.Error(), "duration_ms", elapsed.Milliseconds())
-	h.observe("retried", retried+1)
-	h.record(ctx, log, func(ctx context.Context, r Recorder) error {
-		return r.Finished(ctx, o, fulfillment.StateRetrying, err.Error())
-	})
+	attrs := []any{"duration_ms", time.Since(start).Milliseconds()}
+	lastErr := ""
+	if err != nil {
+		lastErr = err.Error()
+		attrs = append(attrs, "err", lastErr)
+	}
+	log.Log(ctx, level, event, attrs...)
+	h.observe(outcomes[state], retried+1)
+	h.record(ctx, log, func(ctx context.Context, r Recorder) error { return r.Finished(ctx, o, state, lastErr) })
+	if state == fulfillment.StateFailed {
+		return permanent{err}
+	}
 	return err
 }
+
+// outcomes names the task outcomes metrics count, by the line's new state.
+var outcomes = map[fulfillment.State]string{
+	fulfillment.StateEnrolled: "enrolled",
+	fulfillment.StateRetrying: "retried",
+	fulfillment.StateFailed:   "failed",
+}
+
+// permanent marks an error asynq must not retry (it is asynq.SkipRetry to
+// errors.Is) while keeping the message asynq stores as the task's last
+// error: the LMS's own, with nothing appended.
+type permanent struct{ err error }
+
+func (p permanent) Error() string        { return p.err.Error() }
+func (p permanent) Unwrap() error        { return p.err }
+func (p permanent) Is(target error) bool { return target == asynq.SkipRetry }
 
 // record writes to the ledger when there is one. A ledger failure does not
 // fail the enrollment: the reconciler copies the outcome from Redis later.

@@ -135,15 +135,12 @@ type Orders struct {
 
 // Lines reports every line of an order.
 func (o Orders) Lines(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
-	return o.Ledger.Lines(ctx, site, orderNumber)
+	return o.Ledger.Lines(ctx, site, orderNumber) // fulfillment.ErrNotFound for an unknown order
 }
 
 // RetryFailed queues the order's failed lines again. A line the queue cannot
 // take now stays queued in the ledger, and the reconciler queues it later.
 func (o Orders) RetryFailed(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
-	if _, err := o.Ledger.Lines(ctx, site, orderNumber); err != nil {
-		return nil, err
-	}
 	reopened, err := o.Ledger.reopenFailed(ctx, site, orderNumber)
 	if err != nil {
 		return nil, err
@@ -151,5 +148,5 @@ func (o Orders) RetryFailed(ctx context.Context, site, orderNumber string) ([]fu
 	for _, line := range reopened {
 		_, _ = o.Queue.Enqueue(ctx, line) // on failure the reconciler queues it
 	}
-	return o.Ledger.Lines(ctx, site, orderNumber)
+	return o.Ledger.Lines(ctx, site, orderNumber) // fulfillment.ErrNotFound for an unknown order
 }
