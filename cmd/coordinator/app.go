@@ -22,28 +22,29 @@ import (
 	"github.com/openedx/coordinator/internal/httpapi"
 	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/metrics"
+	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
 	"github.com/openedx/coordinator/internal/signals"
 	"github.com/openedx/coordinator/internal/sites"
 	"github.com/openedx/coordinator/internal/store/postgres"
 )
 
-// receiverEnroll is the receiver that queues the enrollment task.
-const receiverEnroll = "lms.fulfill_order_placed_send_enroll_in_course"
-
 // app holds what the API and the worker share, built once from the config.
 type app struct {
-	cfg    config.Config
-	log    *slog.Logger
-	rdb    redis.UniversalClient
-	enq    *queue.Enqueuer
-	cache  cache.Cache
-	mc     *cache.Memcached // nil without cache.memcached
-	pool   *pgxpool.Pool    // nil without database.url
-	ledger *postgres.Ledger // nil without database.url
-	sites  *sites.Registry
-	fulfil *signals.Signal[fulfillment.Order]
-	met    *metrics.Metrics
+	cfg      config.Config
+	log      *slog.Logger
+	rdb      redis.UniversalClient
+	queue    *queue.Queue
+	kinds    *pipeline.Kinds
+	pipe     *pipeline.Service
+	cache    cache.Cache
+	mc       *cache.Memcached // nil without cache.memcached
+	pool     *pgxpool.Pool    // nil without database.url
+	sites    *sites.Registry
+	placed   *signals.Signal[fulfillment.Order]
+	returned *signals.Signal[fulfillment.Return]
+	done     *signals.Signal[fulfillment.Completed]
+	met      *metrics.Metrics
 }
 
 // newApp connects to what the config names and checks the database schema.
@@ -54,22 +55,17 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 			a.close()
 		}
 	}()
-	if a.rdb, err = queue.NewRedisClient(cfg.Redis); err != nil {
+	if a.rdb, err = newRedisClient(cfg.Redis); err != nil {
 		return nil, err
 	}
 	a.met.WatchQueue(asynq.NewInspectorFromRedisClient(a.rdb), cfg.Worker.Queue)
-	a.enq = queue.NewEnqueuer(a.rdb, queue.EnqueuerOptions{
-		Queue:       cfg.Worker.Queue,
-		MaxAttempts: cfg.Worker.Retry.MaxAttempts,
-		Retention:   cfg.Worker.Retention.D(),
-		TaskTimeout: taskTimeout(cfg),
-	})
 	a.cache = cache.NewMemory(100_000)
 	if len(cfg.Cache.Memcached) > 0 {
 		a.mc = cache.NewMemcached(cfg.Cache.Memcached)
 		a.cache = a.mc
 	}
 	var store sites.Store // nil: only the default site
+	var ledger pipeline.Ledger
 	if cfg.Database.URL != "" {
 		if a.pool, err = postgres.Connect(ctx, cfg.Database.URL); err != nil {
 			return nil, err
@@ -77,17 +73,56 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		if err := postgres.CheckSchema(ctx, a.pool); err != nil {
 			return nil, err
 		}
-		a.ledger = postgres.NewLedger(a.pool)
+		ledger = postgres.NewLedger(a.pool, cfg.Worker.Queue)
 		if cfg.Database.SecretKey != "" {
 			key, _ := config.SecretKeyBytes(cfg.Database.SecretKey) // validated with the config
 			s, err := postgres.NewSites(a.pool, key)
 			if err != nil {
 				return nil, err
 			}
-			store = s
+			store = siteStore{s}
 		}
 	}
-	a.sites = sites.NewRegistry(lms.Options{
+	a.sites = sites.NewRegistry(lmsOptions(cfg, a.cache, log, a.met), store)
+	a.kinds = pipeline.NewKinds(lms.Kinds(a.sites)...)
+	a.queue = queue.New(a.rdb, a.kinds, queue.Options{
+		Name:        cfg.Worker.Queue,
+		MaxAttempts: cfg.Worker.Retry.MaxAttempts,
+		Retention:   cfg.Worker.Retention.D(),
+		TaskTimeout: taskTimeout(cfg),
+	})
+	a.placed, a.returned, a.done = newSignals()
+	a.pipe = pipeline.New(pipeline.Options{
+		Kinds: a.kinds, Queue: a.queue, Ledger: ledger, Logger: log, Observer: a.met,
+		Completed: func(ctx context.Context, c fulfillment.Completed) {
+			for _, res := range a.done.Send(ctx, c) {
+				if res.Err != nil {
+					log.ErrorContext(ctx, "receiver_failed", "signal", a.done.Name(), "receiver", res.Receiver,
+						"task_id", c.TaskID, "order_number", c.OrderNumber, "err", res.Err.Error())
+				}
+			}
+		},
+		WaitMax: cfg.LMS.Timeout.D() + 20*time.Second,
+	})
+	lms.Register(a.pipe, a.placed, a.returned)
+	if err := signals.Wire(cfg.Signals, a.placed, a.returned, a.done); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// newSignals declares the signals lines travel on, with their default
+// receivers; the packages that own receivers register them.
+func newSignals() (*signals.Signal[fulfillment.Order], *signals.Signal[fulfillment.Return], *signals.Signal[fulfillment.Completed]) {
+	return signals.New[fulfillment.Order](fulfillment.SignalOrderPlaced, lms.ReceiverEnroll),
+		signals.New[fulfillment.Return](fulfillment.SignalOrderReturned, lms.ReceiverUnenroll),
+		signals.New[fulfillment.Completed](fulfillment.SignalLineCompleted)
+}
+
+// lmsOptions turns the config's lms: section into the default site's client
+// options.
+func lmsOptions(cfg config.Config, c cache.Cache, log *slog.Logger, obs lms.Observer) lms.Options {
+	return lms.Options{
 		Site:           fulfillment.DefaultSite,
 		BaseURL:        cfg.LMS.URL,
 		TokenURL:       cfg.LMS.TokenURL(),
@@ -97,15 +132,25 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		Timeout:        cfg.LMS.Timeout.D(),
 		MaxConcurrency: cfg.LMS.MaxConcurrency,
 		RatePerMinute:  cfg.LMS.RatePerMinute,
-		Cache:          a.cache,
+		Cache:          c,
 		Logger:         log,
-		Observer:       a.met,
-	}, store)
-	a.fulfil = newFulfillSignal(a.enq, a.ledger, log)
-	if err := signals.Wire(cfg.Signals, a.fulfil); err != nil {
-		return nil, err
+		Observer:       obs,
 	}
-	return a, nil
+}
+
+// siteStore serves the sites table to the site registry.
+type siteStore struct{ s *postgres.Sites }
+
+func (s siteStore) Get(ctx context.Context, name string) (sites.Site, error) {
+	site, err := s.s.Get(ctx, name)
+	if errors.Is(err, postgres.ErrSiteNotFound) {
+		return sites.Site{}, sites.ErrNotFound
+	}
+	if err != nil {
+		return sites.Site{}, err
+	}
+	return sites.Site{Name: site.Name, LMSURL: site.LMSURL, OAuthURL: site.OAuthURL, ClientID: site.ClientID,
+		ClientSecret: site.ClientSecret, APIKey: site.APIKey, Timeout: site.Timeout}, nil
 }
 
 func (a *app) close() {
@@ -115,35 +160,6 @@ func (a *app) close() {
 	if a.rdb != nil {
 		a.rdb.Close()
 	}
-}
-
-// newFulfillSignal returns the fulfill_order_placed signal with its
-// receivers registered. With a ledger, a line is accepted once it is in
-// Postgres, and queued at once when Redis can take it (else the reconciler
-// queues it); without one, once it is in Redis. enq may be nil when the
-// signal is only checked, never sent.
-func newFulfillSignal(enq *queue.Enqueuer, ledger *postgres.Ledger, log *slog.Logger) *signals.Signal[fulfillment.Order] {
-	sig := signals.New[fulfillment.Order]("fulfill_order_placed")
-	sig.Register(receiverEnroll, func(ctx context.Context, o fulfillment.Order) (string, error) {
-		id := queue.TaskID(o.Site, o.OrderNumber, o.CourseID)
-		if ledger != nil {
-			fresh, err := ledger.Accept(ctx, o, id)
-			if err != nil || !fresh {
-				return id, err
-			}
-		}
-		if _, err := enq.Enqueue(ctx, o); err != nil {
-			if ledger == nil {
-				return "", err
-			}
-			log.WarnContext(ctx, "enqueue_deferred", "request_id", o.RequestID, "task_id", id,
-				"order_number", o.OrderNumber, "err", err.Error())
-			return id, nil // in the ledger: the reconciler queues it
-		}
-		log.InfoContext(ctx, "task_enqueued", "request_id", o.RequestID, "task_id", id, "order_number", o.OrderNumber)
-		return id, nil
-	})
-	return sig
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
@@ -200,9 +216,7 @@ func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer
 			log.Info("worker_stopped")
 		})
 		if a.pool != nil {
-			rec := postgres.NewReconciler(a.pool, a.enq, cfg.Worker.Queue, cfg.Database.ReconcileInterval.D(), log)
-			rec.Observer = a.met
-			wg.Go(func() { rec.Run(ctx) })
+			wg.Go(func() { a.pipe.RunReconciler(ctx, cfg.Database.ReconcileInterval.D()) })
 		}
 	}
 	wg.Wait()
@@ -215,10 +229,8 @@ func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer
 
 func (a *app) api(opsOnly bool) http.Handler {
 	checks := []httpapi.Check{{Name: "redis", Ping: func(ctx context.Context) error { return a.rdb.Ping(ctx).Err() }}}
-	var orders httpapi.Orders = a.enq
 	if a.pool != nil {
 		checks = append(checks, httpapi.Check{Name: "postgres", Ping: a.pool.Ping})
-		orders = postgres.Orders{Ledger: a.ledger, Queue: a.enq}
 	}
 	if a.mc != nil {
 		checks = append(checks, httpapi.Check{Name: "memcached", Ping: a.mc.Ping, Optional: true})
@@ -226,8 +238,9 @@ func (a *app) api(opsOnly bool) http.Handler {
 	return httpapi.NewHandler(httpapi.Deps{
 		Logger:       a.log,
 		Auth:         httpapi.NewAuthenticator(a.cfg.Auth, &http.Client{Timeout: 5 * time.Second}),
-		FulfillOrder: a.fulfil,
-		Orders:       orders,
+		FulfillOrder: a.placed,
+		ReturnOrder:  a.returned,
+		Orders:       a.pipe,
 		KnownSite:    a.sites.Known,
 		Checks:       checks,
 		MaxBodyBytes: a.cfg.HTTP.MaxBodyBytes,
@@ -258,11 +271,7 @@ func (s sharedRedis) MakeRedisClient() any { return s.c }
 func taskTimeout(cfg config.Config) time.Duration { return 3*cfg.LMS.Timeout.D() + time.Minute }
 
 func (a *app) worker() *queue.Worker {
-	h := &queue.EnrollHandler{Sites: a.sites, Logger: a.log, Observer: a.met}
-	if a.ledger != nil {
-		h.Recorder = a.ledger
-	}
-	return queue.NewWorker(a.rdb, h, queue.WorkerOptions{
+	return queue.NewWorker(a.rdb, a.kinds, a.pipe, queue.WorkerOptions{
 		Queue:           a.cfg.Worker.Queue,
 		Concurrency:     a.cfg.Worker.Concurrency,
 		InitialDelay:    a.cfg.Worker.Retry.InitialDelay.D(),
@@ -312,17 +321,27 @@ func redisDescription(r config.Redis) string {
 	return "(unparsable)"
 }
 
-// configCheck validates the config and prints the resolved signal map.
+// configCheck validates the config and prints the resolved signal map: every
+// signal, with the receivers it reaches.
 func configCheck(cfg config.Config, stdout io.Writer) error {
-	sig := newFulfillSignal(nil, nil, slog.New(slog.DiscardHandler))
-	if err := signals.Wire(cfg.Signals, sig); err != nil {
+	placed, returned, done := newSignals()
+	lms.Register(nil, placed, returned)
+	sigs := []signals.Connector{placed, returned, done}
+	if err := signals.Wire(cfg.Signals, sigs...); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "config OK")
 	fmt.Fprintln(stdout, "signals:")
-	fmt.Fprintf(stdout, "  %s:\n", sig.Name())
-	for _, r := range sig.Connected() {
-		fmt.Fprintf(stdout, "    - %s\n", r)
+	for _, sig := range sigs {
+		connected := sig.Connected()
+		if len(connected) == 0 {
+			fmt.Fprintf(stdout, "  %s: []\n", sig.Name())
+			continue
+		}
+		fmt.Fprintf(stdout, "  %s:\n", sig.Name())
+		for _, r := range connected {
+			fmt.Fprintf(stdout, "    - %s\n", r)
+		}
 	}
 	return nil
 }

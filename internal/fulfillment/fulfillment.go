@@ -1,7 +1,7 @@
-// Package fulfillment is Coordinator's domain: the order-fulfillment request a
-// commerce backend sends, its validation, the states a fulfillment line goes
-// through, and the errors the adapters map to HTTP statuses. It imports no
-// infrastructure.
+// Package fulfillment is Coordinator's domain: the requests commerce backends
+// send (fulfill an order line, return it), their validation, the lines and
+// tasks those requests become and the states they go through, and the errors
+// the adapters map to HTTP statuses. It imports no infrastructure.
 package fulfillment
 
 import (
@@ -16,6 +16,38 @@ const DefaultSite = "default"
 // DateLayout is the format the LMS reads enrollment dates in
 // (Python's %Y-%m-%dT%H:%M:%SZ).
 const DateLayout = "2006-01-02T15:04:05Z"
+
+// The signals lines travel on (SPEC §5, §9).
+const (
+	SignalOrderPlaced   = "fulfill_order_placed"
+	SignalOrderReturned = "fulfill_order_returned"
+	SignalLineCompleted = "fulfillment_completed"
+)
+
+// Key identifies a line: one course run in one order of one site. Every flow
+// of a line (enroll, unenroll, ...) is idempotent per key.
+type Key struct {
+	Site        string `json:"site"`
+	OrderNumber string `json:"order_number"`
+	CourseID    string `json:"course_id"`
+}
+
+// Ref is what every task payload carries at its top level, whatever its kind:
+// the line, the mode bought, and where the request came from. Adapters read it
+// without knowing the kind.
+type Ref struct {
+	Site        string    `json:"site"`
+	OrderNumber string    `json:"order_number"`
+	CourseID    string    `json:"course_id"`
+	CourseMode  string    `json:"course_mode"`
+	LMSUserID   int64     `json:"edx_lms_user_id,omitempty"`
+	Username    string    `json:"username,omitempty"`
+	RequestID   string    `json:"request_id,omitempty"`
+	AcceptedAt  time.Time `json:"accepted_at"`
+}
+
+// Key is the line the reference names.
+func (r Ref) Key() Key { return Key{r.Site, r.OrderNumber, r.CourseID} }
 
 // Order is one validated fulfillment line: one course run in one order.
 type Order struct {
@@ -35,8 +67,76 @@ type Order struct {
 	AcceptedAt time.Time `json:"accepted_at"`
 }
 
+// Ref is the order line's reference.
+func (o Order) Ref() Ref {
+	return Ref{o.Site, o.OrderNumber, o.CourseID, o.CourseMode, o.LMSUserID, o.Username, o.RequestID, o.AcceptedAt}
+}
+
+// Return is one validated return (refund) of a line: the seat bought in
+// CourseMode is to be taken back (SPEC §9).
+type Return struct {
+	Site        string    `json:"site"`
+	OrderNumber string    `json:"order_number"`
+	CourseID    string    `json:"course_id"`
+	CourseMode  string    `json:"course_mode"`
+	LMSUserID   int64     `json:"edx_lms_user_id,omitempty"`
+	Username    string    `json:"username,omitempty"`
+	ReturnedAt  time.Time `json:"returned_at"`
+	RequestID   string    `json:"request_id,omitempty"`
+	AcceptedAt  time.Time `json:"accepted_at"`
+}
+
+// Ref is the return's reference.
+func (r Return) Ref() Ref {
+	return Ref{r.Site, r.OrderNumber, r.CourseID, r.CourseMode, r.LMSUserID, r.Username, r.RequestID, r.AcceptedAt}
+}
+
+// State is where a line, or one task of it, stands.
+type State string
+
+// The states of a task of a line, whatever its kind.
+const (
+	StateQueued   State = "queued"
+	StateRunning  State = "running"
+	StateRetrying State = "retrying"
+	StateFailed   State = "failed"
+	// StateDone is a task that succeeded; a line reports it under its kind's
+	// own name (enrolled, returned).
+	StateDone State = "done"
+	// StateCanceled is a task that was not needed any more: an enrollment
+	// whose line was returned before it ran.
+	StateCanceled State = "canceled"
+)
+
+// The final states a line reports for its successful flows.
+const (
+	StateEnrolled State = "enrolled"
+	StateReturned State = "returned"
+)
+
+// Open reports whether a task in state s may still run.
+func (s State) Open() bool { return s == StateQueued || s == StateRunning || s == StateRetrying }
+
+// Task is the state of one task of a line: one kind of work (enroll,
+// unenroll) for one line.
+type Task struct {
+	Kind          string     `json:"kind"`
+	State         State      `json:"state"`
+	Attempts      int        `json:"attempts"`
+	LastError     string     `json:"last_error"`
+	TaskID        string     `json:"task_id"`
+	AcceptedAt    time.Time  `json:"accepted_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+	FinishedAt    *time.Time `json:"finished_at"`
+	NextAttemptAt *time.Time `json:"next_attempt_at"`
+	// Ref is the line the task is for; it is not part of the task's JSON,
+	// which is always shown inside its line.
+	Ref Ref `json:"-"`
+}
+
 // Line is the fulfillment state of one course in an order, as GET
-// /orders/{order_number} reports it.
+// /orders/{order_number} reports it: the state of its latest flow, and every
+// task of the line.
 type Line struct {
 	CourseID      string     `json:"course_id"`
 	CourseMode    string     `json:"course_mode"`
@@ -47,20 +147,10 @@ type Line struct {
 	AcceptedAt    time.Time  `json:"accepted_at"`
 	UpdatedAt     time.Time  `json:"updated_at"`
 	EnrolledAt    *time.Time `json:"enrolled_at"`
+	ReturnedAt    *time.Time `json:"returned_at,omitempty"`
 	NextAttemptAt *time.Time `json:"next_attempt_at"`
+	Tasks         []Task     `json:"tasks"`
 }
-
-// State is where a fulfillment line stands.
-type State string
-
-// The states of a fulfillment line, as reported by GET /orders/{order_number}.
-const (
-	StateQueued   State = "queued"
-	StateRunning  State = "running"
-	StateRetrying State = "retrying"
-	StateEnrolled State = "enrolled"
-	StateFailed   State = "failed"
-)
 
 // Errors the adapters return and the HTTP layer maps to statuses.
 var (
@@ -70,3 +160,27 @@ var (
 	// ErrNotFound means the order or line is unknown (HTTP 404).
 	ErrNotFound = errors.New("not found")
 )
+
+// Learner is who a line is for, as far as the request said.
+type Learner struct {
+	LMSUserID int64  `json:"edx_lms_user_id,omitempty"`
+	Username  string `json:"username,omitempty"`
+}
+
+// Completed is a line that reached a final state — enrolled, returned or
+// failed — as the fulfillment_completed signal carries it (SPEC §9).
+type Completed struct {
+	Site        string    `json:"site"`
+	OrderNumber string    `json:"order_number"`
+	CourseID    string    `json:"course_id"`
+	CourseMode  string    `json:"course_mode"`
+	Learner     Learner   `json:"learner"`
+	Kind        string    `json:"kind"`
+	State       State     `json:"state"`
+	Attempts    int       `json:"attempts"`
+	LastError   string    `json:"last_error"`
+	TaskID      string    `json:"task_id"`
+	RequestID   string    `json:"request_id,omitempty"`
+	AcceptedAt  time.Time `json:"accepted_at"`
+	FinishedAt  time.Time `json:"finished_at"`
+}

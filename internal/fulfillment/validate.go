@@ -107,46 +107,23 @@ func ValidSiteName(s string) bool { return siteName.MatchString(s) }
 // FieldErrors under NonFieldErrors. The order's Site is DefaultSite when the
 // request names none; knownSite, when not nil, says which sites exist.
 func Parse(body []byte, knownSite func(string) bool) (Order, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var raw any
-	if err := dec.Decode(&raw); err != nil {
-		return Order{}, FieldErrors{NonFieldErrors: {"JSON parse error - " + jsonProblem(err)}}
+	f, err := decodeObject(body)
+	if err != nil {
+		return Order{}, err
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return Order{}, FieldErrors{NonFieldErrors: {"JSON parse error - unexpected data after the JSON object"}}
-	}
-	obj, ok := raw.(map[string]any)
-	if !ok {
-		return Order{}, FieldErrors{NonFieldErrors: {"Invalid data. Expected a dictionary, but got " + jsonType(raw) + "."}}
-	}
-
 	var o Order
-	errs := FieldErrors{}
-	f := fields{obj: obj, errs: errs}
-
-	if s, ok := f.str("course_id", true); ok {
-		if !ValidCourseKey(s) {
-			errs.Add("course_id", "Not a valid course run key: expected course-v1:Org+Course+Run or Org/Course/Run.")
-		}
-		o.CourseID = s
-	}
-	if s, ok := f.str("course_mode", true); ok {
-		if !modeSlug.MatchString(s) {
-			errs.Add("course_mode", "Not a valid course mode slug: 1-100 of a-z, 0-9, '_' and '-'.")
-		}
-		o.CourseMode = s
-	}
+	l := f.line(knownSite)
+	o.Site, o.OrderNumber, o.CourseID, o.CourseMode, o.Username = l.Site, l.OrderNumber, l.CourseID, l.CourseMode, l.Username
 	if v, ok := f.get("order_placed", true); ok {
 		if t, problem := parseTime(v); problem != "" {
-			errs.Add("order_placed", problem)
+			f.errs.Add("order_placed", problem)
 		} else {
 			o.OrderPlaced = t
 		}
 	}
 	if v, ok := f.get("edx_lms_user_id", true); ok {
 		if id, problem := parseUserID(v); problem != "" {
-			errs.Add("edx_lms_user_id", problem)
+			f.errs.Add("edx_lms_user_id", problem)
 		} else {
 			o.LMSUserID = id
 		}
@@ -155,44 +132,115 @@ func Parse(body []byte, knownSite func(string) bool) (Order, error) {
 		if b, ok := parseBool(v); ok {
 			o.EmailOptIn = b
 		} else {
-			errs.Add("email_opt_in", msgBoolean)
+			f.errs.Add("email_opt_in", msgBoolean)
 		}
-	}
-	if s, ok := f.str("order_number", true); ok {
-		if problem := OrderNumberProblem(s); problem != "" {
-			errs.Add("order_number", problem)
-		}
-		o.OrderNumber = s
 	}
 	if s, ok := f.optStr("provider"); ok {
 		if utf8.RuneCountInString(s) > maxProvider || hasControl(s) {
-			errs.Add("provider", fmt.Sprintf("Must be at most %d characters with no control characters.", maxProvider))
+			f.errs.Add("provider", fmt.Sprintf("Must be at most %d characters with no control characters.", maxProvider))
 		}
 		o.Provider = s
 	}
-	if o.CourseMode == "credit" && o.Provider == "" && errs["provider"] == nil {
-		errs.Add("provider", "A credit provider is required for credit mode.")
+	if o.CourseMode == "credit" && o.Provider == "" && f.errs["provider"] == nil {
+		f.errs.Add("provider", "A credit provider is required for credit mode.")
+	}
+	if len(f.errs) > 0 {
+		return Order{}, f.errs
+	}
+	return o, nil
+}
+
+// ParseReturn decodes and validates a return request body (SPEC §9), like
+// Parse: every problem at once. ReturnedAt is zero when the request names
+// none; the caller stamps it.
+func ParseReturn(body []byte, knownSite func(string) bool) (Return, error) {
+	f, err := decodeObject(body)
+	if err != nil {
+		return Return{}, err
+	}
+	var r Return
+	l := f.line(knownSite)
+	r.Site, r.OrderNumber, r.CourseID, r.CourseMode, r.Username = l.Site, l.OrderNumber, l.CourseID, l.CourseMode, l.Username
+	if v, ok := f.get("edx_lms_user_id", false); ok {
+		if id, problem := parseUserID(v); problem != "" {
+			f.errs.Add("edx_lms_user_id", problem)
+		} else {
+			r.LMSUserID = id
+		}
+	}
+	if r.LMSUserID == 0 && r.Username == "" && f.errs["edx_lms_user_id"] == nil && f.errs["username"] == nil {
+		f.errs.Add("edx_lms_user_id", "Either edx_lms_user_id or username is required.")
+	}
+	if v, ok := f.get("returned_at", false); ok {
+		if t, problem := parseTime(v); problem != "" {
+			f.errs.Add("returned_at", problem)
+		} else {
+			r.ReturnedAt = t
+		}
+	}
+	if len(f.errs) > 0 {
+		return Return{}, f.errs
+	}
+	return r, nil
+}
+
+// decodeObject decodes a request body that must be one JSON object.
+func decodeObject(body []byte) (fields, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var raw any
+	if err := dec.Decode(&raw); err != nil {
+		return fields{}, FieldErrors{NonFieldErrors: {"JSON parse error - " + jsonProblem(err)}}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fields{}, FieldErrors{NonFieldErrors: {"JSON parse error - unexpected data after the JSON object"}}
+	}
+	obj, ok := raw.(map[string]any)
+	if !ok {
+		return fields{}, FieldErrors{NonFieldErrors: {"Invalid data. Expected a dictionary, but got " + jsonType(raw) + "."}}
+	}
+	return fields{obj: obj, errs: FieldErrors{}}, nil
+}
+
+// line reads the fields every line request shares: course_id, course_mode,
+// order_number, username and site.
+func (f fields) line(knownSite func(string) bool) Ref {
+	var l Ref
+	if s, ok := f.str("course_id", true); ok {
+		if !ValidCourseKey(s) {
+			f.errs.Add("course_id", "Not a valid course run key: expected course-v1:Org+Course+Run or Org/Course/Run.")
+		}
+		l.CourseID = s
+	}
+	if s, ok := f.str("course_mode", true); ok {
+		if !modeSlug.MatchString(s) {
+			f.errs.Add("course_mode", "Not a valid course mode slug: 1-100 of a-z, 0-9, '_' and '-'.")
+		}
+		l.CourseMode = s
+	}
+	if s, ok := f.str("order_number", true); ok {
+		if problem := OrderNumberProblem(s); problem != "" {
+			f.errs.Add("order_number", problem)
+		}
+		l.OrderNumber = s
 	}
 	if s, ok := f.optStr("username"); ok {
 		if utf8.RuneCountInString(s) > maxUsername || strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '/' || r == ',' }) >= 0 {
-			errs.Add("username", fmt.Sprintf("Not a valid LMS username: at most %d characters, no spaces, '/' or ','.", maxUsername))
+			f.errs.Add("username", fmt.Sprintf("Not a valid LMS username: at most %d characters, no spaces, '/' or ','.", maxUsername))
 		}
-		o.Username = s
+		l.Username = s
 	}
-	o.Site = DefaultSite
+	l.Site = DefaultSite
 	if s, ok := f.optStr("site"); ok && s != "" {
 		if !siteName.MatchString(s) {
-			errs.Add("site", fmt.Sprintf("Not a valid site name: 1-%d of letters, digits, '_', '.' and '-'.", maxSite))
+			f.errs.Add("site", fmt.Sprintf("Not a valid site name: 1-%d of letters, digits, '_', '.' and '-'.", maxSite))
 		}
-		o.Site = s
+		l.Site = s
 	}
-	if knownSite != nil && errs["site"] == nil && !knownSite(o.Site) {
-		errs.Add("site", fmt.Sprintf("Unknown site %q.", o.Site))
+	if knownSite != nil && f.errs["site"] == nil && !knownSite(l.Site) {
+		f.errs.Add("site", fmt.Sprintf("Unknown site %q.", l.Site))
 	}
-	if len(errs) > 0 {
-		return Order{}, errs
-	}
-	return o, nil
+	return l
 }
 
 // fields reads typed values out of a decoded JSON object, recording errors.

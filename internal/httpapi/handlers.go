@@ -21,10 +21,18 @@ type receiverResult struct {
 	Error    bool   `json:"error"`
 }
 
-// handleFulfill validates an order line and sends the fulfill_order_placed
-// signal. It answers 200 only when every receiver succeeded; a receiver that
-// failed means the line may not be recorded, so the shop gets 503 and retries.
-func handleFulfill(sig *signals.Signal[fulfillment.Order], knownSite SiteChecker, maxBody int64, log *slog.Logger, obs Observer) http.HandlerFunc {
+// lineRequest is what handleLine needs of a request type: its line, for logs.
+type lineRequest interface{ Ref() fulfillment.Ref }
+
+// handleLine validates a line request (a fulfill, a return) with parse,
+// stamps it with the request id and the time, and sends it on sig. It
+// answers 200 only when every receiver succeeded; a receiver that failed
+// means the line may not be recorded, so the shop gets 503 and retries.
+func handleLine[T lineRequest](
+	parse func(body []byte, knownSite func(string) bool) (T, error),
+	stamp func(v *T, requestID string, now time.Time),
+	sig *signals.Signal[T], knownSite SiteChecker, maxBody int64, log *slog.Logger, obs Observer,
+) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
@@ -44,7 +52,7 @@ func handleFulfill(sig *signals.Signal[fulfillment.Order], knownSite SiteChecker
 			return
 		}
 		var siteErr error
-		order, err := fulfillment.Parse(body, func(site string) bool {
+		req, err := parse(body, func(site string) bool {
 			ok, err := knownSite(ctx, site)
 			if err != nil {
 				siteErr = err
@@ -64,10 +72,10 @@ func handleFulfill(sig *signals.Signal[fulfillment.Order], knownSite SiteChecker
 			encode(w, http.StatusBadRequest, fe)
 			return
 		}
-		order.RequestID = RequestID(ctx)
-		order.AcceptedAt = time.Now().UTC()
+		stamp(&req, RequestID(ctx), time.Now().UTC())
+		ref := req.Ref()
 
-		results := sig.Send(ctx, order)
+		results := sig.Send(ctx, req)
 		out := make(map[string]receiverResult, len(results))
 		failed := false
 		for _, res := range results {
@@ -77,18 +85,31 @@ func handleFulfill(sig *signals.Signal[fulfillment.Order], knownSite SiteChecker
 			}
 			failed = true
 			out[res.Receiver] = receiverResult{Response: receiverMessage(res.Err), Error: true}
-			log.ErrorContext(ctx, "receiver_failed", "request_id", order.RequestID, "receiver", res.Receiver,
-				"order_number", order.OrderNumber, "course_id", order.CourseID, "err", res.Err.Error())
+			log.ErrorContext(ctx, "receiver_failed", "request_id", ref.RequestID, "signal", sig.Name(), "receiver", res.Receiver,
+				"order_number", ref.OrderNumber, "course_id", ref.CourseID, "err", res.Err.Error())
 		}
 		if failed {
 			obs.Fulfill(false, "unavailable")
 			unavailable(w, out)
 			return
 		}
-		log.InfoContext(ctx, "order_accepted", "request_id", order.RequestID, "order_number", order.OrderNumber,
-			"course_id", order.CourseID, "site", order.Site)
+		log.InfoContext(ctx, "line_accepted", "request_id", ref.RequestID, "signal", sig.Name(), "order_number", ref.OrderNumber,
+			"course_id", ref.CourseID, "site", ref.Site)
 		obs.Fulfill(true, "")
 		encode(w, http.StatusOK, out)
+	}
+}
+
+// stampOrder and stampReturn give an accepted request its request id and
+// acceptance time; a return without returned_at was returned now.
+func stampOrder(o *fulfillment.Order, requestID string, now time.Time) {
+	o.RequestID, o.AcceptedAt = requestID, now
+}
+
+func stampReturn(r *fulfillment.Return, requestID string, now time.Time) {
+	r.RequestID, r.AcceptedAt = requestID, now
+	if r.ReturnedAt.IsZero() {
+		r.ReturnedAt = now.Truncate(time.Second)
 	}
 }
 

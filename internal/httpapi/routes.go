@@ -45,6 +45,7 @@ type Deps struct {
 	Logger       *slog.Logger
 	Auth         *Authenticator
 	FulfillOrder *signals.Signal[fulfillment.Order]
+	ReturnOrder  *signals.Signal[fulfillment.Return]
 	Orders       Orders
 	KnownSite    SiteChecker
 	Checks       []Check
@@ -97,9 +98,13 @@ func NewHandler(d Deps) http.Handler {
 	r.Group(func(r chi.Router) {
 		r.Use(requireAdmin(d.Auth, d.Logger))
 		// Commerce backends call this after a learner paid.
-		fulfill := handleFulfill(d.FulfillOrder, d.KnownSite, d.MaxBodyBytes, d.Logger, d.Observer)
+		fulfill := handleLine(fulfillment.Parse, stampOrder, d.FulfillOrder, d.KnownSite, d.MaxBodyBytes, d.Logger, d.Observer)
 		r.Post("/orders/fulfill", fulfill)
 		r.Post("/orders/fulfill/", fulfill)
+		// Commerce backends call this after a refund, to take the seat back.
+		ret := handleLine(fulfillment.ParseReturn, stampReturn, d.ReturnOrder, d.KnownSite, d.MaxBodyBytes, d.Logger, d.Observer)
+		r.Post("/orders/return", ret)
+		r.Post("/orders/return/", ret)
 		// Operators and shops check on an order, and re-queue its failed lines.
 		r.Get("/orders/{order_number}", handleOrder(d.Orders, d.KnownSite, false, d.Logger))
 		r.Post("/orders/{order_number}/retry", handleOrder(d.Orders, d.KnownSite, true, d.Logger))

@@ -136,8 +136,7 @@ func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
 			return err
 		}
 	}
-	data := NewEnrollmentData(o, user)
-	err := c.Enroll(ctx, data, o.RequestID)
+	err := c.post(ctx, "enroll", NewEnrollmentData(o, user), o.RequestID)
 	var le *Error
 	if !errors.As(err, &le) || le.Status != http.StatusBadRequest {
 		return err
@@ -149,6 +148,32 @@ func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
 	case rerr != nil:
 		return rerr // transient or not, the read decides
 	case got != nil && got.IsActive && got.Mode == o.CourseMode:
+		return nil
+	}
+	return err
+}
+
+// Unenroll takes back the seat a return names (SPEC §9). It returns nil when
+// the learner holds no active enrollment in the course run afterwards, or
+// holds one in another mode than the one bought (nothing of this order to
+// revoke), else an *Error whose Class says whether to retry. It posts only
+// when there is an active enrollment: a deactivating POST for a missing one
+// would create an inactive one.
+func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
+	user := r.Username
+	if user == "" {
+		var err error
+		if user, err = c.Username(ctx, r.LMSUserID, r.RequestID); err != nil {
+			return err
+		}
+	}
+	got, err := c.ReadEnrollment(ctx, user, r.CourseID, r.RequestID)
+	if err != nil || got == nil || !got.IsActive {
+		return err
+	}
+	err = c.post(ctx, "unenroll", NewUnenrollmentData(r, user), r.RequestID)
+	var le *Error
+	if errors.As(err, &le) && le.Status == http.StatusBadRequest && strings.HasPrefix(le.Message, "Enrollment mode mismatch") {
 		return nil
 	}
 	return err
@@ -185,9 +210,9 @@ func (c *Client) Username(ctx context.Context, lmsUserID int64, requestID string
 	return user, nil
 }
 
-// Enroll posts one enrollment. It waits for a concurrency slot and the rate
-// limiter, so a backlog never becomes a flood.
-func (c *Client) Enroll(ctx context.Context, data EnrollmentData, requestID string) error {
+// post sends one enrollment change (op "enroll" or "unenroll"). It waits for
+// a concurrency slot and the rate limiter, so a backlog never becomes a flood.
+func (c *Client) post(ctx context.Context, op string, data EnrollmentData, requestID string) error {
 	body, err := json.Marshal(data)
 	if err != nil {
 		return fmt.Errorf("encode enrollment: %w", err)
@@ -195,20 +220,20 @@ func (c *Client) Enroll(ctx context.Context, data EnrollmentData, requestID stri
 	select {
 	case c.slots <- struct{}{}:
 	case <-ctx.Done():
-		return &Error{Op: "enroll", Class: Transient, Err: ctx.Err()}
+		return &Error{Op: op, Class: Transient, Err: ctx.Err()}
 	}
 	defer func() { <-c.slots }()
 	if err := c.limiter.Wait(ctx); err != nil {
-		return &Error{Op: "enroll", Class: Transient, Err: err}
+		return &Error{Op: op, Class: Transient, Err: err}
 	}
-	status, resp, hdr, err := c.call(ctx, "enroll", http.MethodPost, c.base+"/api/enrollment/v1/enrollment", body, requestID)
+	status, resp, hdr, err := c.call(ctx, op, http.MethodPost, c.base+"/api/enrollment/v1/enrollment", body, requestID)
 	if err != nil {
 		return err
 	}
 	if status == http.StatusOK {
 		return nil
 	}
-	e := &Error{Op: "enroll", Status: status, Class: classify(status), Message: message(resp)}
+	e := &Error{Op: op, Status: status, Class: classify(status), Message: message(resp)}
 	if status == http.StatusTooManyRequests {
 		e.RetryAfter = parseRetryAfter(hdr.Get("Retry-After"), time.Now())
 	}
@@ -223,19 +248,19 @@ func (c *Client) ReadEnrollment(ctx context.Context, user, courseID, requestID s
 	// The LMS takes the raw key in the path (LMS.md §3); only the username
 	// needs escaping.
 	u := c.base + "/api/enrollment/v1/enrollment/" + url.PathEscape(user) + "," + courseID
-	status, body, _, err := c.call(ctx, "read enrollment", http.MethodGet, u, nil, requestID)
+	status, body, _, err := c.call(ctx, "read_enrollment", http.MethodGet, u, nil, requestID)
 	if err != nil {
 		return nil, err
 	}
 	if status != http.StatusOK {
-		return nil, &Error{Op: "read enrollment", Status: status, Class: classify(status), Message: message(body)}
+		return nil, &Error{Op: "read_enrollment", Status: status, Class: classify(status), Message: message(body)}
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, nil
 	}
 	var e Enrollment
 	if err := json.Unmarshal(body, &e); err != nil {
-		return nil, &Error{Op: "read enrollment", Status: status, Class: Transient, Message: "unexpected enrollment answer"}
+		return nil, &Error{Op: "read_enrollment", Status: status, Class: Transient, Message: "unexpected enrollment answer"}
 	}
 	return &e, nil
 }

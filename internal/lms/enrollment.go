@@ -22,8 +22,8 @@ type EnrollmentData struct {
 	Mode                 string        `json:"mode"`
 	IsActive             bool          `json:"is_active"`
 	CourseDetails        CourseDetails `json:"course_details"`
-	EmailOptIn           bool          `json:"email_opt_in"`
-	EnrollmentAttributes []Attribute   `json:"enrollment_attributes"`
+	EmailOptIn           *bool         `json:"email_opt_in,omitempty"`
+	EnrollmentAttributes []Attribute   `json:"enrollment_attributes,omitempty"`
 }
 
 // NewEnrollmentData builds the enrollment for an order and a resolved username.
@@ -43,9 +43,16 @@ func NewEnrollmentData(o fulfillment.Order, username string) EnrollmentData {
 		Mode:                 o.CourseMode,
 		IsActive:             true,
 		CourseDetails:        CourseDetails{CourseID: o.CourseID},
-		EmailOptIn:           o.EmailOptIn,
+		EmailOptIn:           &o.EmailOptIn,
 		EnrollmentAttributes: attrs,
 	}
+}
+
+// NewUnenrollmentData builds the deactivation of a returned line's seat: the
+// mode bought, and nothing else — no attributes, which would replace the
+// enrollment's, and no email_opt_in, which would change the learner's choice.
+func NewUnenrollmentData(r fulfillment.Return, username string) EnrollmentData {
+	return EnrollmentData{User: username, Mode: r.CourseMode, IsActive: false, CourseDetails: CourseDetails{CourseID: r.CourseID}}
 }
 
 // Enrollment is the part of the LMS's enrollment object Coordinator reads.

@@ -21,7 +21,7 @@ const (
 
 // Error is a failed LMS call.
 type Error struct {
-	Op         string        // "token", "account", "enroll", "read enrollment"
+	Op         string        // "token", "account", "enroll", "unenroll", "read_enrollment"
 	Status     int           // HTTP status, 0 when no answer arrived
 	Message    string        // the LMS's own message, when it gave one
 	RetryAfter time.Duration // from a 429's Retry-After, when present
@@ -55,6 +55,12 @@ func IsPermanent(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Class == Permanent
 }
+
+// Permanent reports whether retrying cannot fix the failure (pipeline.IsPermanent).
+func (e *Error) Permanent() bool { return e.Class == Permanent }
+
+// RetryIn is the delay the LMS asked for, or 0 (pipeline.RetryIn).
+func (e *Error) RetryIn() time.Duration { return e.RetryAfter }
 
 // RetryAfter returns the delay the LMS asked for (a 429's Retry-After), if any.
 func RetryAfter(err error) (time.Duration, bool) {

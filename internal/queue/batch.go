@@ -10,7 +10,13 @@ import (
 // indexWrite is one order-index entry waiting for its batch.
 type indexWrite struct {
 	key, id string
-	done    chan error
+	check   string // another id whose membership of key to report; "" for none
+	done    chan indexResult
+}
+
+type indexResult struct {
+	member bool
+	err    error
 }
 
 // indexer writes order-index entries with group commit: concurrent requests
@@ -31,19 +37,20 @@ func newIndexer(rdb redis.UniversalClient, ttl time.Duration) *indexer {
 	return ix
 }
 
-// add writes key ∋ id and returns once it is in Redis (or failed).
-func (ix *indexer) add(ctx context.Context, key, id string) error {
-	w := indexWrite{key: key, id: id, done: make(chan error, 1)}
+// add writes key ∋ id and returns once it is in Redis (or failed), with
+// whether check (when not "") was already in key.
+func (ix *indexer) add(ctx context.Context, key, id, check string) (bool, error) {
+	w := indexWrite{key: key, id: id, check: check, done: make(chan indexResult, 1)}
 	select {
 	case ix.in <- w:
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 	select {
-	case err := <-w.done:
-		return err
+	case r := <-w.done:
+		return r.member, r.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 }
 
@@ -52,6 +59,7 @@ func (ix *indexer) add(ctx context.Context, key, id string) error {
 // service is idle a lone write goes out at once.
 func (ix *indexer) loop() {
 	batch := make([]indexWrite, 0, maxIndexBatch)
+	checks := make([]*redis.BoolCmd, 0, maxIndexBatch)
 	for w := range ix.in {
 		batch = append(batch[:0], w)
 	fill:
@@ -65,14 +73,24 @@ func (ix *indexer) loop() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
 		pipe := ix.rdb.Pipeline()
+		checks = checks[:0]
 		for _, w := range batch {
+			var c *redis.BoolCmd
+			if w.check != "" {
+				c = pipe.SIsMember(ctx, w.key, w.check)
+			}
+			checks = append(checks, c)
 			pipe.SAdd(ctx, w.key, w.id)
 			pipe.Expire(ctx, w.key, ix.ttl)
 		}
 		_, err := pipe.Exec(ctx)
 		cancel()
-		for _, w := range batch {
-			w.done <- err
+		for i, w := range batch {
+			r := indexResult{err: err}
+			if err == nil && checks[i] != nil {
+				r.member = checks[i].Val()
+			}
+			w.done <- r
 		}
 	}
 }

@@ -1,13 +1,11 @@
-// Package queue is Coordinator's seam to asynq and Redis: the enrollment task
-// type and payload, the enqueuer that makes a fulfillment line idempotent, and
-// the worker that runs tasks against the LMS.
+// Package queue is Coordinator's seam to asynq and Redis, and nothing else:
+// it queues the tasks of whatever kinds the pipeline registers, idempotently
+// by task id; reads them back as line tasks for status, retry and
+// reconciliation; and runs a worker that hands each task to the pipeline.
 package queue
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,138 +14,142 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/pipeline"
 )
 
-// TypeEnroll is the task that enrolls one learner for one fulfillment line.
-const TypeEnroll = "lms:fulfill_order_placed_send_enroll_in_course"
-
-// TaskID identifies a fulfillment line's task: the same (site, order number,
-// course) always gives the same id, which is what makes repeats idempotent.
-func TaskID(site, orderNumber, courseID string) string {
-	h := sha256.New()
-	for _, s := range []string{site, orderNumber, courseID} {
-		h.Write([]byte(s))
-		h.Write([]byte{0}) // no field contains NUL, so the join is unambiguous
-	}
-	return "enroll-" + hex.EncodeToString(h.Sum(nil)[:16])
-}
-
-// NewEnrollTask returns the enrollment task for an order line.
-func NewEnrollTask(o fulfillment.Order) (*asynq.Task, error) {
-	payload, err := json.Marshal(o)
-	if err != nil {
-		return nil, fmt.Errorf("encode enroll payload: %w", err)
-	}
-	return asynq.NewTask(TypeEnroll, payload), nil
-}
-
-// NewRedisClient connects to the Redis the configuration names. Timeouts are
-// short so that an unreachable Redis turns into a quick 503, never a hang.
-func NewRedisClient(c config.Redis) (redis.UniversalClient, error) {
-	const dial, rw = 2 * time.Second, 3 * time.Second
-	switch {
-	case c.Sentinel != nil:
-		return redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName: c.Sentinel.MasterName, SentinelAddrs: c.Sentinel.Addrs,
-			Password: c.Sentinel.Password, SentinelPassword: c.Sentinel.SentinelPassword, DB: c.Sentinel.DB,
-			DialTimeout: dial, ReadTimeout: rw, WriteTimeout: rw,
-		}), nil
-	case c.Cluster != nil:
-		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs: c.Cluster.Addrs, Password: c.Cluster.Password,
-			DialTimeout: dial, ReadTimeout: rw, WriteTimeout: rw,
-		}), nil
-	}
-	opt, err := redis.ParseURL(c.URL)
-	if err != nil {
-		return nil, fmt.Errorf("redis.url: %w", err)
-	}
-	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = dial, rw, rw
-	return redis.NewClient(opt), nil
-}
-
-// Enqueuer puts fulfillment lines on the queue, once each.
-type Enqueuer struct {
+// Queue puts the tasks of lines on one asynq queue and reads them back. It
+// implements pipeline.Queue.
+type Queue struct {
 	rdb       redis.UniversalClient
 	client    *asynq.Client
 	inspector *asynq.Inspector
-	queue     string
+	kinds     *pipeline.Kinds
+	byType    map[string]pipeline.Kind
+	name      string
 	maxRetry  int
 	retention time.Duration
 	timeout   time.Duration
 	indexer   *indexer
 }
 
-// EnqueuerOptions configure an Enqueuer.
-type EnqueuerOptions struct {
-	Queue       string
+// Options configure a Queue.
+type Options struct {
+	Name        string        // the asynq queue
 	MaxAttempts int           // attempts per task, the first included
 	Retention   time.Duration // how long finished tasks are kept
 	TaskTimeout time.Duration // how long one attempt may run
 }
 
-// NewEnqueuer returns an Enqueuer over rdb.
-func NewEnqueuer(rdb redis.UniversalClient, o EnqueuerOptions) *Enqueuer {
-	e := &Enqueuer{
+// New returns a Queue over rdb for the kinds registered.
+func New(rdb redis.UniversalClient, kinds *pipeline.Kinds, o Options) *Queue {
+	q := &Queue{
 		rdb:       rdb,
 		client:    asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
-		queue:     o.Queue,
+		kinds:     kinds,
+		byType:    map[string]pipeline.Kind{},
+		name:      o.Name,
 		maxRetry:  o.MaxAttempts - 1,
 		retention: o.Retention,
 		timeout:   o.TaskTimeout,
 	}
-	e.indexer = newIndexer(rdb, e.indexTTL())
-	return e
+	for _, k := range kinds.All() {
+		q.byType[k.TaskType] = k
+	}
+	q.indexer = newIndexer(rdb, q.indexTTL())
+	return q
 }
 
 // enqueueTimeout bounds one enqueue, so a dead Redis answers 503 quickly.
 const enqueueTimeout = 3 * time.Second
 
-// Enqueue queues the order line's enrollment task and returns its id. While
-// the line is queued, running, retrying or enrolled, it enqueues nothing and
-// returns the same id; once the line failed for good, it queues it again.
-// An unreachable Redis yields an error wrapping fulfillment.ErrUnavailable.
-func (e *Enqueuer) Enqueue(ctx context.Context, o fulfillment.Order) (string, error) {
-	id := TaskID(o.Site, o.OrderNumber, o.CourseID)
-	task, err := NewEnrollTask(o)
-	if err != nil {
-		return "", err
+// Enqueue queues the job's task and returns its id. While the task is queued,
+// running, retrying or done, it enqueues nothing and returns the same id; once
+// the task failed for good, it queues it again. When legacyID names a task an
+// earlier version queued for the same line and kind that is still in effect,
+// that id is returned and nothing is queued. An unreachable Redis yields an
+// error wrapping fulfillment.ErrUnavailable.
+func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, legacyID string) (string, error) {
+	k, ok := q.kinds.Get(j.Kind)
+	if !ok {
+		return "", fmt.Errorf("enqueue: unknown kind %q", j.Kind)
 	}
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
-	if err := e.index(ctx, o, id); err != nil {
-		return "", err
+	// Index the task under its order before queueing it, so that every
+	// queued task is findable; the same round trip tells whether an
+	// earlier version indexed the line under its legacy id.
+	legacyIndexed, err := q.indexer.add(ctx, q.orderKey(j.Ref.Site, j.Ref.OrderNumber), j.ID, legacyID)
+	if err != nil {
+		return "", fmt.Errorf("index %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
 	}
+	if legacyIndexed {
+		info, err := q.inspector.GetTaskInfo(q.name, legacyID)
+		switch {
+		case err == nil && info.State != asynq.TaskStateArchived:
+			return legacyID, nil
+		case err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound):
+			return "", fmt.Errorf("inspect %s: %w: %v", legacyID, fulfillment.ErrUnavailable, err)
+		}
+	}
+	task := asynq.NewTask(k.TaskType, j.Payload)
 	// A few rounds cover a failed task deleted by a concurrent repeat
 	// between our conflict and our look-up.
 	for range 3 {
-		_, err := e.client.EnqueueContext(ctx, task,
-			asynq.TaskID(id), asynq.Queue(e.queue), asynq.MaxRetry(e.maxRetry),
-			asynq.Retention(e.retention), asynq.Timeout(e.timeout))
+		_, err := q.client.EnqueueContext(ctx, task,
+			asynq.TaskID(j.ID), asynq.Queue(q.name), asynq.MaxRetry(q.maxRetry),
+			asynq.Retention(q.retention), asynq.Timeout(q.timeout))
 		if err == nil {
-			return id, nil
+			return j.ID, nil
 		}
 		if !errors.Is(err, asynq.ErrTaskIDConflict) {
-			return "", fmt.Errorf("enqueue %s: %w: %v", id, fulfillment.ErrUnavailable, err)
+			return "", fmt.Errorf("enqueue %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
 		}
-		info, err := e.inspector.GetTaskInfo(e.queue, id)
+		info, err := q.inspector.GetTaskInfo(q.name, j.ID)
 		switch {
 		case errors.Is(err, asynq.ErrTaskNotFound):
 			continue // finished and expired, or deleted: enqueue again
 		case err != nil:
-			return "", fmt.Errorf("inspect %s: %w: %v", id, fulfillment.ErrUnavailable, err)
+			return "", fmt.Errorf("inspect %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
 		case info.State != asynq.TaskStateArchived:
-			return id, nil // queued, running, retrying or enrolled
+			return j.ID, nil // queued, running, retrying or done
 		}
 		// Failed for good: the shop asks to try again.
-		if err := e.inspector.DeleteTask(e.queue, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-			return "", fmt.Errorf("delete failed %s: %w: %v", id, fulfillment.ErrUnavailable, err)
+		if err := q.inspector.DeleteTask(q.name, j.ID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+			return "", fmt.Errorf("delete failed %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
 		}
 	}
-	return "", fmt.Errorf("enqueue %s: %w: the task kept changing state", id, fulfillment.ErrUnavailable)
+	return "", fmt.Errorf("enqueue %s: %w: the task kept changing state", j.ID, fulfillment.ErrUnavailable)
+}
+
+// Cancel deletes a task that waits in the queue (pending, scheduled or
+// retrying). It reports false when the task runs, has finished, or is gone.
+func (q *Queue) Cancel(ctx context.Context, id string) (bool, error) {
+	info, err := q.inspector.GetTaskInfo(q.name, id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
+	}
+	switch info.State {
+	case asynq.TaskStatePending, asynq.TaskStateScheduled, asynq.TaskStateRetry:
+	default:
+		return false, nil
+	}
+	err = q.inspector.DeleteTask(q.name, id)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, asynq.ErrTaskNotFound):
+		return false, nil
+	}
+	// asynq refuses to delete a task that became active meanwhile.
+	if info, ierr := q.inspector.GetTaskInfo(q.name, id); ierr == nil && info.State == asynq.TaskStateActive {
+		return false, nil
+	}
+	return false, fmt.Errorf("cancel %s: %w: %v", id, fulfillment.ErrUnavailable, err)
 }
 
 // Purge deletes a queue and every key that belongs to it — asynq's (tasks,

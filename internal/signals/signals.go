@@ -35,14 +35,20 @@ func (e *PanicError) Error() string { return fmt.Sprintf("receiver panicked: %v"
 // Signal is a named event whose payload has type T.
 type Signal[T any] struct {
 	name      string
+	defaults  []string
 	available map[string]Receiver[T]
 	connected []string
 }
 
-// New returns a signal with no receivers.
-func New[T any](name string) *Signal[T] {
-	return &Signal[T]{name: name, available: map[string]Receiver[T]{}}
+// New returns a signal with no receivers. defaults are the receivers it
+// reaches when the configuration does not name it (none is allowed).
+func New[T any](name string, defaults ...string) *Signal[T] {
+	return &Signal[T]{name: name, defaults: defaults, available: map[string]Receiver[T]{}}
 }
+
+// Defaults lists the receivers the signal reaches when the configuration
+// does not name it.
+func (s *Signal[T]) Defaults() []string { return append([]string(nil), s.defaults...) }
 
 // Name is the signal's configuration name.
 func (s *Signal[T]) Name() string { return s.name }
@@ -112,15 +118,28 @@ func (s *Signal[T]) call(ctx context.Context, name string, payload T) (res Resul
 	return res
 }
 
+// connectDefaults connects the default receivers, which may be none.
+func (s *Signal[T]) connectDefaults() error {
+	if len(s.defaults) == 0 {
+		s.connected = nil
+		return nil
+	}
+	return s.Connect(s.defaults)
+}
+
 // Connector is what Wire needs of a signal of any payload type.
 type Connector interface {
 	Name() string
 	Connect(names []string) error
+	Connected() []string
+	connectDefaults() error
 }
 
 // Wire connects each signal to the receivers the configuration map names for
-// it. Every signal must appear in the map, and the map may name no other
-// signal; errors name the offending key as "signals.<name>".
+// it; a signal the map does not name gets its defaults, so configurations
+// written before a signal existed keep loading. The map may name no other
+// signal, and a signal it names needs at least one receiver; errors name the
+// offending key as "signals.<name>".
 func Wire(mapping map[string][]string, sigs ...Connector) error {
 	byName := map[string]Connector{}
 	var known []string
@@ -145,7 +164,9 @@ func Wire(mapping map[string][]string, sigs ...Connector) error {
 	}
 	for _, n := range known {
 		if _, ok := mapping[n]; !ok {
-			return fmt.Errorf("signals.%s: missing: map it to at least one receiver", n)
+			if err := byName[n].connectDefaults(); err != nil {
+				return fmt.Errorf("signals.%s: defaults: %w", n, err)
+			}
 		}
 	}
 	return nil

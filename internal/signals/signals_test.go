@@ -58,7 +58,6 @@ func TestWireRefusals(t *testing.T) {
 		{"empty list", map[string][]string{"fulfill_order_placed": {}}, "signals.fulfill_order_placed: no receivers listed"},
 		{"duplicate", map[string][]string{"fulfill_order_placed": {"lms.enroll", "lms.enroll"}}, "listed twice"},
 		{"unknown signal", map[string][]string{"fulfill_order_placed": {"lms.enroll"}, "order_refunded": {"x"}}, "signals.order_refunded: unknown signal"},
-		{"missing signal", map[string][]string{}, "signals.fulfill_order_placed: missing"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,5 +73,29 @@ func TestWireRefusals(t *testing.T) {
 	}
 	if got := s.Connected(); len(got) != 1 || got[0] != "lms.enroll" {
 		t.Errorf("Connected = %v", got)
+	}
+}
+
+// A signal the configuration does not name gets its defaults, which may be
+// none: configurations written before the signal existed keep loading.
+func TestWireDefaults(t *testing.T) {
+	placed := New[string]("fulfill_order_placed", "lms.enroll")
+	placed.Register("lms.enroll", func(context.Context, string) (string, error) { return "id", nil })
+	completed := New[string]("fulfillment_completed")
+	completed.Register("webhook.crm", func(context.Context, string) (string, error) { return "", nil })
+	if err := Wire(map[string][]string{}, placed, completed); err != nil {
+		t.Fatalf("Wire with nothing mapped: %v", err)
+	}
+	if got := placed.Connected(); len(got) != 1 || got[0] != "lms.enroll" {
+		t.Errorf("placed.Connected = %v, want its default [lms.enroll]", got)
+	}
+	if got := completed.Send(context.Background(), "x"); len(got) != 0 {
+		t.Errorf("completed reached %v, want no receiver by default", got)
+	}
+	if err := Wire(map[string][]string{"fulfillment_completed": {"webhook.crm"}}, placed, completed); err != nil {
+		t.Fatal(err)
+	}
+	if got := completed.Send(context.Background(), "x"); len(got) != 1 || got[0].Receiver != "webhook.crm" {
+		t.Errorf("completed reached %v, want webhook.crm as configured", got)
 	}
 }

@@ -13,13 +13,26 @@ import (
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/lms"
-	"github.com/openedx/coordinator/internal/queue"
-	"github.com/openedx/coordinator/internal/store/postgres"
+	"github.com/openedx/coordinator/internal/pipeline"
 )
 
-// Store is where additional sites live (postgres.Sites).
+// Site is an LMS site beyond the default one, as its store keeps it.
+type Site struct {
+	Name         string
+	LMSURL       string
+	OAuthURL     string // "" means <LMSURL>/oauth2/access_token
+	ClientID     string
+	ClientSecret string
+	APIKey       string
+	Timeout      time.Duration // 0 means the default site's
+}
+
+// ErrNotFound is what a Store answers for a site it does not hold.
+var ErrNotFound = errors.New("site not found")
+
+// Store is where additional sites live (the Postgres tier).
 type Store interface {
-	Get(ctx context.Context, name string) (postgres.Site, error)
+	Get(ctx context.Context, name string) (Site, error)
 }
 
 // TTL is how long a site's configuration is trusted before it is read again,
@@ -39,7 +52,7 @@ type Registry struct {
 
 type entry struct {
 	client  *lms.Client // nil: the site does not exist
-	site    postgres.Site
+	site    Site
 	fetched time.Time
 }
 
@@ -55,15 +68,15 @@ func (r *Registry) Known(ctx context.Context, name string) (bool, error) {
 	return c != nil, err
 }
 
-// Fulfiller returns the site's LMS client. An unknown site is a permanent
+// Client returns the site's LMS client. An unknown site is a permanent
 // failure: the site was removed after the order was accepted.
-func (r *Registry) Fulfiller(ctx context.Context, name string) (queue.Fulfiller, error) {
+func (r *Registry) Client(ctx context.Context, name string) (*lms.Client, error) {
 	c, err := r.client(ctx, name)
 	if err != nil {
-		return nil, &lms.Error{Op: "site", Class: lms.Transient, Err: err}
+		return nil, err
 	}
 	if c == nil {
-		return nil, &lms.Error{Op: "site", Class: lms.Permanent, Message: fmt.Sprintf("unknown site %q", name)}
+		return nil, pipeline.Permanent(fmt.Errorf("unknown site %q", name))
 	}
 	return c, nil
 }
@@ -83,7 +96,7 @@ func (r *Registry) client(ctx context.Context, name string) (*lms.Client, error)
 	}
 	site, err := r.store.Get(ctx, name)
 	switch {
-	case errors.Is(err, postgres.ErrSiteNotFound):
+	case errors.Is(err, ErrNotFound):
 		r.put(name, entry{fetched: time.Now()})
 		return nil, nil
 	case err != nil:

@@ -5,148 +5,228 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
+	"hash/fnv"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/pipeline"
 )
 
-// Ledger is the fulfillment ledger: one row per (site, order number, course).
+// Ledger is the fulfillment ledger: one row per task of a line, that is per
+// (site, order number, course, kind). It implements pipeline.Ledger.
 type Ledger struct {
-	pool *pgxpool.Pool
+	pool    *pgxpool.Pool
+	lockKey int64
 }
 
-// NewLedger returns the ledger in pool's database.
-func NewLedger(pool *pgxpool.Pool) *Ledger { return &Ledger{pool: pool} }
+// NewLedger returns the ledger in pool's database. Processes serving the same
+// queue share the reconciler's lock.
+func NewLedger(pool *pgxpool.Pool, queue string) *Ledger {
+	h := fnv.New64a()
+	h.Write([]byte("coordinator-reconcile:" + queue))
+	return &Ledger{pool: pool, lockKey: int64(h.Sum64() >> 1)}
+}
 
-// Accept records a line before the API answers. It reports whether the line
-// must be queued: true for a new line and for one that had failed (a repeat
-// is the shop's way to say "try again"), false while it is queued, running,
-// retrying or enrolled. An error means the line was not recorded.
-func (l *Ledger) Accept(ctx context.Context, o fulfillment.Order, taskID string) (bool, error) {
-	payload, err := json.Marshal(o)
-	if err != nil {
-		return false, fmt.Errorf("encode line: %w", err)
-	}
-	var inserted bool
-	err = l.pool.QueryRow(ctx, `
+func unavailable(op string, err error) error {
+	return fmt.Errorf("ledger %s: %w: %v", op, fulfillment.ErrUnavailable, err)
+}
+
+// Accept records a task before the API answers. It returns the id of the
+// line's task of that kind (an earlier version's id for rows it wrote) and
+// whether it must be queued: true for a new task and for one that had failed
+// (a repeat is the shop's way to say "try again"), false while it is open,
+// done or canceled. An error means the task was not recorded.
+func (l *Ledger) Accept(ctx context.Context, j pipeline.Job) (string, bool, error) {
+	var id string
+	err := l.pool.QueryRow(ctx, `
 		INSERT INTO fulfillment_lines
-			(site, order_number, course_id, lms_user_id, username, mode, state, request_id, task_id, payload)
-		VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9)
-		ON CONFLICT (site, order_number, course_id) DO UPDATE SET
+			(site, order_number, course_id, kind, lms_user_id, username, mode, state, request_id, task_id, payload)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10)
+		ON CONFLICT (site, order_number, course_id, kind) DO UPDATE SET
 			state = 'queued', last_error = '', lms_user_id = EXCLUDED.lms_user_id, username = EXCLUDED.username,
 			mode = EXCLUDED.mode, request_id = EXCLUDED.request_id, payload = EXCLUDED.payload, updated_at = now()
 		WHERE fulfillment_lines.state = 'failed'
-		RETURNING true`,
-		o.Site, o.OrderNumber, o.CourseID, o.LMSUserID, o.Username, o.CourseMode, o.RequestID, taskID, payload,
-	).Scan(&inserted)
+		RETURNING task_id`,
+		j.Ref.Site, j.Ref.OrderNumber, j.Ref.CourseID, j.Kind, j.Ref.LMSUserID, j.Ref.Username, j.Ref.CourseMode,
+		j.Ref.RequestID, j.ID, j.Payload,
+	).Scan(&id)
 	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, nil // exists and is not failed
-	case err != nil:
-		return false, fmt.Errorf("ledger accept %s: %w: %v", taskID, fulfillment.ErrUnavailable, err)
+	case err == nil:
+		return id, true, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return "", false, unavailable("accept "+j.ID, err)
 	}
-	return true, nil
+	// It exists and is not failed: answer with its id.
+	err = l.pool.QueryRow(ctx, `SELECT task_id FROM fulfillment_lines
+		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4`,
+		j.Ref.Site, j.Ref.OrderNumber, j.Ref.CourseID, j.Kind).Scan(&id)
+	if err != nil {
+		return "", false, unavailable("accept "+j.ID, err)
+	}
+	return id, false, nil
 }
 
 // Started records the beginning of an attempt.
-func (l *Ledger) Started(ctx context.Context, o fulfillment.Order) error {
+func (l *Ledger) Started(ctx context.Context, kind string, k fulfillment.Key) error {
 	_, err := l.pool.Exec(ctx, `
 		UPDATE fulfillment_lines SET state = 'running', attempts = attempts + 1, updated_at = now()
-		WHERE site = $1 AND order_number = $2 AND course_id = $3`, o.Site, o.OrderNumber, o.CourseID)
+		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4`, k.Site, k.OrderNumber, k.CourseID, kind)
 	if err != nil {
-		return fmt.Errorf("ledger start %s: %w", o.OrderNumber, err)
+		return fmt.Errorf("ledger start %s: %w", k.OrderNumber, err)
 	}
 	return nil
 }
 
-// Finished records an attempt's outcome: enrolled, retrying or failed.
-func (l *Ledger) Finished(ctx context.Context, o fulfillment.Order, state fulfillment.State, lastError string) error {
+// Finished records a task's new state: done, canceled, retrying or failed.
+func (l *Ledger) Finished(ctx context.Context, kind string, k fulfillment.Key, state fulfillment.State, lastError string) error {
 	_, err := l.pool.Exec(ctx, `
-		UPDATE fulfillment_lines SET state = $4, last_error = $5, updated_at = now(),
-			enrolled_at = CASE WHEN $4 = 'enrolled' THEN now() ELSE enrolled_at END
-		WHERE site = $1 AND order_number = $2 AND course_id = $3`,
-		o.Site, o.OrderNumber, o.CourseID, string(state), lastError)
+		UPDATE fulfillment_lines SET state = $5, last_error = $6, updated_at = now(),
+			finished_at = CASE WHEN $5 IN ('done', 'canceled', 'failed') THEN now() ELSE finished_at END
+		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4`,
+		k.Site, k.OrderNumber, k.CourseID, kind, string(state), lastError)
 	if err != nil {
-		return fmt.Errorf("ledger finish %s: %w", o.OrderNumber, err)
+		return fmt.Errorf("ledger finish %s: %w", k.OrderNumber, err)
 	}
 	return nil
 }
 
-// Lines reports every line of an order; fulfillment.ErrNotFound when none.
-func (l *Ledger) Lines(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
+const entryColumns = `id, kind, task_id, state, attempts, last_error, created_at, updated_at,
+	coalesce(finished_at, enrolled_at), payload`
+
+type row struct {
+	id    int64
+	entry pipeline.Entry
+}
+
+// scanEntry reads a row of entryColumns.
+func scanEntry(r pgx.CollectableRow) (pipeline.Entry, error) {
+	row, err := scanRow(r)
+	return row.entry, err
+}
+
+// scanRow reads a row of entryColumns with its id.
+func scanRow(r pgx.CollectableRow) (row, error) {
+	var e pipeline.Entry
+	var id int64
+	var state string
+	var payload []byte
+	t := &e.Task
+	if err := r.Scan(&id, &t.Kind, &t.TaskID, &state, &t.Attempts, &t.LastError, &t.AcceptedAt, &t.UpdatedAt,
+		&t.FinishedAt, &payload); err != nil {
+		return row{}, err
+	}
+	if err := json.Unmarshal(payload, &t.Ref); err != nil {
+		return row{}, fmt.Errorf("decode line %d: %w", id, err)
+	}
+	t.State = fulfillment.State(state)
+	if t.State == "enrolled" { // written by a version before task kinds
+		t.State = fulfillment.StateDone
+	}
+	t.AcceptedAt, t.UpdatedAt = t.AcceptedAt.UTC(), t.UpdatedAt.UTC()
+	if t.FinishedAt != nil {
+		f := t.FinishedAt.UTC()
+		t.FinishedAt = &f
+	}
+	e.Job = pipeline.Job{Kind: t.Kind, ID: t.TaskID, Ref: t.Ref, Payload: payload}
+	return row{id, e}, nil
+}
+
+// Find reads a line's task of a kind.
+func (l *Ledger) Find(ctx context.Context, kind string, k fulfillment.Key) (fulfillment.Task, bool, error) {
+	rows, err := l.pool.Query(ctx, `SELECT `+entryColumns+` FROM fulfillment_lines
+		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4`, k.Site, k.OrderNumber, k.CourseID, kind)
+	if err != nil {
+		return fulfillment.Task{}, false, unavailable("find "+k.OrderNumber, err)
+	}
+	es, err := pgx.CollectRows(rows, scanEntry)
+	if err != nil {
+		return fulfillment.Task{}, false, unavailable("find "+k.OrderNumber, err)
+	}
+	if len(es) == 0 {
+		return fulfillment.Task{}, false, nil
+	}
+	return es[0].Task, true, nil
+}
+
+// Order reads every task of an order.
+func (l *Ledger) Order(ctx context.Context, site, orderNumber string) ([]pipeline.Entry, error) {
+	rows, err := l.pool.Query(ctx, `SELECT `+entryColumns+` FROM fulfillment_lines
+		WHERE site = $1 AND order_number = $2 ORDER BY course_id, kind`, site, orderNumber)
+	if err != nil {
+		return nil, unavailable("order "+orderNumber, err)
+	}
+	es, err := pgx.CollectRows(rows, scanEntry)
+	if err != nil {
+		return nil, unavailable("order "+orderNumber, err)
+	}
+	return es, nil
+}
+
+// ReopenFailed marks an order's failed tasks queued again and returns them.
+func (l *Ledger) ReopenFailed(ctx context.Context, site, orderNumber string) ([]pipeline.Job, error) {
 	rows, err := l.pool.Query(ctx, `
-		SELECT course_id, mode, state, attempts, last_error, task_id, created_at, updated_at, enrolled_at
-		FROM fulfillment_lines WHERE site = $1 AND order_number = $2 ORDER BY course_id`, site, orderNumber)
+		UPDATE fulfillment_lines SET state = 'queued', last_error = '', updated_at = now(), finished_at = NULL
+		WHERE site = $1 AND order_number = $2 AND state = 'failed' RETURNING `+entryColumns, site, orderNumber)
 	if err != nil {
-		return nil, fmt.Errorf("ledger lines %s: %w: %v", orderNumber, fulfillment.ErrUnavailable, err)
+		return nil, unavailable("retry "+orderNumber, err)
 	}
-	lines, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (fulfillment.Line, error) {
-		var ln fulfillment.Line
-		var state string
-		var enrolled *time.Time
-		err := r.Scan(&ln.CourseID, &ln.CourseMode, &state, &ln.Attempts, &ln.LastError, &ln.TaskID,
-			&ln.AcceptedAt, &ln.UpdatedAt, &enrolled)
-		ln.State, ln.EnrolledAt = fulfillment.State(state), enrolled
-		ln.AcceptedAt, ln.UpdatedAt = ln.AcceptedAt.UTC(), ln.UpdatedAt.UTC()
-		return ln, err
-	})
+	es, err := pgx.CollectRows(rows, scanEntry)
 	if err != nil {
-		return nil, fmt.Errorf("ledger lines %s: %w: %v", orderNumber, fulfillment.ErrUnavailable, err)
+		return nil, unavailable("retry "+orderNumber, err)
 	}
-	if len(lines) == 0 {
-		return nil, fmt.Errorf("order %s: %w", orderNumber, fulfillment.ErrNotFound)
+	jobs := make([]pipeline.Job, len(es))
+	for i, e := range es {
+		jobs[i] = e.Job
 	}
-	return lines, nil
+	return jobs, nil
 }
 
-// reopenFailed marks an order's failed lines queued again and returns them.
-func (l *Ledger) reopenFailed(ctx context.Context, site, orderNumber string) ([]fulfillment.Order, error) {
-	rows, err := l.pool.Query(ctx, `
-		UPDATE fulfillment_lines SET state = 'queued', last_error = '', updated_at = now()
-		WHERE site = $1 AND order_number = $2 AND state = 'failed' RETURNING payload`, site, orderNumber)
+const openBatch = 1000
+
+// Open calls fn for every task that may still run, a batch at a time.
+func (l *Ledger) Open(ctx context.Context, fn func(pipeline.Entry) error) error {
+	var last int64
+	for {
+		rows, err := l.pool.Query(ctx, `SELECT `+entryColumns+` FROM fulfillment_lines
+			WHERE state IN ('queued', 'running', 'retrying') AND id > $1 ORDER BY id LIMIT $2`, last, openBatch)
+		if err != nil {
+			return fmt.Errorf("list open tasks: %w", err)
+		}
+		batch, err := pgx.CollectRows(rows, scanRow)
+		if err != nil {
+			return fmt.Errorf("list open tasks: %w", err)
+		}
+		for _, r := range batch {
+			last = r.id
+			if err := fn(r.entry); err != nil {
+				return err
+			}
+		}
+		if len(batch) < openBatch {
+			return nil
+		}
+	}
+}
+
+// TryLock takes the reconciler's advisory lock if no other process holds it.
+// The lock lives on one connection, held until release.
+func (l *Ledger) TryLock(ctx context.Context) (func(), bool, error) {
+	conn, err := l.pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("ledger retry %s: %w: %v", orderNumber, fulfillment.ErrUnavailable, err)
+		return nil, false, fmt.Errorf("reconcile lock: connect: %w", err)
 	}
-	orders, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (fulfillment.Order, error) {
-		var o fulfillment.Order
-		err := r.Scan(&o)
-		return o, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ledger retry %s: %w: %v", orderNumber, fulfillment.ErrUnavailable, err)
+	var ok bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", l.lockKey).Scan(&ok); err != nil || !ok {
+		conn.Release()
+		if err != nil {
+			return nil, false, fmt.Errorf("reconcile lock: %w", err)
+		}
+		return nil, false, nil
 	}
-	return orders, nil
-}
-
-// Enqueuer puts a line's task on the queue, idempotently.
-type Enqueuer interface {
-	Enqueue(ctx context.Context, o fulfillment.Order) (string, error)
-}
-
-// Orders answers the order-status endpoints from the ledger, which keeps
-// every line with no retention limit.
-type Orders struct {
-	Ledger *Ledger
-	Queue  Enqueuer
-}
-
-// Lines reports every line of an order.
-func (o Orders) Lines(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
-	return o.Ledger.Lines(ctx, site, orderNumber) // fulfillment.ErrNotFound for an unknown order
-}
-
-// RetryFailed queues the order's failed lines again. A line the queue cannot
-// take now stays queued in the ledger, and the reconciler queues it later.
-func (o Orders) RetryFailed(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
-	reopened, err := o.Ledger.reopenFailed(ctx, site, orderNumber)
-	if err != nil {
-		return nil, err
-	}
-	for _, line := range reopened {
-		_, _ = o.Queue.Enqueue(ctx, line) // on failure the reconciler queues it
-	}
-	return o.Ledger.Lines(ctx, site, orderNumber) // fulfillment.ErrNotFound for an unknown order
+	return func() {
+		unlock(context.WithoutCancel(ctx), conn.Conn(), l.lockKey)
+		conn.Release()
+	}, true, nil
 }

@@ -1,0 +1,86 @@
+package lms
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/pipeline"
+	"github.com/openedx/coordinator/internal/signals"
+)
+
+// The LMS flows: their kinds, task types and receivers (SPEC §5, §6, §9).
+const (
+	KindEnroll   = "enroll"
+	KindUnenroll = "unenroll"
+
+	TypeEnroll   = "lms:fulfill_order_placed_send_enroll_in_course"
+	TypeUnenroll = "lms:fulfill_order_returned_send_unenroll_in_course"
+
+	ReceiverEnroll   = "lms.fulfill_order_placed_send_enroll_in_course"
+	ReceiverUnenroll = "lms.fulfill_order_returned_send_unenroll_in_course"
+)
+
+// Sites resolves a site name to its LMS client. An unknown site is an error
+// that pipeline.IsPermanent recognises.
+type Sites interface {
+	Client(ctx context.Context, site string) (*Client, error)
+}
+
+// Kinds returns the LMS task kinds: enroll, and unenroll, which waits for a
+// running enrollment of its line and cancels a waiting one, and whose
+// existence cancels a later enrollment of the line.
+func Kinds(sites Sites) []pipeline.Kind {
+	return []pipeline.Kind{
+		{
+			Name: KindEnroll, TaskType: TypeEnroll, Done: fulfillment.StateEnrolled, Rank: 1,
+			CanceledBy: KindUnenroll,
+			// Before task kinds, enrollment ids were "enroll-<digest>".
+			LegacyID: func(k fulfillment.Key) string { return "enroll-" + pipeline.Digest(k) },
+			Handle: func(ctx context.Context, j pipeline.Job) error {
+				var o fulfillment.Order
+				c, err := client(ctx, sites, j, &o)
+				if err != nil {
+					return err
+				}
+				return c.Fulfill(ctx, o)
+			},
+		},
+		{
+			Name: KindUnenroll, TaskType: TypeUnenroll, Done: fulfillment.StateReturned, Rank: 2,
+			After: KindEnroll,
+			Handle: func(ctx context.Context, j pipeline.Job) error {
+				var r fulfillment.Return
+				c, err := client(ctx, sites, j, &r)
+				if err != nil {
+					return err
+				}
+				return c.Unenroll(ctx, r)
+			},
+		},
+	}
+}
+
+// client decodes the job's payload into v and returns its site's client.
+func client(ctx context.Context, sites Sites, j pipeline.Job, v any) (*Client, error) {
+	if err := json.Unmarshal(j.Payload, v); err != nil {
+		return nil, pipeline.Permanent(fmt.Errorf("decode %s payload: %w", j.Kind, err))
+	}
+	return sites.Client(ctx, j.Ref.Site)
+}
+
+// Accepter takes a line's task into the pipeline (pipeline.Service).
+type Accepter interface {
+	Accept(ctx context.Context, kind string, ref fulfillment.Ref, payload any) (string, error)
+}
+
+// Register makes the LMS receivers available on their signals.
+func Register(a Accepter, placed *signals.Signal[fulfillment.Order], returned *signals.Signal[fulfillment.Return]) {
+	placed.Register(ReceiverEnroll, func(ctx context.Context, o fulfillment.Order) (string, error) {
+		return a.Accept(ctx, KindEnroll, o.Ref(), o)
+	})
+	returned.Register(ReceiverUnenroll, func(ctx context.Context, r fulfillment.Return) (string, error) {
+		return a.Accept(ctx, KindUnenroll, r.Ref(), r)
+	})
+}

@@ -1,0 +1,140 @@
+// Package pipeline is Coordinator's application layer: the rules every flow
+// of a line shares, written once. A flow (enroll, unenroll, ...) is a Kind: a
+// task type and a handler. The pipeline accepts a line's task (ledger, then
+// queue, with the reconciler as the fallback), reports an order's lines from
+// one status model, retries failed lines, runs each attempt (recording it,
+// classifying its outcome, ordering it against the line's other flows) and
+// reconciles the queue with the ledger. It talks to Redis and Postgres only
+// through the small Queue and Ledger ports.
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+)
+
+// Kind is one kind of work on a line, registered by the package that owns it.
+type Kind struct {
+	// Name is short and has no '-' (asynqmon cuts ids at the first one):
+	// task ids are Name + "_" + a digest of the line.
+	Name string
+	// TaskType is the queue's task type name.
+	TaskType string
+	// Done is the state a line reports once a task of this kind succeeded.
+	Done fulfillment.State
+	// Rank orders a line's flows: the line reports its highest-ranked task.
+	Rank int
+	// After names a kind whose running task for the same line this kind's
+	// task waits for, and whose waiting task it cancels (a return waits for
+	// the enrollment it undoes).
+	After string
+	// CanceledBy names a kind whose task, once it exists for the line, makes
+	// this kind's task unnecessary (an enrollment of a returned line).
+	CanceledBy string
+	// LegacyID, when set, is the id an earlier version gave this kind's task,
+	// so that repeats of lines accepted before an upgrade stay idempotent.
+	LegacyID func(fulfillment.Key) string
+	// Handle performs one attempt. A nil error is success; an error is
+	// retried unless IsPermanent says otherwise, after RetryIn when set.
+	Handle func(ctx context.Context, j Job) error
+}
+
+// Job is one task of one line: its kind, its id and its payload (JSON whose
+// top level carries the fields of fulfillment.Ref).
+type Job struct {
+	Kind    string
+	ID      string
+	Ref     fulfillment.Ref
+	Payload []byte
+}
+
+// Entry is a stored task and the job that runs it.
+type Entry struct {
+	Task fulfillment.Task
+	Job  Job
+}
+
+// TaskID is the id of a line's task of a kind: the same line always gives the
+// same id, which is what makes repeats idempotent.
+func TaskID(kind string, k fulfillment.Key) string { return kind + "_" + Digest(k) }
+
+// Digest is a line's digest, the part of its task ids after the kind.
+func Digest(k fulfillment.Key) string {
+	h := sha256.New()
+	for _, s := range []string{k.Site, k.OrderNumber, k.CourseID} {
+		h.Write([]byte(s))
+		h.Write([]byte{0}) // no field contains NUL, so the join is unambiguous
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// Kinds is the set of registered kinds.
+type Kinds struct {
+	byName map[string]Kind
+	list   []Kind
+}
+
+// NewKinds registers kinds. Names and task types must be unique, and After
+// and CanceledBy must name registered kinds; anything else is a programming
+// error and panics.
+func NewKinds(kinds ...Kind) *Kinds {
+	ks := &Kinds{byName: map[string]Kind{}}
+	types := map[string]bool{}
+	for _, k := range kinds {
+		if k.Name == "" || k.TaskType == "" || k.Handle == nil || ks.byName[k.Name].Name != "" || types[k.TaskType] {
+			panic(fmt.Sprintf("pipeline: bad or duplicate kind %q (%q)", k.Name, k.TaskType))
+		}
+		ks.byName[k.Name], types[k.TaskType] = k, true
+		ks.list = append(ks.list, k)
+	}
+	for _, k := range kinds {
+		for _, other := range []string{k.After, k.CanceledBy} {
+			if _, ok := ks.byName[other]; other != "" && !ok {
+				panic(fmt.Sprintf("pipeline: kind %q names unknown kind %q", k.Name, other))
+			}
+		}
+	}
+	return ks
+}
+
+// Get returns the kind named name.
+func (ks *Kinds) Get(name string) (Kind, bool) {
+	k, ok := ks.byName[name]
+	return k, ok
+}
+
+// All lists the kinds in registration order.
+func (ks *Kinds) All() []Kind { return append([]Kind(nil), ks.list...) }
+
+// permanentErr marks an error retrying cannot fix.
+type permanentErr struct{ err error }
+
+func (p permanentErr) Error() string   { return p.err.Error() }
+func (p permanentErr) Unwrap() error   { return p.err }
+func (p permanentErr) Permanent() bool { return true }
+
+// Permanent marks err as one that retrying cannot fix.
+func Permanent(err error) error { return permanentErr{err} }
+
+// IsPermanent reports whether err, or an error it wraps, says retrying cannot
+// fix it (it has a method Permanent() bool returning true).
+func IsPermanent(err error) bool {
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent()
+}
+
+// RetryIn returns the delay err asks for before the next attempt (a 429's
+// Retry-After), if any: an error with a method RetryIn() time.Duration.
+func RetryIn(err error) (time.Duration, bool) {
+	var r interface{ RetryIn() time.Duration }
+	if errors.As(err, &r) && r.RetryIn() > 0 {
+		return r.RetryIn(), true
+	}
+	return 0, false
+}

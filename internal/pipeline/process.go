@@ -1,0 +1,242 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+)
+
+// Attempt is one run of a task, as the queue hands it over.
+type Attempt struct {
+	Job    Job
+	Number int  // counted from 1
+	Last   bool // no attempt follows a failure of this one
+}
+
+// Process runs one attempt of a task: it records it, orders it against the
+// line's other flows (a canceled task does nothing; a task waits for the
+// running task of its After kind), runs the kind's handler, classifies the
+// outcome and records it, and tells Completed of a final state. It returns
+// the task's new state — done, canceled, retrying or failed — and the
+// handler's error.
+func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, error) {
+	j := a.Job
+	k, ok := s.o.Kinds.Get(j.Kind)
+	if !ok {
+		return fulfillment.StateFailed, Permanent(fmt.Errorf("unknown task kind %q", j.Kind))
+	}
+	start := time.Now()
+	s.record(ctx, j, func(ctx context.Context, l Ledger) error { return l.Started(ctx, j.Kind, j.Ref.Key()) })
+	state, err := s.run(ctx, k, j)
+	if err != nil && state == fulfillment.StateRetrying && (IsPermanent(err) || a.Last) {
+		state = fulfillment.StateFailed
+	}
+	lastErr := ""
+	if err != nil {
+		lastErr = err.Error()
+	}
+	// One line per attempt, with everything support needs.
+	level := map[fulfillment.State]slog.Level{fulfillment.StateRetrying: slog.LevelWarn, fulfillment.StateFailed: slog.LevelError}[state]
+	attrs := []any{"task_id", j.ID, "kind", j.Kind, "state", s.outcome(k, state), "order_number", j.Ref.OrderNumber,
+		"course_id", j.Ref.CourseID, "site", j.Ref.Site, "request_id", j.Ref.RequestID, "attempt", a.Number,
+		"duration_ms", time.Since(start).Milliseconds()}
+	if err != nil {
+		attrs = append(attrs, "err", lastErr)
+	}
+	s.o.Logger.Log(ctx, level, "task_attempt", attrs...)
+	s.o.Observer.Task(s.outcome(k, state), a.Number)
+	s.record(ctx, j, func(ctx context.Context, l Ledger) error {
+		return l.Finished(ctx, j.Kind, j.Ref.Key(), state, lastErr)
+	})
+	if (state == fulfillment.StateDone || state == fulfillment.StateFailed) && s.o.Completed != nil {
+		final := state
+		if state == fulfillment.StateDone {
+			final = k.Done
+		}
+		s.o.Completed(ctx, fulfillment.Completed{
+			Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseMode: j.Ref.CourseMode,
+			Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username},
+			Kind:    j.Kind, State: final, Attempts: a.Number, LastError: lastErr, TaskID: j.ID,
+			RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
+		})
+	}
+	return state, err
+}
+
+// outcome names a new state for logs and metrics: a kind's own name for done.
+func (s *Service) outcome(k Kind, state fulfillment.State) string {
+	switch state {
+	case fulfillment.StateDone:
+		return string(k.Done)
+	case fulfillment.StateRetrying:
+		return "retried"
+	}
+	return string(state)
+}
+
+// run orders the task against the line's other flows, then runs its handler.
+func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, error) {
+	if k.CanceledBy != "" {
+		found, err := s.exists(ctx, k.CanceledBy, j.Ref.Key())
+		if err != nil {
+			return fulfillment.StateRetrying, err
+		}
+		if found {
+			return fulfillment.StateCanceled, nil
+		}
+	}
+	if k.After != "" {
+		if err := s.waitFor(ctx, k.After, j.Ref.Key()); err != nil {
+			return fulfillment.StateRetrying, err
+		}
+	}
+	if err := k.Handle(ctx, j); err != nil {
+		return fulfillment.StateRetrying, err
+	}
+	return fulfillment.StateDone, nil
+}
+
+// exists reports whether the line has a task of the kind, in the ledger or
+// (for lines the ledger never saw) in the queue.
+func (s *Service) exists(ctx context.Context, kind string, key fulfillment.Key) (bool, error) {
+	if s.o.Ledger != nil {
+		_, found, err := s.o.Ledger.Find(ctx, kind, key)
+		if err != nil || found {
+			return found, err
+		}
+	}
+	_, found, err := s.o.Queue.Task(ctx, TaskID(kind, key))
+	return found, err
+}
+
+// waitFor waits while the line's task of the kind runs, and cancels it while
+// it waits in the queue, so that the two never overlap. After WaitMax it
+// gives up with a transient error: the attempt is retried.
+func (s *Service) waitFor(ctx context.Context, kind string, key fulfillment.Key) error {
+	k, _ := s.o.Kinds.Get(kind)
+	ids := []string{TaskID(kind, key)}
+	if k.LegacyID != nil {
+		ids = append(ids, k.LegacyID(key))
+	}
+	deadline := time.Now().Add(s.o.WaitMax)
+	for _, id := range ids {
+		for {
+			e, found, err := s.o.Queue.Task(ctx, id)
+			if err != nil {
+				return err
+			}
+			if !found || !e.Task.State.Open() {
+				break
+			}
+			if e.Task.State != fulfillment.StateRunning {
+				canceled, err := s.o.Queue.Cancel(ctx, id)
+				if err != nil {
+					return err
+				}
+				if canceled {
+					s.record(ctx, e.Job, func(ctx context.Context, l Ledger) error {
+						return l.Finished(ctx, kind, key, fulfillment.StateCanceled, "")
+					})
+					break
+				}
+				continue // it started meanwhile: wait for it
+			}
+			if time.Now().After(deadline) {
+				return errWaiting
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(s.o.WaitPoll):
+			}
+		}
+	}
+	return nil
+}
+
+// record writes to the ledger when there is one. A ledger failure does not
+// fail the task: the reconciler copies the outcome from the queue later.
+func (s *Service) record(ctx context.Context, j Job, write func(context.Context, Ledger) error) {
+	if s.o.Ledger == nil {
+		return
+	}
+	// The write must land even when the task's own deadline has passed.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := write(wctx, s.o.Ledger); err != nil {
+		s.o.Logger.WarnContext(ctx, "ledger_write_failed", "task_id", j.ID, "err", err.Error())
+	}
+}
+
+// ReconcileResult says what one reconciliation did.
+type ReconcileResult struct {
+	Ran      bool // false when another process held the lock
+	Checked  int  // open tasks looked at
+	Requeued int  // tasks lost from the queue and queued again
+	Synced   int  // final states copied from the queue into the ledger
+}
+
+// Reconcile makes the queue agree with the ledger, if no other process is
+// doing it: it queues again every open task the queue lost (Redis restarted
+// without persistence, was flushed, or was down when the task was accepted),
+// as its own kind, and copies into the ledger the outcomes the worker could
+// not write.
+func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
+	var res ReconcileResult
+	if s.o.Ledger == nil {
+		return res, errors.New("reconcile: no ledger")
+	}
+	release, ok, err := s.o.Ledger.TryLock(ctx)
+	if err != nil || !ok {
+		return res, err
+	}
+	defer release()
+	res.Ran = true
+	err = s.o.Ledger.Open(ctx, func(e Entry) error {
+		res.Checked++
+		q, found, err := s.o.Queue.Task(ctx, e.Job.ID)
+		switch {
+		case err != nil:
+			return err
+		case !found:
+			if _, err := s.o.Queue.Enqueue(ctx, e.Job, ""); err != nil {
+				return err
+			}
+			res.Requeued++
+		case !q.Task.State.Open():
+			if err := s.o.Ledger.Finished(ctx, e.Job.Kind, e.Job.Ref.Key(), q.Task.State, q.Task.LastError); err != nil {
+				return err
+			}
+			res.Synced++
+		}
+		return nil
+	})
+	return res, err
+}
+
+// RunReconciler reconciles every interval until ctx ends.
+func (s *Service) RunReconciler(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		res, err := s.Reconcile(ctx)
+		if ctx.Err() == nil {
+			s.o.Observer.Reconcile(res.Ran, res.Requeued, res.Synced, err)
+		}
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.o.Logger.WarnContext(ctx, "reconcile_failed", "err", err.Error())
+		case res.Requeued > 0 || res.Synced > 0:
+			s.o.Logger.InfoContext(ctx, "reconciled", "checked", res.Checked, "requeued", res.Requeued, "synced", res.Synced)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

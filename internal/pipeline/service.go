@@ -1,0 +1,258 @@
+package pipeline
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+)
+
+// Queue is the task queue (Redis, through asynq).
+type Queue interface {
+	// Enqueue queues the job unless its task is queued, running, retrying
+	// or done, and returns the id of the task in effect: the job's, or the
+	// legacy id when a task of that id is in effect. A failed task is
+	// replaced. An unreachable queue wraps fulfillment.ErrUnavailable.
+	Enqueue(ctx context.Context, j Job, legacyID string) (string, error)
+	// Task reads one task; found is false when it does not exist (never
+	// queued, lost, or older than the retention).
+	Task(ctx context.Context, id string) (e Entry, found bool, err error)
+	// Order reads the tasks of an order.
+	Order(ctx context.Context, site, orderNumber string) ([]Entry, error)
+	// Cancel deletes a task that is waiting (queued or retrying). It reports
+	// false when the task is running or gone.
+	Cancel(ctx context.Context, id string) (bool, error)
+}
+
+// Ledger is the system of record (the Postgres tier): one row per task of a
+// line.
+type Ledger interface {
+	// Accept records a job before it is answered. It returns the id of the
+	// task in effect for the line and kind, and whether it must be queued:
+	// true for a new task and for one that had failed (which it reopens).
+	Accept(ctx context.Context, j Job) (id string, fresh bool, err error)
+	// Started records the beginning of an attempt.
+	Started(ctx context.Context, kind string, k fulfillment.Key) error
+	// Finished records a task's new state.
+	Finished(ctx context.Context, kind string, k fulfillment.Key, state fulfillment.State, lastError string) error
+	// Find reads a line's task of a kind; found is false when there is none.
+	Find(ctx context.Context, kind string, k fulfillment.Key) (t fulfillment.Task, found bool, err error)
+	// Order reads every task of an order.
+	Order(ctx context.Context, site, orderNumber string) ([]Entry, error)
+	// ReopenFailed marks an order's failed tasks queued and returns them.
+	ReopenFailed(ctx context.Context, site, orderNumber string) ([]Job, error)
+	// Open calls fn for every task that may still run, in batches.
+	Open(ctx context.Context, fn func(Entry) error) error
+	// TryLock takes the fleet-wide reconciler lock if it is free.
+	TryLock(ctx context.Context) (release func(), ok bool, err error)
+}
+
+// Observer receives measurements (metrics).
+type Observer interface {
+	// Task is told of each attempt's outcome: the task's new state
+	// (enrolled, returned, canceled, failed) or "retried".
+	Task(outcome string, attempt int)
+	Reconcile(ran bool, requeued, synced int, err error)
+}
+
+type noObserver struct{}
+
+func (noObserver) Task(string, int)                {}
+func (noObserver) Reconcile(bool, int, int, error) {}
+
+// Options configure a Service.
+type Options struct {
+	Kinds  *Kinds
+	Queue  Queue
+	Ledger Ledger // nil without the Postgres tier
+	// Completed is told of every line that reached a final state (the
+	// fulfillment_completed signal); nil: nobody is.
+	Completed func(ctx context.Context, c fulfillment.Completed)
+	Logger    *slog.Logger
+	Observer  Observer // nil: not measured
+	// WaitPoll and WaitMax bound how a task waits for a running task of
+	// its After kind (defaults 200 ms and 1 minute); then it is retried.
+	WaitPoll, WaitMax time.Duration
+}
+
+// Service runs the pipeline. It is safe for concurrent use.
+type Service struct {
+	o Options
+}
+
+// New returns a Service.
+func New(o Options) *Service {
+	if o.Observer == nil {
+		o.Observer = noObserver{}
+	}
+	if o.WaitPoll <= 0 {
+		o.WaitPoll = 200 * time.Millisecond
+	}
+	if o.WaitMax <= 0 {
+		o.WaitMax = time.Minute
+	}
+	return &Service{o: o}
+}
+
+// Accept records and queues a line's task of a kind and returns its task id.
+// With a ledger, the task is accepted once it is in the ledger, and queued at
+// once when the queue can take it (else the reconciler queues it); without
+// one, once it is in the queue. Repeats return the same id and queue nothing
+// while the task is open or done; a failed task is queued again.
+func (s *Service) Accept(ctx context.Context, kind string, ref fulfillment.Ref, payload any) (string, error) {
+	k, ok := s.o.Kinds.Get(kind)
+	if !ok {
+		return "", fmt.Errorf("accept: unknown kind %q", kind)
+	}
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return "", fmt.Errorf("accept %s: encode payload: %w", kind, err)
+	}
+	j := Job{Kind: kind, ID: TaskID(kind, ref.Key()), Ref: ref, Payload: b}
+	legacy := ""
+	if k.LegacyID != nil {
+		legacy = k.LegacyID(ref.Key())
+	}
+	if s.o.Ledger == nil {
+		return s.o.Queue.Enqueue(ctx, j, legacy)
+	}
+	id, fresh, err := s.o.Ledger.Accept(ctx, j)
+	if err != nil || !fresh {
+		return id, err
+	}
+	j.ID = id
+	if _, err := s.o.Queue.Enqueue(ctx, j, ""); err != nil {
+		s.o.Logger.WarnContext(ctx, "enqueue_deferred", "request_id", ref.RequestID, "task_id", id,
+			"order_number", ref.OrderNumber, "err", err.Error())
+	}
+	return id, nil // in the ledger: the reconciler queues it if the queue could not
+}
+
+// entries reads an order's tasks: the ledger's, and the queue's for tasks the
+// ledger never saw (accepted before the ledger was configured). Without a
+// ledger, only the queue's.
+func (s *Service) entries(ctx context.Context, site, orderNumber string) (ledgered, queued []Entry, err error) {
+	if s.o.Ledger != nil {
+		if ledgered, err = s.o.Ledger.Order(ctx, site, orderNumber); err != nil {
+			return nil, nil, err
+		}
+	}
+	queued, err = s.o.Queue.Order(ctx, site, orderNumber)
+	if err != nil {
+		if s.o.Ledger == nil {
+			return nil, nil, err
+		}
+		// The ledger is the system of record; Redis only adds lines it
+		// never saw, so an outage of Redis hides only those.
+		s.o.Logger.WarnContext(ctx, "order_queue_unreadable", "order_number", orderNumber, "err", err.Error())
+		queued = nil
+	}
+	known := make(map[string]bool, len(ledgered))
+	for _, e := range ledgered {
+		known[e.Job.Kind+"\x00"+e.Job.Ref.CourseID] = true
+	}
+	queued = slices.DeleteFunc(queued, func(e Entry) bool { return known[e.Job.Kind+"\x00"+e.Job.Ref.CourseID] })
+	return ledgered, queued, nil
+}
+
+// Lines reports every line of an order; fulfillment.ErrNotFound when none.
+func (s *Service) Lines(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
+	ledgered, queued, err := s.entries(ctx, site, orderNumber)
+	if err != nil {
+		return nil, err
+	}
+	lines := s.lines(append(ledgered, queued...))
+	if len(lines) == 0 {
+		return nil, fmt.Errorf("order %s: %w", orderNumber, fulfillment.ErrNotFound)
+	}
+	return lines, nil
+}
+
+// lines groups tasks into lines, sorted by course; each line reports its
+// highest-ranked task.
+func (s *Service) lines(entries []Entry) []fulfillment.Line {
+	byCourse := map[string][]Entry{}
+	for _, e := range entries {
+		if _, ok := s.o.Kinds.Get(e.Job.Kind); ok {
+			byCourse[e.Job.Ref.CourseID] = append(byCourse[e.Job.Ref.CourseID], e)
+		}
+	}
+	lines := make([]fulfillment.Line, 0, len(byCourse))
+	for _, es := range byCourse {
+		slices.SortFunc(es, func(a, b Entry) int { return cmp.Compare(s.rank(a), s.rank(b)) })
+		lines = append(lines, s.line(es))
+	}
+	slices.SortFunc(lines, func(a, b fulfillment.Line) int { return cmp.Compare(a.CourseID, b.CourseID) })
+	return lines
+}
+
+func (s *Service) rank(e Entry) int {
+	k, _ := s.o.Kinds.Get(e.Job.Kind)
+	return k.Rank
+}
+
+// line summarises a line's tasks, sorted by rank, from the last one.
+func (s *Service) line(es []Entry) fulfillment.Line {
+	top := es[len(es)-1].Task
+	l := fulfillment.Line{
+		CourseID: es[0].Job.Ref.CourseID, CourseMode: es[0].Job.Ref.CourseMode,
+		State: top.State, Attempts: top.Attempts, LastError: top.LastError, TaskID: top.TaskID,
+		AcceptedAt: es[0].Task.AcceptedAt, UpdatedAt: top.UpdatedAt, NextAttemptAt: top.NextAttemptAt,
+	}
+	for _, e := range es {
+		t := e.Task
+		k, _ := s.o.Kinds.Get(e.Job.Kind)
+		if t.State == fulfillment.StateDone {
+			switch k.Done {
+			case fulfillment.StateEnrolled:
+				l.EnrolledAt = t.FinishedAt
+			case fulfillment.StateReturned:
+				l.ReturnedAt = t.FinishedAt
+			}
+			if e.Task.TaskID == top.TaskID {
+				l.State = k.Done
+			}
+		}
+		l.Tasks = append(l.Tasks, t)
+	}
+	return l
+}
+
+// RetryFailed queues an order's failed tasks again and returns the order's
+// lines afterwards. With a ledger, a task the queue cannot take now stays
+// queued in the ledger, and the reconciler queues it later.
+func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
+	if s.o.Ledger != nil {
+		reopened, err := s.o.Ledger.ReopenFailed(ctx, site, orderNumber)
+		if err != nil {
+			return nil, err
+		}
+		for _, j := range reopened {
+			if _, err := s.o.Queue.Enqueue(ctx, j, ""); err != nil {
+				s.o.Logger.WarnContext(ctx, "enqueue_deferred", "task_id", j.ID, "order_number", orderNumber, "err", err.Error())
+			}
+		}
+	}
+	_, queued, err := s.entries(ctx, site, orderNumber)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range queued {
+		if e.Task.State != fulfillment.StateFailed {
+			continue
+		}
+		if _, err := s.o.Queue.Enqueue(ctx, e.Job, ""); err != nil {
+			return nil, err
+		}
+	}
+	return s.Lines(ctx, site, orderNumber)
+}
+
+// errWaiting is the retry of a task whose After task kept running.
+var errWaiting = errors.New("waiting for the line's earlier task to finish")
