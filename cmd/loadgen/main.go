@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -29,9 +30,10 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
+	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
 )
 
@@ -134,10 +136,11 @@ func bench(ctx context.Context, o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	rdb, err := queue.NewRedisClient(config.Redis{URL: o.redisURL})
+	ropt, err := redis.ParseURL(o.redisURL)
 	if err != nil {
 		return err
 	}
+	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 	e := &env{o: o, dir: dir, rdb: rdb, queue: fmt.Sprintf("loadgen-%d", time.Now().UnixNano())}
 	defer e.deleteQueue()
@@ -467,15 +470,18 @@ type drain struct {
 
 func (e *env) measureDrain(ctx context.Context, latency time.Duration) (drain, error) {
 	defer e.deleteQueue()
-	enq := queue.NewEnqueuer(e.rdb, queue.EnqueuerOptions{Queue: e.queue, MaxAttempts: 5, Retention: time.Hour, TaskTimeout: time.Minute})
+	kinds := pipeline.NewKinds(lms.Kinds(nil)...)
+	enq := pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
+		Queue: queue.New(e.rdb, kinds, queue.Options{Name: e.queue, MaxAttempts: 5, Retention: time.Hour, TaskTimeout: time.Minute})})
 	run := time.Now().UnixNano()
 	var wg sync.WaitGroup
 	var enqErr atomic.Value
 	for w := range 16 {
 		wg.Go(func() {
 			for i := w; i < e.o.drainN; i += 16 {
-				_, err := enq.Enqueue(ctx, fulfillment.Order{Site: "default", OrderNumber: fmt.Sprintf("DRAIN-%d-%d", run, i),
-					CourseID: course, CourseMode: "verified", OrderPlaced: time.Unix(1714566902, 0), LMSUserID: 100000 + int64(i)})
+				o := fulfillment.Order{Site: "default", OrderNumber: fmt.Sprintf("DRAIN-%d-%d", run, i),
+					CourseID: course, CourseMode: "verified", OrderPlaced: time.Unix(1714566902, 0), LMSUserID: 100000 + int64(i)}
+				_, err := enq.Accept(ctx, lms.KindEnroll, o.Ref(), o)
 				if err != nil {
 					enqErr.Store(err)
 				}

@@ -2,66 +2,214 @@ package queue_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
-	"github.com/openedx/coordinator/internal/lms"
+	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 )
 
-func TestTaskIDIsStableAndDistinct(t *testing.T) {
-	a := queue.TaskID("default", "EDX-1", "course-v1:a+b+c")
-	if a != queue.TaskID("default", "EDX-1", "course-v1:a+b+c") {
-		t.Error("same line, different ids")
+// testKinds are two kinds owned by this test, not by any flow of the
+// program: the queue must serve whatever is registered.
+func testKinds(handle func(context.Context, pipeline.Job) error) *pipeline.Kinds {
+	return pipeline.NewKinds(
+		pipeline.Kind{Name: "ping", TaskType: "test:ping", Done: "pinged", Rank: 1, Handle: handle,
+			LegacyID: func(k fulfillment.Key) string { return "ping-" + pipeline.Digest(k) }},
+		pipeline.Kind{Name: "pong", TaskType: "test:pong", Done: "ponged", Rank: 2, Handle: handle},
+	)
+}
+
+func job(t *testing.T, kind, order string) pipeline.Job {
+	t.Helper()
+	ref := fulfillment.Ref{Site: "default", OrderNumber: order, CourseID: "course-v1:a+b+c", CourseMode: "audit",
+		AcceptedAt: time.Now().UTC().Truncate(time.Second)}
+	b, err := json.Marshal(ref)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, other := range []string{
-		queue.TaskID("other", "EDX-1", "course-v1:a+b+c"),
-		queue.TaskID("default", "EDX-2", "course-v1:a+b+c"),
-		queue.TaskID("default", "EDX-1", "course-v1:a+b+d"),
-		queue.TaskID("default", "EDX-1course-v1:a+b+c", ""),
-	} {
-		if other == a {
-			t.Errorf("different lines share id %s", a)
+	return pipeline.Job{Kind: kind, ID: pipeline.TaskID(kind, ref.Key()), Ref: ref, Payload: b}
+}
+
+func newQueue(t *testing.T) (*queue.Queue, *asynq.Inspector, string) {
+	rdb, name := queuetest.Redis(t)
+	q := queue.New(rdb, testKinds(noop), queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	return q, asynq.NewInspectorFromRedisClient(rdb), name
+}
+
+func noop(context.Context, pipeline.Job) error { return nil }
+
+func TestEnqueueIdempotentUntilFailed(t *testing.T) {
+	t.Parallel()
+	q, insp, name := newQueue(t)
+	ctx := context.Background()
+	j := job(t, "ping", "EDX-9")
+
+	id1, err := q.Enqueue(ctx, j, "")
+	if err != nil || id1 != j.ID {
+		t.Fatalf("enqueue: %q %v, want %q", id1, err, j.ID)
+	}
+	if id2, err := q.Enqueue(ctx, j, ""); err != nil || id2 != id1 {
+		t.Fatalf("repeat: %q %v, want %q", id2, err, id1)
+	}
+	if info, _ := insp.GetQueueInfo(name); info.Size != 1 {
+		t.Fatalf("queue size %d after a repeat, want 1", info.Size)
+	}
+	// Another kind of the same line is a task of its own.
+	if id, err := q.Enqueue(ctx, job(t, "pong", "EDX-9"), ""); err != nil || id == id1 {
+		t.Fatalf("pong of the same line: %q %v, want its own id", id, err)
+	}
+	// Fail it for good, as the worker would after a permanent answer.
+	if err := insp.ArchiveTask(name, id1); err != nil {
+		t.Fatal(err)
+	}
+	if id3, err := q.Enqueue(ctx, j, ""); err != nil || id3 != id1 {
+		t.Fatalf("re-request after failure: %q %v", id3, err)
+	}
+	info, err := insp.GetTaskInfo(name, id1)
+	if err != nil || info.State != asynq.TaskStatePending {
+		t.Fatalf("after re-request the task is %v (%v), want pending", info.State, err)
+	}
+	if info.Type != "test:ping" {
+		t.Errorf("task type %q, want the kind's test:ping", info.Type)
+	}
+}
+
+// A line an earlier version queued under its legacy id (indexed under the
+// order) is not queued again under the new id while that task is in effect.
+func TestEnqueueHonoursLegacyID(t *testing.T) {
+	t.Parallel()
+	rdb, name := queuetest.Redis(t)
+	q := queue.New(rdb, testKinds(noop), queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	ctx := context.Background()
+	j := job(t, "ping", "EDX-OLD")
+	legacy := "ping-" + pipeline.Digest(j.Ref.Key())
+	// What the earlier version did: index the id under the order, then
+	// enqueue with it.
+	if err := rdb.SAdd(ctx, "coordinator:{"+name+"}:order:default:EDX-OLD", legacy).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("test:ping", j.Payload),
+		asynq.TaskID(legacy), asynq.Queue(name), asynq.Retention(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	id, err := q.Enqueue(ctx, j, legacy)
+	if err != nil || id != legacy {
+		t.Fatalf("enqueue of a legacy line: %q %v, want the legacy id %q", id, err, legacy)
+	}
+	if info, _ := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(name); info.Size != 1 {
+		t.Fatalf("queue size %d, want only the legacy task", info.Size)
+	}
+	// Its order lists it, read as its kind.
+	es, err := q.Order(ctx, "default", "EDX-OLD")
+	if err != nil || len(es) != 1 || es[0].Job.Kind != "ping" || es[0].Task.TaskID != legacy {
+		t.Fatalf("order = %+v %v, want the legacy ping task", es, err)
+	}
+}
+
+func TestCancelAndTaskStates(t *testing.T) {
+	t.Parallel()
+	q, insp, name := newQueue(t)
+	ctx := context.Background()
+	j := job(t, "ping", "EDX-C")
+	if _, err := q.Enqueue(ctx, j, ""); err != nil {
+		t.Fatal(err)
+	}
+	e, found, err := q.Task(ctx, j.ID)
+	if err != nil || !found || e.Task.State != fulfillment.StateQueued || e.Job.Ref.OrderNumber != "EDX-C" || e.Task.Kind != "ping" {
+		t.Fatalf("Task = %+v %v %v, want a queued ping of EDX-C", e, found, err)
+	}
+	if ok, err := q.Cancel(ctx, j.ID); err != nil || !ok {
+		t.Fatalf("cancel a queued task: %v %v", ok, err)
+	}
+	if _, found, _ := q.Task(ctx, j.ID); found {
+		t.Fatal("a canceled task is still there")
+	}
+	if ok, err := q.Cancel(ctx, j.ID); err != nil || ok {
+		t.Fatalf("cancel a missing task: %v %v, want false", ok, err)
+	}
+	if _, err := q.Enqueue(ctx, j, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := insp.ArchiveTask(name, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if e, _, _ := q.Task(ctx, j.ID); e.Task.State != fulfillment.StateFailed {
+		t.Fatalf("archived task reads %q, want failed", e.Task.State)
+	}
+	if ok, _ := q.Cancel(ctx, j.ID); ok {
+		t.Fatal("a failed task was canceled")
+	}
+}
+
+// The worker hands every registered kind's tasks to the processor, and maps
+// its states onto asynq: done and canceled complete (canceled keeping that
+// as its result), failed is archived at once.
+func TestWorkerRunsEveryKind(t *testing.T) {
+	t.Parallel()
+	rdb, name := queuetest.Redis(t)
+	kinds := testKinds(noop)
+	q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 5, Retention: time.Hour, TaskTimeout: time.Minute})
+	proc := processorFunc(func(_ context.Context, a pipeline.Attempt) (fulfillment.State, error) {
+		switch a.Job.Ref.OrderNumber {
+		case "CANCEL":
+			return fulfillment.StateCanceled, nil
+		case "FAIL":
+			return fulfillment.StateFailed, errors.New("no such user")
+		}
+		return fulfillment.StateDone, nil
+	})
+	w := queue.NewWorker(rdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 2, InitialDelay: time.Second,
+		MaxDelay: time.Second, ShutdownTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Shutdown()
+	ctx := context.Background()
+	want := map[string]fulfillment.State{}
+	for kind, orders := range map[string][]string{"ping": {"OK", "CANCEL"}, "pong": {"FAIL"}} {
+		for _, o := range orders {
+			j := job(t, kind, o)
+			if _, err := q.Enqueue(ctx, j, ""); err != nil {
+				t.Fatal(err)
+			}
+			want[j.ID] = map[string]fulfillment.State{"OK": fulfillment.StateDone, "CANCEL": fulfillment.StateCanceled, "FAIL": fulfillment.StateFailed}[o]
+		}
+	}
+	for id, state := range want {
+		var got fulfillment.Task
+		for range 200 {
+			e, _, err := q.Task(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got = e.Task; !got.State.Open() {
+				break
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		if got.State != state || (state == fulfillment.StateFailed && got.LastError != "no such user") {
+			t.Errorf("task %s ended %q (%q), want %q", id, got.State, got.LastError, state)
 		}
 	}
 }
 
-func TestEnqueueIdempotentUntilFailed(t *testing.T) {
-	t.Parallel()
-	rdb, q := queuetest.Redis(t)
-	enq := queue.NewEnqueuer(rdb, queue.EnqueuerOptions{Queue: q, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
-	insp := asynq.NewInspectorFromRedisClient(rdb)
-	o := fulfillment.Order{Site: "default", OrderNumber: "EDX-9", CourseID: "course-v1:a+b+c", CourseMode: "audit"}
+type processorFunc func(context.Context, pipeline.Attempt) (fulfillment.State, error)
 
-	id1, err := enq.Enqueue(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id2, err := enq.Enqueue(context.Background(), o)
-	if err != nil || id2 != id1 {
-		t.Fatalf("repeat: %q %v, want %q", id2, err, id1)
-	}
-	if info, _ := insp.GetQueueInfo(q); info.Size != 1 {
-		t.Fatalf("queue size %d after a repeat, want 1", info.Size)
-	}
-	// Fail it for good, as the worker would after a permanent LMS answer.
-	if err := insp.ArchiveTask(q, id1); err != nil {
-		t.Fatal(err)
-	}
-	id3, err := enq.Enqueue(context.Background(), o)
-	if err != nil || id3 != id1 {
-		t.Fatalf("re-request after failure: %q %v", id3, err)
-	}
-	info, err := insp.GetTaskInfo(q, id1)
-	if err != nil || info.State != asynq.TaskStatePending {
-		t.Fatalf("after re-request the task is %v (%v), want pending", info.State, err)
-	}
+func (f processorFunc) Process(ctx context.Context, a pipeline.Attempt) (fulfillment.State, error) {
+	return f(ctx, a)
 }
+
+type retryIn time.Duration
+
+func (r retryIn) Error() string          { return "throttled" }
+func (r retryIn) RetryIn() time.Duration { return time.Duration(r) }
 
 func TestRetryDelay(t *testing.T) {
 	f := queue.RetryDelay(5*time.Second, time.Minute)
@@ -77,24 +225,10 @@ func TestRetryDelay(t *testing.T) {
 	if d := f(10, errors.New("x"), nil); d < 30*time.Second {
 		t.Errorf("10th retry delay %v, want near max_delay", d)
 	}
-	throttled := &lms.Error{Op: "enroll", Status: 429, RetryAfter: 42 * time.Second}
-	if d := f(0, throttled, nil); d != 42*time.Second {
-		t.Errorf("429 Retry-After 42s: delay %v", d)
+	if d := f(0, retryIn(42*time.Second), nil); d != 42*time.Second {
+		t.Errorf("Retry-After 42s: delay %v", d)
 	}
-	throttled.RetryAfter = time.Hour
-	if d := f(0, throttled, nil); d != time.Minute {
+	if d := f(0, retryIn(time.Hour), nil); d != time.Minute {
 		t.Errorf("Retry-After beyond max_delay: delay %v, want max_delay", d)
-	}
-}
-
-func BenchmarkNewEnrollTask(b *testing.B) {
-	o := fulfillment.Order{Site: "default", OrderNumber: "EDX-100001", CourseID: "course-v1:edX+DemoX+Demo_Course",
-		CourseMode: "verified", OrderPlaced: time.Unix(1714566902, 0).UTC(), LMSUserID: 42, EmailOptIn: true,
-		RequestID: "0123456789abcdef0123456789abcdef", AcceptedAt: time.Now().UTC()}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := queue.NewEnrollTask(o); err != nil {
-			b.Fatal(err)
-		}
 	}
 }

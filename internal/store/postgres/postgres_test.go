@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
 )
 
@@ -60,43 +62,119 @@ func TestMigrateConcurrentlyAndIdempotently(t *testing.T) {
 	}
 }
 
+func ledgerJob(t *testing.T, kind string, v interface{ Ref() fulfillment.Ref }) pipeline.Job {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pipeline.Job{Kind: kind, ID: pipeline.TaskID(kind, v.Ref().Key()), Ref: v.Ref(), Payload: b}
+}
+
 func TestLedgerLifecycle(t *testing.T) {
 	t.Parallel()
-	l := NewLedger(connect(t, true))
+	l := NewLedger(connect(t, true), "q")
 	ctx := context.Background()
 	o := fulfillment.Order{Site: "default", OrderNumber: "L-1", CourseID: "course-v1:a+b+c", CourseMode: "verified",
 		LMSUserID: 7, RequestID: "r1", OrderPlaced: time.Unix(1714566902, 0).UTC()}
-	if fresh, err := l.Accept(ctx, o, "task-1"); err != nil || !fresh {
-		t.Fatalf("first accept: %v %v", fresh, err)
+	j := ledgerJob(t, "enroll", o)
+	if id, fresh, err := l.Accept(ctx, j); err != nil || !fresh || id != j.ID {
+		t.Fatalf("first accept: %q %v %v", id, fresh, err)
 	}
-	if fresh, err := l.Accept(ctx, o, "task-1"); err != nil || fresh {
-		t.Fatalf("repeat accept: %v %v, want not fresh", fresh, err)
+	if id, fresh, err := l.Accept(ctx, j); err != nil || fresh || id != j.ID {
+		t.Fatalf("repeat accept: %q %v %v, want not fresh", id, fresh, err)
 	}
-	if err := l.Started(ctx, o); err != nil {
+	if err := l.Started(ctx, "enroll", o.Ref().Key()); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Finished(ctx, o, fulfillment.StateFailed, "lms enroll: 406: The user x does not exist."); err != nil {
+	if err := l.Finished(ctx, "enroll", o.Ref().Key(), fulfillment.StateFailed, "lms enroll: 406: The user x does not exist."); err != nil {
 		t.Fatal(err)
 	}
-	lines, err := l.Lines(ctx, "default", "L-1")
-	if err != nil || len(lines) != 1 {
-		t.Fatalf("lines: %v %v", lines, err)
+	es, err := l.Order(ctx, "default", "L-1")
+	if err != nil || len(es) != 1 {
+		t.Fatalf("order: %v %v", es, err)
 	}
-	if got := lines[0]; got.State != fulfillment.StateFailed || got.Attempts != 1 || !strings.Contains(got.LastError, "406") || got.TaskID != "task-1" {
-		t.Errorf("failed line: %+v", got)
+	if got := es[0].Task; got.State != fulfillment.StateFailed || got.Attempts != 1 || !strings.Contains(got.LastError, "406") ||
+		got.TaskID != j.ID || got.Kind != "enroll" || got.Ref.LMSUserID != 7 {
+		t.Errorf("failed task: %+v", got)
 	}
-	if fresh, err := l.Accept(ctx, o, "task-1"); err != nil || !fresh {
+	if string(es[0].Job.Payload) == "" || es[0].Job.ID != j.ID {
+		t.Errorf("job read back: %+v", es[0].Job)
+	}
+	if _, fresh, err := l.Accept(ctx, j); err != nil || !fresh {
 		t.Fatalf("accept after failure: %v %v, want fresh (re-queue)", fresh, err)
 	}
-	if err := l.Finished(ctx, o, fulfillment.StateEnrolled, ""); err != nil {
+	if err := l.Finished(ctx, "enroll", o.Ref().Key(), fulfillment.StateDone, ""); err != nil {
 		t.Fatal(err)
 	}
-	lines, _ = l.Lines(ctx, "default", "L-1")
-	if got := lines[0]; got.State != fulfillment.StateEnrolled || got.EnrolledAt == nil || got.LastError != "" {
-		t.Errorf("enrolled line: %+v", got)
+	got, found, err := l.Find(ctx, "enroll", o.Ref().Key())
+	if err != nil || !found || got.State != fulfillment.StateDone || got.FinishedAt == nil || got.LastError != "" {
+		t.Errorf("done task: %+v %v %v", got, found, err)
 	}
-	if _, err := l.Lines(ctx, "default", "NOPE"); !errors.Is(err, fulfillment.ErrNotFound) {
-		t.Errorf("unknown order: %v, want ErrNotFound", err)
+	// A return of the same line is a row of its own kind.
+	r := fulfillment.Return{Site: "default", OrderNumber: "L-1", CourseID: "course-v1:a+b+c", CourseMode: "verified", Username: "edx"}
+	if _, fresh, err := l.Accept(ctx, ledgerJob(t, "unenroll", r)); err != nil || !fresh {
+		t.Fatalf("accept return: %v %v", fresh, err)
+	}
+	if _, found, _ := l.Find(ctx, "unenroll", r.Ref().Key()); !found {
+		t.Error("return not found")
+	}
+	var open []string
+	if err := l.Open(ctx, func(e pipeline.Entry) error { open = append(open, e.Job.Kind); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(open) != 1 || open[0] != "unenroll" {
+		t.Errorf("open tasks %v, want only the return", open)
+	}
+	if _, found, _ := l.Find(ctx, "enroll", fulfillment.Key{Site: "default", OrderNumber: "NOPE", CourseID: "x"}); found {
+		t.Error("unknown line found")
+	}
+}
+
+// A row written before task kinds (state 'enrolled', enrolled_at) reads as
+// a done enrollment, keeps its id, and a repeat of it is not fresh.
+func TestLedgerReadsRowsFromBeforeKinds(t *testing.T) {
+	t.Parallel()
+	pool := connect(t, true)
+	l := NewLedger(pool, "q")
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO fulfillment_lines
+		(site, order_number, course_id, lms_user_id, mode, state, task_id, payload, enrolled_at)
+		VALUES ('default', 'OLD-1', 'course-v1:a+b+c', 7, 'verified', 'enrolled', 'enroll-0123', '{"site":"default","order_number":"OLD-1","course_id":"course-v1:a+b+c"}', now())`); err != nil {
+		t.Fatal(err)
+	}
+	o := fulfillment.Order{Site: "default", OrderNumber: "OLD-1", CourseID: "course-v1:a+b+c", CourseMode: "verified", LMSUserID: 7}
+	if id, fresh, err := l.Accept(ctx, ledgerJob(t, "enroll", o)); err != nil || fresh || id != "enroll-0123" {
+		t.Fatalf("repeat of an old line: %q %v %v, want its old id, not fresh", id, fresh, err)
+	}
+	got, found, err := l.Find(ctx, "enroll", o.Ref().Key())
+	if err != nil || !found || got.State != fulfillment.StateDone || got.FinishedAt == nil {
+		t.Errorf("old row reads %+v %v %v, want done with a finish time", got, found, err)
+	}
+}
+
+func TestReconcilerLockIsExclusive(t *testing.T) {
+	t.Parallel()
+	pool := connect(t, true)
+	a, b := NewLedger(pool, "q"), NewLedger(pool, "q")
+	ctx := context.Background()
+	release, ok, err := a.TryLock(ctx)
+	if err != nil || !ok {
+		t.Fatalf("first lock: %v %v", ok, err)
+	}
+	if _, ok, err := b.TryLock(ctx); err != nil || ok {
+		t.Fatalf("second lock while held: %v %v, want refused", ok, err)
+	}
+	if other, ok, _ := NewLedger(pool, "other-queue").TryLock(ctx); !ok {
+		t.Error("another queue's reconciler was locked out")
+	} else {
+		other()
+	}
+	release()
+	if release, ok, err := b.TryLock(ctx); err != nil || !ok {
+		t.Fatalf("lock after release: %v %v", ok, err)
+	} else {
+		release()
 	}
 }
 

@@ -1,0 +1,552 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+)
+
+// The pipeline's unit tests run against fakes of its two ports; the real
+// adapters (queue, store/postgres) have their own tests against Redis and
+// PostgreSQL, and cmd/coordinator runs the whole against both.
+
+type fakeQueue struct {
+	mu      sync.Mutex
+	tasks   map[string]Entry
+	order   []string // ids in enqueue order
+	down    bool
+	enqueue int
+}
+
+func newFakeQueue() *fakeQueue { return &fakeQueue{tasks: map[string]Entry{}} }
+
+func (q *fakeQueue) Enqueue(_ context.Context, j Job, legacy string) (string, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.down {
+		return "", fmt.Errorf("redis: %w", fulfillment.ErrUnavailable)
+	}
+	if e, ok := q.tasks[legacy]; ok && legacy != "" && e.Task.State != fulfillment.StateFailed {
+		return legacy, nil
+	}
+	if e, ok := q.tasks[j.ID]; ok && e.Task.State != fulfillment.StateFailed {
+		return j.ID, nil
+	}
+	q.enqueue++
+	q.tasks[j.ID] = Entry{Task: fulfillment.Task{Kind: j.Kind, TaskID: j.ID, State: fulfillment.StateQueued, Ref: j.Ref}, Job: j}
+	q.order = append(q.order, j.ID)
+	return j.ID, nil
+}
+
+func (q *fakeQueue) Task(_ context.Context, id string) (Entry, bool, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.down {
+		return Entry{}, false, fmt.Errorf("redis: %w", fulfillment.ErrUnavailable)
+	}
+	e, ok := q.tasks[id]
+	return e, ok, nil
+}
+
+func (q *fakeQueue) Order(_ context.Context, site, order string) ([]Entry, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.down {
+		return nil, fmt.Errorf("redis: %w", fulfillment.ErrUnavailable)
+	}
+	var es []Entry
+	for _, id := range q.order {
+		if e := q.tasks[id]; e.Job.Ref.Site == site && e.Job.Ref.OrderNumber == order {
+			es = append(es, e)
+		}
+	}
+	return es, nil
+}
+
+func (q *fakeQueue) Cancel(_ context.Context, id string) (bool, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e, ok := q.tasks[id]
+	if !ok || (e.Task.State != fulfillment.StateQueued && e.Task.State != fulfillment.StateRetrying) {
+		return false, nil
+	}
+	delete(q.tasks, id)
+	return true, nil
+}
+
+func (q *fakeQueue) set(id string, state fulfillment.State) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := q.tasks[id]
+	e.Task.State = state
+	q.tasks[id] = e
+}
+
+func (q *fakeQueue) state(id string) (fulfillment.State, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e, ok := q.tasks[id]
+	return e.Task.State, ok
+}
+
+type fakeLedger struct {
+	mu     sync.Mutex
+	rows   map[string]Entry // by kind + key
+	down   bool
+	locked bool
+}
+
+func newFakeLedger() *fakeLedger { return &fakeLedger{rows: map[string]Entry{}} }
+
+func rowKey(kind string, k fulfillment.Key) string {
+	return kind + "|" + k.Site + "|" + k.OrderNumber + "|" + k.CourseID
+}
+
+func (l *fakeLedger) Accept(_ context.Context, j Job) (string, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down {
+		return "", false, fmt.Errorf("postgres: %w", fulfillment.ErrUnavailable)
+	}
+	k := rowKey(j.Kind, j.Ref.Key())
+	if e, ok := l.rows[k]; ok && e.Task.State != fulfillment.StateFailed {
+		return e.Job.ID, false, nil
+	}
+	l.rows[k] = Entry{Task: fulfillment.Task{Kind: j.Kind, TaskID: j.ID, State: fulfillment.StateQueued, Ref: j.Ref}, Job: j}
+	return j.ID, true, nil
+}
+
+func (l *fakeLedger) update(kind string, k fulfillment.Key, f func(*fulfillment.Task)) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down {
+		return errors.New("postgres down")
+	}
+	e, ok := l.rows[rowKey(kind, k)]
+	if ok {
+		f(&e.Task)
+		l.rows[rowKey(kind, k)] = e
+	}
+	return nil
+}
+
+func (l *fakeLedger) Started(_ context.Context, kind string, k fulfillment.Key) error {
+	return l.update(kind, k, func(t *fulfillment.Task) { t.State, t.Attempts = fulfillment.StateRunning, t.Attempts+1 })
+}
+
+func (l *fakeLedger) Finished(_ context.Context, kind string, k fulfillment.Key, s fulfillment.State, lastErr string) error {
+	return l.update(kind, k, func(t *fulfillment.Task) { t.State, t.LastError = s, lastErr })
+}
+
+func (l *fakeLedger) Find(_ context.Context, kind string, k fulfillment.Key) (fulfillment.Task, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.rows[rowKey(kind, k)]
+	return e.Task, ok, nil
+}
+
+func (l *fakeLedger) Order(_ context.Context, site, order string) ([]Entry, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down {
+		return nil, fmt.Errorf("postgres: %w", fulfillment.ErrUnavailable)
+	}
+	var es []Entry
+	for _, e := range l.rows {
+		if e.Job.Ref.Site == site && e.Job.Ref.OrderNumber == order {
+			es = append(es, e)
+		}
+	}
+	return es, nil
+}
+
+func (l *fakeLedger) ReopenFailed(_ context.Context, site, order string) ([]Job, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var js []Job
+	for k, e := range l.rows {
+		if e.Job.Ref.Site == site && e.Job.Ref.OrderNumber == order && e.Task.State == fulfillment.StateFailed {
+			e.Task.State = fulfillment.StateQueued
+			l.rows[k] = e
+			js = append(js, e.Job)
+		}
+	}
+	return js, nil
+}
+
+func (l *fakeLedger) Open(_ context.Context, fn func(Entry) error) error {
+	l.mu.Lock()
+	var open []Entry
+	for _, e := range l.rows {
+		if e.Task.State.Open() {
+			open = append(open, e)
+		}
+	}
+	l.mu.Unlock()
+	for _, e := range open {
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *fakeLedger) TryLock(context.Context) (func(), bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.locked {
+		return nil, false, nil
+	}
+	l.locked = true
+	return func() { l.mu.Lock(); l.locked = false; l.mu.Unlock() }, true, nil
+}
+
+// The kinds under test: a placement and its undoing, like enroll and
+// unenroll, with handlers the tests script.
+type flows struct {
+	mu    sync.Mutex
+	calls []string
+	err   map[string]error
+	hold  chan struct{} // when set, "place" blocks until it is closed
+}
+
+func (f *flows) handle(kind string) func(context.Context, Job) error {
+	return func(ctx context.Context, j Job) error {
+		f.mu.Lock()
+		f.calls = append(f.calls, kind+" "+j.Ref.OrderNumber)
+		err, hold := f.err[kind], f.hold
+		f.mu.Unlock()
+		if hold != nil && kind == "place" {
+			<-hold
+		}
+		return err
+	}
+}
+
+func (f *flows) called() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func newService(t *testing.T, withLedger bool) (*Service, *fakeQueue, *fakeLedger, *flows, *[]fulfillment.Completed) {
+	t.Helper()
+	f := &flows{err: map[string]error{}}
+	kinds := NewKinds(
+		Kind{Name: "place", TaskType: "t:place", Done: fulfillment.StateEnrolled, Rank: 1, CanceledBy: "undo",
+			LegacyID: func(k fulfillment.Key) string { return "place-" + Digest(k) }, Handle: f.handle("place")},
+		Kind{Name: "undo", TaskType: "t:undo", Done: fulfillment.StateReturned, Rank: 2, After: "place", Handle: f.handle("undo")},
+	)
+	q := newFakeQueue()
+	var l *fakeLedger
+	o := Options{Kinds: kinds, Queue: q, Logger: slog.New(slog.DiscardHandler), WaitPoll: time.Millisecond, WaitMax: time.Second}
+	if withLedger {
+		l = newFakeLedger()
+		o.Ledger = l
+	}
+	var mu sync.Mutex
+	var completed []fulfillment.Completed
+	o.Completed = func(_ context.Context, c fulfillment.Completed) { mu.Lock(); completed = append(completed, c); mu.Unlock() }
+	return New(o), q, l, f, &completed
+}
+
+var course = "course-v1:a+b+c"
+
+func ref(order string) fulfillment.Ref {
+	return fulfillment.Ref{Site: "default", OrderNumber: order, CourseID: course, CourseMode: "verified", LMSUserID: 7,
+		AcceptedAt: time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)}
+}
+
+func accept(t *testing.T, s *Service, kind, order string) string {
+	t.Helper()
+	id, err := s.Accept(context.Background(), kind, ref(order), ref(order))
+	if err != nil {
+		t.Fatalf("accept %s %s: %v", kind, order, err)
+	}
+	return id
+}
+
+// run processes a queued task as the worker would, and returns its state.
+func run(t *testing.T, s *Service, q *fakeQueue, id string, last bool) (fulfillment.State, error) {
+	t.Helper()
+	e, ok, _ := q.Task(context.Background(), id)
+	if !ok {
+		t.Fatalf("task %s not queued", id)
+	}
+	q.set(id, fulfillment.StateRunning)
+	state, err := s.Process(context.Background(), Attempt{Job: e.Job, Number: 1, Last: last})
+	q.set(id, state)
+	return state, err
+}
+
+func TestTaskIDIsStableAndDistinct(t *testing.T) {
+	k := fulfillment.Key{Site: "default", OrderNumber: "EDX-1", CourseID: course}
+	a := TaskID("enroll", k)
+	if a != TaskID("enroll", k) || a[:7] != "enroll_" {
+		t.Errorf("id %q: not stable or not prefixed by its kind", a)
+	}
+	for _, other := range []string{
+		TaskID("unenroll", k),
+		TaskID("enroll", fulfillment.Key{Site: "other", OrderNumber: "EDX-1", CourseID: course}),
+		TaskID("enroll", fulfillment.Key{Site: "default", OrderNumber: "EDX-2", CourseID: course}),
+		TaskID("enroll", fulfillment.Key{Site: "default", OrderNumber: "EDX-1" + course}),
+	} {
+		if other == a {
+			t.Errorf("different tasks share id %s", a)
+		}
+	}
+}
+
+func TestAcceptIdempotentPerKindAndLine(t *testing.T) {
+	for _, withLedger := range []bool{false, true} {
+		s, q, _, _, _ := newService(t, withLedger)
+		id := accept(t, s, "place", "O-1")
+		if again := accept(t, s, "place", "O-1"); again != id {
+			t.Errorf("ledger %v: repeat got %q, want %q", withLedger, again, id)
+		}
+		if undo := accept(t, s, "undo", "O-1"); undo == id {
+			t.Errorf("ledger %v: the undo shares the placement's id", withLedger)
+		}
+		if q.enqueue != 2 {
+			t.Errorf("ledger %v: %d enqueues, want 2", withLedger, q.enqueue)
+		}
+	}
+}
+
+func TestAcceptTiers(t *testing.T) {
+	ctx := context.Background()
+	// Redis only: an unreachable queue is an error (503).
+	s, q, _, _, _ := newService(t, false)
+	q.down = true
+	if _, err := s.Accept(ctx, "place", ref("O-2"), ref("O-2")); !errors.Is(err, fulfillment.ErrUnavailable) {
+		t.Errorf("queue down, no ledger: %v, want ErrUnavailable", err)
+	}
+	// With a ledger: accepted once recorded; the reconciler queues it.
+	s, q, l, _, _ := newService(t, true)
+	q.down = true
+	id, err := s.Accept(ctx, "place", ref("O-2"), ref("O-2"))
+	if err != nil || id == "" {
+		t.Fatalf("queue down, ledger up: %q %v, want accepted", id, err)
+	}
+	q.down = false
+	res, err := s.Reconcile(ctx)
+	if err != nil || !res.Ran || res.Requeued != 1 {
+		t.Fatalf("reconcile: %+v %v, want one requeued", res, err)
+	}
+	if e, ok, _ := q.Task(ctx, id); !ok || e.Job.Kind != "place" {
+		t.Errorf("requeued task %+v, want a place task", e)
+	}
+	l.down = true
+	if _, err := s.Accept(ctx, "place", ref("O-3"), ref("O-3")); !errors.Is(err, fulfillment.ErrUnavailable) {
+		t.Errorf("ledger down: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestLegacyIDKeepsRepeatsIdempotent(t *testing.T) {
+	s, q, _, _, _ := newService(t, false)
+	k := ref("OLD").Key()
+	legacy := "place-" + Digest(k)
+	q.tasks[legacy] = Entry{Task: fulfillment.Task{TaskID: legacy, State: fulfillment.StateDone}, Job: Job{Kind: "place", ID: legacy, Ref: ref("OLD")}}
+	if id := accept(t, s, "place", "OLD"); id != legacy || q.enqueue != 0 {
+		t.Errorf("repeat of a pre-upgrade line: %q, %d enqueued; want %q and none", id, q.enqueue, legacy)
+	}
+}
+
+func TestProcessOutcomes(t *testing.T) {
+	tests := []struct {
+		name      string
+		err       error
+		last      bool
+		want      fulfillment.State
+		completed fulfillment.State // "" when not sent
+	}{
+		{"success", nil, false, fulfillment.StateDone, fulfillment.StateEnrolled},
+		{"transient", errors.New("503"), false, fulfillment.StateRetrying, ""},
+		{"transient on the last attempt", errors.New("503"), true, fulfillment.StateFailed, fulfillment.StateFailed},
+		{"permanent", Permanent(errors.New("406")), false, fulfillment.StateFailed, fulfillment.StateFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, q, l, f, completed := newService(t, true)
+			f.err["place"] = tt.err
+			id := accept(t, s, "place", "O-1")
+			got, _ := run(t, s, q, id, tt.last)
+			if got != tt.want {
+				t.Errorf("state %q, want %q", got, tt.want)
+			}
+			row, _, _ := l.Find(context.Background(), "place", ref("O-1").Key())
+			if row.State != tt.want || row.Attempts != 1 {
+				t.Errorf("ledger row %+v, want %q after 1 attempt", row, tt.want)
+			}
+			switch {
+			case tt.completed == "" && len(*completed) != 0:
+				t.Errorf("completed sent %+v, want nothing", *completed)
+			case tt.completed != "" && (len(*completed) != 1 || (*completed)[0].State != tt.completed || (*completed)[0].Learner.LMSUserID != 7):
+				t.Errorf("completed %+v, want one %q with the learner", *completed, tt.completed)
+			}
+		})
+	}
+}
+
+// An undo (return) that arrives first is recorded; the placement that
+// follows does nothing, and the line reports returned.
+func TestUndoBeforePlacementCancelsIt(t *testing.T) {
+	for _, withLedger := range []bool{false, true} {
+		s, q, _, f, completed := newService(t, withLedger)
+		undo := accept(t, s, "undo", "O-1")
+		if state, _ := run(t, s, q, undo, false); state != fulfillment.StateDone {
+			t.Fatalf("undo: %q", state)
+		}
+		place := accept(t, s, "place", "O-1")
+		if state, _ := run(t, s, q, place, false); state != fulfillment.StateCanceled {
+			t.Errorf("ledger %v: placement after undo ended %q, want canceled", withLedger, state)
+		}
+		if diff := cmp.Diff([]string{"undo O-1"}, f.called()); diff != "" {
+			t.Errorf("ledger %v: handlers called (-want +got):\n%s", withLedger, diff)
+		}
+		lines, err := s.Lines(context.Background(), "default", "O-1")
+		if err != nil || len(lines) != 1 || lines[0].State != fulfillment.StateReturned || len(lines[0].Tasks) != 2 {
+			t.Errorf("ledger %v: lines %+v %v, want one returned line with two tasks", withLedger, lines, err)
+		}
+		if len(*completed) != 1 || (*completed)[0].State != fulfillment.StateReturned {
+			t.Errorf("ledger %v: completed %+v, want one returned", withLedger, *completed)
+		}
+	}
+}
+
+// An undo while the placement waits in the queue cancels it there; while it
+// runs, the undo waits for it to finish.
+func TestUndoOrdersAfterPlacement(t *testing.T) {
+	ctx := context.Background()
+	s, q, l, f, _ := newService(t, true)
+	place := accept(t, s, "place", "O-1")
+	undo := accept(t, s, "undo", "O-1")
+	if state, _ := run(t, s, q, undo, false); state != fulfillment.StateDone {
+		t.Fatalf("undo: %q", state)
+	}
+	if _, ok := q.state(place); ok {
+		t.Error("the queued placement was not canceled in the queue")
+	}
+	if row, _, _ := l.Find(ctx, "place", ref("O-1").Key()); row.State != fulfillment.StateCanceled {
+		t.Errorf("the ledger's placement is %q, want canceled", row.State)
+	}
+
+	s, q, _, f, _ = newService(t, false)
+	f.hold = make(chan struct{})
+	place = accept(t, s, "place", "O-2")
+	placed := make(chan fulfillment.State)
+	go func() { st, _ := run(t, s, q, place, false); placed <- st }()
+	for len(f.called()) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	undo = accept(t, s, "undo", "O-2") // while the placement runs
+	undone := make(chan fulfillment.State)
+	go func() { st, _ := run(t, s, q, undo, false); undone <- st }()
+	time.Sleep(20 * time.Millisecond)
+	if got := f.called(); len(got) != 1 {
+		t.Fatalf("the undo ran while the placement ran: %v", got)
+	}
+	close(f.hold)
+	if st := <-placed; st != fulfillment.StateDone {
+		t.Errorf("placement %q", st)
+	}
+	if st := <-undone; st != fulfillment.StateDone {
+		t.Errorf("undo %q", st)
+	}
+	if diff := cmp.Diff([]string{"place O-2", "undo O-2"}, f.called()); diff != "" {
+		t.Errorf("order of handlers (-want +got):\n%s", diff)
+	}
+}
+
+// A placement that runs longer than WaitMax makes the undo retry, not fail.
+func TestUndoWaitIsBounded(t *testing.T) {
+	s, q, _, _, _ := newService(t, false)
+	s.o.WaitMax = 10 * time.Millisecond
+	place := accept(t, s, "place", "O-1")
+	q.set(place, fulfillment.StateRunning)
+	undo := accept(t, s, "undo", "O-1")
+	state, err := run(t, s, q, undo, false)
+	if state != fulfillment.StateRetrying || !errors.Is(err, errWaiting) {
+		t.Errorf("undo behind a stuck placement: %q %v, want retrying", state, err)
+	}
+}
+
+func TestLinesMergeLedgerAndQueue(t *testing.T) {
+	ctx := context.Background()
+	s, q, l, _, _ := newService(t, true)
+	// A line accepted before the ledger was configured lives only in Redis.
+	before := ref("O-1")
+	before.CourseID = "course-v1:a+b+0"
+	b, _ := json.Marshal(before)
+	j := Job{Kind: "place", ID: TaskID("place", before.Key()), Ref: before, Payload: b}
+	if _, err := q.Enqueue(ctx, j, ""); err != nil {
+		t.Fatal(err)
+	}
+	accept(t, s, "place", "O-1")
+	lines, err := s.Lines(ctx, "default", "O-1")
+	if err != nil || len(lines) != 2 || lines[0].CourseID != before.CourseID {
+		t.Fatalf("lines %+v %v, want the Redis-only line and the ledger's", lines, err)
+	}
+	// Redis down: the ledger still answers.
+	q.down = true
+	if lines, err := s.Lines(ctx, "default", "O-1"); err != nil || len(lines) != 1 {
+		t.Errorf("redis down: %+v %v, want the ledger's line", lines, err)
+	}
+	q.down = false
+	if _, err := s.Lines(ctx, "default", "NOPE"); !errors.Is(err, fulfillment.ErrNotFound) {
+		t.Errorf("unknown order: %v", err)
+	}
+	_ = l
+}
+
+func TestRetryFailed(t *testing.T) {
+	ctx := context.Background()
+	for _, withLedger := range []bool{false, true} {
+		s, q, _, f, _ := newService(t, withLedger)
+		f.err["place"] = Permanent(errors.New("406"))
+		id := accept(t, s, "place", "O-1")
+		if st, _ := run(t, s, q, id, false); st != fulfillment.StateFailed {
+			t.Fatalf("state %q", st)
+		}
+		lines, err := s.RetryFailed(ctx, "default", "O-1")
+		if err != nil || len(lines) != 1 || lines[0].State != fulfillment.StateQueued {
+			t.Errorf("ledger %v: after retry %+v %v, want queued", withLedger, lines, err)
+		}
+		if st, _ := q.state(id); st != fulfillment.StateQueued {
+			t.Errorf("ledger %v: task %q after retry, want queued", withLedger, st)
+		}
+	}
+}
+
+func TestReconcileSyncsAndTakesTurns(t *testing.T) {
+	ctx := context.Background()
+	s, q, l, _, _ := newService(t, true)
+	done := accept(t, s, "place", "O-1")
+	q.set(done, fulfillment.StateDone) // finished, but the worker could not write the ledger
+	undo := accept(t, s, "undo", "O-2")
+	delete(q.tasks, undo) // lost: Redis flushed
+	res, err := s.Reconcile(ctx)
+	if err != nil || res.Synced != 1 || res.Requeued != 1 || res.Checked != 2 {
+		t.Fatalf("reconcile %+v %v", res, err)
+	}
+	if e, ok, _ := q.Task(ctx, undo); !ok || e.Job.Kind != "undo" {
+		t.Errorf("lost undo requeued as %+v, want its own kind", e)
+	}
+	if row, _, _ := l.Find(ctx, "place", ref("O-1").Key()); row.State != fulfillment.StateDone {
+		t.Errorf("synced row %q, want done", row.State)
+	}
+	release, _, _ := l.TryLock(ctx)
+	if res, err := s.Reconcile(ctx); err != nil || res.Ran {
+		t.Errorf("reconcile while another holds the lock: %+v %v, want not ran", res, err)
+	}
+	release()
+}
