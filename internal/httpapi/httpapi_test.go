@@ -21,6 +21,8 @@ import (
 
 	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/lms"
+	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 	"github.com/openedx/coordinator/internal/signals"
@@ -61,10 +63,15 @@ func jwksServer(t testing.TB) string {
 // newTestAPI returns the API over the given Redis and queue.
 func newTestAPI(t testing.TB, rdb redis.UniversalClient, q string) http.Handler {
 	t.Helper()
-	enq := queue.NewEnqueuer(rdb, queue.EnqueuerOptions{Queue: q, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
-	sig := signals.New[fulfillment.Order]("fulfill_order_placed")
-	sig.Register("lms.fulfill_order_placed_send_enroll_in_course", enq.Enqueue)
-	if err := sig.Connect([]string{"lms.fulfill_order_placed_send_enroll_in_course"}); err != nil {
+	// The production receivers over a Redis-only pipeline; the LMS
+	// handlers never run here (no worker).
+	kinds := pipeline.NewKinds(lms.Kinds(nil)...)
+	pipe := pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
+		Queue: queue.New(rdb, kinds, queue.Options{Name: q, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})})
+	placed := signals.New[fulfillment.Order](fulfillment.SignalOrderPlaced, lms.ReceiverEnroll)
+	returned := signals.New[fulfillment.Return](fulfillment.SignalOrderReturned, lms.ReceiverUnenroll)
+	lms.Register(pipe, placed, returned)
+	if err := signals.Wire(nil, placed, returned); err != nil {
 		t.Fatal(err)
 	}
 	auth := NewAuthenticator(config.Auth{AdminClaim: "administrator", JWT: []config.Issuer{
@@ -74,8 +81,9 @@ func newTestAPI(t testing.TB, rdb redis.UniversalClient, q string) http.Handler 
 	return NewHandler(Deps{
 		Logger:       slog.New(slog.DiscardHandler),
 		Auth:         auth,
-		FulfillOrder: sig,
-		Orders:       enq,
+		FulfillOrder: placed,
+		ReturnOrder:  returned,
+		Orders:       pipe,
 		KnownSite:    func(_ context.Context, s string) (bool, error) { return s == fulfillment.DefaultSite, nil },
 		Checks:       []Check{{Name: "redis", Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }}},
 		MaxBodyBytes: 1024,
@@ -233,10 +241,7 @@ func TestRequestIDEchoed(t *testing.T) {
 // answers 503: never 200, never 500.
 func TestRedisDown(t *testing.T) {
 	t.Parallel()
-	dead, err := queue.NewRedisClient(config.Redis{URL: "redis://127.0.0.1:1/0"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: time.Second})
 	defer dead.Close()
 	h := newTestAPI(t, dead, queuetest.Name())
 	rec := do(h, "POST", "/orders/fulfill", "JWT "+hs(t, claims(nil)), "application/json", validBody)

@@ -16,6 +16,7 @@ import (
 	"github.com/openedx/coordinator/internal/cache"
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
+	"github.com/openedx/coordinator/internal/pipeline"
 )
 
 const demoCourse = "course-v1:edX+DemoX+Demo_Course"
@@ -153,10 +154,10 @@ func TestOutcomeClasses(t *testing.T) {
 				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
 			}
 			if err != nil {
-				if got := IsPermanent(err); got != tt.permanent {
+				if got := pipeline.IsPermanent(err); got != tt.permanent {
 					t.Errorf("IsPermanent(%v) = %v, want %v", err, got, tt.permanent)
 				}
-				if d, _ := RetryAfter(err); d != tt.retryAfter {
+				if d, _ := pipeline.RetryIn(err); d != tt.retryAfter {
 					t.Errorf("RetryAfter = %v, want %v", d, tt.retryAfter)
 				}
 				if !strings.Contains(err.Error(), tt.wantMsg) {

@@ -1,7 +1,6 @@
 package lms
 
 import (
-	"errors"
 	"fmt"
 	"time"
 )
@@ -50,23 +49,10 @@ func classify(status int) Class {
 	return Transient
 }
 
-// IsPermanent reports whether err is an LMS failure that retrying cannot fix.
-func IsPermanent(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Class == Permanent
-}
-
-// Permanent reports whether retrying cannot fix the failure (pipeline.IsPermanent).
+// Permanent reports whether retrying cannot fix the failure; it is how
+// pipeline.IsPermanent classifies LMS errors.
 func (e *Error) Permanent() bool { return e.Class == Permanent }
 
-// RetryIn is the delay the LMS asked for, or 0 (pipeline.RetryIn).
+// RetryIn is the delay the LMS asked for, or 0; it is how pipeline.RetryIn
+// reads a 429's Retry-After.
 func (e *Error) RetryIn() time.Duration { return e.RetryAfter }
-
-// RetryAfter returns the delay the LMS asked for (a 429's Retry-After), if any.
-func RetryAfter(err error) (time.Duration, bool) {
-	var e *Error
-	if errors.As(err, &e) && e.RetryAfter > 0 {
-		return e.RetryAfter, true
-	}
-	return 0, false
-}

@@ -255,7 +255,11 @@ func newService(t *testing.T, withLedger bool) (*Service, *fakeQueue, *fakeLedge
 	}
 	var mu sync.Mutex
 	var completed []fulfillment.Completed
-	o.Completed = func(_ context.Context, c fulfillment.Completed) { mu.Lock(); completed = append(completed, c); mu.Unlock() }
+	o.Completed = func(_ context.Context, c fulfillment.Completed) {
+		mu.Lock()
+		completed = append(completed, c)
+		mu.Unlock()
+	}
 	return New(o), q, l, f, &completed
 }
 

@@ -33,9 +33,13 @@ const (
 	Read    Endpoint = "read"
 	Account Endpoint = "account"
 	Course  Endpoint = "course"
+	// Deactivate counts the enrollment POSTs with is_active false (they
+	// are Enroll calls too).
+	Deactivate Endpoint = "deactivate"
 )
 
-// Reply is a scripted answer that replaces the next call to an endpoint.
+// Reply is a scripted answer that replaces the next call to an endpoint. A
+// reply with only a Delay holds the call back, then answers it normally.
 type Reply struct {
 	Status int
 	Body   string
@@ -270,6 +274,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e Endpoint, h han
 	// Record the call on arrival, so a caller that gave up waiting still
 	// sees it counted.
 	s.counts[e]++
+	if e == Enroll && deactivates(body) {
+		s.counts[Deactivate]++
+	}
 	i := -1
 	if !s.noRecord {
 		i = len(s.calls)
@@ -298,6 +305,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e Endpoint, h han
 		if scripted.Body != "" {
 			a.body = json.RawMessage(scripted.Body)
 		}
+		if scripted.Status == 0 {
+			a = h(r, body, "")
+		}
 	} else {
 		if latency > 0 {
 			select {
@@ -322,6 +332,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e Endpoint, h han
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(a.status)
 	_ = json.NewEncoder(w).Encode(a.body)
+}
+
+// deactivates reports whether an enrollment POST asks for is_active false.
+func deactivates(body []byte) bool {
+	var req struct {
+		IsActive *bool `json:"is_active"`
+	}
+	return json.Unmarshal(body, &req) == nil && req.IsActive != nil && !*req.IsActive
 }
 
 func msg(status int, text string) answer {
@@ -429,12 +447,14 @@ func (s *Server) enroll(_ *http.Request, body []byte, client string) answer {
 	key := req.User + "," + id
 	existing := s.enrollments[key]
 	if !active {
-		if existing == nil || !existing.IsActive || existing.Mode != mode {
-			cur := "none"
-			if existing != nil {
-				cur = existing.Mode
-			}
-			return msg(400, fmt.Sprintf("Enrollment mode mismatch: active mode=%s, requested mode=%s. Won't deactivate.", cur, mode))
+		// Deactivating needs the active mode; with none active it creates
+		// or keeps an inactive enrollment (LMS.md §2, SPEC §9).
+		if existing != nil && existing.IsActive && existing.Mode != mode {
+			return msg(400, fmt.Sprintf("Enrollment mode mismatch: active mode=%s, requested mode=%s. Won't deactivate.", existing.Mode, mode))
+		}
+		if existing == nil {
+			existing = &Enrollment{User: req.User, CourseID: id, Created: s.now().UTC(), Mode: mode}
+			s.enrollments[key] = existing
 		}
 		existing.IsActive = false
 		return answer{status: 200, body: s.enrollmentJSON(existing)}
