@@ -13,6 +13,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/hibiken/asynq"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/openedx/coordinator/internal/lms"
 )
 
 const chromium = "/usr/bin/chromium"
@@ -49,7 +51,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("fulfill: %d", status)
 	}
-	taskID := out[receiverEnroll]["response"].(string)
+	taskID := out[lms.ReceiverEnroll]["response"].(string)
 	if info := in.waitFinal(t, taskID); info.State != asynq.TaskStateArchived {
 		t.Fatalf("task %s: %v", taskID, info.State)
 	}

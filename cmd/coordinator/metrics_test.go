@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/openedx/coordinator/internal/lms"
 	"io"
 	"net/http"
 	"strings"
@@ -29,7 +30,7 @@ func TestMetrics(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("fulfill: %d", status)
 	}
-	in.waitCompleted(t, out[receiverEnroll]["response"].(string))
+	in.waitCompleted(t, out[lms.ReceiverEnroll]["response"].(string))
 	in.fulfill(t, `{"course_id":"nope"}`, "")
 	var text string
 	want := []string{

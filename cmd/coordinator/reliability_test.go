@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http"
 	"os"
@@ -19,7 +20,9 @@ import (
 
 	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
+	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 )
@@ -34,7 +37,7 @@ func TestRedisOutage(t *testing.T) {
 	t.Parallel()
 	srv := queuetest.StartServer(t)
 	fake := lmstest.NewDemo(testSecret)
-	for id := int64(10000); id < 12000; id++ {
+	for id := int64(10000); id < 16000; id++ {
 		fake.AddUser(id, fmt.Sprintf("learner%d", id))
 	}
 	qname := queuetest.Name()
@@ -87,11 +90,11 @@ func TestRedisOutage(t *testing.T) {
 	missing := waitAllEnrolled(fake, accepted, 150*time.Second)
 	if len(missing) > 0 {
 		t.Errorf("%d of %d accepted orders never enrolled: %v", len(missing), len(accepted), missing[:min(10, len(missing))])
-		rdb, _ := queue.NewRedisClient(config.Redis{URL: srv.URL()})
+		rdb, _ := newRedisClient(config.Redis{URL: srv.URL()})
 		defer rdb.Close()
 		insp := asynq.NewInspectorFromRedisClient(rdb)
 		for _, u := range missing[:min(5, len(missing))] {
-			id := queue.TaskID("default", fmt.Sprintf("OUTAGE-%d", u), demoCourse)
+			id := pipeline.TaskID(lms.KindEnroll, fulfillment.Key{Site: "default", OrderNumber: fmt.Sprintf("OUTAGE-%d", u), CourseID: demoCourse})
 			ti, err := insp.GetTaskInfo(qname, id)
 			if err != nil {
 				t.Logf("learner %d: task %s: %v", u, id, err)
@@ -163,19 +166,28 @@ func startProcess(t *testing.T, cfgPath, command string) *exec.Cmd {
 // enqueueOrders queues n orders for learners from..from+n-1 directly.
 func enqueueOrders(t *testing.T, rdb redis.UniversalClient, queueName string, fake *lmstest.Server, from int64, n int) []string {
 	t.Helper()
-	enq := queue.NewEnqueuer(rdb, queue.EnqueuerOptions{Queue: queueName, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	enq := redisPipeline(rdb, queueName)
 	var ids []string
 	for u := from; u < from+int64(n); u++ {
 		fake.AddUser(u, fmt.Sprintf("learner%d", u))
-		id, err := enq.Enqueue(t.Context(), fulfillment.Order{Site: "default", OrderNumber: fmt.Sprintf("CRASH-%d", u),
+		o := fulfillment.Order{Site: "default", OrderNumber: fmt.Sprintf("CRASH-%d", u),
 			CourseID: demoCourse, CourseMode: "audit", LMSUserID: u, Username: fmt.Sprintf("learner%d", u),
-			OrderPlaced: time.Unix(1714566902, 0).UTC(), AcceptedAt: time.Now().UTC()})
+			OrderPlaced: time.Unix(1714566902, 0).UTC(), AcceptedAt: time.Now().UTC()}
+		id, err := enq.Accept(t.Context(), lms.KindEnroll, o.Ref(), o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
 	}
 	return ids
+}
+
+// redisPipeline is a Redis-only pipeline over a test's queue, for queueing
+// tasks directly; it runs none.
+func redisPipeline(rdb redis.UniversalClient, queueName string) *pipeline.Service {
+	kinds := pipeline.NewKinds(lms.Kinds(nil)...)
+	return pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
+		Queue: queue.New(rdb, kinds, queue.Options{Name: queueName, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})})
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {

@@ -19,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/openedx/coordinator/internal/config"
+	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 )
@@ -271,7 +272,7 @@ func TestFulfillEndToEnd(t *testing.T) {
 			if status != http.StatusOK {
 				t.Fatalf("status %d, body %v", status, out)
 			}
-			res := out[receiverEnroll]
+			res := out[lms.ReceiverEnroll]
 			taskID, _ := res["response"].(string)
 			if res["error"] != false || taskID == "" {
 				t.Fatalf("receiver result %v", res)
@@ -329,7 +330,7 @@ func TestFulfillConcurrentRepeatsEnqueueOnce(t *testing.T) {
 		wg.Go(func() {
 			status, out := in.fulfill(t, body, "")
 			statuses[i] = status
-			ids[i], _ = out[receiverEnroll]["response"].(string)
+			ids[i], _ = out[lms.ReceiverEnroll]["response"].(string)
 		})
 	}
 	wg.Wait()
@@ -340,7 +341,7 @@ func TestFulfillConcurrentRepeatsEnqueueOnce(t *testing.T) {
 	}
 	in.waitCompleted(t, ids[0])
 	// Repeats after completion are recognised too.
-	if status, out := in.fulfill(t, body, ""); status != 200 || out[receiverEnroll]["response"] != ids[0] {
+	if status, out := in.fulfill(t, body, ""); status != 200 || out[lms.ReceiverEnroll]["response"] != ids[0] {
 		t.Fatalf("repeat after completion: %d %v", status, out)
 	}
 	time.Sleep(300 * time.Millisecond) // room for a wrongly enqueued duplicate to run

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
@@ -122,7 +123,7 @@ func TestRefusesOldSchema(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "run `coordinator migrate`") {
 		t.Fatalf("start on an unmigrated database: %v, want a refusal naming coordinator migrate", err)
 	}
-	if out := mustRunCmd(t, cfg, nil, "migrate"); !strings.Contains(out, "applied migrations [1]") {
+	if out := mustRunCmd(t, cfg, nil, "migrate"); !strings.Contains(out, "applied migrations [1 2]") {
 		t.Errorf("migrate: %q", out)
 	}
 	if out := mustRunCmd(t, cfg, nil, "migrate"); !strings.Contains(out, "schema up to date") {
@@ -304,7 +305,7 @@ func TestMemcachedDownDegrades(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("status %d %v", status, out)
 	}
-	in.waitCompleted(t, out[receiverEnroll]["response"].(string))
+	in.waitCompleted(t, out[lms.ReceiverEnroll]["response"].(string))
 	resp, err := http.Get(in.base + "/health")
 	if err != nil {
 		t.Fatal(err)

@@ -554,3 +554,24 @@ func TestReconcileSyncsAndTakesTurns(t *testing.T) {
 	}
 	release()
 }
+
+// A store that fails over for a moment during the ordering check costs the
+// task no attempt.
+func TestStoreHiccupCostsNoAttempt(t *testing.T) {
+	s, q, _, f, _ := newService(t, false)
+	id := accept(t, s, "place", "O-1")
+	e, _, _ := q.Task(context.Background(), id)
+	q.mu.Lock()
+	q.down = true
+	q.mu.Unlock()
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		q.mu.Lock()
+		q.down = false
+		q.mu.Unlock()
+	}()
+	state, err := s.Process(context.Background(), Attempt{Job: e.Job, Number: 1})
+	if state != fulfillment.StateDone || err != nil || len(f.called()) != 1 {
+		t.Errorf("after a 200 ms outage: %q %v, handler calls %v; want done in one attempt", state, err, f.called())
+	}
+}

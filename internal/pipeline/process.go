@@ -81,7 +81,11 @@ func (s *Service) outcome(k Kind, state fulfillment.State) string {
 // run orders the task against the line's other flows, then runs its handler.
 func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, error) {
 	if k.CanceledBy != "" {
-		found, err := s.exists(ctx, k.CanceledBy, j.Ref.Key())
+		var found bool
+		err := s.steady(ctx, func() (err error) {
+			found, err = s.exists(ctx, k.CanceledBy, j.Ref.Key())
+			return err
+		})
 		if err != nil {
 			return fulfillment.StateRetrying, err
 		}
@@ -100,17 +104,39 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 	return fulfillment.StateDone, nil
 }
 
-// exists reports whether the line has a task of the kind, in the ledger or
-// (for lines the ledger never saw) in the queue.
+// exists reports whether the line has a task of the kind: in the ledger,
+// which records every task before it is queued, when there is one, else in
+// the queue.
 func (s *Service) exists(ctx context.Context, kind string, key fulfillment.Key) (bool, error) {
 	if s.o.Ledger != nil {
 		_, found, err := s.o.Ledger.Find(ctx, kind, key)
-		if err != nil || found {
-			return found, err
-		}
+		return found, err
 	}
 	_, found, err := s.o.Queue.Task(ctx, TaskID(kind, key))
 	return found, err
+}
+
+// steadyFor bounds how long steady retries a store's errors.
+const steadyFor = 15 * time.Second
+
+// steady calls f until it succeeds, for up to steadyFor (or ctx's end), with
+// a growing pause: a store that fails over for a few seconds must not cost a
+// task its attempts, which are for the LMS's failures.
+func (s *Service) steady(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(steadyFor)
+	pause := 50 * time.Millisecond
+	for {
+		err := f()
+		if err == nil || time.Now().Add(pause).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, time.Second)
+	}
 }
 
 // waitFor waits while the line's task of the kind runs, and cancels it while
@@ -125,7 +151,12 @@ func (s *Service) waitFor(ctx context.Context, kind string, key fulfillment.Key)
 	deadline := time.Now().Add(s.o.WaitMax)
 	for _, id := range ids {
 		for {
-			e, found, err := s.o.Queue.Task(ctx, id)
+			var e Entry
+			var found bool
+			err := s.steady(ctx, func() (err error) {
+				e, found, err = s.o.Queue.Task(ctx, id)
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -133,7 +164,11 @@ func (s *Service) waitFor(ctx context.Context, kind string, key fulfillment.Key)
 				break
 			}
 			if e.Task.State != fulfillment.StateRunning {
-				canceled, err := s.o.Queue.Cancel(ctx, id)
+				var canceled bool
+				err := s.steady(ctx, func() (err error) {
+					canceled, err = s.o.Queue.Cancel(ctx, id)
+					return err
+				})
 				if err != nil {
 					return err
 				}
