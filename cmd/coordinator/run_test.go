@@ -366,7 +366,13 @@ func TestConfigCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config check of the shipped config: %v", err)
 	}
-	if !strings.Contains(out.String(), "fulfill_order_placed:\n    - lms.fulfill_order_placed_send_enroll_in_course") {
-		t.Errorf("config check did not print the signal map:\n%s", out.String())
+	// The shipped config names only part one's signal: the others get
+	// their defaults, and every signal is printed.
+	want := "signals:\n" +
+		"  fulfill_order_placed:\n    - lms.fulfill_order_placed_send_enroll_in_course\n" +
+		"  fulfill_order_returned:\n    - lms.fulfill_order_returned_send_unenroll_in_course\n" +
+		"  fulfillment_completed: []\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("config check printed:\n%s\nwant the whole signal map:\n%s", out.String(), want)
 	}
 }
