@@ -437,6 +437,9 @@ func TestUndoOrdersAfterPlacement(t *testing.T) {
 	if state, _ := run(t, s, q, undo, false); state != fulfillment.StateDone {
 		t.Fatalf("undo: %q", state)
 	}
+	if diff := cmp.Diff([]string{"undo O-1"}, f.called()); diff != "" {
+		t.Errorf("handlers (-want +got):\n%s", diff)
+	}
 	if _, ok := q.state(place); ok {
 		t.Error("the queued placement was not canceled in the queue")
 	}
