@@ -95,6 +95,9 @@ func (l LMS) TokenURL() string {
 type Auth struct {
 	JWT        []Issuer `yaml:"jwt"`
 	AdminClaim string   `yaml:"admin_claim"`
+	// MaxTokenLifetime refuses tokens valid for longer (exp - iat), so a
+	// leaked long-lived token is not a standing credential.
+	MaxTokenLifetime Duration `yaml:"max_token_lifetime"`
 }
 
 // Issuer is one accepted JWT issuer: HS256 with a shared secret, or RS256/RS512
@@ -197,7 +200,7 @@ func Defaults() Config {
 			MaxConcurrency: 20,
 			RatePerMinute:  600,
 		},
-		Auth: Auth{AdminClaim: "administrator"},
+		Auth: Auth{AdminClaim: "administrator", MaxTokenLifetime: Duration(24 * time.Hour)},
 		Worker: Worker{
 			Concurrency: 50,
 			Queue:       "fulfillment",
