@@ -153,7 +153,7 @@ func requireAdmin(a *Authenticator, log *slog.Logger) func(http.Handler) http.Ha
 				encode(w, http.StatusForbidden, detail("You do not have permission to perform this action."))
 				return
 			case err != nil:
-				log.InfoContext(r.Context(), "auth_refused", "request_id", RequestID(r.Context()), "reason", err.Error())
+				log.InfoContext(r.Context(), "auth_refused", "request_id", RequestID(r.Context()), "reason", clip(err.Error(), 200))
 				w.Header().Set("WWW-Authenticate", `JWT realm="api"`)
 				encode(w, http.StatusUnauthorized, detail("Authentication credentials were not provided or are invalid."))
 				return
