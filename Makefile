@@ -24,11 +24,12 @@ setup:
 	$(GO) mod download
 
 # A local trial: the fake LMS on :18000 and `coordinator all` on :8140 with
-# configs/coordinator.yaml. Ctrl-C stops both.
+# configs/coordinator.yaml. Ctrl-C stops both. COORDINATOR_DEV=1 lets it
+# accept the development JWT secret above, which it refuses otherwise.
 run: setup build
 	@$(BIN)/fakelms --addr 127.0.0.1:18000 & fake=$$!; \
 	trap 'kill $$fake 2>/dev/null' EXIT; \
-	$(BIN)/coordinator --config configs/coordinator.yaml all
+	COORDINATOR_DEV=1 $(BIN)/coordinator --config configs/coordinator.yaml all
 
 # Every test, with the race detector, plus vet, staticcheck, gofmt and a
 # short fuzz run of the fulfill endpoint.

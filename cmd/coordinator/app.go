@@ -186,9 +186,12 @@ func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer
 		return err
 	}
 	defer a.close()
-	log.Info("starting", "mode", mode, "version", version, "http_addr", cfg.HTTP.Addr,
-		"redis", redisDescription(cfg.Redis), "lms_url", cfg.LMS.URL, "queue", cfg.Worker.Queue,
+	log.Info("starting", "mode", mode, "version", version, "http_addr", listenAddr(cfg, mode),
+		"redis", redisDescription(cfg.Redis), "lms_url", config.RedactURL(cfg.LMS.URL), "queue", cfg.Worker.Queue,
 		"worker_concurrency", cfg.Worker.Concurrency, "postgres", a.pool != nil, "memcached", a.mc != nil)
+	for _, w := range cfg.Warnings() {
+		log.Warn("config_warning", "detail", w)
+	}
 
 	// The first part to fail stops the others.
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -199,7 +202,7 @@ func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer
 	{
 		handler := a.api(mode == "worker")
 		wg.Go(func() {
-			if err := serveHTTP(ctx, cfg, handler, log); err != nil {
+			if err := serveHTTP(ctx, withListenAddr(cfg, mode), handler, log); err != nil {
 				cancel(err)
 			}
 		})

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -114,24 +117,95 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("the archived task is not listed:\n%s", archived)
 	}
 
-	// An operator re-runs the failed task through the dashboard's API.
-	in.lms.AddUser(998, "late")
-	req, _ := http.NewRequest(http.MethodPost, in.base+"/admin/queues/api/queues/"+in.queue+"/archived_tasks/"+taskID+":run", nil)
-	req.Header.Set("Authorization", basic)
-	resp, err := http.DefaultClient.Do(req)
+	// A page on another site cannot make the operator's browser act: its
+	// form POSTs :pause with the operator's credentials attached (as a
+	// browser replays Basic credentials), and is refused.
+	attacker := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, `<form id="f" method="POST" action="%s/admin/queues/api/queues/%s:pause"></form>`+
+			`<script>document.getElementById("f").submit()</script>`, in.base, in.queue)
+	}))
+	other, err := net.Listen("tcp", "127.0.0.2:0") // another host, so another site
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		t.Fatalf("run archived task from the dashboard: %d", resp.StatusCode)
+	attacker.Listener = other
+	attacker.Start()
+	defer attacker.Close()
+	err = chromedp.Do(ctx, chromedp.Navigate(attacker.URL),
+		chromedp.Poll[chromedp.Void](`document.body != null && document.body.innerText.includes("Cross-site request refused")`,
+			chromedp.WithPollingTimeout(20*time.Second)))
+	if err != nil {
+		page, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + "\n" + document.body.innerText`))
+		t.Errorf("a cross-site POST :pause was not refused: %v\npage: %s", err, page)
+	}
+	if qi, err := in.insp.GetQueueInfo(in.queue); err != nil || qi.Paused {
+		t.Errorf("after the cross-site POST the queue is paused (%v)", err)
+	}
+
+	// The dashboard's own actions, same-origin from its page, still work:
+	// pause and resume the queue, and re-run the failed task.
+	in.lms.AddUser(998, "late")
+	if err := chromedp.Do(ctx, chromedp.Navigate(in.base+"/admin/queues/")); err != nil {
+		t.Fatal(err)
+	}
+	post := func(path string) int {
+		t.Helper()
+		status, err := chromedp.Run(ctx, chromedp.Evaluate[int](
+			`fetch("/admin/queues/api/queues/`+path+`", {method: "POST"}).then(r => r.status)`, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatalf("POST %s from the dashboard's page: %v", path, err)
+		}
+		return status
+	}
+	if status := post(in.queue + ":pause"); status >= 300 {
+		t.Errorf("pause from the dashboard: %d", status)
+	}
+	if qi, err := in.insp.GetQueueInfo(in.queue); err != nil || !qi.Paused {
+		t.Errorf("the dashboard's pause did not pause the queue (%v)", err)
+	}
+	if status := post(in.queue + ":resume"); status >= 300 {
+		t.Errorf("resume from the dashboard: %d", status)
+	}
+	if status := post(in.queue + "/archived_tasks/" + taskID + ":run"); status >= 300 {
+		t.Fatalf("run archived task from the dashboard: %d", status)
 	}
 	if info := in.waitFinal(t, taskID); info.State != asynq.TaskStateCompleted {
 		t.Errorf("after the dashboard's run: %v %s", info.State, info.LastErr)
 	}
 
+	// Outside a browser: the page forbids framing, and an unsafe request
+	// with Basic credentials but no Origin is refused (a JWT is not).
+	resp, err := http.Get(in.base + "/admin/queues/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("X-Frame-Options") != "DENY" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+		t.Errorf("dashboard headers %v", resp.Header)
+	}
+	for _, c := range []struct {
+		action, auth string
+		want         int
+	}{
+		{":pause", basic, http.StatusForbidden},
+		{":pause", "JWT " + adminToken(t), http.StatusNoContent},
+		{":resume", "JWT " + adminToken(t), http.StatusNoContent},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, in.base+"/admin/queues/api/queues/"+in.queue+c.action, nil)
+		req.Header.Set("Authorization", c.auth)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("POST %s without Origin, %.5s...: %d, want %d", c.action, c.auth, resp.StatusCode, c.want)
+		}
+	}
+
 	// A wrong password and a non-admin JWT are refused too.
-	req, _ = http.NewRequest(http.MethodGet, in.base+"/admin/queues/api/queues", nil)
+	req, _ := http.NewRequest(http.MethodGet, in.base+"/admin/queues/api/queues", nil)
 	req.SetBasicAuth("ops", "wrong")
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("wrong password: %v %v", resp.StatusCode, err)

@@ -95,7 +95,7 @@ func sample(env map[string]string) map[string]string {
 	out := map[string]string{}
 	for k, v := range env {
 		if v == "" || strings.Contains(v, "change-me") || strings.Contains(v, "${") || strings.Contains(v, "{{") {
-			v = map[string]string{"LMS_CLIENT_SECRET": "s", "JWT_SECRET_KEY": "k", "REDIS_URL": "redis://redis:6379/2",
+			v = map[string]string{"LMS_CLIENT_SECRET": "s", "JWT_SECRET_KEY": testJWTSecret, "REDIS_URL": "redis://redis:6379/2",
 				"LMS_URL": "http://lms:8000", "LMS_CLIENT_ID": "coordinator-worker", "JWT_ISSUER": "http://lms:8000/oauth2",
 				"JWT_AUDIENCE": "lms-key", "HTTP_ADDR": "0.0.0.0:8140"}[k]
 		}

@@ -27,7 +27,7 @@ import (
 const (
 	demoCourse    = "course-v1:edX+DemoX+Demo_Course"
 	testSecret    = "client-secret-for-tests"
-	testJWTSecret = "jwt-secret-for-tests"
+	testJWTSecret = "jwt-secret-for-tests-0123456789abcdef" // HS256 wants 32 bytes or more
 	testIssuer    = "http://lms.test/oauth2"
 	testAudience  = "lms-key"
 )
@@ -71,10 +71,11 @@ auth:
     - {issuer: %q, audience: %q, secret: "${TEST_JWT_SECRET}"}
 worker:
   queue: %q
+  http_addr: %q
   retry: {initial_delay: 100ms, max_delay: 1s, max_attempts: 3}
 signals:
   fulfill_order_placed: [lms.fulfill_order_placed_send_enroll_in_course]
-%s`, freeAddr(t), redisYAML(redisURL), lmsURL, testIssuer, testAudience, queue, extra)
+%s`, freeAddr(t), redisYAML(redisURL), lmsURL, testIssuer, testAudience, queue, freeAddr(t), extra)
 	path := filepath.Join(t.TempDir(), "coordinator.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -360,7 +361,7 @@ func TestFulfillConcurrentRepeatsEnqueueOnce(t *testing.T) {
 func TestConfigCheck(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	env := map[string]string{"LMS_CLIENT_SECRET": "s", "JWT_SECRET_KEY": "k"}
+	env := map[string]string{"LMS_CLIENT_SECRET": "s", "JWT_SECRET_KEY": testJWTSecret}
 	err := run(context.Background(), []string{"config", "check", "--config", "../../configs/coordinator.yaml"},
 		func(k string) string { return env[k] }, &out, io.Discard)
 	if err != nil {

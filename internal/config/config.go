@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
@@ -34,7 +35,14 @@ type Config struct {
 	Database        Database            `yaml:"database"`
 	Cache           Cache               `yaml:"cache"`
 	Signals         map[string][]string `yaml:"signals"`
+
+	dev      bool     // COORDINATOR_DEV=1: development secrets accepted
+	warnings []string // problems worth logging that do not stop the process
 }
+
+// Warnings lists what an operator should fix but that does not stop the
+// process, such as a config file holding secrets that others can read.
+func (c Config) Warnings() []string { return c.warnings }
 
 // HTTP configures the API listener.
 type HTTP struct {
@@ -95,6 +103,9 @@ func (l LMS) TokenURL() string {
 type Auth struct {
 	JWT        []Issuer `yaml:"jwt"`
 	AdminClaim string   `yaml:"admin_claim"`
+	// MaxTokenLifetime refuses tokens valid for longer (exp - iat), so a
+	// leaked long-lived token is not a standing credential.
+	MaxTokenLifetime Duration `yaml:"max_token_lifetime"`
 }
 
 // Issuer is one accepted JWT issuer: HS256 with a shared secret, or RS256/RS512
@@ -122,6 +133,10 @@ type Worker struct {
 	Concurrency int    `yaml:"concurrency"`
 	Queue       string `yaml:"queue"`
 	Retry       Retry  `yaml:"retry"`
+	// HTTPAddr is where `coordinator worker` serves /health and /metrics,
+	// apart from http.addr so that an API and a worker can share a host
+	// and a config file.
+	HTTPAddr string `yaml:"http_addr"`
 	// Retention is how long a finished task is kept in Redis, so that repeats
 	// of the request are recognised and GET /orders/{n} can answer.
 	Retention Duration `yaml:"retention"`
@@ -159,7 +174,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
 	if err != nil {
-		return fmt.Errorf("%q is not a duration such as 7s or 1m", n.Value)
+		return errors.New("not a duration such as 7s or 1m") // the value may be a secret: not echoed
 	}
 	*d = Duration(v)
 	return nil
@@ -167,6 +182,10 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML writes the duration back as a string.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// DefaultWorkerHTTPAddr is worker.http_addr's default: next to the API's
+// default http.addr, so both run on one host from one file.
+const DefaultWorkerHTTPAddr = "127.0.0.1:8141"
 
 // DefaultRedisURL is redis.url when no Redis is configured: DB 2, clear of
 // Tutor's DBs 0 and 1.
@@ -197,7 +216,7 @@ func Defaults() Config {
 			MaxConcurrency: 20,
 			RatePerMinute:  600,
 		},
-		Auth: Auth{AdminClaim: "administrator"},
+		Auth: Auth{AdminClaim: "administrator", MaxTokenLifetime: Duration(24 * time.Hour)},
 		Worker: Worker{
 			Concurrency: 50,
 			Queue:       "fulfillment",
@@ -207,41 +226,62 @@ func Defaults() Config {
 				MaxDelay:     Duration(time.Hour),
 			},
 			Retention: Duration(7 * 24 * time.Hour),
+			HTTPAddr:  DefaultWorkerHTTPAddr,
 		},
 		Database: Database{ReconcileInterval: Duration(30 * time.Second)},
 	}
 }
 
-// Load reads, expands and validates the file at path.
+// Load reads, expands and validates the file at path. Problems that do not
+// stop the process, such as secrets in a file others can read, are in the
+// result's Warnings.
 func Load(path string, getenv func(string) string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
-	cfg, err := Parse(data, getenv)
+	cfg, literal, err := parse(data, getenv)
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
+	cfg.warnings = append(cfg.warnings, permissionWarnings(path, literal)...)
 	return cfg, nil
 }
 
 // Parse expands ${NAME} references, applies defaults, and validates.
+// COORDINATOR_DEV=1 in the environment accepts development secrets (a
+// short or published HS256 secret) for a local trial.
 func Parse(data []byte, getenv func(string) string) (Config, error) {
+	cfg, _, err := parse(data, getenv)
+	return cfg, err
+}
+
+// parse is Parse that also returns the secret keys whose values are
+// written in the file itself rather than taken from the environment.
+func parse(data []byte, getenv func(string) string) (Config, []string, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return Config{}, fmt.Errorf("not valid YAML: %w", err)
+		return Config{}, nil, fmt.Errorf("not valid YAML: %s", clip(err.Error(), 200))
 	}
 	cfg := Defaults()
+	cfg.dev = getenv("COORDINATOR_DEV") == "1"
+	if cfg.dev {
+		cfg.warnings = append(cfg.warnings, "COORDINATOR_DEV=1: development secrets are accepted; never set it in production")
+	}
 	if len(doc.Content) == 0 { // empty file: all defaults
 		cfg.normalize()
-		return cfg, cfg.Validate()
+		return cfg, nil, cfg.Validate()
 	}
-	w := walker{getenv: getenv, unset: map[string][]string{}}
-	if err := w.walk(doc.Content[0], reflect.TypeOf(cfg), ""); err != nil {
-		return Config{}, err
+	root := doc.Content[0]
+	if err := looksLikeConfig(root); err != nil {
+		return Config{}, nil, err
 	}
-	if err := doc.Content[0].Decode(&cfg); err != nil {
-		return Config{}, fmt.Errorf("decode: %w", err)
+	w := walker{getenv: getenv, unset: map[string][]string{}, env: map[string][]string{}, literal: map[string]bool{}}
+	if err := w.walk(root, reflect.TypeOf(cfg), ""); err != nil {
+		return Config{}, nil, w.redact(err)
+	}
+	if err := root.Decode(&cfg); err != nil {
+		return Config{}, nil, fmt.Errorf("decode: %s", clip(err.Error(), 200))
 	}
 	cfg.normalize()
 	if err := cfg.Validate(); err != nil {
@@ -249,22 +289,130 @@ func Parse(data []byte, getenv func(string) string) (Config, error) {
 		if errors.As(err, &ke) && len(w.unset[ke.Key]) > 0 {
 			ke.Reason += fmt.Sprintf(" (it refers to ${%s}, which is not set in the environment)", strings.Join(w.unset[ke.Key], "}, ${"))
 		}
-		return Config{}, err
+		return Config{}, nil, w.redact(err)
 	}
-	return cfg, nil
+	var literal []string
+	for k := range w.literal {
+		literal = append(literal, k)
+	}
+	slices.Sort(literal)
+	return cfg, literal, nil
+}
+
+// looksLikeConfig refuses a document that is not a Coordinator config
+// without echoing any of it: --config pointing at another file (a key file,
+// /etc/shadow through a symlink) must not print its content as "unknown
+// keys".
+func looksLikeConfig(root *yaml.Node) error {
+	if root.Kind != yaml.MappingNode {
+		return keyErr("(top level)", "must be a map of keys; this does not look like a Coordinator config file")
+	}
+	known := map[string]bool{}
+	t := reflect.TypeOf(Config{})
+	for i := 0; i < t.NumField(); i++ {
+		known[yamlName(t.Field(i))] = true
+	}
+	for i := 0; i < len(root.Content); i += 2 {
+		if known[root.Content[i].Value] {
+			return nil
+		}
+	}
+	return keyErr("(top level)", "none of the keys is a configuration key; this does not look like a Coordinator config file")
 }
 
 // KeyError is a problem with one configuration key.
 type KeyError struct {
 	Key    string // dotted path, e.g. "lms.timeout" or "auth.jwt[0].secret"
 	Reason string
+
+	// The offending value, when the message shows it: it comes before
+	// Reason ("\"soon\" is not a duration"). A value taken from the
+	// environment, or of a secret key, is replaced by where it came from.
+	value    string
+	hasValue bool
+	hidden   string
 }
 
-func (e *KeyError) Error() string { return e.Key + ": " + e.Reason }
+func (e *KeyError) Error() string {
+	if !e.hasValue {
+		return e.Key + ": " + e.Reason
+	}
+	v := fmt.Sprintf("%q", redactUserinfo(clip(e.value, 64)))
+	if e.hidden != "" {
+		v = "the value " + e.hidden
+	}
+	return e.Key + ": " + v + " " + e.Reason
+}
 
 func keyErr(key, format string, args ...any) error {
 	return &KeyError{Key: key, Reason: fmt.Sprintf(format, args...)}
 }
+
+// valueErr is a KeyError showing the offending value, unless it is hidden
+// later (see walker.redact).
+func valueErr(key, value, reason string) error {
+	e := &KeyError{Key: key, Reason: reason, value: value, hasValue: true}
+	if isSecretKey(key) {
+		e.hidden = "(a secret: not shown)"
+	}
+	return e
+}
+
+// secretKeys are the keys whose values are never shown, with list indexes
+// written as [].
+var secretKeys = map[string]bool{
+	"lms.client_secret": true, "lms.api_key": true, "auth.jwt[].secret": true,
+	"admin.basic_auth[].password_bcrypt": true, "database.secret_key": true, "database.url": true,
+	"redis.url": true, "redis.sentinel.password": true, "redis.sentinel.sentinel_password": true,
+	"redis.cluster.password": true,
+}
+
+var listIndex = regexp.MustCompile(`\[\d+\]`)
+
+// isSecretKey reports whether key (e.g. "auth.jwt[0].secret") holds a secret.
+func isSecretKey(key string) bool { return secretKeys[listIndex.ReplaceAllString(key, "[]")] }
+
+// clip cuts s to at most n bytes on a rune boundary, marking the cut, and
+// replaces invalid UTF-8: what a file or the environment holds is only
+// ever echoed bounded.
+func clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\ufffd")
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+var userinfo = regexp.MustCompile(`//[^/@\s]*@`)
+
+// redactUserinfo hides the user and password of URLs in s.
+func redactUserinfo(s string) string { return userinfo.ReplaceAllString(s, "//REDACTED@") }
+
+// RedactURL returns a URL fit for a log line: scheme, host and path, without
+// user, password, query or fragment; "(unparsable)" when it does not parse.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable)"
+	}
+	u.User, u.RawQuery, u.Fragment, u.RawFragment, u.ForceQuery = nil, "", "", "", false
+	return u.String()
+}
+
+// keyName is a key from the file as it may appear in a message: as is when
+// it is a plain name, else quoted and cut short.
+func keyName(k string) string {
+	if plainKey.MatchString(k) {
+		return k
+	}
+	return fmt.Sprintf("%q", clip(k, 32))
+}
+
+var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
@@ -272,8 +420,21 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 // unknown keys and badly typed values are reported with their full key path,
 // and expands ${NAME} in scalars.
 type walker struct {
-	getenv func(string) string
-	unset  map[string][]string // key path -> referenced variables that were empty
+	getenv  func(string) string
+	unset   map[string][]string // key path -> referenced variables that were empty
+	env     map[string][]string // key path -> variables its value was expanded from
+	literal map[string]bool     // secret key paths whose value is written in the file
+}
+
+// redact hides, in a KeyError, a value that came from the environment.
+func (w walker) redact(err error) error {
+	var ke *KeyError
+	if errors.As(err, &ke) && ke.hasValue && ke.hidden == "" {
+		if names := w.env[ke.Key]; len(names) > 0 {
+			ke.hidden = "from ${" + strings.Join(names, "}, ${") + "}"
+		}
+	}
+	return err
 }
 
 func (w walker) walk(n *yaml.Node, t reflect.Type, path string) error {
@@ -298,7 +459,11 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) error {
 		w.expand(n, path)
 		v := reflect.New(t)
 		if err := n.Decode(v.Interface()); err != nil {
-			return keyErr(name, "%s", scalarProblem(n, t, err))
+			reason, show := scalarProblem(t)
+			if show {
+				return valueErr(name, n.Value, reason)
+			}
+			return keyErr(name, "%s", reason)
 		}
 		return nil
 	case t.Kind() == reflect.Struct:
@@ -307,14 +472,15 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) error {
 		}
 		fields := map[string]reflect.StructField{}
 		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			fields[strings.Split(f.Tag.Get("yaml"), ",")[0]] = f
+			if f := t.Field(i); f.IsExported() {
+				fields[yamlName(f)] = f
+			}
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k := n.Content[i].Value
 			f, ok := fields[k]
 			if !ok {
-				return keyErr(join(path, k), "unknown key")
+				return keyErr(join(path, keyName(k)), "unknown key")
 			}
 			if err := w.walk(n.Content[i+1], f.Type, join(path, k)); err != nil {
 				return err
@@ -336,7 +502,7 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) error {
 			return keyErr(name, "must be a map")
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			if err := w.walk(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value)); err != nil {
+			if err := w.walk(n.Content[i+1], t.Elem(), join(path, keyName(n.Content[i].Value))); err != nil {
 				return err
 			}
 		}
@@ -345,14 +511,23 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) error {
 	return keyErr(name, "must be a single value, not a list or map")
 }
 
+// yamlName is a struct field's key in the file.
+func yamlName(f reflect.StructField) string { return strings.Split(f.Tag.Get("yaml"), ",")[0] }
+
 // expand replaces ${NAME} in a scalar. A plain scalar loses its resolved tag so
-// that "${PORT}" can become an integer after expansion.
+// that "${PORT}" can become an integer after expansion. It notes which
+// variables a value came from, and which secret values are written in the
+// file itself.
 func (w walker) expand(n *yaml.Node, path string) {
+	if isSecretKey(path) && secretInFile(path, n.Value) {
+		w.literal[listIndex.ReplaceAllString(path, "[]")] = true
+	}
 	if !strings.Contains(n.Value, "${") {
 		return
 	}
 	n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
 		name := ref[2 : len(ref)-1]
+		w.env[path] = append(w.env[path], name)
 		v := w.getenv(name)
 		if v == "" {
 			w.unset[path] = append(w.unset[path], name)
@@ -364,25 +539,35 @@ func (w walker) expand(n *yaml.Node, path string) {
 	}
 }
 
-func scalarProblem(n *yaml.Node, t reflect.Type, err error) string {
+// secretInFile reports whether a secret key's value, before expansion, is
+// written in the file: for URLs, a password in the user info; for others,
+// anything besides ${NAME} references.
+func secretInFile(path, raw string) bool {
+	if strings.HasSuffix(path, ".url") {
+		m := userinfo.FindString(raw)
+		_, pass, ok := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(m, "//"), "@"), ":")
+		return ok && strings.TrimSpace(envRef.ReplaceAllString(pass, "")) != ""
+	}
+	return strings.TrimSpace(envRef.ReplaceAllString(raw, "")) != ""
+}
+
+// scalarProblem says why a scalar does not fit type t, and whether showing
+// the value helps.
+func scalarProblem(t reflect.Type) (string, bool) {
 	if t == reflect.TypeOf(Duration(0)) {
-		return err.Error()
+		return "is not a duration such as 7s or 1m", true
 	}
 	switch t.Kind() {
 	case reflect.Int, reflect.Int64:
-		return fmt.Sprintf("%q is not an integer", n.Value)
+		return "is not an integer", true
 	case reflect.Bool:
-		return fmt.Sprintf("%q is not true or false", n.Value)
+		return "is not true or false", true
 	case reflect.Slice:
-		return "must be a list"
+		return "must be a list", false
 	case reflect.Struct, reflect.Map:
-		return "must be a map of keys"
+		return "must be a map of keys", false
 	}
-	var te *yaml.TypeError
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		return te.Errors[0]
-	}
-	return err.Error()
+	return "has the wrong type", false
 }
 
 func join(path, key string) string {
@@ -408,7 +593,7 @@ func (c *Config) Validate() error {
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		return keyErr("log.level", "must be debug, info, warn or error, not %q", c.Log.Level)
+		return valueErr("log.level", c.Log.Level, "is not debug, info, warn or error")
 	}
 	if err := c.Redis.validate(); err != nil {
 		return err
@@ -436,9 +621,17 @@ func (c *Config) Validate() error {
 				return err
 			}
 		}
+		if is.Secret != "" && !c.dev {
+			if err := strongSecret(k+".secret", is.Secret); err != nil {
+				return err
+			}
+		}
 	}
-	if c.Auth.AdminClaim == "" {
+	switch {
+	case c.Auth.AdminClaim == "":
 		return keyErr("auth.admin_claim", "required")
+	case c.Auth.MaxTokenLifetime <= 0:
+		return keyErr("auth.max_token_lifetime", "must be positive")
 	}
 	for i, u := range c.Admin.BasicAuth {
 		k := fmt.Sprintf("admin.basic_auth[%d]", i)
@@ -463,6 +656,8 @@ func (c *Config) Validate() error {
 		return keyErr("worker.retry.max_delay", "must be at least worker.retry.initial_delay")
 	case w.Retention <= 0:
 		return keyErr("worker.retention", "must be positive")
+	case w.HTTPAddr == "":
+		return keyErr("worker.http_addr", "required")
 	}
 	return c.validateTiers()
 }
@@ -551,6 +746,45 @@ func (c *Config) validateTiers() error {
 	return nil
 }
 
+// MinHS256SecretBytes is the shortest HS256 secret accepted: RFC 7518 §3.2
+// asks for a key at least as long as the hash.
+const MinHS256SecretBytes = 32
+
+// publishedSecrets are secrets printed in this project's documentation.
+var publishedSecrets = []string{"dev-jwt-secret-change-me"}
+
+// strongSecret refuses an HS256 secret anyone could forge tokens with: a
+// short one, a published one, or a placeholder. The value is never shown.
+func strongSecret(key, secret string) error {
+	lower := strings.ToLower(secret)
+	switch {
+	case slices.Contains(publishedSecrets, secret), strings.Contains(lower, "change-me"), strings.Contains(lower, "changeme"):
+		return keyErr(key, "is a published development secret or a placeholder: set your own (COORDINATOR_DEV=1 accepts it for a local trial)")
+	case len(secret) < MinHS256SecretBytes:
+		return keyErr(key, "is shorter than %d bytes: anyone could guess it and mint admin tokens (COORDINATOR_DEV=1 accepts it for a local trial)", MinHS256SecretBytes)
+	}
+	return nil
+}
+
+// permissionWarnings warns about a config file others may change (where
+// orders and secrets go) or read while it holds secrets in clear.
+func permissionWarnings(path string, literalSecrets []string) []string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	perm := fi.Mode().Perm()
+	if perm&0o002 != 0 {
+		out = append(out, fmt.Sprintf("config file %s is world-writable: anyone on this host can change it (chmod o-w)", path))
+	}
+	if perm&0o004 != 0 && len(literalSecrets) > 0 {
+		out = append(out, fmt.Sprintf("config file %s is world-readable and holds secrets (%s): chmod o-r, or take them from the environment with ${NAME}",
+			path, strings.Join(literalSecrets, ", ")))
+	}
+	return out
+}
+
 // SecretKeyBytes decodes a 32-byte key written in hex or base64.
 func SecretKeyBytes(s string) ([]byte, error) {
 	if b, err := hex.DecodeString(s); err == nil && len(b) == 32 {
@@ -569,7 +803,7 @@ func HTTPURL(key, s string) error {
 	}
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return keyErr(key, "%q is not an absolute http(s) URL", s)
+		return valueErr(key, s, "is not an absolute http(s) URL")
 	}
 	return nil
 }

@@ -16,8 +16,11 @@ signals:
   fulfill_order_placed: [lms.fulfill_order_placed_send_enroll_in_course]
 `
 
+// jwtSecret is long enough for HS256 (32 bytes or more).
+const jwtSecret = "0123456789abcdef0123456789abcdef-jwt"
+
 func env(k string) string {
-	return map[string]string{"SECRET": "s3cret: with # yaml chars", "JWT": "k", "PORT": "9000"}[k]
+	return map[string]string{"SECRET": "s3cret: with # yaml chars", "JWT": jwtSecret, "PORT": "9000"}[k]
 }
 
 func TestParseDefaultsAndExpansion(t *testing.T) {

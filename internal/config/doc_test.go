@@ -21,8 +21,10 @@ func keys(t reflect.Type, prefix string) []string {
 	case t.Kind() == reflect.Struct:
 		var out []string
 		for i := 0; i < t.NumField(); i++ {
-			name := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-			out = append(out, keys(t.Field(i).Type, join(prefix, name))...)
+			if !t.Field(i).IsExported() {
+				continue // not read from the file
+			}
+			out = append(out, keys(t.Field(i).Type, join(prefix, yamlName(t.Field(i))))...)
 		}
 		return out
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:

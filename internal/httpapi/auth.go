@@ -24,9 +24,10 @@ import (
 // with its shared secret, or RS256/RS512 with a key from its JWKS), not
 // expired, for that issuer's audience, and carrying a true admin claim.
 type Authenticator struct {
-	issuers    map[string]*issuer
-	adminClaim string
-	parser     *jwt.Parser
+	issuers     map[string]*issuer
+	adminClaim  string
+	maxLifetime time.Duration
+	parser      *jwt.Parser
 }
 
 type issuer struct {
@@ -42,24 +43,35 @@ var (
 	ErrNotAdmin        = errors.New("not an administrator")
 )
 
+// clockLeeway is how far the issuer's clock and ours may disagree.
+const clockLeeway = 30 * time.Second
+
+// DefaultMaxTokenLifetime is auth.max_token_lifetime's default.
+const DefaultMaxTokenLifetime = 24 * time.Hour
+
 // NewAuthenticator returns an Authenticator for the configured issuers; hc
 // fetches JWKS documents.
 func NewAuthenticator(a config.Auth, hc *http.Client) *Authenticator {
 	au := &Authenticator{
-		issuers:    map[string]*issuer{},
-		adminClaim: a.AdminClaim,
+		issuers:     map[string]*issuer{},
+		adminClaim:  a.AdminClaim,
+		maxLifetime: a.MaxTokenLifetime.D(),
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{"HS256", "RS256", "RS512"}),
 			jwt.WithExpirationRequired(),
-			jwt.WithLeeway(30*time.Second),
+			jwt.WithIssuedAt(), // an iat in the future is refused
+			jwt.WithLeeway(clockLeeway),
 		),
+	}
+	if au.maxLifetime <= 0 {
+		au.maxLifetime = DefaultMaxTokenLifetime
 	}
 	for _, is := range a.JWT {
 		i := &issuer{audience: is.Audience}
 		if is.Secret != "" {
 			i.secret = []byte(is.Secret)
 		} else {
-			i.jwks = &jwks{url: is.JWKSURL, hc: hc}
+			i.jwks = &jwks{url: is.JWKSURL, hc: hc, now: time.Now}
 		}
 		au.issuers[is.Issuer] = i
 	}
@@ -100,44 +112,122 @@ func (a *Authenticator) Verify(ctx context.Context, header string) (jwt.MapClaim
 	if !slices.Contains(aud, iss.audience) {
 		return nil, fmt.Errorf("%w: token has the wrong audience", ErrUnauthenticated)
 	}
+	if err := a.checkLifetime(claims); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
 	if admin, _ := claims[a.adminClaim].(bool); !admin {
 		return nil, ErrNotAdmin
 	}
 	return claims, nil
 }
 
-// jwks fetches and caches an issuer's RSA public keys. An unknown key id
-// triggers a refetch, at most once per jwksMinRefresh.
+// checkLifetime refuses a token valid for longer than maxLifetime: from its
+// iat to its exp, or from now to its exp when it has no iat. A stolen
+// long-lived token stays useful for too long.
+func (a *Authenticator) checkLifetime(c jwt.MapClaims) error {
+	exp, err := c.GetExpirationTime()
+	if err != nil || exp == nil {
+		return errors.New("token has no valid exp")
+	}
+	from := time.Now()
+	iat, err := c.GetIssuedAt()
+	if err != nil {
+		return errors.New("token has an invalid iat")
+	}
+	if iat != nil {
+		from = iat.Time
+	}
+	if exp.Sub(from) > a.maxLifetime {
+		return fmt.Errorf("token lifetime exceeds %v (auth.max_token_lifetime)", a.maxLifetime)
+	}
+	return nil
+}
+
+// maxLoggedKid bounds how much of a caller's key id reaches an error (and
+// so the log).
+const maxLoggedKid = 40
+
+// jwks fetches and caches an issuer's RSA public keys. A token with an
+// unknown key id triggers a refetch, because the issuer may have rotated its
+// keys, but at most one fetch runs at a time and refetches for unknown ids
+// are spaced by jwksMinRefresh (jwksRetry after a failed fetch), so a flood
+// of made-up key ids costs the issuer one request per interval. The fetch
+// runs detached from the request that asked for it, with its own timeout:
+// a caller that gives up does not abort it, and callers whose key is known
+// never wait for it.
 type jwks struct {
 	url string
 	hc  *http.Client
+	now func() time.Time
 
-	mu      sync.Mutex
-	keys    map[string]*rsa.PublicKey
-	fetched time.Time
+	mu       sync.Mutex
+	keys     map[string]*rsa.PublicKey
+	fetched  bool          // a fetch succeeded at least once
+	failed   bool          // the last fetch failed
+	tried    time.Time     // when the last fetch started
+	inflight chan struct{} // closed when the running fetch ends; nil: none
+	lastErr  error
 }
 
-const jwksMinRefresh = 30 * time.Second
+const (
+	jwksMinRefresh   = 30 * time.Second
+	jwksRetry        = 2 * time.Second
+	jwksFetchTimeout = 10 * time.Second
+)
 
 func (j *jwks) key(ctx context.Context, kid string) (*rsa.PublicKey, error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if k := j.lookup(kid); k != nil {
-		return k, nil
+	for round := 0; ; round++ {
+		j.mu.Lock()
+		if k := j.lookup(kid); k != nil {
+			j.mu.Unlock()
+			return k, nil
+		}
+		wait := j.inflight
+		if wait == nil && round == 0 && j.mayFetch() {
+			wait = j.startFetch()
+		}
+		err := j.lastErr
+		j.mu.Unlock()
+		if wait == nil || round == 2 {
+			if err != nil {
+				return nil, fmt.Errorf("no key %q: %w", clip(kid, maxLoggedKid), err)
+			}
+			return nil, fmt.Errorf("no key %q in JWKS", clip(kid, maxLoggedKid))
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for jwks: %w", ctx.Err())
+		}
 	}
-	if time.Since(j.fetched) < jwksMinRefresh {
-		return nil, fmt.Errorf("no key %q in JWKS", kid)
+}
+
+// mayFetch says whether a fetch may start now; j.mu is held.
+func (j *jwks) mayFetch() bool {
+	since := j.now().Sub(j.tried)
+	if !j.fetched || j.failed {
+		return since >= jwksRetry
 	}
-	j.fetched = time.Now()
-	keys, err := fetchJWKS(ctx, j.hc, j.url)
-	if err != nil {
-		return nil, err
-	}
-	j.keys = keys
-	if k := j.lookup(kid); k != nil {
-		return k, nil
-	}
-	return nil, fmt.Errorf("no key %q in JWKS", kid)
+	return since >= jwksMinRefresh
+}
+
+// startFetch fetches the key set in the background; j.mu is held.
+func (j *jwks) startFetch() chan struct{} {
+	done := make(chan struct{})
+	j.inflight, j.tried = done, j.now()
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), jwksFetchTimeout)
+		defer cancel()
+		keys, err := fetchJWKS(ctx, j.hc, j.url)
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		j.inflight, j.lastErr, j.failed = nil, err, err != nil
+		if err == nil {
+			j.keys, j.fetched = keys, true
+		}
+	}()
+	return done
 }
 
 // lookup finds a key by id; a token without a kid matches a sole key.

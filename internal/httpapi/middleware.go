@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"regexp"
 	"runtime/debug"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -44,29 +46,79 @@ func requestID(next http.Handler) http.Handler {
 	})
 }
 
-// accessLog logs one line per request with its route, status and duration.
+// accessLog logs one line per request with its route, status and duration,
+// and measures it. Labels and log fields come from fixed sets (the route
+// pattern or "unmatched", a known method or "other"), never from the raw
+// request, so no caller can grow the metrics or break them with bytes that
+// are not UTF-8.
 func accessLog(log *slog.Logger, obs Observer) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
 			sw := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 			next.ServeHTTP(sw, r)
-			route := r.URL.Path
-			if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
-				route = rc.RoutePattern()
-			}
+			route := routeLabel(r)
+			method := methodLabel(r.Method)
 			elapsed := time.Since(start)
-			obs.HTTP(route, r.Method, sw.Status(), elapsed)
+			obs.HTTP(route, method, sw.Status(), elapsed)
 			level := slog.LevelInfo
 			if sw.Status() >= 500 {
 				level = slog.LevelError
 			}
-			log.LogAttrs(r.Context(), level, "http_request",
+			attrs := []slog.Attr{
 				slog.String("request_id", RequestID(r.Context())),
-				slog.String("method", r.Method), slog.String("route", route),
-				slog.Int("status", sw.Status()), slog.Int64("duration_us", elapsed.Microseconds()))
+				slog.String("method", method), slog.String("route", route),
+				slog.Int("status", sw.Status()), slog.Int64("duration_us", elapsed.Microseconds()),
+			}
+			if route == unmatchedRoute {
+				// What was asked for helps an operator, but only so much of it.
+				attrs = append(attrs, slog.String("path", clip(r.URL.EscapedPath(), maxLoggedPath)))
+			}
+			log.LogAttrs(r.Context(), level, "http_request", attrs...)
 		})
 	}
+}
+
+// unmatchedRoute is the route label of a request no route matched.
+const unmatchedRoute = "unmatched"
+
+// maxLoggedPath bounds the part of an unmatched path that is logged.
+const maxLoggedPath = 128
+
+// routeLabel is the matched route's pattern, from the fixed set the router
+// was built with, or unmatchedRoute.
+func routeLabel(r *http.Request) string {
+	if rc := chi.RouteContext(r.Context()); rc != nil {
+		if p := rc.RoutePattern(); p != "" && p != "/*" {
+			return p
+		}
+	}
+	return unmatchedRoute
+}
+
+// methodLabel is the request method when it is a standard one, else "other".
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
+
+// clip returns s cut to at most n bytes, on a rune boundary, with invalid
+// UTF-8 replaced, marking a cut with "...". It bounds what a caller's input
+// can add to a log line or an error message.
+func clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\ufffd")
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // recoverer turns a handler panic into a logged 500 instead of a dropped
@@ -101,7 +153,7 @@ func requireAdmin(a *Authenticator, log *slog.Logger) func(http.Handler) http.Ha
 				encode(w, http.StatusForbidden, detail("You do not have permission to perform this action."))
 				return
 			case err != nil:
-				log.InfoContext(r.Context(), "auth_refused", "request_id", RequestID(r.Context()), "reason", err.Error())
+				log.InfoContext(r.Context(), "auth_refused", "request_id", RequestID(r.Context()), "reason", clip(err.Error(), 200))
 				w.Header().Set("WWW-Authenticate", `JWT realm="api"`)
 				encode(w, http.StatusUnauthorized, detail("Authentication credentials were not provided or are invalid."))
 				return

@@ -90,7 +90,7 @@ func NewHandler(d Deps) http.Handler {
 	// Operators inspect and retry tasks here, never without credentials.
 	if d.Dashboard != nil {
 		r.Group(func(r chi.Router) {
-			r.Use(newOperators(d.Auth, d.BasicAuth).require(d.Logger))
+			r.Use(newOperators(d.Auth, d.BasicAuth, d.Dashboard).require(d.Logger))
 			r.Handle("/admin/queues", http.RedirectHandler("/admin/queues/", http.StatusMovedPermanently))
 			r.Handle("/admin/queues/*", d.Dashboard)
 		})

@@ -245,9 +245,13 @@ func (c *Client) post(ctx context.Context, op string, data EnrollmentData, reque
 
 // ReadEnrollment reads a learner's enrollment in a course run; nil when none.
 func (c *Client) ReadEnrollment(ctx context.Context, user, courseID, requestID string) (*Enrollment, error) {
-	// The LMS takes the raw key in the path (LMS.md §3); only the username
-	// needs escaping.
-	u := c.base + "/api/enrollment/v1/enrollment/" + url.PathEscape(user) + "," + courseID
+	// Both parts are escaped as path segments: '+' and ':' stay as they are
+	// (LMS.md §3), a legacy key's '/' and '%' do not, so the LMS decodes
+	// the key it was given and the request stays inside the enrollment API.
+	if err := checkPathKey(courseID); err != nil {
+		return nil, &Error{Op: "read_enrollment", Class: Permanent, Err: err}
+	}
+	u := c.base + "/api/enrollment/v1/enrollment/" + url.PathEscape(user) + "," + url.PathEscape(courseID)
 	status, body, _, err := c.call(ctx, "read_enrollment", http.MethodGet, u, nil, requestID)
 	if err != nil {
 		return nil, err

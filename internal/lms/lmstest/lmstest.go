@@ -482,9 +482,16 @@ func (s *Server) enroll(_ *http.Request, body []byte, client string) answer {
 
 // read implements GET /api/enrollment/v1/enrollment/{username},{course_id} (LMS.md §3).
 func (s *Server) read(r *http.Request, _ []byte, _ string) answer {
-	rest := strings.TrimPrefix(r.URL.Path, "/api/enrollment/v1/enrollment/")
-	user, course, ok := strings.Cut(rest, ",")
+	// Split before decoding, as the LMS's URL pattern does after Django
+	// decodes the path: a legacy key arrives with its '/' as %2F.
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/api/enrollment/v1/enrollment/")
+	rawUser, rawCourse, ok := strings.Cut(rest, ",")
 	if !ok {
+		return answer{status: 404}
+	}
+	user, err1 := url.PathUnescape(rawUser)
+	course, err2 := url.PathUnescape(rawCourse)
+	if err1 != nil || err2 != nil {
 		return answer{status: 404}
 	}
 	s.mu.Lock()

@@ -1,10 +1,12 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -29,8 +31,15 @@ type Site struct {
 var ErrSiteNotFound = errors.New("site not found")
 
 // Sites stores LMS sites, with their client secret and API key encrypted at
-// rest (AES-256-GCM; the site name is authenticated with each ciphertext,
-// so a secret cannot be moved to another row).
+// rest (AES-256-GCM). Each ciphertext authenticates the site's name, LMS URL
+// and token URL and which secret it is: a secret moved to another row or
+// column, or a row pointed at another LMS (where the worker would send its
+// client secret), no longer decrypts.
+//
+// Ciphertexts written before the URLs were bound (name only, no version
+// prefix) still decrypt, so existing rows keep working; every Put writes
+// the bound form, so `coordinator sites update NAME` with no flags re-keys
+// a site.
 type Sites struct {
 	pool *pgxpool.Pool
 	aead cipher.AEAD
@@ -49,26 +58,63 @@ func NewSites(pool *pgxpool.Pool, key []byte) (*Sites, error) {
 	return &Sites{pool: pool, aead: aead}, nil
 }
 
-func (s *Sites) seal(name, plain string) []byte {
+// sealedV2 prefixes ciphertexts bound to the site's name and URLs.
+var sealedV2 = []byte("cs2:")
+
+// Which secret a ciphertext holds, bound into it.
+const (
+	clientSecretColumn = "client_secret"
+	apiKeyColumn       = "api_key"
+)
+
+// binding is the additional data a site's secret is sealed with: each
+// field length-prefixed, so no two sites share it.
+func binding(site Site, column string) []byte {
+	b := []byte("coordinator site secret v2")
+	for _, f := range []string{column, site.Name, site.LMSURL, site.OAuthURL} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
+	}
+	return b
+}
+
+func (s *Sites) seal(site Site, column, plain string) []byte {
 	if plain == "" {
 		return nil
 	}
 	nonce := make([]byte, s.aead.NonceSize())
 	_, _ = rand.Read(nonce)
-	return s.aead.Seal(nonce, nonce, []byte(plain), []byte(name))
+	out := append(append([]byte{}, sealedV2...), nonce...)
+	return s.aead.Seal(out, nonce, []byte(plain), binding(site, column))
 }
 
-func (s *Sites) open(name string, sealed []byte) (string, error) {
+func (s *Sites) open(site Site, column string, sealed []byte) (string, error) {
 	if len(sealed) == 0 {
 		return "", nil
 	}
+	if rest, ok := bytes.CutPrefix(sealed, sealedV2); ok {
+		if plain, err := s.openWith(rest, binding(site, column)); err == nil {
+			return plain, nil
+		}
+	}
+	// Sealed before the binding covered the URLs: the name alone. (A
+	// ciphertext of that form may start with the prefix by chance.)
+	plain, err := s.openWith(sealed, []byte(site.Name))
+	if err != nil {
+		return "", fmt.Errorf("decrypt %s of site %s (is database.secret_key the one it was stored with? were the site's URLs changed outside `coordinator sites`?): %w",
+			column, site.Name, err)
+	}
+	return plain, nil
+}
+
+func (s *Sites) openWith(sealed, aad []byte) (string, error) {
 	n := s.aead.NonceSize()
 	if len(sealed) < n {
 		return "", errors.New("ciphertext too short")
 	}
-	plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], []byte(name))
+	plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], aad)
 	if err != nil {
-		return "", fmt.Errorf("decrypt secret of site %s (is database.secret_key the one it was stored with?): %w", name, err)
+		return "", err
 	}
 	return string(plain), nil
 }
@@ -81,8 +127,8 @@ func (s *Sites) Put(ctx context.Context, site Site) error {
 		ON CONFLICT (name) DO UPDATE SET lms_url = EXCLUDED.lms_url, oauth_url = EXCLUDED.oauth_url,
 			client_id = EXCLUDED.client_id, client_secret_enc = EXCLUDED.client_secret_enc,
 			api_key_enc = EXCLUDED.api_key_enc, timeout_ms = EXCLUDED.timeout_ms, updated_at = now()`,
-		site.Name, site.LMSURL, site.OAuthURL, site.ClientID, s.seal(site.Name, site.ClientSecret),
-		s.seal(site.Name, site.APIKey), site.Timeout.Milliseconds())
+		site.Name, site.LMSURL, site.OAuthURL, site.ClientID, s.seal(site, clientSecretColumn, site.ClientSecret),
+		s.seal(site, apiKeyColumn, site.APIKey), site.Timeout.Milliseconds())
 	if err != nil {
 		return fmt.Errorf("save site %s: %w", site.Name, err)
 	}
@@ -112,10 +158,10 @@ func (s *Sites) scan(row pgx.Row) (Site, error) {
 	}
 	site.Timeout = time.Duration(timeoutMS) * time.Millisecond
 	var err error
-	if site.ClientSecret, err = s.open(site.Name, secret); err != nil {
+	if site.ClientSecret, err = s.open(site, clientSecretColumn, secret); err != nil {
 		return Site{}, err
 	}
-	if site.APIKey, err = s.open(site.Name, apiKey); err != nil {
+	if site.APIKey, err = s.open(site, apiKeyColumn, apiKey); err != nil {
 		return Site{}, err
 	}
 	return site, nil
