@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -209,13 +210,15 @@ func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	info, err := c.insp.GetQueueInfo(c.queue)
 	if err != nil {
-		// A queue nothing was ever enqueued to does not exist yet: empty.
-		if errors.Is(err, asynq.ErrQueueNotFound) {
-			info = &asynq.QueueInfo{}
-		} else {
+		// A queue nothing was ever enqueued to does not exist yet: it is
+		// empty, not unreachable. asynq reports that with an error of its
+		// internal package, so ask Redis for the list of queues instead.
+		queues, qerr := c.insp.Queues()
+		if qerr != nil || slices.Contains(queues, c.queue) {
 			ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 0, c.queue)
 			return
 		}
+		info = &asynq.QueueInfo{}
 	}
 	ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 1, c.queue)
 	for state, n := range map[string]int{"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,

@@ -9,7 +9,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
+
+	"github.com/openedx/coordinator/internal/queue/queuetest"
 )
 
 func exposition(t *testing.T, m *Metrics) string {
@@ -65,5 +69,32 @@ func TestTokenResult(t *testing.T) {
 		if got := tokenResult(c.err); got != c.want {
 			t.Errorf("tokenResult(%v) = %s, want %s", c.err, got, c.want)
 		}
+	}
+}
+
+// A queue nothing was enqueued to yet is empty and reachable; a Redis that
+// does not answer is not.
+func TestQueueGauges(t *testing.T) {
+	rdb, q := queuetest.Redis(t)
+	m := New()
+	m.WatchQueue(asynq.NewInspectorFromRedisClient(rdb), q)
+	text := exposition(t, m)
+	for _, want := range []string{
+		`coordinator_queue_up{queue="` + q + `"} 1`,
+		`coordinator_queue_tasks{queue="` + q + `",state="pending"} 0`,
+		`coordinator_queue_oldest_pending_age_seconds{queue="` + q + `"} 0`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("fresh queue: exposition lacks %s", want)
+		}
+	}
+
+	dead := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", queuetest.FreePort(t)), MaxRetries: -1})
+	defer dead.Close()
+	m = New()
+	m.WatchQueue(asynq.NewInspectorFromRedisClient(dead), q)
+	text = exposition(t, m)
+	if !strings.Contains(text, `coordinator_queue_up{queue="`+q+`"} 0`) || strings.Contains(text, "coordinator_queue_tasks") {
+		t.Errorf("Redis down: want coordinator_queue_up 0 and no depth, got:\n%s", text)
 	}
 }
