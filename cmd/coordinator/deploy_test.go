@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	sigsyaml "sigs.k8s.io/yaml"
@@ -338,6 +339,8 @@ func decodeK8s(t *testing.T, data []byte) []k8sObject {
 		"apps/v1/Deployment":                     func() any { return &appsv1.Deployment{} },
 		"autoscaling/v2/HorizontalPodAutoscaler": func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
 		"policy/v1/PodDisruptionBudget":          func() any { return &policyv1.PodDisruptionBudget{} },
+		"v1/PersistentVolumeClaim":               func() any { return &corev1.PersistentVolumeClaim{} },
+		"batch/v1/Job":                           func() any { return &batchv1.Job{} },
 	}
 	var out []k8sObject
 	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(data), -1) {
