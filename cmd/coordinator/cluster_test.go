@@ -71,17 +71,31 @@ func TestRedisClusterFailover(t *testing.T) {
 	var victim *queuetest.Server
 	var replicaAddr string
 	waitFor(t, "the queue's slot to have a primary and a replica", 30*time.Second, func() bool {
-		slots, err := cluster.ClusterSlots(ctx).Result()
+		shards, err := cluster.ClusterShards(ctx).Result()
 		if err != nil {
 			return false
 		}
-		for _, s := range slots {
-			if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) >= 2 {
-				for _, n := range nodes {
-					if s.Nodes[0].Addr == "127.0.0.1:"+strconv.Itoa(n.Port()) {
-						victim, replicaAddr = n, s.Nodes[1].Addr
-						return true
-					}
+		for _, sh := range shards {
+			owns := false
+			for _, r := range sh.Slots {
+				owns = owns || (r.Start <= slot && slot <= r.End)
+			}
+			var primary, replica string
+			for _, n := range sh.Nodes {
+				addr := fmt.Sprintf("127.0.0.1:%d", n.Port)
+				if n.Role == "master" && n.Health == "online" {
+					primary = addr
+				} else if n.Role == "replica" && n.Health == "online" {
+					replica = addr
+				}
+			}
+			if !owns || primary == "" || replica == "" {
+				continue
+			}
+			for _, n := range nodes {
+				if primary == "127.0.0.1:"+strconv.Itoa(n.Port()) {
+					victim, replicaAddr = n, replica
+					return true
 				}
 			}
 		}

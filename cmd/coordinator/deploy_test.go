@@ -18,7 +18,6 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
-	"gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -73,54 +72,6 @@ func readDeploy(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-func yamlDocs(t *testing.T, name string) []map[string]any {
-	t.Helper()
-	dec := yaml.NewDecoder(strings.NewReader(readDeploy(t, name)))
-	var docs []map[string]any
-	for {
-		var d map[string]any
-		if err := dec.Decode(&d); err != nil {
-			break
-		}
-		docs = append(docs, d)
-	}
-	if len(docs) == 0 {
-		t.Fatalf("%s: no YAML documents", name)
-	}
-	return docs
-}
-
-// get walks nested maps and lists: get(m, "spec", "template", 0, ...).
-func get(v any, path ...any) any {
-	for _, p := range path {
-		switch k := p.(type) {
-		case string:
-			m, ok := v.(map[string]any)
-			if !ok {
-				return nil
-			}
-			v = m[k]
-		case int:
-			l, ok := v.([]any)
-			if !ok || k >= len(l) {
-				return nil
-			}
-			v = l[k]
-		}
-	}
-	return v
-}
-
-func toStrings(v any) []string {
-	l, _ := v.([]any)
-	var out []string
-	for _, x := range l {
-		s, _ := x.(string)
-		out = append(out, s)
-	}
-	return out
 }
 
 // checkConfigEnv parses the shipped container config with env and checks
