@@ -18,7 +18,8 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/fakelms ./cmd/fakelms
 
 # Installs and starts what the tests and the trial need (Redis, PostgreSQL,
-# memcached; for `make test` also Debian's Chromium).
+# memcached; for `make test` also Debian's Chromium and the deployment tools:
+# kubectl, promtool, systemd-analyze, so that no deployment test skips).
 setup:
 	./deploy/dev/services.sh $(SERVICES_FLAGS)
 	$(GO) mod download
@@ -33,7 +34,7 @@ run: setup build
 
 # Every test, with the race detector, plus vet, staticcheck, gofmt and a
 # short fuzz run of the fulfill endpoint.
-test: SERVICES_FLAGS = --browser
+test: SERVICES_FLAGS = --browser --tools
 test: setup lint
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz

@@ -58,7 +58,6 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	if a.rdb, err = newRedisClient(cfg.Redis); err != nil {
 		return nil, err
 	}
-	a.met.WatchQueue(asynq.NewInspectorFromRedisClient(a.rdb), cfg.Worker.Queue)
 	a.cache = cache.NewMemory(100_000)
 	if len(cfg.Cache.Memcached) > 0 {
 		a.mc = cache.NewMemcached(cfg.Cache.Memcached)
@@ -186,6 +185,7 @@ func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer
 		return err
 	}
 	defer a.close()
+	a.met.Build(version, mode)
 	log.Info("starting", "mode", mode, "version", version, "http_addr", listenAddr(cfg, mode),
 		"redis", redisDescription(cfg.Redis), "lms_url", config.RedactURL(cfg.LMS.URL), "queue", cfg.Worker.Queue,
 		"worker_concurrency", cfg.Worker.Concurrency, "postgres", a.pool != nil, "memcached", a.mc != nil)
@@ -208,6 +208,8 @@ func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer
 		})
 	}
 	if mode == "worker" || mode == "all" {
+		// Queue gauges come from workers only, so API replicas do not repeat them.
+		a.met.WatchQueue(asynq.NewInspectorFromRedisClient(a.rdb), cfg.Worker.Queue)
 		w := a.worker()
 		if err := w.Start(); err != nil {
 			return err
@@ -231,9 +233,11 @@ func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer
 }
 
 func (a *app) api(opsOnly bool) http.Handler {
-	checks := []httpapi.Check{{Name: "redis", Ping: func(ctx context.Context) error { return a.rdb.Ping(ctx).Err() }}}
+	checks := []httpapi.Check{{Name: "redis", Ping: func(ctx context.Context) error { return a.rdb.Ping(ctx).Err() }, Ready: true}}
 	if a.pool != nil {
-		checks = append(checks, httpapi.Check{Name: "postgres", Ping: a.pool.Ping})
+		// With the ledger the API accepts while Redis is down; a worker still needs Redis.
+		checks[0].Ready = opsOnly
+		checks = append(checks, httpapi.Check{Name: "postgres", Ping: a.pool.Ping, Ready: true})
 	}
 	if a.mc != nil {
 		checks = append(checks, httpapi.Check{Name: "memcached", Ping: a.mc.Ping, Optional: true})

@@ -4,6 +4,7 @@ import (
 	"github.com/openedx/coordinator/internal/lms"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -34,13 +35,13 @@ func TestMetrics(t *testing.T) {
 	in.fulfill(t, `{"course_id":"nope"}`, "")
 	var text string
 	want := []string{
-		`coordinator_fulfill_requests_total{reason="",result="accepted"} 1`,
-		`coordinator_fulfill_requests_total{reason="invalid",result="rejected"} 1`,
+		`coordinator_fulfill_requests_total{result="accepted"} 1`,
+		`coordinator_fulfill_requests_total{result="invalid"} 1`,
 		`coordinator_http_requests_total{method="POST",route="/orders/fulfill",status="200"} 1`,
 		`coordinator_http_requests_total{method="POST",route="/orders/fulfill",status="400"} 1`,
 		`coordinator_http_request_duration_seconds_bucket{method="POST",route="/orders/fulfill",le="+Inf"} 2`,
 		`coordinator_tasks_total{outcome="enrolled"} 1`,
-		`coordinator_task_attempt_count{outcome="enrolled"} 1`,
+		`coordinator_task_attempts_count{outcome="enrolled"} 1`,
 		`coordinator_lms_requests_total{endpoint="enroll",site="default",status="200"} 1`,
 		`coordinator_lms_requests_total{endpoint="account",site="default",status="200"} 1`,
 		`coordinator_lms_token_fetches_total{result="ok",site="default"} 1`,
@@ -49,6 +50,7 @@ func TestMetrics(t *testing.T) {
 		`coordinator_queue_up{queue="` + in.queue + `"} 1`,
 		`coordinator_queue_oldest_pending_age_seconds{queue="` + in.queue + `"} 0`,
 		`process_resident_memory_bytes`,
+		`coordinator_build_info{goversion="` + runtime.Version() + `",mode="all",version="dev"} 1`,
 	}
 	// The worker's counters land just after the task is marked complete.
 	deadline := time.Now().Add(5 * time.Second)

@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
 # Makes sure the services Coordinator's tests and local trial need are up on
 # this machine: Redis and PostgreSQL (started if not answering) and memcached
-# (installed from Debian's packages and started if missing), and with
-# --browser Debian's Chromium for the dashboard's browser test. Idempotent.
+# (installed from Debian's packages and started if missing); with --browser
+# Debian's Chromium for the dashboard's browser test, and with --tools the
+# tools the deployment tests run (kubectl, promtool, systemd-analyze).
+# Idempotent; a service already answering is left alone.
 set -eu
+
+browser=no tools=no
+for arg in "$@"; do
+	case $arg in
+	--browser) browser=yes ;;
+	--tools) tools=yes ;;
+	*) echo "services: unknown flag $arg" >&2; exit 2 ;;
+	esac
+done
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -18,10 +29,14 @@ wait_for() { # name, check command...
 	echo "services: $name OK"
 }
 
+# A Redis already answering (the machine's own, shared) is never restarted.
+# One started here keeps an append-only file, as a trial's queue should
+# (fsync every second: production uses always, see deploy/README.md).
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 	echo "services: starting Redis"
 	as_root mkdir -p /var/lib/redis /var/log/redis
-	as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+	as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+		--appendonly yes --appendfsync everysec --maxmemory-policy noeviction \
 		--dir /var/lib/redis --logfile /var/log/redis/ci.log
 fi
 wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
@@ -44,9 +59,29 @@ if ! command -v memcached >/dev/null 2>&1; then
 	apt_install memcached
 fi
 # Debian's Chromium runs the queue dashboard's browser test (--browser).
-if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
+if [ "$browser" = yes ] && [ ! -x /usr/bin/chromium ]; then
 	echo "services: installing chromium"
 	apt_install chromium
+fi
+# The deployment tests validate deploy/ with the tools operators run.
+# kubectl may come from another package (this kind of machine has one);
+# only a missing command is installed. Services are not started by these
+# packages' installs where policy-rc.d forbids it, and prometheus's own
+# server is not needed: only its promtool.
+if [ "$tools" = yes ]; then
+	missing=""
+	command -v kubectl >/dev/null 2>&1 || missing="$missing kubernetes-client"
+	command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+	if [ -n "$missing" ]; then
+		echo "services: installing$missing"
+		# shellcheck disable=SC2086
+		apt_install --no-install-recommends $missing
+	fi
+	for tool in kubectl promtool systemd-analyze; do
+		command -v $tool >/dev/null 2>&1 || { echo "services: $tool missing after install" >&2; exit 1; }
+	done
+	echo "services: deployment tools OK"
 fi
 if ! (exec 3<>/dev/tcp/127.0.0.1/11211) 2>/dev/null; then
 	echo "services: starting memcached"

@@ -42,7 +42,7 @@ func TestConfigErrorsDoNotEchoSecrets(t *testing.T) {
 		{"URL with a password in the file", "lms: {oauth_url: \"https://ops:" + canary + "@lms example\"}\n",
 			`lms.oauth_url: "https://REDACTED@lms example" is not an absolute`},
 		{"a long value in the file", "lms: {timeout: \"" + canary + strings.Repeat("y", 5000) + "\"}\n", `lms.timeout: "S3cr3t-canary`},
-		{"short HS256 secret", "auth: {jwt: [{issuer: a, audience: b, secret: \"" + canary + "\"}]}\n", "auth.jwt[0].secret: is shorter than 32 bytes"},
+		{"short HS256 secret", "auth: {jwt: [{issuer: a, audience: b, secret: \"" + canary + "\"}]}\n", "auth.jwt[0].secret: is shorter than 24 bytes"},
 		{"secret key of the wrong shape", "database: {secret_key: \"" + canary + "\"}\n", "database.secret_key: must be 32 bytes"},
 		{"redis URL with a password", "redis: {url: \"http://u:" + canary + "@redis\"}\n", "redis.url: must be a redis://"},
 	}
@@ -112,12 +112,13 @@ func TestHS256SecretStrength(t *testing.T) {
 		want        string // "" = accepted
 	}{
 		{"0123456789abcdef0123456789abcdef", "", ""},
-		{"0123456789abcdef0123456789abcde", "", "shorter than 32 bytes"},
+		{"Xq3vR8pZk2LmN7tYw4Hs9dJb", "", ""}, // Tutor's JWT_COMMON_SECRET_KEY: 24 random characters
+		{"0123456789abcdef0123456", "", "shorter than 24 bytes"},
 		{"dev-jwt-secret-change-me", "", "published development secret"},
 		{"please-change-me-0123456789abcdefghijklmnop", "", "published development secret"},
 		{"dev-jwt-secret-change-me", "1", ""},
 		{"short", "1", ""},
-		{"short", "0", "shorter than 32 bytes"},
+		{"short", "0", "shorter than 24 bytes"},
 	}
 	for _, tt := range tests {
 		cfg, err := Parse(doc(tt.secret), envWith("JWT", tt.secret, "COORDINATOR_DEV", tt.dev))

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -124,33 +123,4 @@ func receiverMessage(err error) string {
 		return "Internal error in receiver."
 	}
 	return "Receiver failed; retry later."
-}
-
-// healthTimeout bounds each dependency check.
-const healthTimeout = 2 * time.Second
-
-// handleHealth reports each dependency: 200 when all answer, else 503.
-func handleHealth(checks []Check) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		detailed := make(map[string]string, len(checks))
-		ok := true
-		for _, c := range checks {
-			ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
-			err := c.Ping(ctx)
-			cancel()
-			if err != nil {
-				ok = ok && c.Optional
-				detailed[c.Name] = "UNAVAILABLE"
-				continue
-			}
-			detailed[c.Name] = "OK"
-		}
-		body := map[string]any{"overall_status": "OK", "detailed_status": detailed}
-		if !ok {
-			body["overall_status"] = "UNAVAILABLE"
-			encode(w, http.StatusServiceUnavailable, body)
-			return
-		}
-		encode(w, http.StatusOK, body)
-	}
 }

@@ -23,6 +23,7 @@ type Check struct {
 	Name     string
 	Ping     func(ctx context.Context) error
 	Optional bool
+	Ready    bool // /health/ready fails when this check fails (see health.go)
 }
 
 // SiteChecker says whether orders may name a site; an error means it cannot
@@ -79,6 +80,8 @@ func NewHandler(d Deps) http.Handler {
 
 	// Load balancers and orchestrators probe this.
 	r.Get("/health", handleHealth(d.Checks))
+	r.Get("/health/live", handleLive)
+	r.Get("/health/ready", handleReady(d.Checks))
 	// Prometheus scrapes this.
 	if d.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", d.Metrics)
