@@ -137,6 +137,24 @@ func lmsOptions(cfg config.Config, c cache.Cache, log *slog.Logger, obs lms.Obse
 	}
 }
 
+// authOptions turns the auth: section into the API's authenticator options.
+func authOptions(c config.Auth) httpapi.AuthOptions {
+	o := httpapi.AuthOptions{AdminClaim: c.AdminClaim, MaxTokenLifetime: c.MaxTokenLifetime.D()}
+	for _, is := range c.JWT {
+		o.Issuers = append(o.Issuers, httpapi.Issuer(is))
+	}
+	return o
+}
+
+// basicAuthUsers turns admin.basic_auth into the API's operator list.
+func basicAuthUsers(us []config.BasicAuthUser) []httpapi.BasicAuthUser {
+	out := make([]httpapi.BasicAuthUser, len(us))
+	for i, u := range us {
+		out[i] = httpapi.BasicAuthUser(u)
+	}
+	return out
+}
+
 // siteStore serves the sites table to the site registry.
 type siteStore struct{ s *postgres.Sites }
 
@@ -244,7 +262,7 @@ func (a *app) api(opsOnly bool) http.Handler {
 	}
 	return httpapi.NewHandler(httpapi.Deps{
 		Logger:       a.log,
-		Auth:         httpapi.NewAuthenticator(a.cfg.Auth, &http.Client{Timeout: 5 * time.Second}),
+		Auth:         httpapi.NewAuthenticator(authOptions(a.cfg.Auth), &http.Client{Timeout: 5 * time.Second}),
 		FulfillOrder: a.placed,
 		ReturnOrder:  a.returned,
 		Orders:       a.pipe,
@@ -256,7 +274,7 @@ func (a *app) api(opsOnly bool) http.Handler {
 		Metrics:      a.met.Handler(),
 		OpsOnly:      opsOnly,
 		Dashboard:    a.dashboard(opsOnly),
-		BasicAuth:    a.cfg.Admin.BasicAuth,
+		BasicAuth:    basicAuthUsers(a.cfg.Admin.BasicAuth),
 	})
 }
 

@@ -144,7 +144,7 @@ func TestDockerfile(t *testing.T) {
 
 // composeEnv is what an operator's .env provides: the required secrets.
 var composeEnv = []string{
-	"LMS_CLIENT_SECRET=s", "JWT_SECRET_KEY=k", "ADMIN_PASSWORD_BCRYPT=" + sampleBcrypt,
+	"LMS_CLIENT_SECRET=s", "JWT_SECRET_KEY=" + testJWTSecret, "ADMIN_PASSWORD_BCRYPT=" + sampleBcrypt,
 	"COORDINATOR_SECRET_KEY=" + testSecretKey,
 }
 

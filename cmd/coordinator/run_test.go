@@ -129,7 +129,7 @@ func startRunLogs(t *testing.T, command, path string) (string, *syncBuffer) {
 			t.Logf("coordinator logs:\n%s", logs.String())
 		}
 	})
-	base := "http://" + cfg.HTTP.Addr
+	base := "http://" + listenAddr(cfg, command)
 	if command != "worker" {
 		waitHealthy(t, base, done)
 	}

@@ -18,9 +18,14 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
-
-	"github.com/openedx/coordinator/internal/config"
 )
+
+// BasicAuthUser is an operator who may sign in to /admin/ with a password,
+// kept as a bcrypt hash.
+type BasicAuthUser struct {
+	User           string
+	PasswordBcrypt string
+}
 
 // operators checks the credentials of /admin/: an admin JWT, or a
 // configured basic-auth user whose password matches its bcrypt hash.
@@ -79,7 +84,7 @@ const busyRetryAfter = time.Second
 // overflowClient is the budget shared by clients beyond MaxClients.
 const overflowClient = "(overflow)"
 
-func newOperators(a *Authenticator, users []config.BasicAuthUser, dashboard http.Handler) *operators {
+func newOperators(a *Authenticator, users []BasicAuthUser, dashboard http.Handler) *operators {
 	lim := defaultOperatorLimits()
 	o := &operators{
 		auth: a, users: map[string][]byte{}, compare: bcrypt.CompareHashAndPassword, now: time.Now,

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
-
-	"github.com/openedx/coordinator/internal/config"
 )
 
 const opsPassword = "right-password"
@@ -52,9 +50,9 @@ func opsHandler(t *testing.T, lim operatorLimits, cc *countingCompare) (http.Han
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := newOperators(NewAuthenticator(config.Auth{AdminClaim: "administrator",
-		JWT: []config.Issuer{{Issuer: hsIssuer, Audience: audience, Secret: hsSecret}}}, http.DefaultClient),
-		[]config.BasicAuthUser{{User: "ops", PasswordBcrypt: string(hash)}}, nil)
+	o := newOperators(NewAuthenticator(AuthOptions{AdminClaim: "administrator",
+		Issuers: []Issuer{{Issuer: hsIssuer, Audience: audience, Secret: hsSecret}}}, http.DefaultClient),
+		[]BasicAuthUser{{User: "ops", PasswordBcrypt: string(hash)}}, nil)
 	o.setLimits(lim)
 	o.compare = cc.compare
 	clock := &fakeClock{t: time.Now()}
@@ -255,7 +253,7 @@ func TestAdminCrossSiteAndHeaders(t *testing.T) {
 	hash, _ := bcrypt.GenerateFromPassword([]byte(opsPassword), bcrypt.MinCost)
 	h, _ := securityAPI(t, func(d *Deps) {
 		d.Dashboard = dashboard
-		d.BasicAuth = []config.BasicAuthUser{{User: "ops", PasswordBcrypt: string(hash)}}
+		d.BasicAuth = []BasicAuthUser{{User: "ops", PasswordBcrypt: string(hash)}}
 	})
 	reached.Store(0) // the CSP's hashes were taken from one rendering
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("ops:"+opsPassword))

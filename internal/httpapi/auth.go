@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/openedx/coordinator/internal/config"
 )
 
 // Authenticator verifies caller JWTs: signed by a configured issuer (HS256
@@ -49,13 +47,31 @@ const clockLeeway = 30 * time.Second
 // DefaultMaxTokenLifetime is auth.max_token_lifetime's default.
 const DefaultMaxTokenLifetime = 24 * time.Hour
 
-// NewAuthenticator returns an Authenticator for the configured issuers; hc
-// fetches JWKS documents.
-func NewAuthenticator(a config.Auth, hc *http.Client) *Authenticator {
+// Issuer is one accepted JWT issuer: HS256 with a shared Secret, or
+// RS256/RS512 with keys from JWKSURL.
+type Issuer struct {
+	Issuer   string
+	Audience string
+	Secret   string
+	JWKSURL  string
+}
+
+// AuthOptions configure an Authenticator.
+type AuthOptions struct {
+	Issuers    []Issuer
+	AdminClaim string // the claim that must be true
+	// MaxTokenLifetime refuses tokens valid for longer (exp - iat); 0 means
+	// DefaultMaxTokenLifetime.
+	MaxTokenLifetime time.Duration
+}
+
+// NewAuthenticator returns an Authenticator for the issuers; hc fetches JWKS
+// documents.
+func NewAuthenticator(a AuthOptions, hc *http.Client) *Authenticator {
 	au := &Authenticator{
 		issuers:     map[string]*issuer{},
 		adminClaim:  a.AdminClaim,
-		maxLifetime: a.MaxTokenLifetime.D(),
+		maxLifetime: a.MaxTokenLifetime,
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{"HS256", "RS256", "RS512"}),
 			jwt.WithExpirationRequired(),
@@ -66,7 +82,7 @@ func NewAuthenticator(a config.Auth, hc *http.Client) *Authenticator {
 	if au.maxLifetime <= 0 {
 		au.maxLifetime = DefaultMaxTokenLifetime
 	}
-	for _, is := range a.JWT {
+	for _, is := range a.Issuers {
 		i := &issuer{audience: is.Audience}
 		if is.Secret != "" {
 			i.secret = []byte(is.Secret)

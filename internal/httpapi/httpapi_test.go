@@ -19,7 +19,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/pipeline"
@@ -74,7 +73,7 @@ func newTestAPI(t testing.TB, rdb redis.UniversalClient, q string) http.Handler 
 	if err := signals.Wire(nil, placed, returned); err != nil {
 		t.Fatal(err)
 	}
-	auth := NewAuthenticator(config.Auth{AdminClaim: "administrator", JWT: []config.Issuer{
+	auth := NewAuthenticator(AuthOptions{AdminClaim: "administrator", Issuers: []Issuer{
 		{Issuer: hsIssuer, Audience: audience, Secret: hsSecret},
 		{Issuer: rsIssuer, Audience: audience, JWKSURL: jwksServer(t) + "/jwks"},
 	}}, &http.Client{Timeout: 2 * time.Second})
@@ -293,7 +292,7 @@ func FuzzFulfill(f *testing.F) {
 }
 
 func BenchmarkVerifyHS256(b *testing.B) {
-	a := NewAuthenticator(config.Auth{AdminClaim: "administrator", JWT: []config.Issuer{{Issuer: hsIssuer, Audience: audience, Secret: hsSecret}}}, http.DefaultClient)
+	a := NewAuthenticator(AuthOptions{AdminClaim: "administrator", Issuers: []Issuer{{Issuer: hsIssuer, Audience: audience, Secret: hsSecret}}}, http.DefaultClient)
 	header := "JWT " + hs(b, claims(nil))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/openedx/coordinator/internal/config"
 )
 
 // gatedJWKS serves rsaKey as kid "k1" on loopback, counting fetches; while
@@ -70,7 +68,7 @@ func (g *gatedJWKS) waitArrived(t *testing.T) {
 // moves by hand.
 func rsaOnly(t *testing.T, jwksURL string) (*Authenticator, *fakeClock) {
 	t.Helper()
-	a := NewAuthenticator(config.Auth{AdminClaim: "administrator", JWT: []config.Issuer{
+	a := NewAuthenticator(AuthOptions{AdminClaim: "administrator", Issuers: []Issuer{
 		{Issuer: rsIssuer, Audience: audience, JWKSURL: jwksURL},
 	}}, &http.Client{Timeout: 5 * time.Second})
 	clock := &fakeClock{t: time.Now()}
@@ -227,8 +225,8 @@ func TestUnknownKidIsNotLoggedWhole(t *testing.T) {
 // auth.max_token_lifetime, is refused.
 func TestTokenLifetime(t *testing.T) {
 	t.Parallel()
-	a := NewAuthenticator(config.Auth{AdminClaim: "administrator", MaxTokenLifetime: config.Duration(2 * time.Hour),
-		JWT: []config.Issuer{{Issuer: hsIssuer, Audience: audience, Secret: hsSecret}}}, http.DefaultClient)
+	a := NewAuthenticator(AuthOptions{AdminClaim: "administrator", MaxTokenLifetime: 2 * time.Hour,
+		Issuers: []Issuer{{Issuer: hsIssuer, Audience: audience, Secret: hsSecret}}}, http.DefaultClient)
 	now := time.Now()
 	tests := []struct {
 		name     string

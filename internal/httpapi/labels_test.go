@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/metrics"
 )
 
@@ -43,7 +42,7 @@ func securityAPI(t testing.TB, mod func(*Deps)) (http.Handler, *logBuffer) {
 	met := metrics.New()
 	d := Deps{
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
-		Auth: NewAuthenticator(config.Auth{AdminClaim: "administrator", JWT: []config.Issuer{
+		Auth: NewAuthenticator(AuthOptions{AdminClaim: "administrator", Issuers: []Issuer{
 			{Issuer: hsIssuer, Audience: audience, Secret: hsSecret},
 			{Issuer: rsIssuer, Audience: audience, JWKSURL: jwksServer(t) + "/jwks"},
 		}}, &http.Client{Timeout: 2 * time.Second}),

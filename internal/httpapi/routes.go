@@ -12,7 +12,6 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 
-	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/signals"
 )
@@ -61,7 +60,7 @@ type Deps struct {
 	// /admin/queues/ to operators; nil: none.
 	Dashboard http.Handler
 	// BasicAuth users may use /admin/ besides admin JWTs.
-	BasicAuth []config.BasicAuthUser
+	BasicAuth []BasicAuthUser
 }
 
 // NewHandler returns the whole API surface.
