@@ -39,7 +39,7 @@ import (
 
 const (
 	lmsSecret = "loadgen-lms-secret"
-	jwtSecret = "loadgen-jwt-secret"
+	jwtSecret = "loadgen-jwt-secret-0123456789abcdef"
 	issuer    = "http://loadgen/oauth2"
 	audience  = "lms-key"
 	course    = "course-v1:edX+DemoX+Demo_Course"

@@ -22,19 +22,25 @@ import (
 type fakeQueue struct {
 	mu      sync.Mutex
 	tasks   map[string]Entry
+	indexed map[string]bool
 	order   []string // ids in enqueue order
 	down    bool
 	enqueue int
 }
 
-func newFakeQueue() *fakeQueue { return &fakeQueue{tasks: map[string]Entry{}} }
+func newFakeQueue() *fakeQueue { return &fakeQueue{tasks: map[string]Entry{}, indexed: map[string]bool{}} }
 
-func (q *fakeQueue) Enqueue(_ context.Context, j Job, legacy string) (string, error) {
+func (q *fakeQueue) Enqueue(_ context.Context, j Job, o EnqueueOptions) (string, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.down {
 		return "", fmt.Errorf("redis: %w", fulfillment.ErrUnavailable)
 	}
+	q.indexed[j.ID] = true
+	if _, ok := q.tasks[o.UnlessExists]; ok && o.UnlessExists != "" {
+		return j.ID, ErrSuperseded
+	}
+	legacy := o.LegacyID
 	if e, ok := q.tasks[legacy]; ok && legacy != "" && e.Task.State != fulfillment.StateFailed {
 		return legacy, nil
 	}
@@ -55,6 +61,12 @@ func (q *fakeQueue) Task(_ context.Context, id string) (Entry, bool, error) {
 	}
 	e, ok := q.tasks[id]
 	return e, ok, nil
+}
+
+func (q *fakeQueue) Indexed(_ context.Context, _ fulfillment.Key, id string) (bool, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.indexed[id], nil
 }
 
 func (q *fakeQueue) Order(_ context.Context, site, order string) ([]Entry, error) {
@@ -402,7 +414,8 @@ func TestProcessOutcomes(t *testing.T) {
 }
 
 // An undo (return) that arrives first is recorded; the placement that
-// follows does nothing, and the line reports returned.
+// follows does nothing, and the line reports returned. Without a ledger the
+// placement is not even queued; with one it is, and ends canceled.
 func TestUndoBeforePlacementCancelsIt(t *testing.T) {
 	for _, withLedger := range []bool{false, true} {
 		s, q, _, f, completed := newService(t, withLedger)
@@ -411,19 +424,57 @@ func TestUndoBeforePlacementCancelsIt(t *testing.T) {
 			t.Fatalf("undo: %q", state)
 		}
 		place := accept(t, s, "place", "O-1")
-		if state, _ := run(t, s, q, place, false); state != fulfillment.StateCanceled {
-			t.Errorf("ledger %v: placement after undo ended %q, want canceled", withLedger, state)
+		_, queued := q.state(place)
+		if queued != withLedger {
+			t.Errorf("ledger %v: placement after undo queued = %v", withLedger, queued)
+		}
+		if queued {
+			if state, _ := run(t, s, q, place, false); state != fulfillment.StateCanceled {
+				t.Errorf("ledger %v: placement after undo ended %q, want canceled", withLedger, state)
+			}
 		}
 		if diff := cmp.Diff([]string{"undo O-1"}, f.called()); diff != "" {
 			t.Errorf("ledger %v: handlers called (-want +got):\n%s", withLedger, diff)
 		}
 		lines, err := s.Lines(context.Background(), "default", "O-1")
-		if err != nil || len(lines) != 1 || lines[0].State != fulfillment.StateReturned || len(lines[0].Tasks) != 2 {
-			t.Errorf("ledger %v: lines %+v %v, want one returned line with two tasks", withLedger, lines, err)
+		if err != nil || len(lines) != 1 || lines[0].State != fulfillment.StateReturned || lines[0].EnrolledAt != nil {
+			t.Errorf("ledger %v: lines %+v %v, want one returned line, never enrolled", withLedger, lines, err)
 		}
 		if len(*completed) != 1 || (*completed)[0].State != fulfillment.StateReturned {
 			t.Errorf("ledger %v: completed %+v, want one returned", withLedger, *completed)
 		}
+	}
+}
+
+// A placement indexed but not yet in the queue when the undo runs (its
+// enqueue is on its way) is awaited, then canceled.
+func TestUndoAwaitsPlacementBeingQueued(t *testing.T) {
+	s, q, _, f, _ := newService(t, false)
+	j := Job{Kind: "place", ID: TaskID("place", ref("O-1").Key()), Ref: ref("O-1"), Payload: []byte(`{}`)}
+	q.indexed[j.ID] = true // indexed; the enqueue follows 50 ms later
+	undo := accept(t, s, "undo", "O-1")
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		q.mu.Lock()
+		q.tasks[j.ID] = Entry{Task: fulfillment.Task{Kind: "place", TaskID: j.ID, State: fulfillment.StateQueued, Ref: j.Ref}, Job: j}
+		q.mu.Unlock()
+	}()
+	if state, _ := run(t, s, q, undo, false); state != fulfillment.StateDone {
+		t.Fatalf("undo: %q", state)
+	}
+	if _, ok := q.state(j.ID); ok {
+		t.Error("the placement queued meanwhile was not canceled")
+	}
+	if got := f.called(); len(got) != 1 {
+		t.Errorf("handlers %v, want only the undo", got)
+	}
+	// One indexed whose enqueue failed is awaited only AcceptWindow.
+	s.o.AcceptWindow = 20 * time.Millisecond
+	k := ref("O-2").Key()
+	q.indexed[TaskID("place", k)] = true
+	undo = accept(t, s, "undo", "O-2")
+	if state, _ := run(t, s, q, undo, false); state != fulfillment.StateDone {
+		t.Fatalf("undo after a failed placement: %q", state)
 	}
 }
 
@@ -495,7 +546,7 @@ func TestLinesMergeLedgerAndQueue(t *testing.T) {
 	before.CourseID = "course-v1:a+b+0"
 	b, _ := json.Marshal(before)
 	j := Job{Kind: "place", ID: TaskID("place", before.Key()), Ref: before, Payload: b}
-	if _, err := q.Enqueue(ctx, j, ""); err != nil {
+	if _, err := q.Enqueue(ctx, j, EnqueueOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	accept(t, s, "place", "O-1")
@@ -562,8 +613,12 @@ func TestReconcileSyncsAndTakesTurns(t *testing.T) {
 // task no attempt.
 func TestStoreHiccupCostsNoAttempt(t *testing.T) {
 	s, q, _, f, _ := newService(t, false)
-	id := accept(t, s, "place", "O-1")
-	e, _, _ := q.Task(context.Background(), id)
+	place := accept(t, s, "place", "O-1")
+	if state, _ := run(t, s, q, place, false); state != fulfillment.StateDone {
+		t.Fatal("placement")
+	}
+	undo := accept(t, s, "undo", "O-1")
+	e, _, _ := q.Task(context.Background(), undo)
 	q.mu.Lock()
 	q.down = true
 	q.mu.Unlock()
@@ -574,7 +629,7 @@ func TestStoreHiccupCostsNoAttempt(t *testing.T) {
 		q.mu.Unlock()
 	}()
 	state, err := s.Process(context.Background(), Attempt{Job: e.Job, Number: 1})
-	if state != fulfillment.StateDone || err != nil || len(f.called()) != 1 {
+	if state != fulfillment.StateDone || err != nil || len(f.called()) != 2 {
 		t.Errorf("after a 200 ms outage: %q %v, handler calls %v; want done in one attempt", state, err, f.called())
 	}
 }

@@ -80,7 +80,8 @@ func (s *Service) outcome(k Kind, state fulfillment.State) string {
 
 // run orders the task against the line's other flows, then runs its handler.
 func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, error) {
-	if k.CanceledBy != "" {
+	// Without a ledger, Accept already refused to queue a canceled task.
+	if k.CanceledBy != "" && s.o.Ledger != nil {
 		var found bool
 		err := s.steady(ctx, func() (err error) {
 			found, err = s.exists(ctx, k.CanceledBy, j.Ref.Key())
@@ -104,15 +105,10 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 	return fulfillment.StateDone, nil
 }
 
-// exists reports whether the line has a task of the kind: in the ledger,
-// which records every task before it is queued, when there is one, else in
-// the queue.
+// exists reports whether the ledger, which records every task before it is
+// queued, holds the line's task of the kind.
 func (s *Service) exists(ctx context.Context, kind string, key fulfillment.Key) (bool, error) {
-	if s.o.Ledger != nil {
-		_, found, err := s.o.Ledger.Find(ctx, kind, key)
-		return found, err
-	}
-	_, found, err := s.o.Queue.Task(ctx, TaskID(kind, key))
+	_, found, err := s.o.Ledger.Find(ctx, kind, key)
 	return found, err
 }
 
@@ -140,8 +136,10 @@ func (s *Service) steady(ctx context.Context, f func() error) error {
 }
 
 // waitFor waits while the line's task of the kind runs, and cancels it while
-// it waits in the queue, so that the two never overlap. After WaitMax it
-// gives up with a transient error: the attempt is retried.
+// it waits in the queue, so that the two never overlap. A task indexed under
+// its order but not (yet) in the queue may be between its index write and its
+// enqueue: it is awaited for up to acceptWindow. After WaitMax it gives up
+// with a transient error: the attempt is retried.
 func (s *Service) waitFor(ctx context.Context, kind string, key fulfillment.Key) error {
 	k, _ := s.o.Kinds.Get(kind)
 	ids := []string{TaskID(kind, key)}
@@ -150,6 +148,7 @@ func (s *Service) waitFor(ctx context.Context, kind string, key fulfillment.Key)
 	}
 	deadline := time.Now().Add(s.o.WaitMax)
 	for _, id := range ids {
+		var arriving time.Time // when a task indexed but missing stops being awaited
 		for {
 			var e Entry
 			var found bool
@@ -160,10 +159,26 @@ func (s *Service) waitFor(ctx context.Context, kind string, key fulfillment.Key)
 			if err != nil {
 				return err
 			}
-			if !found || !e.Task.State.Open() {
+			if !found {
+				if arriving.IsZero() {
+					var indexed bool
+					if err := s.steady(ctx, func() (err error) {
+						indexed, err = s.o.Queue.Indexed(ctx, key, id)
+						return err
+					}); err != nil {
+						return err
+					}
+					if !indexed {
+						break
+					}
+					arriving = time.Now().Add(s.o.AcceptWindow)
+				}
+				if time.Now().After(arriving) {
+					break // its enqueue failed (the shop was answered 503)
+				}
+			} else if !e.Task.State.Open() {
 				break
-			}
-			if e.Task.State != fulfillment.StateRunning {
+			} else if e.Task.State != fulfillment.StateRunning {
 				var canceled bool
 				err := s.steady(ctx, func() (err error) {
 					canceled, err = s.o.Queue.Cancel(ctx, id)
@@ -238,7 +253,7 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 		case err != nil:
 			return err
 		case !found:
-			if _, err := s.o.Queue.Enqueue(ctx, e.Job, ""); err != nil {
+			if _, err := s.o.Queue.Enqueue(ctx, e.Job, EnqueueOptions{}); err != nil {
 				return err
 			}
 			res.Requeued++

@@ -16,10 +16,16 @@ import (
 // Queue is the task queue (Redis, through asynq).
 type Queue interface {
 	// Enqueue queues the job unless its task is queued, running, retrying
-	// or done, and returns the id of the task in effect: the job's, or the
-	// legacy id when a task of that id is in effect. A failed task is
-	// replaced. An unreachable queue wraps fulfillment.ErrUnavailable.
-	Enqueue(ctx context.Context, j Job, legacyID string) (string, error)
+	// or done, and returns the id of the task in effect: the job's, or
+	// o.LegacyID when a task of that id is in effect. A failed task is
+	// replaced. When the task o.UnlessExists exists, nothing is queued and
+	// the error is ErrSuperseded. An unreachable queue wraps
+	// fulfillment.ErrUnavailable.
+	Enqueue(ctx context.Context, j Job, o EnqueueOptions) (string, error)
+	// Indexed reports whether a task id was recorded under its order: an
+	// enqueue records it there first, so a task indexed but missing may
+	// be on its way.
+	Indexed(ctx context.Context, k fulfillment.Key, id string) (bool, error)
 	// Task reads one task; found is false when it does not exist (never
 	// queued, lost, or older than the retention).
 	Task(ctx context.Context, id string) (e Entry, found bool, err error)
@@ -29,6 +35,20 @@ type Queue interface {
 	// false when the task is running or gone.
 	Cancel(ctx context.Context, id string) (bool, error)
 }
+
+// EnqueueOptions qualify an enqueue.
+type EnqueueOptions struct {
+	// LegacyID is the id an earlier version gave the task, honoured when
+	// that task is in effect.
+	LegacyID string
+	// UnlessExists names a task whose existence means this one must not
+	// be queued (it is checked in the same round trip as the enqueue's
+	// other bookkeeping).
+	UnlessExists string
+}
+
+// ErrSuperseded is Enqueue's answer when EnqueueOptions.UnlessExists exists.
+var ErrSuperseded = errors.New("superseded by another task of the line")
 
 // Ledger is the system of record (the Postgres tier): one row per task of a
 // line.
@@ -79,6 +99,9 @@ type Options struct {
 	// WaitPoll and WaitMax bound how a task waits for a running task of
 	// its After kind (defaults 200 ms and 1 minute); then it is retried.
 	WaitPoll, WaitMax time.Duration
+	// AcceptWindow is how long a task indexed but not yet queued is
+	// awaited (default 5 s: longer than an enqueue may take).
+	AcceptWindow time.Duration
 }
 
 // Service runs the pipeline. It is safe for concurrent use.
@@ -96,6 +119,9 @@ func New(o Options) *Service {
 	}
 	if o.WaitMax <= 0 {
 		o.WaitMax = time.Minute
+	}
+	if o.AcceptWindow <= 0 {
+		o.AcceptWindow = 5 * time.Second
 	}
 	return &Service{o: o}
 }
@@ -115,19 +141,32 @@ func (s *Service) Accept(ctx context.Context, kind string, ref fulfillment.Ref, 
 		return "", fmt.Errorf("accept %s: encode payload: %w", kind, err)
 	}
 	j := Job{Kind: kind, ID: TaskID(kind, ref.Key()), Ref: ref, Payload: b}
-	legacy := ""
-	if k.LegacyID != nil {
-		legacy = k.LegacyID(ref.Key())
-	}
 	if s.o.Ledger == nil {
-		return s.o.Queue.Enqueue(ctx, j, legacy)
+		// Without a ledger, a task canceled by another kind's is not queued
+		// at all once that task exists: checked here, in the enqueue's own
+		// round trip, rather than before every attempt. The other kind's
+		// task waits for (and cancels) one that was being queued meanwhile.
+		var o EnqueueOptions
+		if k.LegacyID != nil {
+			o.LegacyID = k.LegacyID(ref.Key())
+		}
+		if k.CanceledBy != "" {
+			o.UnlessExists = TaskID(k.CanceledBy, ref.Key())
+		}
+		id, err := s.o.Queue.Enqueue(ctx, j, o)
+		if errors.Is(err, ErrSuperseded) {
+			s.o.Logger.InfoContext(ctx, "task_superseded", "request_id", ref.RequestID, "task_id", j.ID,
+				"order_number", ref.OrderNumber, "by", o.UnlessExists)
+			return j.ID, nil
+		}
+		return id, err
 	}
 	id, fresh, err := s.o.Ledger.Accept(ctx, j)
 	if err != nil || !fresh {
 		return id, err
 	}
 	j.ID = id
-	if _, err := s.o.Queue.Enqueue(ctx, j, ""); err != nil {
+	if _, err := s.o.Queue.Enqueue(ctx, j, EnqueueOptions{}); err != nil {
 		s.o.Logger.WarnContext(ctx, "enqueue_deferred", "request_id", ref.RequestID, "task_id", id,
 			"order_number", ref.OrderNumber, "err", err.Error())
 	}
@@ -234,7 +273,7 @@ func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]
 			return nil, err
 		}
 		for _, j := range reopened {
-			if _, err := s.o.Queue.Enqueue(ctx, j, ""); err != nil {
+			if _, err := s.o.Queue.Enqueue(ctx, j, EnqueueOptions{}); err != nil {
 				s.o.Logger.WarnContext(ctx, "enqueue_deferred", "task_id", j.ID, "order_number", orderNumber, "err", err.Error())
 			}
 		}
@@ -247,7 +286,7 @@ func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]
 		if e.Task.State != fulfillment.StateFailed {
 			continue
 		}
-		if _, err := s.o.Queue.Enqueue(ctx, e.Job, ""); err != nil {
+		if _, err := s.o.Queue.Enqueue(ctx, e.Job, EnqueueOptions{}); err != nil {
 			return nil, err
 		}
 	}

@@ -7,16 +7,18 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// indexWrite is one order-index entry waiting for its batch.
+// indexWrite is one order-index entry waiting for its batch, with the checks
+// that ride in the same round trip.
 type indexWrite struct {
 	key, id string
-	check   string // another id whose membership of key to report; "" for none
+	member  string // another id whose membership of key to report; "" for none
+	exists  string // a key whose existence to report, checked before the write; "" for none
 	done    chan indexResult
 }
 
 type indexResult struct {
-	member bool
-	err    error
+	member, exists bool
+	err            error
 }
 
 // indexer writes order-index entries with group commit: concurrent requests
@@ -37,20 +39,20 @@ func newIndexer(rdb redis.UniversalClient, ttl time.Duration) *indexer {
 	return ix
 }
 
-// add writes key ∋ id and returns once it is in Redis (or failed), with
-// whether check (when not "") was already in key.
-func (ix *indexer) add(ctx context.Context, key, id, check string) (bool, error) {
-	w := indexWrite{key: key, id: id, check: check, done: make(chan indexResult, 1)}
+// add writes w.key ∋ w.id and returns once it is in Redis (or failed), with
+// whether w.member was already in w.key and whether w.exists existed.
+func (ix *indexer) add(ctx context.Context, w indexWrite) (indexResult, error) {
+	w.done = make(chan indexResult, 1)
 	select {
 	case ix.in <- w:
 	case <-ctx.Done():
-		return false, ctx.Err()
+		return indexResult{}, ctx.Err()
 	}
 	select {
 	case r := <-w.done:
-		return r.member, r.err
+		return r, r.err
 	case <-ctx.Done():
-		return false, ctx.Err()
+		return indexResult{}, ctx.Err()
 	}
 }
 
@@ -59,7 +61,8 @@ func (ix *indexer) add(ctx context.Context, key, id, check string) (bool, error)
 // service is idle a lone write goes out at once.
 func (ix *indexer) loop() {
 	batch := make([]indexWrite, 0, maxIndexBatch)
-	checks := make([]*redis.BoolCmd, 0, maxIndexBatch)
+	members := make([]*redis.BoolCmd, 0, maxIndexBatch)
+	exists := make([]*redis.IntCmd, 0, maxIndexBatch)
 	for w := range ix.in {
 		batch = append(batch[:0], w)
 	fill:
@@ -73,13 +76,17 @@ func (ix *indexer) loop() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
 		pipe := ix.rdb.Pipeline()
-		checks = checks[:0]
+		members, exists = members[:0], exists[:0]
 		for _, w := range batch {
-			var c *redis.BoolCmd
-			if w.check != "" {
-				c = pipe.SIsMember(ctx, w.key, w.check)
+			var m *redis.BoolCmd
+			var e *redis.IntCmd
+			if w.member != "" {
+				m = pipe.SIsMember(ctx, w.key, w.member)
 			}
-			checks = append(checks, c)
+			if w.exists != "" {
+				e = pipe.Exists(ctx, w.exists)
+			}
+			members, exists = append(members, m), append(exists, e)
 			pipe.SAdd(ctx, w.key, w.id)
 			pipe.Expire(ctx, w.key, ix.ttl)
 		}
@@ -87,8 +94,9 @@ func (ix *indexer) loop() {
 		cancel()
 		for i, w := range batch {
 			r := indexResult{err: err}
-			if err == nil && checks[i] != nil {
-				r.member = checks[i].Val()
+			if err == nil {
+				r.member = members[i] != nil && members[i].Val()
+				r.exists = exists[i] != nil && exists[i].Val() == 1
 			}
 			w.done <- r
 		}

@@ -61,6 +61,19 @@ func (q *Queue) Task(ctx context.Context, id string) (pipeline.Entry, bool, erro
 	return e, err == nil, err
 }
 
+// taskKey is the hash asynq keeps a task in (asynq:{queue}:t:<id>, its layout
+// since v0.18; pinned by TestEnqueueUnlessExists).
+func (q *Queue) taskKey(id string) string { return "asynq:{" + q.name + "}:t:" + id }
+
+// Indexed reports whether a task id is recorded under its line's order.
+func (q *Queue) Indexed(ctx context.Context, k fulfillment.Key, id string) (bool, error) {
+	ok, err := q.rdb.SIsMember(ctx, q.orderKey(k.Site, k.OrderNumber), id).Result()
+	if err != nil {
+		return false, fmt.Errorf("order %s: %w: %v", k.OrderNumber, fulfillment.ErrUnavailable, err)
+	}
+	return ok, nil
+}
+
 // canceledResult is the result a task that was not needed any more leaves,
 // so that a completed task reads back as canceled, not done.
 var canceledResult = []byte("canceled")

@@ -66,11 +66,14 @@ const enqueueTimeout = 3 * time.Second
 
 // Enqueue queues the job's task and returns its id. While the task is queued,
 // running, retrying or done, it enqueues nothing and returns the same id; once
-// the task failed for good, it queues it again. When legacyID names a task an
-// earlier version queued for the same line and kind that is still in effect,
-// that id is returned and nothing is queued. An unreachable Redis yields an
-// error wrapping fulfillment.ErrUnavailable.
-func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, legacyID string) (string, error) {
+// the task failed for good, it queues it again. When o.LegacyID names a task
+// an earlier version queued for the same line and kind that is still in
+// effect, that id is returned and nothing is queued; when the task
+// o.UnlessExists exists, nothing is queued and the error is
+// pipeline.ErrSuperseded. Both checks ride in the round trip that indexes the
+// task under its order. An unreachable Redis yields an error wrapping
+// fulfillment.ErrUnavailable.
+func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueOptions) (string, error) {
 	k, ok := q.kinds.Get(j.Kind)
 	if !ok {
 		return "", fmt.Errorf("enqueue: unknown kind %q", j.Kind)
@@ -79,18 +82,26 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, legacyID string) (s
 	defer cancel()
 	// Index the task under its order before queueing it, so that every
 	// queued task is findable; the same round trip tells whether an
-	// earlier version indexed the line under its legacy id.
-	legacyIndexed, err := q.indexer.add(ctx, q.orderKey(j.Ref.Site, j.Ref.OrderNumber), j.ID, legacyID)
+	// earlier version indexed the line under its legacy id, and whether
+	// the superseding task exists.
+	w := indexWrite{key: q.orderKey(j.Ref.Site, j.Ref.OrderNumber), id: j.ID, member: o.LegacyID}
+	if o.UnlessExists != "" {
+		w.exists = q.taskKey(o.UnlessExists)
+	}
+	found, err := q.indexer.add(ctx, w)
 	if err != nil {
 		return "", fmt.Errorf("index %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
 	}
-	if legacyIndexed {
-		info, err := q.inspector.GetTaskInfo(q.name, legacyID)
+	if found.exists {
+		return j.ID, pipeline.ErrSuperseded
+	}
+	if found.member {
+		info, err := q.inspector.GetTaskInfo(q.name, o.LegacyID)
 		switch {
 		case err == nil && info.State != asynq.TaskStateArchived:
-			return legacyID, nil
+			return o.LegacyID, nil
 		case err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound):
-			return "", fmt.Errorf("inspect %s: %w: %v", legacyID, fulfillment.ErrUnavailable, err)
+			return "", fmt.Errorf("inspect %s: %w: %v", o.LegacyID, fulfillment.ErrUnavailable, err)
 		}
 	}
 	task := asynq.NewTask(k.TaskType, j.Payload)

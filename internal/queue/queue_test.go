@@ -51,25 +51,25 @@ func TestEnqueueIdempotentUntilFailed(t *testing.T) {
 	ctx := context.Background()
 	j := job(t, "ping", "EDX-9")
 
-	id1, err := q.Enqueue(ctx, j, "")
+	id1, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{})
 	if err != nil || id1 != j.ID {
 		t.Fatalf("enqueue: %q %v, want %q", id1, err, j.ID)
 	}
-	if id2, err := q.Enqueue(ctx, j, ""); err != nil || id2 != id1 {
+	if id2, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil || id2 != id1 {
 		t.Fatalf("repeat: %q %v, want %q", id2, err, id1)
 	}
 	if info, _ := insp.GetQueueInfo(name); info.Size != 1 {
 		t.Fatalf("queue size %d after a repeat, want 1", info.Size)
 	}
 	// Another kind of the same line is a task of its own.
-	if id, err := q.Enqueue(ctx, job(t, "pong", "EDX-9"), ""); err != nil || id == id1 {
+	if id, err := q.Enqueue(ctx, job(t, "pong", "EDX-9"), pipeline.EnqueueOptions{}); err != nil || id == id1 {
 		t.Fatalf("pong of the same line: %q %v, want its own id", id, err)
 	}
 	// Fail it for good, as the worker would after a permanent answer.
 	if err := insp.ArchiveTask(name, id1); err != nil {
 		t.Fatal(err)
 	}
-	if id3, err := q.Enqueue(ctx, j, ""); err != nil || id3 != id1 {
+	if id3, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil || id3 != id1 {
 		t.Fatalf("re-request after failure: %q %v", id3, err)
 	}
 	info, err := insp.GetTaskInfo(name, id1)
@@ -99,7 +99,7 @@ func TestEnqueueHonoursLegacyID(t *testing.T) {
 		asynq.TaskID(legacy), asynq.Queue(name), asynq.Retention(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	id, err := q.Enqueue(ctx, j, legacy)
+	id, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{LegacyID: legacy})
 	if err != nil || id != legacy {
 		t.Fatalf("enqueue of a legacy line: %q %v, want the legacy id %q", id, err, legacy)
 	}
@@ -118,7 +118,7 @@ func TestCancelAndTaskStates(t *testing.T) {
 	q, insp, name := newQueue(t)
 	ctx := context.Background()
 	j := job(t, "ping", "EDX-C")
-	if _, err := q.Enqueue(ctx, j, ""); err != nil {
+	if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	e, found, err := q.Task(ctx, j.ID)
@@ -134,7 +134,7 @@ func TestCancelAndTaskStates(t *testing.T) {
 	if ok, err := q.Cancel(ctx, j.ID); err != nil || ok {
 		t.Fatalf("cancel a missing task: %v %v, want false", ok, err)
 	}
-	if _, err := q.Enqueue(ctx, j, ""); err != nil {
+	if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := insp.ArchiveTask(name, j.ID); err != nil {
@@ -176,7 +176,7 @@ func TestWorkerRunsEveryKind(t *testing.T) {
 	for kind, orders := range map[string][]string{"ping": {"OK", "CANCEL"}, "pong": {"FAIL"}} {
 		for _, o := range orders {
 			j := job(t, kind, o)
-			if _, err := q.Enqueue(ctx, j, ""); err != nil {
+			if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			want[j.ID] = map[string]fulfillment.State{"OK": fulfillment.StateDone, "CANCEL": fulfillment.StateCanceled, "FAIL": fulfillment.StateFailed}[o]
@@ -230,5 +230,50 @@ func TestRetryDelay(t *testing.T) {
 	}
 	if d := f(0, retryIn(time.Hour), nil); d != time.Minute {
 		t.Errorf("Retry-After beyond max_delay: delay %v, want max_delay", d)
+	}
+}
+
+// A task is not queued while the task it must give way to exists. The check
+// reads asynq's own key for that task: queued, failed and deleted tasks must
+// read right, or an asynq upgrade changed the layout.
+func TestEnqueueUnlessExists(t *testing.T) {
+	t.Parallel()
+	q, insp, name := newQueue(t)
+	ctx := context.Background()
+	ping, pong := job(t, "ping", "EDX-E"), job(t, "pong", "EDX-E")
+	unless := pipeline.EnqueueOptions{UnlessExists: pong.ID}
+	if id, err := q.Enqueue(ctx, ping, unless); err != nil || id != ping.ID {
+		t.Fatalf("without the other task: %q %v, want queued", id, err)
+	}
+	if ok, err := q.Indexed(ctx, ping.Ref.Key(), ping.ID); err != nil || !ok {
+		t.Fatalf("Indexed = %v %v, want true", ok, err)
+	}
+	if ok, _ := q.Indexed(ctx, ping.Ref.Key(), pong.ID); ok {
+		t.Fatal("a task never queued reads as indexed")
+	}
+	if err := insp.DeleteTask(name, ping.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Enqueue(ctx, pong, pipeline.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, state := range []string{"queued", "archived"} {
+		if state == "archived" {
+			if err := insp.ArchiveTask(name, pong.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := q.Enqueue(ctx, ping, unless); !errors.Is(err, pipeline.ErrSuperseded) {
+			t.Fatalf("with the other task %s: %v, want ErrSuperseded", state, err)
+		}
+		if _, found, _ := q.Task(ctx, ping.ID); found {
+			t.Fatalf("queued although superseded (other task %s)", state)
+		}
+	}
+	if err := insp.DeleteTask(name, pong.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Enqueue(ctx, ping, unless); err != nil {
+		t.Fatalf("after the other task was deleted: %v, want queued", err)
 	}
 }
