@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ type fakeQueue struct {
 	order   []string // ids in enqueue order
 	down    bool
 	enqueue int
+	ranNow  []string
 }
 
 func newFakeQueue() *fakeQueue { return &fakeQueue{tasks: map[string]Entry{}, indexed: map[string]bool{}} }
@@ -48,7 +50,8 @@ func (q *fakeQueue) Enqueue(_ context.Context, j Job, o EnqueueOptions) (string,
 		return j.ID, nil
 	}
 	q.enqueue++
-	q.tasks[j.ID] = Entry{Task: fulfillment.Task{Kind: j.Kind, TaskID: j.ID, State: fulfillment.StateQueued, Ref: j.Ref}, Job: j}
+	q.tasks[j.ID] = Entry{Task: fulfillment.Task{Kind: j.Kind, TaskID: j.ID, State: fulfillment.StateQueued, Ref: j.Ref,
+		AcceptedAt: j.Ref.AcceptedAt}, Job: j}
 	q.order = append(q.order, j.ID)
 	return j.ID, nil
 }
@@ -133,7 +136,8 @@ func (l *fakeLedger) Accept(_ context.Context, j Job) (string, bool, error) {
 	if e, ok := l.rows[k]; ok && e.Task.State != fulfillment.StateFailed {
 		return e.Job.ID, false, nil
 	}
-	l.rows[k] = Entry{Task: fulfillment.Task{Kind: j.Kind, TaskID: j.ID, State: fulfillment.StateQueued, Ref: j.Ref}, Job: j}
+	l.rows[k] = Entry{Task: fulfillment.Task{Kind: j.Kind, TaskID: j.ID, State: fulfillment.StateQueued, Ref: j.Ref,
+		AcceptedAt: j.Ref.AcceptedAt}, Job: j}
 	return j.ID, true, nil
 }
 
@@ -632,4 +636,86 @@ func TestStoreHiccupCostsNoAttempt(t *testing.T) {
 	if state != fulfillment.StateDone || err != nil || len(f.called()) != 2 {
 		t.Errorf("after a 200 ms outage: %q %v, handler calls %v; want done in one attempt", state, err, f.called())
 	}
+}
+
+func (q *fakeQueue) RunNow(_ context.Context, id string) (bool, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e, ok := q.tasks[id]
+	if !ok || e.Task.State != fulfillment.StateRetrying {
+		return false, nil
+	}
+	e.Task.State = fulfillment.StateQueued
+	q.tasks[id] = e
+	q.ranNow = append(q.ranNow, id)
+	return true, nil
+}
+
+func (q *fakeQueue) Scan(_ context.Context, o ScanOptions, fn func(Entry) error) (bool, error) {
+	q.mu.Lock()
+	var es []Entry
+	for _, id := range q.order {
+		if e, ok := q.tasks[id]; ok && (!o.OpenOnly || e.Task.State.Open()) {
+			es = append(es, e)
+		}
+	}
+	q.mu.Unlock()
+	for i, e := range es {
+		if i == o.Max {
+			return true, nil
+		}
+		if err := fn(e); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// Lines pages the fake's lines newest first by their first task's
+// acceptance, like the ledger's created_at keyset.
+func (l *fakeLedger) Lines(_ context.Context, lq LedgerQuery) ([]LedgerLine, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	byKey := map[fulfillment.Key][]Entry{}
+	for _, e := range l.rows {
+		byKey[e.Job.Ref.Key()] = append(byKey[e.Job.Ref.Key()], e)
+	}
+	var out []LedgerLine
+	for k, es := range byKey {
+		at := Cursor{At: es[0].Task.AcceptedAt, Key: Digest(k)}
+		for _, e := range es {
+			if e.Task.AcceptedAt.Before(at.At) {
+				at.At = e.Task.AcceptedAt
+			}
+		}
+		f := lq.Filter
+		if (f.Site != "" && k.Site != f.Site) || (f.CourseID != "" && k.CourseID != f.CourseID) ||
+			at.At.Before(f.Since) || (lq.Before != nil && !at.before(*lq.Before)) {
+			continue
+		}
+		if len(lq.States) > 0 && !slices.ContainsFunc(es, func(e Entry) bool { return slices.Contains(lq.States, e.Task.State) }) {
+			continue
+		}
+		out = append(out, LedgerLine{At: at, Entries: es})
+	}
+	slices.SortFunc(out, func(a, b LedgerLine) int {
+		if a.At.before(b.At) {
+			return 1
+		}
+		return -1
+	})
+	return out[:min(len(out), lq.Limit)], nil
+}
+
+func (l *fakeLedger) OldestOpen(context.Context) (time.Time, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var at time.Time
+	ok := false
+	for _, e := range l.rows {
+		if e.Task.State.Open() && (!ok || e.Task.AcceptedAt.Before(at)) {
+			at, ok = e.Task.AcceptedAt, true
+		}
+	}
+	return at, ok, nil
 }

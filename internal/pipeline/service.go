@@ -34,6 +34,13 @@ type Queue interface {
 	// Cancel deletes a task that is waiting (queued or retrying). It reports
 	// false when the task is running or gone.
 	Cancel(ctx context.Context, id string) (bool, error)
+	// RunNow moves a task waiting for its next attempt (retrying or
+	// scheduled) to run now. It reports false when the task is not waiting.
+	RunNow(ctx context.Context, id string) (bool, error)
+	// Scan calls fn for the tasks of the registered kinds, in every state
+	// (o.OpenOnly: those that may still run), at most o.Max of them;
+	// truncated says there were more.
+	Scan(ctx context.Context, o ScanOptions, fn func(Entry) error) (truncated bool, err error)
 }
 
 // EnqueueOptions qualify an enqueue.
@@ -71,6 +78,11 @@ type Ledger interface {
 	Open(ctx context.Context, fn func(Entry) error) error
 	// TryLock takes the fleet-wide reconciler lock if it is free.
 	TryLock(ctx context.Context) (release func(), ok bool, err error)
+	// Lines reads a page of lines, newest first (see LedgerQuery).
+	Lines(ctx context.Context, q LedgerQuery) ([]LedgerLine, error)
+	// OldestOpen reports when the oldest task that may still run was
+	// accepted; ok is false when there is none.
+	OldestOpen(ctx context.Context) (at time.Time, ok bool, err error)
 }
 
 // Observer receives measurements (metrics).
@@ -263,9 +275,10 @@ func (s *Service) line(es []Entry) fulfillment.Line {
 	return l
 }
 
-// RetryFailed queues an order's failed tasks again and returns the order's
-// lines afterwards. With a ledger, a task the queue cannot take now stays
-// queued in the ledger, and the reconciler queues it later.
+// RetryFailed queues an order's failed tasks again, runs its retrying tasks
+// now, and returns the order's lines afterwards. With a ledger, a task the
+// queue cannot take now stays queued in the ledger, and the reconciler
+// queues it later.
 func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
 	if s.o.Ledger != nil {
 		reopened, err := s.o.Ledger.ReopenFailed(ctx, site, orderNumber)
@@ -278,7 +291,7 @@ func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]
 			}
 		}
 	}
-	_, queued, err := s.entries(ctx, site, orderNumber)
+	ledgered, queued, err := s.entries(ctx, site, orderNumber)
 	if err != nil {
 		return nil, err
 	}
@@ -288,6 +301,16 @@ func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]
 		}
 		if _, err := s.o.Queue.Enqueue(ctx, e.Job, EnqueueOptions{}); err != nil {
 			return nil, err
+		}
+	}
+	// A retrying task need not wait out its backoff once the cause is
+	// fixed: it runs now.
+	for _, e := range append(ledgered, queued...) {
+		if e.Task.State != fulfillment.StateRetrying {
+			continue
+		}
+		if _, err := s.o.Queue.RunNow(ctx, e.Task.TaskID); err != nil {
+			return nil, fmt.Errorf("run %s now: %w", e.Task.TaskID, err)
 		}
 	}
 	return s.Lines(ctx, site, orderNumber)
