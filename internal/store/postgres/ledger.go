@@ -107,14 +107,17 @@ func scanEntry(r pgx.CollectableRow) (pipeline.Entry, error) {
 }
 
 // scanRow reads a row of entryColumns with its id.
-func scanRow(r pgx.CollectableRow) (row, error) {
+func scanRow(r pgx.CollectableRow) (row, error) { return scanRowAfter(r) }
+
+// scanRowAfter reads a row of entryColumns, after the columns dest names.
+func scanRowAfter(r pgx.CollectableRow, dest ...any) (row, error) {
 	var e pipeline.Entry
 	var id int64
 	var state string
 	var payload []byte
 	t := &e.Task
-	if err := r.Scan(&id, &t.Kind, &t.TaskID, &state, &t.Attempts, &t.LastError, &t.AcceptedAt, &t.UpdatedAt,
-		&t.FinishedAt, &payload); err != nil {
+	if err := r.Scan(append(dest, &id, &t.Kind, &t.TaskID, &state, &t.Attempts, &t.LastError, &t.AcceptedAt, &t.UpdatedAt,
+		&t.FinishedAt, &payload)...); err != nil {
 		return row{}, err
 	}
 	if err := json.Unmarshal(payload, &t.Ref); err != nil {
