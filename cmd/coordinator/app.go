@@ -228,6 +228,7 @@ func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer
 	if mode == "worker" || mode == "all" {
 		// Queue gauges come from workers only, so API replicas do not repeat them.
 		a.met.WatchQueue(asynq.NewInspectorFromRedisClient(a.rdb), cfg.Worker.Queue)
+		a.met.WatchOldestOpen(cfg.Worker.Queue, a.pipe.OldestOpen)
 		w := a.worker()
 		if err := w.Start(); err != nil {
 			return err
@@ -275,6 +276,8 @@ func (a *app) api(opsOnly bool) http.Handler {
 		OpsOnly:      opsOnly,
 		Dashboard:    a.dashboard(opsOnly),
 		BasicAuth:    basicAuthUsers(a.cfg.Admin.BasicAuth),
+		Problems:     a.pipe,
+		Queue:        a.cfg.Worker.Queue,
 	})
 }
 

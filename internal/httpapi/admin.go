@@ -300,7 +300,7 @@ func (o *operators) require(log *slog.Logger) func(http.Handler) http.Handler {
 				res, retry := o.checkBasic(r.Context(), client, user, pass)
 				switch res {
 				case basicOK:
-					next.ServeHTTP(w, r)
+					next.ServeHTTP(w, r.WithContext(withOperator(r.Context(), "basic:"+user)))
 					return
 				case basicLimited, basicBusy:
 					log.WarnContext(r.Context(), "admin_throttled", "request_id", RequestID(r.Context()),
@@ -317,9 +317,9 @@ func (o *operators) require(log *slog.Logger) func(http.Handler) http.Handler {
 				}
 				log.InfoContext(r.Context(), "admin_refused", attrs...)
 			} else if a := r.Header.Get("Authorization"); a != "" && !strings.HasPrefix(strings.ToLower(a), "basic ") {
-				_, err := o.auth.Verify(r.Context(), a)
+				claims, err := o.auth.Verify(r.Context(), a)
 				if err == nil {
-					next.ServeHTTP(w, r)
+					next.ServeHTTP(w, r.WithContext(withOperator(r.Context(), jwtOperator(claims))))
 					return
 				}
 				if errors.Is(err, ErrNotAdmin) {

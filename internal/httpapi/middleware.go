@@ -147,7 +147,7 @@ func recoverer(log *slog.Logger) func(http.Handler) http.Handler {
 func requireAdmin(a *Authenticator, log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, err := a.Verify(r.Context(), r.Header.Get("Authorization"))
+			claims, err := a.Verify(r.Context(), r.Header.Get("Authorization"))
 			switch {
 			case errors.Is(err, ErrNotAdmin):
 				encode(w, http.StatusForbidden, detail("You do not have permission to perform this action."))
@@ -158,7 +158,7 @@ func requireAdmin(a *Authenticator, log *slog.Logger) func(http.Handler) http.Ha
 				encode(w, http.StatusUnauthorized, detail("Authentication credentials were not provided or are invalid."))
 				return
 			}
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(w, r.WithContext(withOperator(r.Context(), jwtOperator(claims))))
 		})
 	}
 }

@@ -57,6 +57,9 @@ func handleOrder(orders Orders, knownSite SiteChecker, retry bool, log *slog.Log
 			writeError(w, r, err, log)
 			return
 		}
+		if retry {
+			logOrderRetry(r, site, number, lines, log)
+		}
 		encode(w, http.StatusOK, orderStatus{Site: site, OrderNumber: number, Lines: lines})
 	}
 }

@@ -61,6 +61,12 @@ type Deps struct {
 	Dashboard http.Handler
 	// BasicAuth users may use /admin/ besides admin JWTs.
 	BasicAuth []BasicAuthUser
+	// Problems lists lines by state and retries them in bulk: GET /orders,
+	// POST /orders/retry and the page /admin/orders; nil: none of them.
+	Problems Problems
+	// Queue is the asynq queue, for links from /admin/orders to the
+	// dashboard's task pages.
+	Queue string
 }
 
 // NewHandler returns the whole API surface.
@@ -89,12 +95,21 @@ func NewHandler(d Deps) http.Handler {
 	if d.OpsOnly {
 		return r
 	}
+	ops := newOperators(d.Auth, d.BasicAuth, d.Dashboard)
 	// Operators inspect and retry tasks here, never without credentials.
 	if d.Dashboard != nil {
 		r.Group(func(r chi.Router) {
-			r.Use(newOperators(d.Auth, d.BasicAuth, d.Dashboard).require(d.Logger))
+			r.Use(ops.require(d.Logger))
 			r.Handle("/admin/queues", http.RedirectHandler("/admin/queues/", http.StatusMovedPermanently))
 			r.Handle("/admin/queues/*", d.Dashboard)
+		})
+	}
+	// Support staff find problem lines and retry them here (SPEC §12).
+	if d.Problems != nil {
+		r.Group(func(r chi.Router) {
+			r.Use(ops.require(d.Logger))
+			mountOrdersPage(r, ordersPage{problems: d.Problems, orders: d.Orders, knownSite: d.KnownSite,
+				queue: d.Queue, dashboard: d.Dashboard != nil, log: d.Logger})
 		})
 	}
 	r.Group(func(r chi.Router) {
@@ -110,6 +125,11 @@ func NewHandler(d Deps) http.Handler {
 		// Operators and shops check on an order, and re-queue its failed lines.
 		r.Get("/orders/{order_number}", handleOrder(d.Orders, d.KnownSite, false, d.Logger))
 		r.Post("/orders/{order_number}/retry", handleOrder(d.Orders, d.KnownSite, true, d.Logger))
+		// Operators find lines without their order number, and retry them in bulk.
+		if d.Problems != nil {
+			r.Get("/orders", handleListLines(d.Problems, d.KnownSite, d.Logger))
+			r.Post("/orders/retry", handleRetryLines(d.Problems, d.KnownSite, d.Logger))
+		}
 		// Developers profiling a live process, when http.pprof is on.
 		if d.Pprof {
 			r.Mount("/debug", middleware.Profiler())
