@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +35,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	m := metrics.New()
 	m.Build("test", "all")
 	m.WatchQueue(asynq.NewInspectorFromRedisClient(rdb), q)
+	m.WatchOldestOpen(q, func(context.Context) (time.Time, bool, error) { return time.Now().Add(-time.Minute), true, nil })
 	m.HTTP("/orders/fulfill", "POST", 200, time.Millisecond)
 	m.Fulfill(true, "")
 	m.Fulfill(false, "unavailable")
