@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"flag"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -75,6 +76,29 @@ func TestOrdersPageInBrowser(t *testing.T) {
 	req.Header.Set("Origin", "http://evil.example")
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
 		t.Errorf("cross-site retry: %v %v, want 403", resp.StatusCode, err)
+	}
+
+	// Bad filters are shown on the page with a 400, an unknown order with a 404.
+	for path, want := range map[string]int{
+		"/admin/orders?state=stuck&since=yesterday": http.StatusBadRequest,
+		"/admin/orders?cursor=zz%21":                http.StatusBadRequest,
+		"/admin/orders/default/NO-SUCH-ORDER":       http.StatusNotFound,
+		"/admin/orders/default/WEB-1003":            http.StatusOK,
+	} {
+		req, _ := http.NewRequest(http.MethodGet, in.base+path, nil)
+		req.SetBasicAuth("support", "support-password-1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+			t.Errorf("GET %s: %d %s, want %d", path, resp.StatusCode, resp.Header.Get("Content-Type"), want)
+		}
+		if want == http.StatusBadRequest && !strings.Contains(string(body), "<strong>state</strong>") && !strings.Contains(string(body), "<strong>cursor</strong>") {
+			t.Errorf("GET %s does not name the bad field:\n%s", path, body)
+		}
 	}
 
 	// With the password: the list, with counts per state.
