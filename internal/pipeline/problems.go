@@ -306,7 +306,21 @@ func (s *Service) Counts(ctx context.Context, f Filter) (counts map[fulfillment.
 }
 
 // each calls fn for every line matching f, newest first, at most MaxBulk.
+// Without a ledger, the lines come from one read of the queue.
 func (s *Service) each(ctx context.Context, f Filter, fn func(Row) error, capped *bool) error {
+	if s.o.Ledger == nil {
+		rows, truncated, err := s.queueLines(ctx, f, false)
+		if err != nil {
+			return err
+		}
+		*capped = truncated || len(rows) > MaxBulk
+		for _, r := range rows[:min(len(rows), MaxBulk)] {
+			if err := fn(r.row); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	var after *Cursor
 	seen := 0
 	for {
