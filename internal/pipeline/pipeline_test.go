@@ -28,7 +28,9 @@ type fakeQueue struct {
 	enqueue int
 }
 
-func newFakeQueue() *fakeQueue { return &fakeQueue{tasks: map[string]Entry{}, indexed: map[string]bool{}} }
+func newFakeQueue() *fakeQueue {
+	return &fakeQueue{tasks: map[string]Entry{}, indexed: map[string]bool{}}
+}
 
 func (q *fakeQueue) Enqueue(_ context.Context, j Job, o EnqueueOptions) (string, error) {
 	q.mu.Lock()
