@@ -33,7 +33,7 @@ run: setup build
 	COORDINATOR_DEV=1 $(BIN)/coordinator --config configs/coordinator.yaml all
 
 # Every test, with the race detector, plus vet, staticcheck, gofmt and a
-# short fuzz run of the fulfill endpoint.
+# short fuzz run of the fulfill and return endpoints.
 test: SERVICES_FLAGS = --browser --tools
 test: setup lint
 	$(GO) test -race -count=1 -timeout 20m ./...

@@ -101,7 +101,10 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 				}
 			}
 		},
+		// A return waits for a running enrollment (a wait costs no attempt),
+		// and for lms.timeout after a failed one: the LMS may still apply it.
 		WaitMax: cfg.LMS.Timeout.D() + 20*time.Second,
+		Settle:  cfg.LMS.Timeout.D(),
 	})
 	lms.Register(a.pipe, a.placed, a.returned)
 	if err := signals.Wire(cfg.Signals, a.placed, a.returned, a.done); err != nil {

@@ -1,13 +1,14 @@
 package main
 
 import (
-	"github.com/openedx/coordinator/internal/lms"
 	"io"
 	"net/http"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openedx/coordinator/internal/lms"
 )
 
 func scrape(t *testing.T, base string) string {

@@ -207,6 +207,38 @@ func returns(t *testing.T, in *instance) {
 		}
 	})
 
+	t.Run("failed enrollment, returned, then retried by an operator: nobody enrolled", func(t *testing.T) {
+		fake.CloseEnrollment(demoCourse, true)
+		if status, _ := in.send(t, "/orders/fulfill", orderBody("RETRY-1", 50070, "")); status != 200 {
+			t.Fatal("fulfill")
+		}
+		if l := in.lineState(t, "RETRY-1"); l.State != fulfillment.StateFailed {
+			t.Fatalf("line %+v, want failed (enrollment closed)", l)
+		}
+		fake.CloseEnrollment(demoCourse, false)
+		if status, _ := in.send(t, "/orders/return", returnBody("RETRY-1", 50070)); status != 200 {
+			t.Fatal("return")
+		}
+		if l := in.lineState(t, "RETRY-1"); l.State != fulfillment.StateReturned {
+			t.Fatalf("line %+v, want returned", l)
+		}
+		if status, _ := in.order(t, "POST", "RETRY-1"); status != 200 {
+			t.Fatalf("retry: %d", status)
+		}
+		waitFor(t, "the retried enrollment to end", 10*time.Second, func() bool {
+			_, st := in.order(t, "GET", "RETRY-1")
+			for _, task := range st.Lines[0].Tasks {
+				if task.Kind == lms.KindEnroll {
+					return task.State == fulfillment.StateCanceled
+				}
+			}
+			return false
+		})
+		if e, ok := enrollment(50070); ok && e.IsActive {
+			t.Errorf("the retry enrolled the returned learner: %+v", e)
+		}
+	})
+
 	t.Run("return before any fulfill, then the fulfill: nobody enrolled", func(t *testing.T) {
 		if status, _ := in.send(t, "/orders/return", returnBody("EARLY-1", 50060)); status != 200 {
 			t.Fatal("return")

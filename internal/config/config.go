@@ -199,6 +199,12 @@ func (c *Config) normalize() {
 	// An entry that expanded to nothing ("${MEMCACHED_ADDR}" unset) means
 	// no server, so one config file serves deployments with and without.
 	c.Cache.Memcached = slices.DeleteFunc(c.Cache.Memcached, func(a string) bool { return strings.TrimSpace(a) == "" })
+	// Likewise a basic-auth user whose name and hash both expanded to
+	// nothing (ADMIN_USER and ADMIN_PASSWORD_BCRYPT unset) is no user: the
+	// dashboard is then open to admin JWTs only.
+	c.Admin.BasicAuth = slices.DeleteFunc(c.Admin.BasicAuth, func(u BasicAuthUser) bool {
+		return strings.TrimSpace(u.User) == "" && strings.TrimSpace(u.PasswordBcrypt) == ""
+	})
 }
 
 // Defaults returns the configuration used for every key a file leaves out.

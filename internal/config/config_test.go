@@ -111,3 +111,27 @@ func TestUnsetVariableIsNamed(t *testing.T) {
 		t.Errorf("error = %v, want it to name lms.client_secret and ${SECRET}", err)
 	}
 }
+
+// Optional tiers and the dashboard's basic-auth user switch off when their
+// environment variables are unset, so one config file serves every
+// deployment; a half-set user is still refused.
+func TestUnsetOptionalEntriesDropped(t *testing.T) {
+	doc := minimal + "admin: {basic_auth: [{user: \"${ADMIN_USER}\", password_bcrypt: \"${ADMIN_HASH}\"}]}\n" +
+		"cache: {memcached: [\"${MEMCACHED}\"]}\n"
+	cfg, err := Parse([]byte(doc), env)
+	if err != nil {
+		t.Fatalf("all unset: %v", err)
+	}
+	if len(cfg.Admin.BasicAuth) != 0 || len(cfg.Cache.Memcached) != 0 {
+		t.Errorf("unset entries kept: %+v %+v", cfg.Admin.BasicAuth, cfg.Cache.Memcached)
+	}
+	half := func(k string) string {
+		if k == "ADMIN_USER" {
+			return "ops"
+		}
+		return env(k)
+	}
+	if _, err := Parse([]byte(doc), half); err == nil {
+		t.Error("a user without a password hash was accepted")
+	}
+}

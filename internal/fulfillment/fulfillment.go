@@ -44,6 +44,8 @@ type Ref struct {
 	Username    string    `json:"username,omitempty"`
 	RequestID   string    `json:"request_id,omitempty"`
 	AcceptedAt  time.Time `json:"accepted_at"`
+	// ReturnedAt is a return's time of refund, as the shop gave it.
+	ReturnedAt time.Time `json:"returned_at,omitzero"`
 }
 
 // Key is the line the reference names.
@@ -69,7 +71,7 @@ type Order struct {
 
 // Ref is the order line's reference.
 func (o Order) Ref() Ref {
-	return Ref{o.Site, o.OrderNumber, o.CourseID, o.CourseMode, o.LMSUserID, o.Username, o.RequestID, o.AcceptedAt}
+	return Ref{o.Site, o.OrderNumber, o.CourseID, o.CourseMode, o.LMSUserID, o.Username, o.RequestID, o.AcceptedAt, time.Time{}}
 }
 
 // Return is one validated return (refund) of a line: the seat bought in
@@ -88,7 +90,7 @@ type Return struct {
 
 // Ref is the return's reference.
 func (r Return) Ref() Ref {
-	return Ref{r.Site, r.OrderNumber, r.CourseID, r.CourseMode, r.LMSUserID, r.Username, r.RequestID, r.AcceptedAt}
+	return Ref{r.Site, r.OrderNumber, r.CourseID, r.CourseMode, r.LMSUserID, r.Username, r.RequestID, r.AcceptedAt, r.ReturnedAt}
 }
 
 // State is where a line, or one task of it, stands.
@@ -183,4 +185,6 @@ type Completed struct {
 	RequestID   string    `json:"request_id,omitempty"`
 	AcceptedAt  time.Time `json:"accepted_at"`
 	FinishedAt  time.Time `json:"finished_at"`
+	// ReturnedAt is the shop's time of refund, for a returned line.
+	ReturnedAt *time.Time `json:"returned_at,omitempty"`
 }

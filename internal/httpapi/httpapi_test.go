@@ -267,18 +267,25 @@ func TestHealthOK(t *testing.T) {
 	}
 }
 
-// FuzzFulfill sends arbitrary bodies through the whole API, real Redis
-// included: no body may produce a 5xx.
+// FuzzFulfill sends arbitrary bodies to /orders/fulfill and /orders/return
+// through the whole API, real Redis included: no body may produce a 5xx.
 func FuzzFulfill(f *testing.F) {
 	for _, s := range []string{validBody, `{}`, `[]`, `null`, `{"course_id":"edX/DemoX/2014","course_mode":"credit","order_placed":"2024-05-01T12:35:02Z","edx_lms_user_id":"7","email_opt_in":"1","order_number":7,"provider":null}`,
 		`{"order_placed":1e309}`, `{"edx_lms_user_id":-0.0}`, "{\"order_number\":\"\u0000\"}", `{"site":"x"}`, `{"a":` + strings.Repeat("[", 100)} {
-		f.Add(s)
+		f.Add(s, false)
+		f.Add(s, true)
 	}
+	f.Add(returnBody, true)
 	rdb, q := queuetest.Redis(f)
 	h := newTestAPI(f, rdb, q)
 	auth := "JWT " + hs(f, claims(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(24 * time.Hour).Unix() }))
-	f.Fuzz(func(t *testing.T, body string) {
-		rec := do(h, "POST", "/orders/fulfill", auth, "application/json", body)
+	// Both line endpoints: the fulfill and the return.
+	f.Fuzz(func(t *testing.T, body string, ret bool) {
+		path := "/orders/fulfill"
+		if ret {
+			path = "/orders/return"
+		}
+		rec := do(h, "POST", path, auth, "application/json", body)
 		if rec.Code >= 500 {
 			t.Fatalf("body %q: status %d %s", body, rec.Code, rec.Body)
 		}

@@ -51,6 +51,10 @@ func requestID(next http.Handler) http.Handler {
 // pattern or "unmatched", a known method or "other"), never from the raw
 // request, so no caller can grow the metrics or break them with bytes that
 // are not UTF-8.
+// probeRoutes are logged at debug: orchestrators and scrapers call them all
+// the time, and a not-ready answer is what the probe is for.
+var probeRoutes = map[string]bool{"/health": true, "/health/live": true, "/health/ready": true, "/metrics": true}
+
 func accessLog(log *slog.Logger, obs Observer) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -62,7 +66,12 @@ func accessLog(log *slog.Logger, obs Observer) func(http.Handler) http.Handler {
 			elapsed := time.Since(start)
 			obs.HTTP(route, method, sw.Status(), elapsed)
 			level := slog.LevelInfo
-			if sw.Status() >= 500 {
+			switch {
+			case probeRoutes[route]:
+				// Probes and scrapes arrive every few seconds from every
+				// orchestrator; their answers are metrics, not news.
+				level = slog.LevelDebug
+			case sw.Status() >= 500:
 				level = slog.LevelError
 			}
 			attrs := []slog.Attr{

@@ -1,7 +1,10 @@
 package httpapi
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -67,5 +70,28 @@ func TestReturnStatuses(t *testing.T) {
 	rec = do(h, "GET", "/orders/EDX-1", admin, "", "")
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"kind":"unenroll"`) {
 		t.Errorf("order after a return: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// Probes and scrapes are logged at debug, other requests at info.
+func TestProbesLoggedAtDebug(t *testing.T) {
+	var buf bytes.Buffer
+	h := NewHandler(Deps{
+		Logger:    slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Auth:      NewAuthenticator(AuthOptions{AdminClaim: "administrator"}, http.DefaultClient),
+		KnownSite: func(context.Context, string) (bool, error) { return true, nil },
+		Checks:    []Check{{Name: "x", Ping: func(context.Context) error { return nil }, Ready: true}},
+	})
+	for _, path := range []string{"/health", "/health/live", "/health/ready"} {
+		if rec := do(h, "GET", path, "", "", ""); rec.Code != 200 {
+			t.Fatalf("%s: %d", path, rec.Code)
+		}
+	}
+	if buf.Len() != 0 {
+		t.Errorf("probes logged at info: %s", buf.String())
+	}
+	do(h, "GET", "/orders/EDX-1", "", "", "")
+	if !strings.Contains(buf.String(), `"route":"/orders/{order_number}"`) {
+		t.Errorf("an API request was not logged at info: %q", buf.String())
 	}
 }

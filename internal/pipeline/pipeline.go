@@ -31,11 +31,11 @@ type Kind struct {
 	// Rank orders a line's flows: the line reports its highest-ranked task.
 	Rank int
 	// After names a kind whose running task for the same line this kind's
-	// task waits for, and whose waiting task it cancels (a return waits for
-	// the enrollment it undoes).
+	// task waits for (a return waits for the enrollment it undoes).
 	After string
 	// CanceledBy names a kind whose task, once it exists for the line, makes
-	// this kind's task unnecessary (an enrollment of a returned line).
+	// this kind's task unnecessary (an enrollment of a returned line): it is
+	// not queued, and checked again before every attempt.
 	CanceledBy string
 	// LegacyID, when set, is the id an earlier version gave this kind's task,
 	// so that repeats of lines accepted before an upgrade stay idempotent.
@@ -121,6 +121,30 @@ func (p permanentErr) Permanent() bool { return true }
 
 // Permanent marks err as one that retrying cannot fix.
 func Permanent(err error) error { return permanentErr{err} }
+
+// holdErr marks a failure of Coordinator's own stores (Redis, PostgreSQL)
+// or a wait for another task: retried without counting as an attempt.
+type holdErr struct{ err error }
+
+func (h holdErr) Error() string { return h.err.Error() }
+func (h holdErr) Unwrap() error { return h.err }
+
+// Hold marks err as no fault of the task's: the attempt is retried without
+// counting against worker.retry.max_attempts, which are for the LMS's
+// failures. Handlers need not use it: an error wrapping
+// fulfillment.ErrUnavailable is held too.
+func Hold(err error) error {
+	if err == nil || IsHold(err) {
+		return err
+	}
+	return holdErr{err}
+}
+
+// IsHold reports whether err was marked by Hold.
+func IsHold(err error) bool {
+	var h holdErr
+	return errors.As(err, &h)
+}
 
 // IsPermanent reports whether err, or an error it wraps, says retrying cannot
 // fix it (it has a method Permanent() bool returning true).

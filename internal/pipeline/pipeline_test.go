@@ -23,7 +23,6 @@ import (
 type fakeQueue struct {
 	mu      sync.Mutex
 	tasks   map[string]Entry
-	indexed map[string]bool
 	order   []string // ids in enqueue order
 	down    bool
 	enqueue int
@@ -31,7 +30,7 @@ type fakeQueue struct {
 }
 
 func newFakeQueue() *fakeQueue {
-	return &fakeQueue{tasks: map[string]Entry{}, indexed: map[string]bool{}}
+	return &fakeQueue{tasks: map[string]Entry{}}
 }
 
 func (q *fakeQueue) Enqueue(_ context.Context, j Job, o EnqueueOptions) (string, error) {
@@ -40,7 +39,6 @@ func (q *fakeQueue) Enqueue(_ context.Context, j Job, o EnqueueOptions) (string,
 	if q.down {
 		return "", fmt.Errorf("redis: %w", fulfillment.ErrUnavailable)
 	}
-	q.indexed[j.ID] = true
 	if _, ok := q.tasks[o.UnlessExists]; ok && o.UnlessExists != "" {
 		return j.ID, ErrSuperseded
 	}
@@ -68,10 +66,9 @@ func (q *fakeQueue) Task(_ context.Context, id string) (Entry, bool, error) {
 	return e, ok, nil
 }
 
-func (q *fakeQueue) Indexed(_ context.Context, _ fulfillment.Key, id string) (bool, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.indexed[id], nil
+func (q *fakeQueue) Exists(ctx context.Context, id string) (bool, error) {
+	_, found, err := q.Task(ctx, id)
+	return found, err
 }
 
 func (q *fakeQueue) Order(_ context.Context, site, order string) ([]Entry, error) {
@@ -87,17 +84,6 @@ func (q *fakeQueue) Order(_ context.Context, site, order string) ([]Entry, error
 		}
 	}
 	return es, nil
-}
-
-func (q *fakeQueue) Cancel(_ context.Context, id string) (bool, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	e, ok := q.tasks[id]
-	if !ok || (e.Task.State != fulfillment.StateQueued && e.Task.State != fulfillment.StateRetrying) {
-		return false, nil
-	}
-	delete(q.tasks, id)
-	return true, nil
 }
 
 func (q *fakeQueue) set(id string, state fulfillment.State) {
@@ -452,40 +438,37 @@ func TestUndoBeforePlacementCancelsIt(t *testing.T) {
 	}
 }
 
-// A placement indexed but not yet in the queue when the undo runs (its
-// enqueue is on its way) is awaited, then canceled.
-func TestUndoAwaitsPlacementBeingQueued(t *testing.T) {
-	s, q, _, f, _ := newService(t, false)
-	j := Job{Kind: "place", ID: TaskID("place", ref("O-1").Key()), Ref: ref("O-1"), Payload: []byte(`{}`)}
-	q.indexed[j.ID] = true // indexed; the enqueue follows 50 ms later
-	undo := accept(t, s, "undo", "O-1")
-	go func() {
-		time.Sleep(50 * time.Millisecond)
-		q.mu.Lock()
-		q.tasks[j.ID] = Entry{Task: fulfillment.Task{Kind: "place", TaskID: j.ID, State: fulfillment.StateQueued, Ref: j.Ref}, Job: j}
-		q.mu.Unlock()
-	}()
-	if state, _ := run(t, s, q, undo, false); state != fulfillment.StateDone {
-		t.Fatalf("undo: %q", state)
-	}
-	if _, ok := q.state(j.ID); ok {
-		t.Error("the placement queued meanwhile was not canceled")
-	}
-	if got := f.called(); len(got) != 1 {
-		t.Errorf("handlers %v, want only the undo", got)
-	}
-	// One indexed whose enqueue failed is awaited only AcceptWindow.
-	s.o.AcceptWindow = 20 * time.Millisecond
-	k := ref("O-2").Key()
-	q.indexed[TaskID("place", k)] = true
-	undo = accept(t, s, "undo", "O-2")
-	if state, _ := run(t, s, q, undo, false); state != fulfillment.StateDone {
-		t.Fatalf("undo after a failed placement: %q", state)
+// Whatever queues a placement after its line's undo — an accept that
+// checked just before the undo arrived, an operator's retry, the dashboard's
+// run — the placement cancels itself when it runs, in both tiers.
+func TestPlacementQueuedAfterUndoCancelsItself(t *testing.T) {
+	for _, withLedger := range []bool{false, true} {
+		s, q, _, f, _ := newService(t, withLedger)
+		f.err["place"] = Permanent(errors.New("course closed"))
+		place := accept(t, s, "place", "O-1")
+		if st, _ := run(t, s, q, place, false); st != fulfillment.StateFailed {
+			t.Fatalf("placement: %q", st)
+		}
+		undo := accept(t, s, "undo", "O-1")
+		if st, _ := run(t, s, q, undo, false); st != fulfillment.StateDone {
+			t.Fatalf("undo: %q", st)
+		}
+		delete(f.err, "place")
+		if _, err := s.RetryFailed(context.Background(), "default", "O-1"); err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := run(t, s, q, place, false); st != fulfillment.StateCanceled {
+			t.Errorf("ledger %v: placement retried after the undo ended %q, want canceled", withLedger, st)
+		}
+		if diff := cmp.Diff([]string{"place O-1", "undo O-1"}, f.called()); diff != "" {
+			t.Errorf("ledger %v: handlers (-want +got):\n%s", withLedger, diff)
+		}
 	}
 }
 
-// An undo while the placement waits in the queue cancels it there; while it
-// runs, the undo waits for it to finish.
+// An undo while the placement waits in the queue does not wait for it (the
+// placement cancels itself when it runs); while it runs, the undo waits for
+// it to finish.
 func TestUndoOrdersAfterPlacement(t *testing.T) {
 	ctx := context.Background()
 	s, q, l, f, _ := newService(t, true)
@@ -497,8 +480,8 @@ func TestUndoOrdersAfterPlacement(t *testing.T) {
 	if diff := cmp.Diff([]string{"undo O-1"}, f.called()); diff != "" {
 		t.Errorf("handlers (-want +got):\n%s", diff)
 	}
-	if _, ok := q.state(place); ok {
-		t.Error("the queued placement was not canceled in the queue")
+	if st, _ := run(t, s, q, place, false); st != fulfillment.StateCanceled {
+		t.Errorf("the placement queued before the undo ended %q, want canceled", st)
 	}
 	if row, _, _ := l.Find(ctx, "place", ref("O-1").Key()); row.State != fulfillment.StateCanceled {
 		t.Errorf("the ledger's placement is %q, want canceled", row.State)
@@ -720,4 +703,67 @@ func (l *fakeLedger) OldestOpen(context.Context) (time.Time, bool, error) {
 		}
 	}
 	return at, ok, nil
+}
+
+// After a failed attempt of the placement, the undo waits Settle: the LMS
+// may still apply a call that timed out on our side.
+func TestUndoSettlesAfterFailedPlacement(t *testing.T) {
+	s, q, _, _, _ := newService(t, false)
+	s.o.WaitMax, s.o.Settle = 10*time.Millisecond, time.Hour
+	place := accept(t, s, "place", "O-1")
+	q.mu.Lock()
+	e := q.tasks[place]
+	e.Task.State, e.Task.Attempts, e.Task.UpdatedAt = fulfillment.StateRetrying, 1, time.Now()
+	q.tasks[place] = e
+	q.mu.Unlock()
+	undo := accept(t, s, "undo", "O-1")
+	state, err := run(t, s, q, undo, false)
+	if state != fulfillment.StateRetrying || !IsHold(err) {
+		t.Errorf("undo right after a failed placement attempt: %q %v, want a held retry", state, err)
+	}
+	s.o.Settle = time.Millisecond // the attempt is long past
+	q.set(undo, fulfillment.StateQueued)
+	if state, err := run(t, s, q, undo, false); state != fulfillment.StateDone {
+		t.Errorf("undo after the settle window: %q %v, want done", state, err)
+	}
+}
+
+// A failure of Coordinator's own stores is held: retried, never counted as
+// the LMS's failure, except that asynq ends the last attempt anyway.
+func TestStoreFailureIsHeld(t *testing.T) {
+	s, q, _, f, completed := newService(t, false)
+	f.err["place"] = fmt.Errorf("site north: %w: connection refused", fulfillment.ErrUnavailable)
+	id := accept(t, s, "place", "O-1")
+	if state, err := run(t, s, q, id, false); state != fulfillment.StateRetrying || !IsHold(err) {
+		t.Errorf("store failure: %q %v, want a held retry", state, err)
+	}
+	q.set(id, fulfillment.StateQueued)
+	if state, _ := run(t, s, q, id, true); state != fulfillment.StateFailed {
+		t.Errorf("store failure on the last attempt: %q, want failed", state)
+	}
+	if len(*completed) != 1 {
+		t.Errorf("completed %+v, want one failed", *completed)
+	}
+}
+
+// The shop's time of refund is what the line and fulfillment_completed
+// report as returned_at.
+func TestReturnedAtIsTheShops(t *testing.T) {
+	s, q, _, _, completed := newService(t, true)
+	r := ref("O-1")
+	r.ReturnedAt = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	id, err := s.Accept(context.Background(), "undo", r, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := run(t, s, q, id, false); st != fulfillment.StateDone {
+		t.Fatal(st)
+	}
+	lines, _ := s.Lines(context.Background(), "default", "O-1")
+	if len(lines) != 1 || lines[0].ReturnedAt == nil || !lines[0].ReturnedAt.Equal(r.ReturnedAt) {
+		t.Errorf("line %+v, want returned_at %v", lines, r.ReturnedAt)
+	}
+	if len(*completed) != 1 || (*completed)[0].ReturnedAt == nil || !(*completed)[0].ReturnedAt.Equal(r.ReturnedAt) {
+		t.Errorf("completed %+v, want returned_at %v", *completed, r.ReturnedAt)
+	}
 }

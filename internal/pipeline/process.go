@@ -32,6 +32,10 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	start := time.Now()
 	s.record(ctx, j, func(ctx context.Context, l Ledger) error { return l.Started(ctx, j.Kind, j.Ref.Key()) })
 	state, err := s.run(ctx, k, j)
+	if err != nil && ctx.Err() != nil {
+		// Shut down or timed out mid-attempt: asynq runs the task again.
+		err = Hold(err)
+	}
 	if err != nil && state == fulfillment.StateRetrying && (IsPermanent(err) || a.Last) {
 		state = fulfillment.StateFailed
 	}
@@ -57,12 +61,17 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		if state == fulfillment.StateDone {
 			final = k.Done
 		}
-		s.o.Completed(ctx, fulfillment.Completed{
+		c := fulfillment.Completed{
 			Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseMode: j.Ref.CourseMode,
 			Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username},
 			Kind:    j.Kind, State: final, Attempts: a.Number, LastError: lastErr, TaskID: j.ID,
 			RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
-		})
+		}
+		if final == fulfillment.StateReturned && !j.Ref.ReturnedAt.IsZero() {
+			r := j.Ref.ReturnedAt
+			c.ReturnedAt = &r
+		}
+		s.o.Completed(ctx, c)
 	}
 	return state, err
 }
@@ -80,15 +89,17 @@ func (s *Service) outcome(k Kind, state fulfillment.State) string {
 
 // run orders the task against the line's other flows, then runs its handler.
 func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, error) {
-	// Without a ledger, Accept already refused to queue a canceled task.
-	if k.CanceledBy != "" && s.o.Ledger != nil {
+	// Checked before every attempt, whatever queued it (an accept, a retry,
+	// the reconciler, the dashboard's "run"): an accept's own check cannot
+	// see a return that arrives while the task waits in the queue.
+	if k.CanceledBy != "" {
 		var found bool
 		err := s.steady(ctx, func() (err error) {
 			found, err = s.exists(ctx, k.CanceledBy, j.Ref.Key())
 			return err
 		})
 		if err != nil {
-			return fulfillment.StateRetrying, err
+			return fulfillment.StateRetrying, Hold(err)
 		}
 		if found {
 			return fulfillment.StateCanceled, nil
@@ -96,20 +107,27 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 	}
 	if k.After != "" {
 		if err := s.waitFor(ctx, k.After, j.Ref.Key()); err != nil {
-			return fulfillment.StateRetrying, err
+			return fulfillment.StateRetrying, Hold(err)
 		}
 	}
 	if err := k.Handle(ctx, j); err != nil {
+		if errors.Is(err, fulfillment.ErrUnavailable) {
+			err = Hold(err) // one of our stores, not the LMS, failed
+		}
 		return fulfillment.StateRetrying, err
 	}
 	return fulfillment.StateDone, nil
 }
 
-// exists reports whether the ledger, which records every task before it is
-// queued, holds the line's task of the kind.
+// exists reports whether the line has a task of the kind: in the ledger,
+// which records every task before it is queued, when there is one, else in
+// the queue (for as long as it keeps finished tasks, worker.retention).
 func (s *Service) exists(ctx context.Context, kind string, key fulfillment.Key) (bool, error) {
-	_, found, err := s.o.Ledger.Find(ctx, kind, key)
-	return found, err
+	if s.o.Ledger != nil {
+		_, found, err := s.o.Ledger.Find(ctx, kind, key)
+		return found, err
+	}
+	return s.o.Queue.Exists(ctx, TaskID(kind, key))
 }
 
 // steadyFor bounds how long steady retries a store's errors.
@@ -135,11 +153,11 @@ func (s *Service) steady(ctx context.Context, f func() error) error {
 	}
 }
 
-// waitFor waits while the line's task of the kind runs, and cancels it while
-// it waits in the queue, so that the two never overlap. A task indexed under
-// its order but not (yet) in the queue may be between its index write and its
-// enqueue: it is awaited for up to acceptWindow. After WaitMax it gives up
-// with a transient error: the attempt is retried.
+// waitFor waits while the line's task of the kind runs, and for Settle after
+// a failed attempt of it (a call that timed out on our side may still be
+// applied by the LMS), so that the two never overlap. A task of the kind that
+// waits in the queue is not waited for: it cancels itself when it runs (its
+// CanceledBy). After WaitMax it gives up; the attempt is retried.
 func (s *Service) waitFor(ctx context.Context, kind string, key fulfillment.Key) error {
 	k, _ := s.o.Kinds.Get(kind)
 	ids := []string{TaskID(kind, key)}
@@ -148,7 +166,6 @@ func (s *Service) waitFor(ctx context.Context, kind string, key fulfillment.Key)
 	}
 	deadline := time.Now().Add(s.o.WaitMax)
 	for _, id := range ids {
-		var arriving time.Time // when a task indexed but missing stops being awaited
 		for {
 			var e Entry
 			var found bool
@@ -159,41 +176,10 @@ func (s *Service) waitFor(ctx context.Context, kind string, key fulfillment.Key)
 			if err != nil {
 				return err
 			}
-			if !found {
-				if arriving.IsZero() {
-					var indexed bool
-					if err := s.steady(ctx, func() (err error) {
-						indexed, err = s.o.Queue.Indexed(ctx, key, id)
-						return err
-					}); err != nil {
-						return err
-					}
-					if !indexed {
-						break
-					}
-					arriving = time.Now().Add(s.o.AcceptWindow)
-				}
-				if time.Now().After(arriving) {
-					break // its enqueue failed (the shop was answered 503)
-				}
-			} else if !e.Task.State.Open() {
+			t := e.Task
+			settling := t.State == fulfillment.StateRetrying && t.Attempts > 0 && time.Since(t.UpdatedAt) < s.o.Settle
+			if !found || (t.State != fulfillment.StateRunning && !settling) {
 				break
-			} else if e.Task.State != fulfillment.StateRunning {
-				var canceled bool
-				err := s.steady(ctx, func() (err error) {
-					canceled, err = s.o.Queue.Cancel(ctx, id)
-					return err
-				})
-				if err != nil {
-					return err
-				}
-				if canceled {
-					s.record(ctx, e.Job, func(ctx context.Context, l Ledger) error {
-						return l.Finished(ctx, kind, key, fulfillment.StateCanceled, "")
-					})
-					break
-				}
-				continue // it started meanwhile: wait for it
 			}
 			if time.Now().After(deadline) {
 				return errWaiting
@@ -248,8 +234,17 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 	res.Ran = true
 	err = s.o.Ledger.Open(ctx, func(e Entry) error {
 		res.Checked++
+		if _, ok := s.o.Kinds.Get(e.Job.Kind); !ok {
+			// Written by a newer version (before a rollback): not ours to run.
+			s.o.Logger.WarnContext(ctx, "reconcile_skipped", "task_id", e.Job.ID, "kind", e.Job.Kind, "err", "unknown kind")
+			return nil
+		}
 		q, found, err := s.o.Queue.Task(ctx, e.Job.ID)
 		switch {
+		case err != nil && !errors.Is(err, fulfillment.ErrUnavailable):
+			// One undecodable task must not stop the pass for the rest.
+			s.o.Logger.WarnContext(ctx, "reconcile_skipped", "task_id", e.Job.ID, "err", err.Error())
+			return nil
 		case err != nil:
 			return err
 		case !found:

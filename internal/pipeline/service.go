@@ -22,18 +22,14 @@ type Queue interface {
 	// the error is ErrSuperseded. An unreachable queue wraps
 	// fulfillment.ErrUnavailable.
 	Enqueue(ctx context.Context, j Job, o EnqueueOptions) (string, error)
-	// Indexed reports whether a task id was recorded under its order: an
-	// enqueue records it there first, so a task indexed but missing may
-	// be on its way.
-	Indexed(ctx context.Context, k fulfillment.Key, id string) (bool, error)
+	// Exists reports whether a task exists, with one cheap look-up: it
+	// runs before every attempt of a kind with CanceledBy.
+	Exists(ctx context.Context, id string) (bool, error)
 	// Task reads one task; found is false when it does not exist (never
 	// queued, lost, or older than the retention).
 	Task(ctx context.Context, id string) (e Entry, found bool, err error)
 	// Order reads the tasks of an order.
 	Order(ctx context.Context, site, orderNumber string) ([]Entry, error)
-	// Cancel deletes a task that is waiting (queued or retrying). It reports
-	// false when the task is running or gone.
-	Cancel(ctx context.Context, id string) (bool, error)
 	// RunNow moves a task waiting for its next attempt (retrying or
 	// scheduled) to run now. It reports false when the task is not waiting.
 	RunNow(ctx context.Context, id string) (bool, error)
@@ -111,9 +107,10 @@ type Options struct {
 	// WaitPoll and WaitMax bound how a task waits for a running task of
 	// its After kind (defaults 200 ms and 1 minute); then it is retried.
 	WaitPoll, WaitMax time.Duration
-	// AcceptWindow is how long a task indexed but not yet queued is
-	// awaited (default 5 s: longer than an enqueue may take).
-	AcceptWindow time.Duration
+	// Settle is how long after a failed attempt of an After task it is
+	// still waited for: the LMS may apply a call that timed out on our
+	// side (set it to the LMS timeout; default 10 s).
+	Settle time.Duration
 }
 
 // Service runs the pipeline. It is safe for concurrent use.
@@ -132,8 +129,8 @@ func New(o Options) *Service {
 	if o.WaitMax <= 0 {
 		o.WaitMax = time.Minute
 	}
-	if o.AcceptWindow <= 0 {
-		o.AcceptWindow = 5 * time.Second
+	if o.Settle <= 0 {
+		o.Settle = 10 * time.Second
 	}
 	return &Service{o: o}
 }
@@ -155,9 +152,8 @@ func (s *Service) Accept(ctx context.Context, kind string, ref fulfillment.Ref, 
 	j := Job{Kind: kind, ID: TaskID(kind, ref.Key()), Ref: ref, Payload: b}
 	if s.o.Ledger == nil {
 		// Without a ledger, a task canceled by another kind's is not queued
-		// at all once that task exists: checked here, in the enqueue's own
-		// round trip, rather than before every attempt. The other kind's
-		// task waits for (and cancels) one that was being queued meanwhile.
+		// once that task exists (checked in the enqueue's own round trip);
+		// Process checks again before every attempt.
 		var o EnqueueOptions
 		if k.LegacyID != nil {
 			o.LegacyID = k.LegacyID(ref.Key())
@@ -236,7 +232,9 @@ func (s *Service) lines(entries []Entry) []fulfillment.Line {
 	}
 	lines := make([]fulfillment.Line, 0, len(byCourse))
 	for _, es := range byCourse {
-		slices.SortFunc(es, func(a, b Entry) int { return cmp.Compare(s.rank(a), s.rank(b)) })
+		slices.SortStableFunc(es, func(a, b Entry) int {
+			return cmp.Or(cmp.Compare(s.rank(a), s.rank(b)), a.Task.AcceptedAt.Compare(b.Task.AcceptedAt))
+		})
 		lines = append(lines, s.line(es))
 	}
 	slices.SortFunc(lines, func(a, b fulfillment.Line) int { return cmp.Compare(a.CourseID, b.CourseID) })
@@ -265,6 +263,10 @@ func (s *Service) line(es []Entry) fulfillment.Line {
 				l.EnrolledAt = t.FinishedAt
 			case fulfillment.StateReturned:
 				l.ReturnedAt = t.FinishedAt
+				if !t.Ref.ReturnedAt.IsZero() { // the shop's own time of the refund
+					r := t.Ref.ReturnedAt
+					l.ReturnedAt = &r
+				}
 			}
 			if e.Task.TaskID == top.TaskID {
 				l.State = k.Done

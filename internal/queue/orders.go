@@ -33,10 +33,10 @@ func (q *Queue) Order(ctx context.Context, site, orderNumber string) ([]pipeline
 	var entries []pipeline.Entry
 	for _, id := range ids {
 		e, found, err := q.Task(ctx, id)
-		if err != nil {
+		if err != nil && errors.Is(err, fulfillment.ErrUnavailable) {
 			return nil, err
 		}
-		if found {
+		if found && err == nil { // an undecodable task is skipped, not a failure of the order
 			entries = append(entries, e)
 		}
 	}
@@ -62,16 +62,17 @@ func (q *Queue) Task(ctx context.Context, id string) (pipeline.Entry, bool, erro
 }
 
 // taskKey is the hash asynq keeps a task in (asynq:{queue}:t:<id>, its layout
-// since v0.18; pinned by TestEnqueueUnlessExists).
+// since v0.18; pinned by TestEnqueueUnlessExists and TestExists).
 func (q *Queue) taskKey(id string) string { return "asynq:{" + q.name + "}:t:" + id }
 
-// Indexed reports whether a task id is recorded under its line's order.
-func (q *Queue) Indexed(ctx context.Context, k fulfillment.Key, id string) (bool, error) {
-	ok, err := q.rdb.SIsMember(ctx, q.orderKey(k.Site, k.OrderNumber), id).Result()
+// Exists reports whether a task exists, with one EXISTS on the hash asynq
+// keeps it in, instead of reading the whole task.
+func (q *Queue) Exists(ctx context.Context, id string) (bool, error) {
+	n, err := q.rdb.Exists(ctx, q.taskKey(id)).Result()
 	if err != nil {
-		return false, fmt.Errorf("order %s: %w: %v", k.OrderNumber, fulfillment.ErrUnavailable, err)
+		return false, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
 	}
-	return ok, nil
+	return n == 1, nil
 }
 
 // canceledResult is the result a task that was not needed any more leaves,

@@ -134,35 +134,6 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	return "", fmt.Errorf("enqueue %s: %w: the task kept changing state", j.ID, fulfillment.ErrUnavailable)
 }
 
-// Cancel deletes a task that waits in the queue (pending, scheduled or
-// retrying). It reports false when the task runs, has finished, or is gone.
-func (q *Queue) Cancel(ctx context.Context, id string) (bool, error) {
-	info, err := q.inspector.GetTaskInfo(q.name, id)
-	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
-	}
-	switch info.State {
-	case asynq.TaskStatePending, asynq.TaskStateScheduled, asynq.TaskStateRetry:
-	default:
-		return false, nil
-	}
-	err = q.inspector.DeleteTask(q.name, id)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, asynq.ErrTaskNotFound):
-		return false, nil
-	}
-	// asynq refuses to delete a task that became active meanwhile.
-	if info, ierr := q.inspector.GetTaskInfo(q.name, id); ierr == nil && info.State == asynq.TaskStateActive {
-		return false, nil
-	}
-	return false, fmt.Errorf("cancel %s: %w: %v", id, fulfillment.ErrUnavailable, err)
-}
-
 // Purge deletes a queue and every key that belongs to it — asynq's (tasks,
 // completed-task retention, statistics) and Coordinator's order index — and
 // forgets the queue's name. It is for tests and benchmarks that make their

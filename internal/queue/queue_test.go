@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -113,11 +114,14 @@ func TestEnqueueHonoursLegacyID(t *testing.T) {
 	}
 }
 
-func TestCancelAndTaskStates(t *testing.T) {
+func TestTaskStatesAndExists(t *testing.T) {
 	t.Parallel()
 	q, insp, name := newQueue(t)
 	ctx := context.Background()
 	j := job(t, "ping", "EDX-C")
+	if ok, err := q.Exists(ctx, j.ID); err != nil || ok {
+		t.Fatalf("Exists before enqueue: %v %v", ok, err)
+	}
 	if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -125,17 +129,8 @@ func TestCancelAndTaskStates(t *testing.T) {
 	if err != nil || !found || e.Task.State != fulfillment.StateQueued || e.Job.Ref.OrderNumber != "EDX-C" || e.Task.Kind != "ping" {
 		t.Fatalf("Task = %+v %v %v, want a queued ping of EDX-C", e, found, err)
 	}
-	if ok, err := q.Cancel(ctx, j.ID); err != nil || !ok {
-		t.Fatalf("cancel a queued task: %v %v", ok, err)
-	}
-	if _, found, _ := q.Task(ctx, j.ID); found {
-		t.Fatal("a canceled task is still there")
-	}
-	if ok, err := q.Cancel(ctx, j.ID); err != nil || ok {
-		t.Fatalf("cancel a missing task: %v %v, want false", ok, err)
-	}
-	if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil {
-		t.Fatal(err)
+	if ok, err := q.Exists(ctx, j.ID); err != nil || !ok {
+		t.Fatalf("Exists of a queued task: %v %v", ok, err)
 	}
 	if err := insp.ArchiveTask(name, j.ID); err != nil {
 		t.Fatal(err)
@@ -143,8 +138,14 @@ func TestCancelAndTaskStates(t *testing.T) {
 	if e, _, _ := q.Task(ctx, j.ID); e.Task.State != fulfillment.StateFailed {
 		t.Fatalf("archived task reads %q, want failed", e.Task.State)
 	}
-	if ok, _ := q.Cancel(ctx, j.ID); ok {
-		t.Fatal("a failed task was canceled")
+	if ok, _ := q.Exists(ctx, j.ID); !ok {
+		t.Fatal("an archived task reads as missing")
+	}
+	if err := insp.DeleteTask(name, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := q.Exists(ctx, j.ID); ok {
+		t.Fatal("a deleted task reads as existing")
 	}
 }
 
@@ -156,8 +157,13 @@ func TestWorkerRunsEveryKind(t *testing.T) {
 	rdb, name := queuetest.Redis(t)
 	kinds := testKinds(noop)
 	q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 5, Retention: time.Hour, TaskTimeout: time.Minute})
+	var held sync.Once
 	proc := processorFunc(func(_ context.Context, a pipeline.Attempt) (fulfillment.State, error) {
 		switch a.Job.Ref.OrderNumber {
+		case "HOLD":
+			state, err := fulfillment.StateDone, error(nil)
+			held.Do(func() { state, err = fulfillment.StateRetrying, pipeline.Hold(errors.New("redis: failing over")) })
+			return state, err
 		case "CANCEL":
 			return fulfillment.StateCanceled, nil
 		case "FAIL":
@@ -173,13 +179,18 @@ func TestWorkerRunsEveryKind(t *testing.T) {
 	defer w.Shutdown()
 	ctx := context.Background()
 	want := map[string]fulfillment.State{}
-	for kind, orders := range map[string][]string{"ping": {"OK", "CANCEL"}, "pong": {"FAIL"}} {
+	var holdID string
+	for kind, orders := range map[string][]string{"ping": {"OK", "CANCEL", "HOLD"}, "pong": {"FAIL"}} {
 		for _, o := range orders {
 			j := job(t, kind, o)
 			if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			want[j.ID] = map[string]fulfillment.State{"OK": fulfillment.StateDone, "CANCEL": fulfillment.StateCanceled, "FAIL": fulfillment.StateFailed}[o]
+			want[j.ID] = map[string]fulfillment.State{"OK": fulfillment.StateDone, "CANCEL": fulfillment.StateCanceled,
+				"FAIL": fulfillment.StateFailed, "HOLD": fulfillment.StateDone}[o]
+			if o == "HOLD" {
+				holdID = j.ID
+			}
 		}
 	}
 	for id, state := range want {
@@ -197,6 +208,10 @@ func TestWorkerRunsEveryKind(t *testing.T) {
 		if got.State != state || (state == fulfillment.StateFailed && got.LastError != "no such user") {
 			t.Errorf("task %s ended %q (%q), want %q", id, got.State, got.LastError, state)
 		}
+	}
+	// The held attempt was retried without counting: one attempt in all.
+	if e, _, _ := q.Task(ctx, holdID); e.Task.Attempts != 1 {
+		t.Errorf("held task: %d attempts counted, want 1", e.Task.Attempts)
 	}
 }
 
@@ -244,12 +259,6 @@ func TestEnqueueUnlessExists(t *testing.T) {
 	unless := pipeline.EnqueueOptions{UnlessExists: pong.ID}
 	if id, err := q.Enqueue(ctx, ping, unless); err != nil || id != ping.ID {
 		t.Fatalf("without the other task: %q %v, want queued", id, err)
-	}
-	if ok, err := q.Indexed(ctx, ping.Ref.Key(), ping.ID); err != nil || !ok {
-		t.Fatalf("Indexed = %v %v, want true", ok, err)
-	}
-	if ok, _ := q.Indexed(ctx, ping.Ref.Key(), pong.ID); ok {
-		t.Fatal("a task never queued reads as indexed")
 	}
 	if err := insp.DeleteTask(name, ping.ID); err != nil {
 		t.Fatal(err)

@@ -102,9 +102,12 @@ type Worker struct {
 // NewWorker returns a worker that hands the tasks of every kind to proc.
 func NewWorker(rdb redis.UniversalClient, kinds *pipeline.Kinds, proc Processor, o WorkerOptions) *Worker {
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:     o.Concurrency,
-		Queues:          map[string]int{o.Queue: 1},
-		RetryDelayFunc:  RetryDelay(o.InitialDelay, o.MaxDelay),
+		Concurrency:    o.Concurrency,
+		Queues:         map[string]int{o.Queue: 1},
+		RetryDelayFunc: RetryDelay(o.InitialDelay, o.MaxDelay),
+		// A store outage or a wait for another task is retried without
+		// counting as an attempt (asynq leaves the retry counter alone).
+		IsFailure:       func(err error) bool { return !pipeline.IsHold(err) },
 		ShutdownTimeout: o.ShutdownTimeout,
 		Logger:          slogAdapter{o.Logger},
 		LogLevel:        asynq.WarnLevel,

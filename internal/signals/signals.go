@@ -76,11 +76,12 @@ func (s *Signal[T]) Receivers() []string {
 // Connected lists the connected receivers in the order they run.
 func (s *Signal[T]) Connected() []string { return append([]string(nil), s.connected...) }
 
-// Connect sets which receivers the signal reaches, in order. It refuses an
-// empty list, unknown names and duplicates. It must be called before the
-// signal is sent; it is not safe to call concurrently with Send.
+// Connect sets which receivers the signal reaches, in order. It refuses
+// unknown names, duplicates, and an empty list unless the signal's default is
+// none too. It must be called before the signal is sent; it is not safe to
+// call concurrently with Send.
 func (s *Signal[T]) Connect(names []string) error {
-	if len(names) == 0 {
+	if len(names) == 0 && len(s.defaults) > 0 {
 		return errors.New("no receivers listed")
 	}
 	seen := map[string]bool{}
@@ -118,21 +119,12 @@ func (s *Signal[T]) call(ctx context.Context, name string, payload T) (res Resul
 	return res
 }
 
-// connectDefaults connects the default receivers, which may be none.
-func (s *Signal[T]) connectDefaults() error {
-	if len(s.defaults) == 0 {
-		s.connected = nil
-		return nil
-	}
-	return s.Connect(s.defaults)
-}
-
 // Connector is what Wire needs of a signal of any payload type.
 type Connector interface {
 	Name() string
 	Connect(names []string) error
 	Connected() []string
-	connectDefaults() error
+	Defaults() []string
 }
 
 // Wire connects each signal to the receivers the configuration map names for
@@ -164,7 +156,7 @@ func Wire(mapping map[string][]string, sigs ...Connector) error {
 	}
 	for _, n := range known {
 		if _, ok := mapping[n]; !ok {
-			if err := byName[n].connectDefaults(); err != nil {
+			if err := byName[n].Connect(byName[n].Defaults()); err != nil {
 				return fmt.Errorf("signals.%s: defaults: %w", n, err)
 			}
 		}

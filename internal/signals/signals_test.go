@@ -45,7 +45,7 @@ func TestSendIsRobust(t *testing.T) {
 
 func TestWireRefusals(t *testing.T) {
 	newSig := func() *Signal[string] {
-		s := New[string]("fulfill_order_placed")
+		s := New[string]("fulfill_order_placed", "lms.enroll")
 		s.Register("lms.enroll", func(context.Context, string) (string, error) { return "", nil })
 		return s
 	}
@@ -97,5 +97,13 @@ func TestWireDefaults(t *testing.T) {
 	}
 	if got := completed.Send(context.Background(), "x"); len(got) != 1 || got[0].Receiver != "webhook.crm" {
 		t.Errorf("completed reached %v, want webhook.crm as configured", got)
+	}
+	// An explicit empty list is what config check prints for it: accepted
+	// for a signal whose default is none, refused for one that has some.
+	if err := Wire(map[string][]string{"fulfillment_completed": {}}, placed, completed); err != nil {
+		t.Errorf("fulfillment_completed: []: %v", err)
+	}
+	if err := Wire(map[string][]string{"fulfill_order_placed": {}}, placed, completed); err == nil {
+		t.Error("fulfill_order_placed: [] accepted")
 	}
 }

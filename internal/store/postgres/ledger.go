@@ -46,7 +46,8 @@ func (l *Ledger) Accept(ctx context.Context, j pipeline.Job) (string, bool, erro
 		VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10)
 		ON CONFLICT (site, order_number, course_id, kind) DO UPDATE SET
 			state = 'queued', last_error = '', lms_user_id = EXCLUDED.lms_user_id, username = EXCLUDED.username,
-			mode = EXCLUDED.mode, request_id = EXCLUDED.request_id, payload = EXCLUDED.payload, updated_at = now()
+			mode = EXCLUDED.mode, request_id = EXCLUDED.request_id, payload = EXCLUDED.payload, updated_at = now(),
+			finished_at = NULL
 		WHERE fulfillment_lines.state = 'failed'
 		RETURNING task_id`,
 		j.Ref.Site, j.Ref.OrderNumber, j.Ref.CourseID, j.Kind, j.Ref.LMSUserID, j.Ref.Username, j.Ref.CourseMode,

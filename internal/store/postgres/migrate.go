@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -158,6 +159,11 @@ func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
 }
 
 // unlock releases a session advisory lock, even when ctx has ended.
+// A connection that cannot unlock is closed, which releases the lock too.
 func unlock(ctx context.Context, conn *pgx.Conn, key int64) {
-	_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", key)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", key); err != nil {
+		_ = conn.Close(ctx)
+	}
 }
