@@ -105,6 +105,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		// and for lms.timeout after a failed one: the LMS may still apply it.
 		WaitMax: cfg.LMS.Timeout.D() + 20*time.Second,
 		Settle:  cfg.LMS.Timeout.D(),
+		// The reconciler leaves a task alone for one interval after its last
+		// change: an accept or a retry may be between ledger and queue.
+		ReconcileQuiet: cfg.Database.ReconcileInterval.D(),
 	})
 	lms.Register(a.pipe, a.placed, a.returned)
 	if err := signals.Wire(cfg.Signals, a.placed, a.returned, a.done); err != nil {

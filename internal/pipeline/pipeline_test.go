@@ -187,7 +187,7 @@ func (l *fakeLedger) ReopenFailed(_ context.Context, site, order string) ([]Job,
 	return js, nil
 }
 
-func (l *fakeLedger) Open(_ context.Context, fn func(Entry) error) error {
+func (l *fakeLedger) Open(_ context.Context, _ time.Duration, fn func(Entry) error) error {
 	l.mu.Lock()
 	var open []Entry
 	for _, e := range l.rows {

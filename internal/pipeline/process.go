@@ -232,7 +232,7 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 	}
 	defer release()
 	res.Ran = true
-	err = s.o.Ledger.Open(ctx, func(e Entry) error {
+	err = s.o.Ledger.Open(ctx, s.o.ReconcileQuiet, func(e Entry) error {
 		res.Checked++
 		if _, ok := s.o.Kinds.Get(e.Job.Kind); !ok {
 			// Written by a newer version (before a rollback): not ours to run.

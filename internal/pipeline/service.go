@@ -70,8 +70,9 @@ type Ledger interface {
 	Order(ctx context.Context, site, orderNumber string) ([]Entry, error)
 	// ReopenFailed marks an order's failed tasks queued and returns them.
 	ReopenFailed(ctx context.Context, site, orderNumber string) ([]Job, error)
-	// Open calls fn for every task that may still run, in batches.
-	Open(ctx context.Context, fn func(Entry) error) error
+	// Open calls fn for every task that may still run and was not updated
+	// for quiet, in batches.
+	Open(ctx context.Context, quiet time.Duration, fn func(Entry) error) error
 	// TryLock takes the fleet-wide reconciler lock if it is free.
 	TryLock(ctx context.Context) (release func(), ok bool, err error)
 	// Lines reads a page of lines, newest first (see LedgerQuery).
@@ -107,6 +108,10 @@ type Options struct {
 	// WaitPoll and WaitMax bound how a task waits for a running task of
 	// its After kind (defaults 200 ms and 1 minute); then it is retried.
 	WaitPoll, WaitMax time.Duration
+	// ReconcileQuiet is how long a ledger task must be left alone before
+	// the reconciler acts on it, so that it never races an accept or a
+	// retry between its ledger write and its enqueue (default 30 s).
+	ReconcileQuiet time.Duration
 	// Settle is how long after a failed attempt of an After task it is
 	// still waited for: the LMS may apply a call that timed out on our
 	// side (set it to the LMS timeout; default 10 s).
@@ -128,6 +133,9 @@ func New(o Options) *Service {
 	}
 	if o.WaitMax <= 0 {
 		o.WaitMax = time.Minute
+	}
+	if o.ReconcileQuiet <= 0 {
+		o.ReconcileQuiet = 30 * time.Second
 	}
 	if o.Settle <= 0 {
 		o.Settle = 10 * time.Second

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -81,11 +82,13 @@ func (l *Ledger) Started(ctx context.Context, kind string, k fulfillment.Key) er
 }
 
 // Finished records a task's new state: done, canceled, retrying or failed.
+// A task already final is left alone: only a reopen (a retry) makes it open.
 func (l *Ledger) Finished(ctx context.Context, kind string, k fulfillment.Key, state fulfillment.State, lastError string) error {
 	_, err := l.pool.Exec(ctx, `
 		UPDATE fulfillment_lines SET state = $5, last_error = $6, updated_at = now(),
 			finished_at = CASE WHEN $5 IN ('done', 'canceled', 'failed') THEN now() ELSE finished_at END
-		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4`,
+		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4
+			AND state IN ('queued', 'running', 'retrying')`,
 		k.Site, k.OrderNumber, k.CourseID, kind, string(state), lastError)
 	if err != nil {
 		return fmt.Errorf("ledger finish %s: %w", k.OrderNumber, err)
@@ -189,12 +192,14 @@ func (l *Ledger) ReopenFailed(ctx context.Context, site, orderNumber string) ([]
 
 const openBatch = 1000
 
-// Open calls fn for every task that may still run, a batch at a time.
-func (l *Ledger) Open(ctx context.Context, fn func(pipeline.Entry) error) error {
+// Open calls fn for every task that may still run and was not updated for
+// quiet, a batch at a time.
+func (l *Ledger) Open(ctx context.Context, quiet time.Duration, fn func(pipeline.Entry) error) error {
 	var last int64
 	for {
 		rows, err := l.pool.Query(ctx, `SELECT `+entryColumns+` FROM fulfillment_lines
-			WHERE state IN ('queued', 'running', 'retrying') AND id > $1 ORDER BY id LIMIT $2`, last, openBatch)
+			WHERE state IN ('queued', 'running', 'retrying') AND updated_at < now() - $3::interval
+			AND id > $1 ORDER BY id LIMIT $2`, last, openBatch, quiet)
 		if err != nil {
 			return fmt.Errorf("list open tasks: %w", err)
 		}

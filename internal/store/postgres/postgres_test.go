@@ -120,7 +120,13 @@ func TestLedgerLifecycle(t *testing.T) {
 		t.Error("return not found")
 	}
 	var open []string
-	if err := l.Open(ctx, func(e pipeline.Entry) error { open = append(open, e.Job.Kind); return nil }); err != nil {
+	if err := l.Open(ctx, time.Hour, func(e pipeline.Entry) error { open = append(open, e.Job.Kind); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(open) != 0 {
+		t.Errorf("open tasks updated within the quiet period listed: %v", open)
+	}
+	if err := l.Open(ctx, 0, func(e pipeline.Entry) error { open = append(open, e.Job.Kind); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(open) != 1 || open[0] != "unenroll" {
