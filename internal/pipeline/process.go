@@ -44,14 +44,24 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		lastErr = err.Error()
 	}
 	// One line per attempt, with everything support needs.
-	level := map[fulfillment.State]slog.Level{fulfillment.StateRetrying: slog.LevelWarn, fulfillment.StateFailed: slog.LevelError}[state]
-	attrs := []any{"task_id", j.ID, "kind", j.Kind, "state", s.outcome(k, state), "order_number", j.Ref.OrderNumber,
-		"course_id", j.Ref.CourseID, "site", j.Ref.Site, "request_id", j.Ref.RequestID, "attempt", a.Number,
-		"duration_ms", time.Since(start).Milliseconds()}
-	if err != nil {
-		attrs = append(attrs, "err", lastErr)
+	level := slog.LevelInfo
+	switch state {
+	case fulfillment.StateRetrying:
+		level = slog.LevelWarn
+	case fulfillment.StateFailed:
+		level = slog.LevelError
 	}
-	s.o.Logger.Log(ctx, level, "task_attempt", attrs...)
+	if s.o.Logger.Enabled(ctx, level) {
+		attrs := []slog.Attr{slog.String("task_id", j.ID), slog.String("kind", j.Kind),
+			slog.String("state", s.outcome(k, state)), slog.String("order_number", j.Ref.OrderNumber),
+			slog.String("course_id", j.Ref.CourseID), slog.String("site", j.Ref.Site),
+			slog.String("request_id", j.Ref.RequestID), slog.Int("attempt", a.Number),
+			slog.Int64("duration_ms", time.Since(start).Milliseconds())}
+		if err != nil {
+			attrs = append(attrs, slog.String("err", lastErr))
+		}
+		s.o.Logger.LogAttrs(ctx, level, "task_attempt", attrs...)
+	}
 	s.o.Observer.Task(s.outcome(k, state), a.Number)
 	s.record(ctx, j, func(ctx context.Context, l Ledger) error {
 		return l.Finished(ctx, j.Kind, j.Ref.Key(), state, lastErr)

@@ -102,3 +102,72 @@ func (ix *indexer) loop() {
 		}
 	}
 }
+
+// existsCheck is one EXISTS waiting for its batch.
+type existsCheck struct {
+	key  string
+	done chan existsResult
+}
+
+type existsResult struct {
+	found bool
+	err   error
+}
+
+// checker runs EXISTS look-ups with group commit, like indexer: the workers
+// of a busy process check their lines together in one pipelined round trip,
+// so the check before every attempt costs a command, not a round trip.
+type checker struct {
+	rdb redis.UniversalClient
+	in  chan existsCheck
+}
+
+func newChecker(rdb redis.UniversalClient) *checker {
+	c := &checker{rdb: rdb, in: make(chan existsCheck, maxIndexBatch)}
+	go c.loop()
+	return c
+}
+
+// exists reports whether key exists.
+func (c *checker) exists(ctx context.Context, key string) (bool, error) {
+	w := existsCheck{key: key, done: make(chan existsResult, 1)}
+	select {
+	case c.in <- w:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	select {
+	case r := <-w.done:
+		return r.found, r.err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+func (c *checker) loop() {
+	batch := make([]existsCheck, 0, maxIndexBatch)
+	cmds := make([]*redis.IntCmd, 0, maxIndexBatch)
+	for w := range c.in {
+		batch = append(batch[:0], w)
+	fill:
+		for len(batch) < maxIndexBatch {
+			select {
+			case w := <-c.in:
+				batch = append(batch, w)
+			default:
+				break fill
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
+		pipe := c.rdb.Pipeline()
+		cmds = cmds[:0]
+		for _, w := range batch {
+			cmds = append(cmds, pipe.Exists(ctx, w.key))
+		}
+		_, err := pipe.Exec(ctx)
+		cancel()
+		for i, w := range batch {
+			w.done <- existsResult{found: err == nil && cmds[i].Val() == 1, err: err}
+		}
+	}
+}

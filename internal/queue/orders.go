@@ -65,14 +65,15 @@ func (q *Queue) Task(ctx context.Context, id string) (pipeline.Entry, bool, erro
 // since v0.18; pinned by TestEnqueueUnlessExists and TestExists).
 func (q *Queue) taskKey(id string) string { return "asynq:{" + q.name + "}:t:" + id }
 
-// Exists reports whether a task exists, with one EXISTS on the hash asynq
-// keeps it in, instead of reading the whole task.
+// Exists reports whether a task exists, with an EXISTS on the hash asynq
+// keeps it in (not a read of the whole task), group-committed with the
+// other workers' checks.
 func (q *Queue) Exists(ctx context.Context, id string) (bool, error) {
-	n, err := q.rdb.Exists(ctx, q.taskKey(id)).Result()
+	found, err := q.checker.exists(ctx, q.taskKey(id))
 	if err != nil {
 		return false, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
 	}
-	return n == 1, nil
+	return found, nil
 }
 
 // canceledResult is the result a task that was not needed any more leaves,

@@ -31,6 +31,7 @@ type Queue struct {
 	retention time.Duration
 	timeout   time.Duration
 	indexer   *indexer
+	checker   *checker
 }
 
 // Options configure a Queue.
@@ -58,6 +59,7 @@ func New(rdb redis.UniversalClient, kinds *pipeline.Kinds, o Options) *Queue {
 		q.byType[k.TaskType] = k
 	}
 	q.indexer = newIndexer(rdb, q.indexTTL())
+	q.checker = newChecker(rdb)
 	return q
 }
 
