@@ -39,9 +39,9 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	m.HTTP("/orders/fulfill", "POST", 200, time.Millisecond)
 	m.Fulfill(true, "")
 	m.Fulfill(false, "unavailable")
-	m.Task("enrolled", 1)
-	m.Task("retried", 1)
-	m.Task("failed", 20)
+	m.Task("enroll", "enrolled", 1)
+	m.Task("enroll", "retried", 1)
+	m.Task("enroll", "failed", 20)
 	for _, op := range []string{"account", "enroll", "read_enrollment", "unenroll"} {
 		m.LMS("default", op, 200, time.Millisecond)
 	}

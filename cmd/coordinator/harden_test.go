@@ -36,7 +36,7 @@ func TestAPIAndWorkerSideBySide(t *testing.T) {
 		t.Fatalf("fulfill through the api: %d %v", status, out)
 	}
 	waitFor(t, "the worker to enroll the order", 20*time.Second, func() bool { return len(fake.Calls(lmstest.Enroll)) == 1 })
-	if m := scrape(t, workerBase); !strings.Contains(m, `coordinator_tasks_total{outcome="enrolled"} 1`) {
+	if m := scrape(t, workerBase); !strings.Contains(m, `coordinator_tasks_total{kind="enroll",outcome="enrolled"} 1`) {
 		t.Errorf("the worker's /metrics on worker.http_addr lacks its enrollment")
 	}
 	if m := scrape(t, in.base); !strings.Contains(m, `coordinator_http_requests_total{method="POST",route="/orders/fulfill",status="200"} 1`) {

@@ -58,12 +58,12 @@ func New() *Metrics {
 			Help: "Fulfill requests by result: accepted, or the reason it was refused (invalid, body, unsupported_media_type, unavailable).",
 		}, []string{"result"}),
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "coordinator_tasks_total", Help: "Enrollment task attempts by outcome (enrolled, retried, failed).",
-		}, []string{"outcome"}),
+			Name: "coordinator_tasks_total", Help: "Task attempts by kind (enroll, unenroll) and outcome (enrolled, returned, canceled, retried, failed).",
+		}, []string{"kind", "outcome"}),
 		taskAttempts: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "coordinator_task_attempts", Help: "Attempts a task took to end, by final outcome (enrolled, failed).",
+			Name: "coordinator_task_attempts", Help: "Attempts a task took to end, by kind and final outcome (enrolled, returned, canceled, failed).",
 			Buckets: []float64{1, 2, 3, 5, 8, 13, 20, 50},
-		}, []string{"outcome"}),
+		}, []string{"kind", "outcome"}),
 		lmsRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coordinator_lms_requests_total",
 			Help: "LMS calls by site, endpoint (account, enroll, read_enrollment, unenroll) and status (0: no answer).",
@@ -118,11 +118,12 @@ func (m *Metrics) Fulfill(accepted bool, reason string) {
 	m.fulfill.WithLabelValues(result).Inc()
 }
 
-// Task records the outcome of one task attempt (attempt counts from 1).
-func (m *Metrics) Task(outcome string, attempt int) {
-	m.tasks.WithLabelValues(outcome).Inc()
+// Task records the outcome of one attempt of a task of a kind (attempt
+// counts from 1).
+func (m *Metrics) Task(kind, outcome string, attempt int) {
+	m.tasks.WithLabelValues(kind, outcome).Inc()
 	if outcome != "retried" {
-		m.taskAttempts.WithLabelValues(outcome).Observe(float64(attempt))
+		m.taskAttempts.WithLabelValues(kind, outcome).Observe(float64(attempt))
 	}
 }
 

@@ -30,7 +30,7 @@ func TestLabels(t *testing.T) {
 	m.Fulfill(true, "")
 	m.Fulfill(false, "unavailable")
 	m.LMS("default", "read enrollment", 200, 0)
-	m.Task("enrolled", 2)
+	m.Task("enroll", "enrolled", 2)
 	text := exposition(t, m)
 	for _, want := range []string{
 		`coordinator_build_info{goversion="go`,
@@ -38,7 +38,7 @@ func TestLabels(t *testing.T) {
 		`coordinator_fulfill_requests_total{result="accepted"} 1`,
 		`coordinator_fulfill_requests_total{result="unavailable"} 1`,
 		`coordinator_lms_requests_total{endpoint="read_enrollment",site="default",status="200"} 1`,
-		`coordinator_task_attempts_bucket{outcome="enrolled",le="2"} 1`,
+		`coordinator_task_attempts_bucket{kind="enroll",outcome="enrolled",le="2"} 1`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("exposition lacks %s", want)

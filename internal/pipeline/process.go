@@ -62,7 +62,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		}
 		s.o.Logger.LogAttrs(ctx, level, "task_attempt", attrs...)
 	}
-	s.o.Observer.Task(s.outcome(k, state), a.Number)
+	s.o.Observer.Task(j.Kind, s.outcome(k, state), a.Number)
 	s.record(ctx, j, func(ctx context.Context, l Ledger) error {
 		return l.Finished(ctx, j.Kind, j.Ref.Key(), state, lastErr)
 	})

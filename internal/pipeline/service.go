@@ -84,15 +84,15 @@ type Ledger interface {
 
 // Observer receives measurements (metrics).
 type Observer interface {
-	// Task is told of each attempt's outcome: the task's new state
-	// (enrolled, returned, canceled, failed) or "retried".
-	Task(outcome string, attempt int)
+	// Task is told of each attempt's kind and outcome: the task's new
+	// state (enrolled, returned, canceled, failed) or "retried".
+	Task(kind, outcome string, attempt int)
 	Reconcile(ran bool, requeued, synced int, err error)
 }
 
 type noObserver struct{}
 
-func (noObserver) Task(string, int)                {}
+func (noObserver) Task(string, string, int)        {}
 func (noObserver) Reconcile(bool, int, int, error) {}
 
 // Options configure a Service.
