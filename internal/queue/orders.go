@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/pipeline"
@@ -69,11 +70,12 @@ func (q *Queue) taskKey(id string) string { return "asynq:{" + q.name + "}:t:" +
 // keeps it in (not a read of the whole task), group-committed with the
 // other workers' checks.
 func (q *Queue) Exists(ctx context.Context, id string) (bool, error) {
-	found, err := q.checker.exists(ctx, q.taskKey(id))
+	var n *redis.IntCmd
+	err := q.batch.do(ctx, func(ctx context.Context, p redis.Pipeliner) { n = p.Exists(ctx, q.taskKey(id)) })
 	if err != nil {
 		return false, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
 	}
-	return found, nil
+	return n.Val() == 1, nil
 }
 
 // canceledResult is the result a task that was not needed any more leaves,

@@ -30,8 +30,7 @@ type Queue struct {
 	maxRetry  int
 	retention time.Duration
 	timeout   time.Duration
-	indexer   *indexer
-	checker   *checker
+	batch     *batcher
 }
 
 // Options configure a Queue.
@@ -58,8 +57,7 @@ func New(rdb redis.UniversalClient, kinds *pipeline.Kinds, o Options) *Queue {
 	for _, k := range kinds.All() {
 		q.byType[k.TaskType] = k
 	}
-	q.indexer = newIndexer(rdb, q.indexTTL())
-	q.checker = newChecker(rdb)
+	q.batch = newBatcher(rdb)
 	return q
 }
 
@@ -86,18 +84,26 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	// queued task is findable; the same round trip tells whether an
 	// earlier version indexed the line under its legacy id, and whether
 	// the superseding task exists.
-	w := indexWrite{key: q.orderKey(j.Ref.Site, j.Ref.OrderNumber), id: j.ID, member: o.LegacyID}
-	if o.UnlessExists != "" {
-		w.exists = q.taskKey(o.UnlessExists)
-	}
-	found, err := q.indexer.add(ctx, w)
+	var legacy *redis.BoolCmd
+	var superseded *redis.IntCmd
+	key := q.orderKey(j.Ref.Site, j.Ref.OrderNumber)
+	err := q.batch.do(ctx, func(ctx context.Context, p redis.Pipeliner) {
+		if o.LegacyID != "" {
+			legacy = p.SIsMember(ctx, key, o.LegacyID)
+		}
+		if o.UnlessExists != "" {
+			superseded = p.Exists(ctx, q.taskKey(o.UnlessExists))
+		}
+		p.SAdd(ctx, key, j.ID)
+		p.Expire(ctx, key, q.indexTTL())
+	})
 	if err != nil {
 		return "", fmt.Errorf("index %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
 	}
-	if found.exists {
+	if superseded != nil && superseded.Val() == 1 {
 		return j.ID, pipeline.ErrSuperseded
 	}
-	if found.member {
+	if legacy != nil && legacy.Val() {
 		info, err := q.inspector.GetTaskInfo(q.name, o.LegacyID)
 		switch {
 		case err == nil && info.State != asynq.TaskStateArchived:
