@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -20,14 +21,19 @@ type call struct {
 // the accepts' order-index writes (with the checks riding on them) and the
 // workers' checks before each attempt.
 type batcher struct {
-	rdb redis.UniversalClient
-	in  chan call
+	rdb    redis.UniversalClient
+	in     chan call
+	linger time.Duration
 }
 
 const maxBatch = 512
 
-func newBatcher(rdb redis.UniversalClient) *batcher {
-	b := &batcher{rdb: rdb, in: make(chan call, maxBatch)}
+// newBatcher starts a batcher. With linger > 0 a batch waits that long for
+// company after its first call: fewer, fuller round trips for callers that
+// can spare the time (the workers' checks, next to LMS calls of tens of
+// milliseconds); 0 sends whatever is waiting at once (the accepts).
+func newBatcher(rdb redis.UniversalClient, linger time.Duration) *batcher {
+	b := &batcher{rdb: rdb, in: make(chan call, maxBatch), linger: linger}
 	go b.loop()
 	return b
 }
@@ -50,18 +56,31 @@ func (b *batcher) do(ctx context.Context, add func(ctx context.Context, p redis.
 }
 
 // loop takes whatever is waiting — at least one call, at most a batch — and
-// runs it in one pipeline. It never waits to fill a batch: when the service
-// is idle a lone call goes out at once.
+// runs it in one pipeline. Without linger it never waits to fill a batch:
+// when the service is idle a lone call goes out at once.
 func (b *batcher) loop() {
 	batch := make([]call, 0, maxBatch)
 	for c := range b.in {
 		batch = append(batch[:0], c)
+		var timeout <-chan time.Time
+		if b.linger > 0 {
+			timeout = time.After(b.linger)
+		}
 	fill:
 		for len(batch) < maxBatch {
+			if timeout == nil {
+				select {
+				case c := <-b.in:
+					batch = append(batch, c)
+				default:
+					break fill
+				}
+				continue
+			}
 			select {
 			case c := <-b.in:
 				batch = append(batch, c)
-			default:
+			case <-timeout:
 				break fill
 			}
 		}

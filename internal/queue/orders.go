@@ -71,7 +71,7 @@ func (q *Queue) taskKey(id string) string { return "asynq:{" + q.name + "}:t:" +
 // other workers' checks.
 func (q *Queue) Exists(ctx context.Context, id string) (bool, error) {
 	var n *redis.IntCmd
-	err := q.batch.do(ctx, func(ctx context.Context, p redis.Pipeliner) { n = p.Exists(ctx, q.taskKey(id)) })
+	err := q.checks.do(ctx, func(ctx context.Context, p redis.Pipeliner) { n = p.Exists(ctx, q.taskKey(id)) })
 	if err != nil {
 		return false, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
 	}

@@ -30,7 +30,8 @@ type Queue struct {
 	maxRetry  int
 	retention time.Duration
 	timeout   time.Duration
-	batch     *batcher
+	batch     *batcher // the accepts' index writes, at once
+	checks    *batcher // the workers' checks, lingering for company
 }
 
 // Options configure a Queue.
@@ -57,9 +58,15 @@ func New(rdb redis.UniversalClient, kinds *pipeline.Kinds, o Options) *Queue {
 	for _, k := range kinds.All() {
 		q.byType[k.TaskType] = k
 	}
-	q.batch = newBatcher(rdb)
+	q.batch = newBatcher(rdb, 0)
+	q.checks = newBatcher(rdb, checkLinger)
 	return q
 }
+
+// checkLinger is how long a worker's check waits for others to share its
+// round trip: nothing next to an LMS call, much in Redis load at thousands of
+// tasks a second.
+const checkLinger = time.Millisecond
 
 // enqueueTimeout bounds one enqueue, so a dead Redis answers 503 quickly.
 const enqueueTimeout = 3 * time.Second
