@@ -114,20 +114,8 @@ func Parse(body []byte, knownSite func(string) bool) (Order, error) {
 	var o Order
 	l := f.line(knownSite)
 	o.Site, o.OrderNumber, o.CourseID, o.CourseMode, o.Username = l.Site, l.OrderNumber, l.CourseID, l.CourseMode, l.Username
-	if v, ok := f.get("order_placed", true); ok {
-		if t, problem := parseTime(v); problem != "" {
-			f.errs.Add("order_placed", problem)
-		} else {
-			o.OrderPlaced = t
-		}
-	}
-	if v, ok := f.get("edx_lms_user_id", true); ok {
-		if id, problem := parseUserID(v); problem != "" {
-			f.errs.Add("edx_lms_user_id", problem)
-		} else {
-			o.LMSUserID = id
-		}
-	}
+	o.OrderPlaced = f.time("order_placed", true)
+	o.LMSUserID = f.userID("edx_lms_user_id", true)
 	if v, ok := f.get("email_opt_in", true); ok {
 		if b, ok := parseBool(v); ok {
 			o.EmailOptIn = b
@@ -161,23 +149,11 @@ func ParseReturn(body []byte, knownSite func(string) bool) (Return, error) {
 	var r Return
 	l := f.line(knownSite)
 	r.Site, r.OrderNumber, r.CourseID, r.CourseMode, r.Username = l.Site, l.OrderNumber, l.CourseID, l.CourseMode, l.Username
-	if v, ok := f.get("edx_lms_user_id", false); ok {
-		if id, problem := parseUserID(v); problem != "" {
-			f.errs.Add("edx_lms_user_id", problem)
-		} else {
-			r.LMSUserID = id
-		}
-	}
+	r.LMSUserID = f.userID("edx_lms_user_id", false)
 	if r.LMSUserID == 0 && r.Username == "" && f.errs["edx_lms_user_id"] == nil && f.errs["username"] == nil {
 		f.errs.Add("edx_lms_user_id", "Either edx_lms_user_id or username is required.")
 	}
-	if v, ok := f.get("returned_at", false); ok {
-		if t, problem := parseTime(v); problem != "" {
-			f.errs.Add("returned_at", problem)
-		} else {
-			r.ReturnedAt = t
-		}
-	}
+	r.ReturnedAt = f.time("returned_at", false)
 	if len(f.errs) > 0 {
 		return Return{}, f.errs
 	}
@@ -302,6 +278,32 @@ func (f fields) str(name string, required bool) (string, bool) {
 }
 
 func (f fields) optStr(name string) (string, bool) { return f.str(name, false) }
+
+// time reads a timestamp field (parseTime); zero when absent or invalid.
+func (f fields) time(name string, required bool) time.Time {
+	v, ok := f.get(name, required)
+	if !ok {
+		return time.Time{}
+	}
+	t, problem := parseTime(v)
+	if problem != "" {
+		f.errs.Add(name, problem)
+	}
+	return t
+}
+
+// userID reads an LMS user id field (parseUserID); 0 when absent or invalid.
+func (f fields) userID(name string, required bool) int64 {
+	v, ok := f.get(name, required)
+	if !ok {
+		return 0
+	}
+	id, problem := parseUserID(v)
+	if problem != "" {
+		f.errs.Add(name, problem)
+	}
+	return id
+}
 
 func hasControl(s string) bool {
 	return strings.IndexFunc(s, unicode.IsControl) >= 0

@@ -129,14 +129,11 @@ func New(opts Options) *Client {
 // the learner is enrolled (now or already), else an *Error whose Class says
 // whether to retry.
 func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
-	user := o.Username
-	if user == "" {
-		var err error
-		if user, err = c.Username(ctx, o.LMSUserID, o.RequestID); err != nil {
-			return err
-		}
+	user, err := c.learner(ctx, o.Username, o.LMSUserID, o.RequestID)
+	if err != nil {
+		return err
 	}
-	err := c.post(ctx, "enroll", NewEnrollmentData(o, user), o.RequestID)
+	err = c.post(ctx, "enroll", NewEnrollmentData(o, user), o.RequestID)
 	var le *Error
 	if !errors.As(err, &le) || le.Status != http.StatusBadRequest {
 		return err
@@ -160,12 +157,9 @@ func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
 // when there is an active enrollment: a deactivating POST for a missing one
 // would create an inactive one.
 func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
-	user := r.Username
-	if user == "" {
-		var err error
-		if user, err = c.Username(ctx, r.LMSUserID, r.RequestID); err != nil {
-			return err
-		}
+	user, err := c.learner(ctx, r.Username, r.LMSUserID, r.RequestID)
+	if err != nil {
+		return err
 	}
 	got, err := c.ReadEnrollment(ctx, user, r.CourseID, r.RequestID)
 	if err != nil || got == nil || !got.IsActive {
@@ -177,6 +171,14 @@ func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
 		return nil
 	}
 	return err
+}
+
+// learner is the username a request gave, else the one its LMS user id has.
+func (c *Client) learner(ctx context.Context, username string, lmsUserID int64, requestID string) (string, error) {
+	if username != "" {
+		return username, nil
+	}
+	return c.Username(ctx, lmsUserID, requestID)
 }
 
 // Username resolves an LMS user id to a username, from the cache when it can.
