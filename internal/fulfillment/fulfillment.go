@@ -36,12 +36,18 @@ type Key struct {
 // the line, the mode bought, and where the request came from. Adapters read it
 // without knowing the kind.
 type Ref struct {
-	Site        string    `json:"site"`
-	OrderNumber string    `json:"order_number"`
-	CourseID    string    `json:"course_id"`
-	CourseMode  string    `json:"course_mode"`
-	LMSUserID   int64     `json:"edx_lms_user_id,omitempty"`
-	Username    string    `json:"username,omitempty"`
+	Site        string `json:"site"`
+	OrderNumber string `json:"order_number"`
+	CourseID    string `json:"course_id"`
+	CourseMode  string `json:"course_mode"`
+	LMSUserID   int64  `json:"edx_lms_user_id,omitempty"`
+	Username    string `json:"username,omitempty"`
+	// Email is the learner's email when the shop knows no LMS account
+	// (shop webhooks, SPEC §10): the worker looks the account up.
+	Email string `json:"email,omitempty"`
+	// Integration is the shop integration (SPEC §10) the line came from;
+	// empty for lines posted to /orders/fulfill or /orders/return.
+	Integration string    `json:"integration,omitempty"`
 	RequestID   string    `json:"request_id,omitempty"`
 	AcceptedAt  time.Time `json:"accepted_at"`
 	// ReturnedAt is a return's time of refund, as the shop gave it.
@@ -62,6 +68,13 @@ type Order struct {
 	EmailOptIn  bool      `json:"email_opt_in"`
 	Provider    string    `json:"provider,omitempty"`
 	Username    string    `json:"username,omitempty"`
+	// Email names the learner by email instead (shop webhooks, SPEC §10).
+	Email string `json:"email,omitempty"`
+	// EnrollUnregistered: when no LMS account has Email, register an
+	// enrollment_allowed and wait for the account (SPEC §10).
+	EnrollUnregistered bool `json:"enroll_unregistered,omitempty"`
+	// Integration is the shop integration the line came from, if any.
+	Integration string `json:"integration,omitempty"`
 	// RequestID is the X-Request-ID of the HTTP request that placed the order;
 	// it follows the order into the task and onto the LMS call.
 	RequestID string `json:"request_id,omitempty"`
@@ -71,18 +84,25 @@ type Order struct {
 
 // Ref is the order line's reference.
 func (o Order) Ref() Ref {
-	return Ref{o.Site, o.OrderNumber, o.CourseID, o.CourseMode, o.LMSUserID, o.Username, o.RequestID, o.AcceptedAt, time.Time{}}
+	return Ref{Site: o.Site, OrderNumber: o.OrderNumber, CourseID: o.CourseID, CourseMode: o.CourseMode,
+		LMSUserID: o.LMSUserID, Username: o.Username, Email: o.Email, Integration: o.Integration,
+		RequestID: o.RequestID, AcceptedAt: o.AcceptedAt}
 }
 
 // Return is one validated return (refund) of a line: the seat bought in
 // CourseMode is to be taken back (SPEC §9).
 type Return struct {
-	Site        string    `json:"site"`
-	OrderNumber string    `json:"order_number"`
-	CourseID    string    `json:"course_id"`
-	CourseMode  string    `json:"course_mode"`
-	LMSUserID   int64     `json:"edx_lms_user_id,omitempty"`
-	Username    string    `json:"username,omitempty"`
+	Site        string `json:"site"`
+	OrderNumber string `json:"order_number"`
+	CourseID    string `json:"course_id"`
+	CourseMode  string `json:"course_mode"`
+	LMSUserID   int64  `json:"edx_lms_user_id,omitempty"`
+	Username    string `json:"username,omitempty"`
+	// Email names the learner by email (shop webhooks). A return from a
+	// shop may name no learner at all: the unenrollment then takes the
+	// learner of the line's enrollment.
+	Email       string    `json:"email,omitempty"`
+	Integration string    `json:"integration,omitempty"`
 	ReturnedAt  time.Time `json:"returned_at"`
 	RequestID   string    `json:"request_id,omitempty"`
 	AcceptedAt  time.Time `json:"accepted_at"`
@@ -90,7 +110,9 @@ type Return struct {
 
 // Ref is the return's reference.
 func (r Return) Ref() Ref {
-	return Ref{r.Site, r.OrderNumber, r.CourseID, r.CourseMode, r.LMSUserID, r.Username, r.RequestID, r.AcceptedAt, r.ReturnedAt}
+	return Ref{Site: r.Site, OrderNumber: r.OrderNumber, CourseID: r.CourseID, CourseMode: r.CourseMode,
+		LMSUserID: r.LMSUserID, Username: r.Username, Email: r.Email, Integration: r.Integration,
+		RequestID: r.RequestID, AcceptedAt: r.AcceptedAt, ReturnedAt: r.ReturnedAt}
 }
 
 // State is where a line, or one task of it, stands.
@@ -108,6 +130,10 @@ const (
 	// StateCanceled is a task that was not needed any more: an enrollment
 	// whose line was returned before it ran.
 	StateCanceled State = "canceled"
+	// StateAwaitingAccount is an enrollment for an email that has no LMS
+	// account yet: an enrollment_allowed is registered and the account is
+	// looked for again with a growing interval (SPEC §10).
+	StateAwaitingAccount State = "awaiting_account"
 )
 
 // The final states a line reports for its successful flows.
@@ -117,7 +143,9 @@ const (
 )
 
 // Open reports whether a task in state s may still run.
-func (s State) Open() bool { return s == StateQueued || s == StateRunning || s == StateRetrying }
+func (s State) Open() bool {
+	return s == StateQueued || s == StateRunning || s == StateRetrying || s == StateAwaitingAccount
+}
 
 // Task is the state of one task of a line: one kind of work (enroll,
 // unenroll) for one line.
@@ -167,6 +195,7 @@ var (
 type Learner struct {
 	LMSUserID int64  `json:"edx_lms_user_id,omitempty"`
 	Username  string `json:"username,omitempty"`
+	Email     string `json:"email,omitempty"`
 }
 
 // Completed is a line that reached a final state — enrolled, returned or

@@ -73,7 +73,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		}
 		c := fulfillment.Completed{
 			Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseMode: j.Ref.CourseMode,
-			Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username},
+			Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username, Email: j.Ref.Email},
 			Kind:    j.Kind, State: final, Attempts: a.Number, LastError: lastErr, TaskID: j.ID,
 			RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
 		}
