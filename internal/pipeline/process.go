@@ -30,7 +30,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		return fulfillment.StateFailed, Permanent(fmt.Errorf("unknown task kind %q", j.Kind))
 	}
 	start := time.Now()
-	s.record(ctx, j, func(ctx context.Context, l Ledger) error { return l.Started(ctx, j.Kind, j.Ref.Key()) })
+	s.record(ctx, j, func(ctx context.Context, l Ledger) error { return l.Started(ctx, j) })
 	state, err := s.run(ctx, k, j)
 	if err != nil && ctx.Err() != nil {
 		// Shut down or timed out mid-attempt: asynq runs the task again.
@@ -64,9 +64,9 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	}
 	s.o.Observer.Task(j.Kind, s.outcome(k, state), a.Number)
 	s.record(ctx, j, func(ctx context.Context, l Ledger) error {
-		return l.Finished(ctx, j.Kind, j.Ref.Key(), state, lastErr)
+		return l.Finished(ctx, j, state, lastErr)
 	})
-	if (state == fulfillment.StateDone || state == fulfillment.StateFailed) && s.o.Completed != nil {
+	if (state == fulfillment.StateDone || state == fulfillment.StateFailed) && s.o.Completed != nil && !k.Aside {
 		final := state
 		if state == fulfillment.StateDone {
 			final = k.Done
@@ -76,6 +76,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 			Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username, Email: j.Ref.Email},
 			Kind:    j.Kind, State: final, Attempts: a.Number, LastError: lastErr, TaskID: j.ID,
 			RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
+			Integration: j.Ref.Integration,
 		}
 		if final == fulfillment.StateReturned && !j.Ref.ReturnedAt.IsZero() {
 			r := j.Ref.ReturnedAt
@@ -120,6 +121,11 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 			return fulfillment.StateRetrying, Hold(err)
 		}
 	}
+	if k.Behind != nil {
+		if err := s.behind(ctx, k, j); err != nil {
+			return fulfillment.StateRetrying, Hold(err)
+		}
+	}
 	if err := k.Handle(ctx, j); err != nil {
 		if errors.Is(err, fulfillment.ErrUnavailable) {
 			err = Hold(err) // one of our stores, not the LMS, failed
@@ -127,6 +133,31 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 		return fulfillment.StateRetrying, err
 	}
 	return fulfillment.StateDone, nil
+}
+
+// behindErr is the retry of a task that must not overtake another one yet;
+// it asks for a short delay, so that a line's events follow each other
+// closely once the earlier one is through.
+type behindErr struct{ id string }
+
+func (e behindErr) Error() string          { return "waiting for task " + e.id }
+func (e behindErr) RetryIn() time.Duration { return time.Second }
+
+// behind checks, with the queue's view of each task, that none of the tasks
+// the job must not overtake (Kind.Behind) may still run, or runs.
+func (s *Service) behind(ctx context.Context, k Kind, j Job) error {
+	open, running := k.Behind(j)
+	for i, id := range append(open, running...) {
+		e, found, err := s.o.Queue.Task(ctx, id)
+		switch {
+		case err != nil:
+			return err
+		case !found:
+		case e.Task.State == fulfillment.StateRunning, i < len(open) && e.Task.State.Open():
+			return behindErr{id}
+		}
+	}
+	return nil
 }
 
 // exists reports whether the line has a task of the kind: in the ledger,
@@ -263,7 +294,7 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 			}
 			res.Requeued++
 		case !q.Task.State.Open():
-			if err := s.o.Ledger.Finished(ctx, e.Job.Kind, e.Job.Ref.Key(), q.Task.State, q.Task.LastError); err != nil {
+			if err := s.o.Ledger.Finished(ctx, e.Job, q.Task.State, q.Task.LastError); err != nil {
 				return err
 			}
 			res.Synced++

@@ -60,11 +60,13 @@ type Ledger interface {
 	// task in effect for the line and kind, and whether it must be queued:
 	// true for a new task and for one that had failed (which it reopens).
 	Accept(ctx context.Context, j Job) (id string, fresh bool, err error)
-	// Started records the beginning of an attempt.
-	Started(ctx context.Context, kind string, k fulfillment.Key) error
-	// Finished records a task's new state.
-	Finished(ctx context.Context, kind string, k fulfillment.Key, state fulfillment.State, lastError string) error
-	// Find reads a line's task of a kind; found is false when there is none.
+	// Started records the beginning of an attempt of a job's task (its
+	// line, kind and event).
+	Started(ctx context.Context, j Job) error
+	// Finished records a job's task's new state.
+	Finished(ctx context.Context, j Job, state fulfillment.State, lastError string) error
+	// Find reads a line's task of a kind (of no event); found is false when
+	// there is none.
 	Find(ctx context.Context, kind string, k fulfillment.Key) (t fulfillment.Task, found bool, err error)
 	// Order reads every task of an order.
 	Order(ctx context.Context, site, orderNumber string) ([]Entry, error)
@@ -157,7 +159,7 @@ func (s *Service) Accept(ctx context.Context, kind string, ref fulfillment.Ref, 
 	if err != nil {
 		return "", fmt.Errorf("accept %s: encode payload: %w", kind, err)
 	}
-	j := Job{Kind: kind, ID: TaskID(kind, ref.Key()), Ref: ref, Payload: b}
+	j := Job{Kind: kind, ID: JobID(kind, ref), Ref: ref, Payload: b}
 	if s.o.Ledger == nil {
 		// Without a ledger, a task canceled by another kind's is not queued
 		// once that task exists (checked in the enqueue's own round trip);
@@ -210,10 +212,16 @@ func (s *Service) entries(ctx context.Context, site, orderNumber string) (ledger
 	}
 	known := make(map[string]bool, len(ledgered))
 	for _, e := range ledgered {
-		known[e.Job.Kind+"\x00"+e.Job.Ref.CourseID] = true
+		known[taskOf(e.Job)] = true
 	}
-	queued = slices.DeleteFunc(queued, func(e Entry) bool { return known[e.Job.Kind+"\x00"+e.Job.Ref.CourseID] })
+	queued = slices.DeleteFunc(queued, func(e Entry) bool { return known[taskOf(e.Job)] })
 	return ledgered, queued, nil
+}
+
+// taskOf names a job's task whatever its id: line, kind and event (a task
+// queued before the ledger was configured may have a legacy id).
+func taskOf(j Job) string {
+	return j.Kind + "\x00" + j.Ref.CourseID + "\x00" + j.Ref.Event
 }
 
 // Lines reports every line of an order; fulfillment.ErrNotFound when none.
@@ -254,9 +262,16 @@ func (s *Service) rank(e Entry) int {
 	return k.Rank
 }
 
-// line summarises a line's tasks, sorted by rank, from the last one.
+// line summarises a line's tasks, sorted by rank, from the last one that is
+// not an aside (a line known only by asides reports the last of them).
 func (s *Service) line(es []Entry) fulfillment.Line {
 	top := es[len(es)-1].Task
+	for _, e := range slices.Backward(es) {
+		if k, _ := s.o.Kinds.Get(e.Job.Kind); !k.Aside {
+			top = e.Task
+			break
+		}
+	}
 	l := fulfillment.Line{
 		CourseID: es[0].Job.Ref.CourseID, CourseMode: es[0].Job.Ref.CourseMode,
 		State: top.State, Attempts: top.Attempts, LastError: top.LastError, TaskID: top.TaskID,

@@ -84,10 +84,10 @@ func TestLedgerLifecycle(t *testing.T) {
 	if id, fresh, err := l.Accept(ctx, j); err != nil || fresh || id != j.ID {
 		t.Fatalf("repeat accept: %q %v %v, want not fresh", id, fresh, err)
 	}
-	if err := l.Started(ctx, "enroll", o.Ref().Key()); err != nil {
+	if err := l.Started(ctx, pipeline.Job{Kind: "enroll", Ref: o.Ref()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Finished(ctx, "enroll", o.Ref().Key(), fulfillment.StateFailed, "lms enroll: 406: The user x does not exist."); err != nil {
+	if err := l.Finished(ctx, pipeline.Job{Kind: "enroll", Ref: o.Ref()}, fulfillment.StateFailed, "lms enroll: 406: The user x does not exist."); err != nil {
 		t.Fatal(err)
 	}
 	es, err := l.Order(ctx, "default", "L-1")
@@ -104,7 +104,7 @@ func TestLedgerLifecycle(t *testing.T) {
 	if _, fresh, err := l.Accept(ctx, j); err != nil || !fresh {
 		t.Fatalf("accept after failure: %v %v, want fresh (re-queue)", fresh, err)
 	}
-	if err := l.Finished(ctx, "enroll", o.Ref().Key(), fulfillment.StateDone, ""); err != nil {
+	if err := l.Finished(ctx, pipeline.Job{Kind: "enroll", Ref: o.Ref()}, fulfillment.StateDone, ""); err != nil {
 		t.Fatal(err)
 	}
 	got, found, err := l.Find(ctx, "enroll", o.Ref().Key())
