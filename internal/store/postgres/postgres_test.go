@@ -51,8 +51,12 @@ func TestMigrateConcurrentlyAndIdempotently(t *testing.T) {
 		}
 		total += len(applied[i])
 	}
-	if total != LatestVersion() {
-		t.Errorf("%d migrations applied across 3 runs, want each of %d once", total, LatestVersion())
+	ms, err := available()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != len(ms) {
+		t.Errorf("%d migrations applied across 3 runs, want each of %d once", total, len(ms))
 	}
 	if err := CheckSchema(context.Background(), pool); err != nil {
 		t.Errorf("CheckSchema after migrate: %v", err)
