@@ -35,6 +35,7 @@ type Config struct {
 	Database        Database            `yaml:"database"`
 	Cache           Cache               `yaml:"cache"`
 	Signals         map[string][]string `yaml:"signals"`
+	Webhooks        []Webhook           `yaml:"webhooks"`
 
 	dev      bool     // COORDINATOR_DEV=1: development secrets accepted
 	warnings []string // problems worth logging that do not stop the process
@@ -193,6 +194,7 @@ const DefaultRedisURL = "redis://127.0.0.1:6379/2"
 
 // normalize fills in what depends on other keys once the file is decoded.
 func (c *Config) normalize() {
+	c.normalizeWebhooks()
 	if c.Redis.URL == "" && c.Redis.Sentinel == nil && c.Redis.Cluster == nil {
 		c.Redis.URL = DefaultRedisURL
 	}
@@ -370,7 +372,7 @@ var secretKeys = map[string]bool{
 	"lms.client_secret": true, "lms.api_key": true, "auth.jwt[].secret": true,
 	"admin.basic_auth[].password_bcrypt": true, "database.secret_key": true, "database.url": true,
 	"redis.url": true, "redis.sentinel.password": true, "redis.sentinel.sentinel_password": true,
-	"redis.cluster.password": true,
+	"redis.cluster.password": true, "webhooks[].secrets[]": true, "webhooks[].url": true,
 }
 
 var listIndex = regexp.MustCompile(`\[\d+\]`)
@@ -664,6 +666,9 @@ func (c *Config) Validate() error {
 		return keyErr("worker.retention", "must be positive")
 	case w.HTTPAddr == "":
 		return keyErr("worker.http_addr", "required")
+	}
+	if err := c.validateWebhooks(); err != nil {
+		return err
 	}
 	return c.validateTiers()
 }
