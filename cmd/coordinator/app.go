@@ -27,6 +27,7 @@ import (
 	"github.com/openedx/coordinator/internal/signals"
 	"github.com/openedx/coordinator/internal/sites"
 	"github.com/openedx/coordinator/internal/store/postgres"
+	"github.com/openedx/coordinator/internal/webhooks"
 )
 
 // app holds what the API and the worker share, built once from the config.
@@ -45,6 +46,7 @@ type app struct {
 	returned *signals.Signal[fulfillment.Return]
 	done     *signals.Signal[fulfillment.Completed]
 	met      *metrics.Metrics
+	hooks    *webhooks.Deliveries // the subscribers (webhooks:)
 }
 
 // newApp connects to what the config names and checks the database schema.
@@ -83,7 +85,10 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		}
 	}
 	a.sites = sites.NewRegistry(lmsOptions(cfg, a.cache, log, a.met), store)
-	a.kinds = pipeline.NewKinds(lms.Kinds(a.sites)...)
+	if a.hooks, err = newDeliveries(cfg, log); err != nil {
+		return nil, err
+	}
+	a.kinds = pipeline.NewKinds(append(lms.Kinds(a.sites), a.hooks.Kinds()...)...)
 	a.queue = queue.New(a.rdb, a.kinds, queue.Options{
 		Name:        cfg.Worker.Queue,
 		MaxAttempts: cfg.Worker.Retry.MaxAttempts,
@@ -110,6 +115,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		ReconcileQuiet: cfg.Database.ReconcileInterval.D(),
 	})
 	lms.Register(a.pipe, a.placed, a.returned)
+	a.hooks.Register(a.pipe, a.placed, a.returned, a.done)
 	if err := signals.Wire(cfg.Signals, a.placed, a.returned, a.done); err != nil {
 		return nil, err
 	}
@@ -360,6 +366,11 @@ func redisDescription(r config.Redis) string {
 func configCheck(cfg config.Config, stdout io.Writer) error {
 	placed, returned, done := newSignals()
 	lms.Register(nil, placed, returned)
+	hooks, err := newDeliveries(cfg, nil)
+	if err != nil {
+		return err
+	}
+	hooks.Register(nil, placed, returned, done)
 	sigs := []signals.Connector{placed, returned, done}
 	if err := signals.Wire(cfg.Signals, sigs...); err != nil {
 		return err
@@ -377,5 +388,6 @@ func configCheck(cfg config.Config, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "    - %s\n", r)
 		}
 	}
+	printWebhooks(cfg, stdout)
 	return nil
 }

@@ -163,6 +163,9 @@ type Task struct {
 	UpdatedAt     time.Time  `json:"updated_at"`
 	FinishedAt    *time.Time `json:"finished_at"`
 	NextAttemptAt *time.Time `json:"next_attempt_at"`
+	// Event is, for a kind with a task per event of the line (a
+	// subscriber's deliveries), the event this task is for.
+	Event string `json:"event,omitempty"`
 	// Ref is the line the task is for; it is not part of the task's JSON,
 	// which is always shown inside its line.
 	Ref Ref `json:"-"`

@@ -279,6 +279,7 @@ func (s *Service) line(es []Entry) fulfillment.Line {
 	}
 	for _, e := range es {
 		t := e.Task
+		t.Event = e.Job.Ref.Event
 		k, _ := s.o.Kinds.Get(e.Job.Kind)
 		if t.State == fulfillment.StateDone {
 			switch k.Done {
