@@ -1,0 +1,225 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/lms/lmstest"
+	"github.com/openedx/coordinator/internal/queue/queuetest"
+	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
+	"github.com/openedx/coordinator/internal/webhooks/webhookstest"
+)
+
+// Two Standard Webhooks secrets: the subscriber's new one and its old one,
+// both listed while it rotates.
+const (
+	hookSecretNew   = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	hookSecretOld   = "whsec_dGhpcyBpcyB0aGUgb2xkIHNlY3JldCwgMzIgYnl0ZXM="
+	hookSecretOther = "whsec_c29tZWJvZHkgZWxzZSdzIHNlY3JldCwgMzIgYnl0ZXM="
+)
+
+// hookReceivers routes every signal of a line to the LMS flows and to the
+// subscribers named.
+func hookSignals(subs ...string) string {
+	list := func(first string) string { return "[" + strings.Join(append([]string{first}, subs...), ", ") + "]" }
+	var hooks []string
+	hooks = append(hooks, subs...)
+	return fmt.Sprintf("signals:\n  fulfill_order_placed: %s\n  fulfill_order_returned: %s\n  fulfillment_completed: [%s]\n",
+		list("lms.fulfill_order_placed_send_enroll_in_course"), list("lms.fulfill_order_returned_send_unenroll_in_course"),
+		strings.Join(hooks, ", "))
+}
+
+// startHooks runs `coordinator all` (with the ledger when asked) against a
+// fake LMS with learners from..from+n-1, with the signal map replaced by
+// signalsYAML and extra YAML appended.
+func startHooks(t *testing.T, ledger bool, from int64, n int, signalsYAML, extra string) *instance {
+	t.Helper()
+	rdb, queue := queuetest.Redis(t)
+	fake := lmstest.NewDemo(testSecret)
+	addLearners(fake, from, n)
+	if ledger {
+		extra += databaseYAML(pgtest.Schema(t))
+	}
+	path := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queue, extra)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(raw), "signals:\n  fulfill_order_placed: [lms.fulfill_order_placed_send_enroll_in_course]\n", signalsYAML, 1)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if ledger {
+		mustRunCmd(t, path, nil, "migrate")
+	}
+	in := &instance{lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
+	in.base = startRun(t, "all", path)
+	return in
+}
+
+// webhookYAML is one subscriber's entry.
+func webhookYAML(name, url string, secrets ...string) string {
+	return fmt.Sprintf("  - {name: %s, url: %q, secrets: [%s], timeout: 2s}\n", name, url, `"`+strings.Join(secrets, `", "`)+`"`)
+}
+
+// event names a delivery as the subscriber reads it: the type, and for a
+// completion the state it reports.
+func event(a webhookstest.Attempt) string {
+	if a.Type == fulfillment.SignalLineCompleted {
+		return fmt.Sprintf("%s:%v", a.Type, a.Data["state"])
+	}
+	return a.Type
+}
+
+// The life of a line, seen by a subscriber that verifies every signature
+// with its own implementation: its events arrive in order (placed, enrolled,
+// returned, returned) although the placed event fails twice first and the
+// return is sent while the enrollment is on its way; the failed event is one
+// delivery with the same webhook-id three times; every delivery verifies
+// with the old secret and with the new one (rotation), not with another;
+// the line's state is never a delivery's, and GET /orders/{n} lists each
+// delivery under its line.
+func TestWebhookDeliveries(t *testing.T) {
+	t.Parallel()
+	for _, ledger := range []bool{false, true} {
+		t.Run(map[bool]string{false: "redis", true: "ledger"}[ledger], func(t *testing.T) {
+			t.Parallel()
+			sub := webhookstest.New(hookSecretOld)
+			sub.Reply(func(a webhookstest.Attempt) int {
+				if a.Type == fulfillment.SignalOrderPlaced && a.N <= 2 {
+					return 500
+				}
+				return 200
+			})
+			in := startHooks(t, ledger, 70000, 10, hookSignals("webhook.crm"),
+				"webhooks:\n"+webhookYAML("crm", sub.Start(t), hookSecretNew, hookSecretOld))
+
+			if status, _ := in.send(t, "/orders/fulfill", orderBody("HOOK-1", 70000, "")); status != 200 {
+				t.Fatalf("fulfill: %d", status)
+			}
+			// The enrollment does not wait for the subscriber.
+			if l := in.lineState(t, "HOOK-1"); l.State != fulfillment.StateEnrolled {
+				t.Fatalf("line %+v, want enrolled", l)
+			}
+			if status, _ := in.send(t, "/orders/return", returnBody("HOOK-1", 70000)); status != 200 {
+				t.Fatalf("return: %d", status)
+			}
+			waitFor(t, "four events delivered", 60*time.Second, func() bool { return len(sub.Delivered()) == 4 })
+
+			var got []string
+			for _, a := range sub.Delivered() {
+				got = append(got, event(a))
+			}
+			want := []string{"fulfill_order_placed", "fulfillment_completed:enrolled", "fulfill_order_returned", "fulfillment_completed:returned"}
+			if !slices.Equal(got, want) {
+				t.Errorf("events in the order delivered: %v, want %v", got, want)
+			}
+			attempts := sub.Attempts()
+			ids := map[string]int{}
+			for _, a := range attempts {
+				ids[a.ID]++
+				if a.Verified != nil {
+					t.Errorf("attempt %s does not verify: %v", a.ID, a.Verified)
+				}
+				now := time.Now()
+				if err := webhookstest.Verify(hookSecretNew, a.Header, a.Body, now); err != nil {
+					t.Errorf("attempt %s with the new secret: %v", a.ID, err)
+				}
+				if err := webhookstest.Verify(hookSecretOther, a.Header, a.Body, now); err == nil {
+					t.Errorf("attempt %s verifies with a secret it was not signed with", a.ID)
+				}
+				if !strings.HasPrefix(a.ID, "msg_") {
+					t.Errorf("webhook-id %q, want msg_...", a.ID)
+				}
+			}
+			if placed := attempts[0]; placed.Type != fulfillment.SignalOrderPlaced || ids[placed.ID] != 3 {
+				t.Errorf("first attempt %s %s: %d attempts with its webhook-id, want the placed event 3 times", placed.Type, placed.ID, ids[placed.ID])
+			}
+			if len(ids) != 4 || len(attempts) != 6 {
+				t.Errorf("%d webhook-ids in %d attempts, want 4 in 6", len(ids), len(attempts))
+			}
+
+			waitFor(t, "the deliveries listed as delivered", 10*time.Second, func() bool {
+				_, st := in.order(t, "GET", "HOOK-1")
+				n := 0
+				for _, task := range st.Lines[0].Tasks {
+					if task.Kind == "webhook.crm" && task.State == fulfillment.StateDone {
+						n++
+					}
+				}
+				return n == 4
+			})
+			_, st := in.order(t, "GET", "HOOK-1")
+			l := st.Lines[0]
+			if l.State != fulfillment.StateReturned || len(l.Tasks) != 6 {
+				t.Errorf("line %s with %d tasks, want returned with 2 flows and 4 deliveries", l.State, len(l.Tasks))
+			}
+			for _, task := range l.Tasks {
+				if task.Kind == "webhook.crm" && (task.Event == "" || !strings.HasPrefix(task.TaskID, "webhook.crm_")) {
+					t.Errorf("delivery %+v: want its event and a webhook.crm_ task id", task)
+				}
+				if task.Event == "fulfill_order_placed" && task.Attempts < 3 {
+					t.Errorf("placed delivery %+v: want 3 attempts or more", task)
+				}
+			}
+		})
+	}
+}
+
+// A subscriber that answers 410 is attempted once per event and its
+// deliveries fail; one that is down never turns a fulfill into a 503, and
+// neither changes the line's state.
+func TestWebhookGoneAndDown(t *testing.T) {
+	t.Parallel()
+	gone := webhookstest.New(hookSecretNew)
+	gone.Reply(func(webhookstest.Attempt) int { return 410 })
+	in := startHooks(t, false, 71000, 10, hookSignals("webhook.gone", "webhook.down"),
+		"webhooks:\n"+webhookYAML("gone", gone.Start(t), hookSecretNew)+webhookYAML("down", "http://127.0.0.1:1/hooks", hookSecretNew))
+	if status, _ := in.send(t, "/orders/fulfill", orderBody("GONE-1", 71000, "")); status != 200 {
+		t.Fatalf("fulfill with a subscriber down: %d, want 200", status)
+	}
+	if l := in.lineState(t, "GONE-1"); l.State != fulfillment.StateEnrolled {
+		t.Fatalf("line %+v, want enrolled", l)
+	}
+	var tasks map[string]fulfillment.Task
+	waitFor(t, "both deliveries to the gone subscriber to fail", 30*time.Second, func() bool {
+		_, st := in.order(t, "GET", "GONE-1")
+		tasks = map[string]fulfillment.Task{}
+		for _, task := range st.Lines[0].Tasks {
+			tasks[task.Kind+" "+task.Event] = task
+		}
+		return tasks["webhook.gone fulfill_order_placed"].State == fulfillment.StateFailed &&
+			tasks["webhook.gone fulfillment_completed:enroll:enrolled"].State == fulfillment.StateFailed
+	})
+	for _, a := range gone.Attempts() {
+		if a.N != 1 {
+			t.Errorf("webhook-id %s attempted %d times after a 410, want once", a.ID, a.N)
+		}
+	}
+	if task := tasks["webhook.gone fulfill_order_placed"]; !strings.Contains(task.LastError, "410") {
+		t.Errorf("gone delivery %+v: want the 410 in last_error", task)
+	}
+	waitFor(t, "the down subscriber's delivery to fail for good", 30*time.Second, func() bool {
+		_, st := in.order(t, "GET", "GONE-1")
+		for _, task := range st.Lines[0].Tasks {
+			if task.Kind == "webhook.down" && task.Event == "fulfill_order_placed" {
+				tasks["down"] = task
+				return task.State == fulfillment.StateFailed
+			}
+		}
+		return false
+	})
+	if e := tasks["down"].LastError; !strings.Contains(e, "webhook.down") && !strings.Contains(e, "down") {
+		t.Errorf("down delivery's last_error %q: want the subscriber named", e)
+	}
+	if _, st := in.order(t, "GET", "GONE-1"); st.Lines[0].State != fulfillment.StateEnrolled {
+		t.Errorf("line %s, want enrolled whatever its deliveries did", st.Lines[0].State)
+	}
+}
