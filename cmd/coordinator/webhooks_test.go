@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -222,4 +223,44 @@ func TestWebhookGoneAndDown(t *testing.T) {
 	if _, st := in.order(t, "GET", "GONE-1"); st.Lines[0].State != fulfillment.StateEnrolled {
 		t.Errorf("line %s, want enrolled whatever its deliveries did", st.Lines[0].State)
 	}
+}
+
+// 1,000 events to a subscriber that takes 200 ms each, two at a time, do not
+// hold up enrollments: every one of 500 orders is enrolled while most of
+// their events still wait for the subscriber, which never holds more than
+// its max_concurrency. The figures are logged, not asserted.
+func TestSlowSubscriber(t *testing.T) {
+	t.Parallel()
+	const n = 500
+	sub := webhookstest.New(hookSecretNew)
+	sub.SetLatency(200 * time.Millisecond)
+	in := startHooks(t, false, 73000, n, hookSignals("webhook.slow"), "webhooks:\n"+
+		fmt.Sprintf("  - {name: slow, url: %q, secrets: [%q], max_concurrency: 2}\n", sub.Start(t), hookSecretNew))
+	start := time.Now()
+	var wg sync.WaitGroup
+	users := learners(73000, n)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < n; i += 8 {
+				if status, _ := in.send(t, "/orders/fulfill", orderBody(fmt.Sprintf("SLOW-%d", users[i]), users[i], "")); status != 200 {
+					t.Errorf("fulfill %d: %d", users[i], status)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	accepted := time.Since(start)
+	if missing := waitAllEnrolled(in.lms, users, 3*time.Minute); len(missing) > 0 {
+		t.Fatalf("%d learners not enrolled, e.g. %d", len(missing), missing[0])
+	}
+	enrolled := time.Since(start)
+	delivered := len(sub.Delivered())
+	t.Logf("%d orders accepted in %v, all enrolled after %v; by then %d of %d events delivered", n, accepted, enrolled, delivered, 2*n)
+	if delivered >= 2*n {
+		t.Errorf("all %d events were delivered before the last enrollment: nothing shows enrollments did not wait", delivered)
+	}
+	if m := sub.MaxInFlight(); m > 2 {
+		t.Errorf("subscriber held %d deliveries at once, want at most max_concurrency 2", m)
+	}
+	waitFor(t, "more events delivered after the enrollments", 30*time.Second, func() bool { return len(sub.Delivered()) > delivered })
 }

@@ -146,7 +146,10 @@ func Permanent(err error) error { return permanentErr{err} }
 
 // holdErr marks a failure of Coordinator's own stores (Redis, PostgreSQL)
 // or a wait for another task: retried without counting as an attempt.
-type holdErr struct{ err error }
+type holdErr struct {
+	err  error
+	wait bool // a routine wait (Wait): neither logged above debug nor measured
+}
 
 func (h holdErr) Error() string { return h.err.Error() }
 func (h holdErr) Unwrap() error { return h.err }
@@ -159,7 +162,23 @@ func Hold(err error) error {
 	if err == nil || IsHold(err) {
 		return err
 	}
-	return holdErr{err}
+	return holdErr{err: err}
+}
+
+// Wait marks err as a routine wait (for a line's earlier task, for a free
+// slot): held like Hold, and logged at debug level only, without a metric,
+// since a backlog waits many times.
+func Wait(err error) error {
+	if err == nil {
+		return nil
+	}
+	return holdErr{err, true}
+}
+
+// isWait reports whether err was marked by Wait.
+func isWait(err error) bool {
+	var h holdErr
+	return errors.As(err, &h) && h.wait
 }
 
 // IsHold reports whether err was marked by Hold.

@@ -51,6 +51,10 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	case fulfillment.StateFailed:
 		level = slog.LevelError
 	}
+	wait := state == fulfillment.StateRetrying && isWait(err)
+	if wait {
+		level = slog.LevelDebug
+	}
 	if s.o.Logger.Enabled(ctx, level) {
 		attrs := []slog.Attr{slog.String("task_id", j.ID), slog.String("kind", j.Kind),
 			slog.String("state", s.outcome(k, state)), slog.String("order_number", j.Ref.OrderNumber),
@@ -62,7 +66,9 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		}
 		s.o.Logger.LogAttrs(ctx, level, "task_attempt", attrs...)
 	}
-	s.o.Observer.Task(j.Kind, s.outcome(k, state), a.Number)
+	if !wait {
+		s.o.Observer.Task(j.Kind, s.outcome(k, state), a.Number)
+	}
 	s.record(ctx, j, func(ctx context.Context, l Ledger) error {
 		return l.Finished(ctx, j, state, lastErr)
 	})
@@ -123,6 +129,10 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 	}
 	if k.Behind != nil {
 		if err := s.behind(ctx, k, j); err != nil {
+			var b behindErr
+			if errors.As(err, &b) {
+				return fulfillment.StateRetrying, Wait(err)
+			}
 			return fulfillment.StateRetrying, Hold(err)
 		}
 	}

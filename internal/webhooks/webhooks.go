@@ -174,13 +174,14 @@ func accept(ctx context.Context, a Accepter, kind, signal, event string, ref ful
 }
 
 // busy is the answer of a delivery that found its subscriber's slots taken:
-// put back, without counting an attempt, for a second or two.
+// put back, without counting an attempt, for 2 to 10 s (spread, so that a
+// backlog of thousands costs the worker little while it waits).
 type busy struct{ name string }
 
 func (b busy) Error() string {
 	return "subscriber " + b.name + " has webhooks[].max_concurrency deliveries in flight"
 }
-func (b busy) RetryIn() time.Duration { return time.Second + rand.N(time.Second) }
+func (b busy) RetryIn() time.Duration { return 2*time.Second + rand.N(8*time.Second) }
 
 // handle makes one attempt of a delivery.
 func (d *Deliveries) handle(ctx context.Context, s *subscriber, j pipeline.Job) error {
@@ -192,7 +193,7 @@ func (d *Deliveries) handle(ctx context.Context, s *subscriber, j pipeline.Job) 
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots }()
 	default:
-		return pipeline.Hold(busy{s.Name})
+		return pipeline.Wait(busy{s.Name})
 	}
 	return s.deliver(ctx, m.MessageID, m.Body, d.now())
 }
