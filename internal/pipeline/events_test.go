@@ -1,0 +1,143 @@
+package pipeline
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+)
+
+// A kind with a task per event of a line, like a subscriber's deliveries:
+// "note", whose event "b" must not overtake the line's event "a", nor the
+// placement while it runs.
+func newEventService(t *testing.T, withLedger bool) (*Service, *fakeQueue, *flows, *[]fulfillment.Completed) {
+	t.Helper()
+	s, q, l, f, completed := newService(t, withLedger)
+	kinds := append(s.o.Kinds.All(), Kind{Name: "note", TaskType: "t:note", Done: "noted", Rank: 100, Aside: true,
+		Behind: func(j Job) ([]string, []string) {
+			if j.Ref.Event != "b" {
+				return nil, nil
+			}
+			a := j.Ref
+			a.Event = "a"
+			return []string{JobID("note", a)}, []string{TaskID("place", j.Ref.Key())}
+		},
+		Handle: f.handle("note")})
+	o := s.o
+	o.Kinds = NewKinds(kinds...)
+	if l != nil {
+		o.Ledger = l
+	}
+	o.Logger = slog.New(slog.DiscardHandler)
+	return New(o), q, f, completed
+}
+
+func acceptEvent(t *testing.T, s *Service, order, event string) string {
+	t.Helper()
+	r := ref(order)
+	r.Event = event
+	id, err := s.Accept(context.Background(), "note", r, r)
+	if err != nil {
+		t.Fatalf("accept note %s: %v", event, err)
+	}
+	return id
+}
+
+func TestJobID(t *testing.T) {
+	r := ref("EV-1")
+	if got, want := JobID("enroll", r), TaskID("enroll", r.Key()); got != want {
+		t.Errorf("JobID without an event = %q, want the line's TaskID %q", got, want)
+	}
+	a, a2, b := r, r, r
+	a.Event, a2.Event, b.Event = "a", "a", "b"
+	if JobID("note", a) == JobID("note", b) || JobID("note", a) == TaskID("note", r.Key()) || JobID("note", a) != JobID("note", a2) {
+		t.Errorf("event ids not distinct or not stable: %s %s", JobID("note", a), JobID("note", b))
+	}
+}
+
+// Asides are listed with their line, each with its event, never make its
+// state, send no completion and are not canceled by the line's return.
+func TestAsideTasks(t *testing.T) {
+	for _, withLedger := range []bool{false, true} {
+		s, q, _, completed := newEventService(t, withLedger)
+		place := accept(t, s, "place", "EV-1")
+		idA := acceptEvent(t, s, "EV-1", "a")
+		if again := acceptEvent(t, s, "EV-1", "a"); again != idA {
+			t.Errorf("ledger %v: repeat of an event got %q, want %q", withLedger, again, idA)
+		}
+		if st, _ := run(t, s, q, idA, false); st != fulfillment.StateDone {
+			t.Fatalf("ledger %v: note a %s, want done", withLedger, st)
+		}
+		if st, _ := run(t, s, q, place, false); st != fulfillment.StateDone {
+			t.Fatalf("ledger %v: place %s", withLedger, st)
+		}
+		accept(t, s, "undo", "EV-1")
+		idB := acceptEvent(t, s, "EV-1", "b")
+		if st, _ := run(t, s, q, idB, false); st != fulfillment.StateDone {
+			t.Errorf("ledger %v: note b after a return: %s, want done (asides are never canceled)", withLedger, st)
+		}
+		lines, err := s.Lines(context.Background(), "default", "EV-1")
+		if err != nil || len(lines) != 1 {
+			t.Fatalf("ledger %v: lines %v %v", withLedger, lines, err)
+		}
+		l := lines[0]
+		if l.State != fulfillment.StateQueued || l.TaskID == idA || l.TaskID == idB || len(l.Tasks) != 4 {
+			t.Errorf("ledger %v: line %s from %s with %d tasks, want queued (the undo) with 4 tasks", withLedger, l.State, l.TaskID, len(l.Tasks))
+		}
+		events := map[string]bool{}
+		for _, task := range l.Tasks {
+			events[task.Kind+":"+task.Event] = true
+		}
+		if !events["note:a"] || !events["note:b"] || !events["place:"] {
+			t.Errorf("ledger %v: tasks %v, want each note with its event", withLedger, events)
+		}
+		if len(*completed) != 1 || (*completed)[0].Kind != "place" {
+			t.Errorf("ledger %v: completions %+v, want the placement's only", withLedger, *completed)
+		}
+	}
+}
+
+// An event waits, without an attempt counted, while the line's earlier event
+// may still run, and while the placement runs.
+func TestBehind(t *testing.T) {
+	s, q, f, _ := newEventService(t, false)
+	place := accept(t, s, "place", "EV-2")
+	idA := acceptEvent(t, s, "EV-2", "a")
+	idB := acceptEvent(t, s, "EV-2", "b")
+	st, err := run(t, s, q, idB, false)
+	if st != fulfillment.StateRetrying || !isWait(err) {
+		t.Fatalf("b before a: %s %v, want a wait", st, err)
+	}
+	if d, ok := RetryIn(err); !ok || d > 5*time.Second {
+		t.Errorf("wait asks for %v %v, want a short delay", d, ok)
+	}
+	run(t, s, q, idA, false)
+	q.set(place, fulfillment.StateRunning)
+	if st, _ := s.Process(context.Background(), Attempt{Job: mustJob(t, q, idB), Number: 1}); st != fulfillment.StateRetrying {
+		t.Errorf("b while the placement runs: %s, want retrying", st)
+	}
+	q.set(place, fulfillment.StateRetrying) // not running: a later attempt is no reason to wait
+	if st, _ := run(t, s, q, idB, false); st != fulfillment.StateDone {
+		t.Errorf("b after a: %s, want done", st)
+	}
+	var notes []string
+	for _, c := range f.called() {
+		if c == "note EV-2" {
+			notes = append(notes, c)
+		}
+	}
+	if len(notes) != 2 {
+		t.Errorf("note handler ran %d times, want twice (a, then b once)", len(notes))
+	}
+}
+
+func mustJob(t *testing.T, q *fakeQueue, id string) Job {
+	t.Helper()
+	e, ok, _ := q.Task(context.Background(), id)
+	if !ok {
+		t.Fatalf("task %s not queued", id)
+	}
+	return e.Job
+}
