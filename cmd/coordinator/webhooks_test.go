@@ -146,6 +146,7 @@ func TestWebhookDeliveries(t *testing.T) {
 			if len(ids) != 4 || len(attempts) != 6 {
 				t.Errorf("%d webhook-ids in %d attempts, want 4 in 6", len(ids), len(attempts))
 			}
+			checkSchemas(t, sub.Delivered())
 
 			waitFor(t, "the deliveries listed as delivered", 10*time.Second, func() bool {
 				_, st := in.order(t, "GET", "HOOK-1")
