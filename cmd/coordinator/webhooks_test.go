@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -147,6 +149,10 @@ func TestWebhookDeliveries(t *testing.T) {
 				t.Errorf("%d webhook-ids in %d attempts, want 4 in 6", len(ids), len(attempts))
 			}
 			checkSchemas(t, sub.Delivered())
+			if page := adminPage(t, in, "/admin/orders/default/HOOK-1"); !strings.Contains(page, "webhook.crm") ||
+				!strings.Contains(page, "fulfillment_completed:enroll:enrolled") {
+				t.Errorf("the order's admin page does not list the deliveries with their events")
+			}
 
 			waitFor(t, "the deliveries listed as delivered", 10*time.Second, func() bool {
 				_, st := in.order(t, "GET", "HOOK-1")
@@ -264,4 +270,21 @@ func TestSlowSubscriber(t *testing.T) {
 		t.Errorf("subscriber held %d deliveries at once, want at most max_concurrency 2", m)
 	}
 	waitFor(t, "more events delivered after the enrollments", 30*time.Second, func() bool { return len(sub.Delivered()) > delivered })
+}
+
+// adminPage reads an admin page with the admin JWT.
+func adminPage(t *testing.T, in *instance, path string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, in.base+path, nil)
+	req.Header.Set("Authorization", "JWT "+adminToken(t))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d", path, resp.StatusCode)
+	}
+	return string(b)
 }
