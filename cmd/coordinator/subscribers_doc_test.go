@@ -88,9 +88,10 @@ func snippets(t *testing.T) map[string]string {
 	return out
 }
 
-// The Python and Node snippets of docs/subscribers.md accept a real
+// The Python, Node and PHP snippets of docs/subscribers.md accept a real
 // delivery, signed with two secrets, with either secret, and refuse it with
-// another secret or a changed body. Skipped where python3 or node is absent.
+// another secret or a changed body. Each is skipped where its interpreter is
+// absent.
 func TestWebhookSnippets(t *testing.T) {
 	t.Parallel()
 	sub := webhookstest.New(hookSecretOld)
@@ -116,6 +117,11 @@ process.stdin.on("data", (c) => (input += c)).on("end", () => {
   console.log(verify(d.secret, h, Buffer.from(d.body)) ? "OK" : "NO");
 });
 `},
+		"php": {"php", code["php"] + `
+$d = json_decode(stream_get_contents(STDIN), true);
+$h = array_change_key_case($d["headers"]);
+echo verify($d["secret"], $h["webhook-id"], $h["webhook-timestamp"], $h["webhook-signature"], $d["body"]) ? "OK" : "NO";
+`},
 	}
 	for lang, h := range harness {
 		t.Run(lang, func(t *testing.T) {
@@ -123,7 +129,7 @@ process.stdin.on("data", (c) => (input += c)).on("end", () => {
 			if err != nil {
 				t.Skipf("%s not installed", h.bin)
 			}
-			if !strings.Contains(h.src, "function verify") && !strings.Contains(h.src, "def verify") {
+			if !strings.Contains(code[lang], "verify(") {
 				t.Fatalf("no %s snippet in docs/subscribers.md", lang)
 			}
 			for _, tc := range []struct {
@@ -137,7 +143,7 @@ process.stdin.on("data", (c) => (input += c)).on("end", () => {
 				headers := map[string]string{"Webhook-Id": a.Header.Get("webhook-id"),
 					"Webhook-Timestamp": a.Header.Get("webhook-timestamp"), "Webhook-Signature": a.Header.Get("webhook-signature")}
 				in, _ := json.Marshal(map[string]any{"secret": tc.secret, "headers": headers, "body": tc.body})
-				flag := map[string]string{"python": "-c", "js": "-e"}[lang]
+				flag := map[string]string{"python": "-c", "js": "-e", "php": "-r"}[lang]
 				cmd := exec.Command(bin, flag, h.src)
 				cmd.Stdin = bytes.NewReader(in)
 				out, err := cmd.CombinedOutput()

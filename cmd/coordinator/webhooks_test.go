@@ -288,3 +288,31 @@ func adminPage(t *testing.T, in *instance, path string) string {
 	}
 	return string(b)
 }
+
+// config check lists the subscribers without their secrets, a URL's
+// credentials or query, or a header's value; a webhook.<name> receiver
+// without its webhooks: entry is refused.
+func TestConfigCheckWebhooks(t *testing.T) {
+	t.Parallel()
+	path := testConfig(t, queuetest.URL(), "http://127.0.0.1:1", queuetest.Name(),
+		"  fulfillment_completed: [webhook.crm]\nwebhooks:\n"+
+			`  - {name: crm, url: "https://user:pw@127.0.0.1:9/h?token=tok123", secrets: ["${CRM}", "`+hookSecretOld+`"], headers: {Authorization: "Bearer hdr456"}}`+"\n")
+	env := map[string]string{"CRM": hookSecretNew}
+	out, err := runCmd(t, path, env, "config", "check")
+	if err != nil {
+		t.Fatalf("config check: %v", err)
+	}
+	if !strings.Contains(out, "fulfillment_completed:\n    - webhook.crm") || !strings.Contains(out, "webhook.crm: url https://127.0.0.1:9/h, 2 secret(s)") ||
+		!strings.Contains(out, "headers [Authorization]") {
+		t.Errorf("config check printed:\n%s\nwant the subscriber listed and connected", out)
+	}
+	for _, secret := range []string{hookSecretNew, hookSecretOld, "tok123", "hdr456", "pw@"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("config check shows %q:\n%s", secret, out)
+		}
+	}
+	bad := testConfig(t, queuetest.URL(), "http://127.0.0.1:1", queuetest.Name(), "  fulfillment_completed: [webhook.nope]\n")
+	if _, err := runCmd(t, bad, nil, "config", "check"); err == nil || !strings.Contains(err.Error(), `signals.fulfillment_completed: unknown receiver "webhook.nope"`) {
+		t.Errorf("webhook.nope without a webhooks: entry: %v, want it refused", err)
+	}
+}
