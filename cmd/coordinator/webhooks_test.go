@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
@@ -50,7 +52,19 @@ func startHooks(t *testing.T, ledger bool, from int64, n int, signalsYAML, extra
 	if ledger {
 		extra += databaseYAML(pgtest.Schema(t))
 	}
-	path := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queue, extra)
+	path := hookConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queue, signalsYAML, extra)
+	if ledger {
+		mustRunCmd(t, path, nil, "migrate")
+	}
+	in := &instance{lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
+	in.base = startRun(t, "all", path)
+	return in
+}
+
+// hookConfig is testConfig with its signal map replaced by signalsYAML.
+func hookConfig(t *testing.T, redisURL, lmsURL, queue, signalsYAML, extra string) string {
+	t.Helper()
+	path := testConfig(t, redisURL, lmsURL, queue, extra)
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -59,12 +73,7 @@ func startHooks(t *testing.T, ledger bool, from int64, n int, signalsYAML, extra
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if ledger {
-		mustRunCmd(t, path, nil, "migrate")
-	}
-	in := &instance{lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
-	in.base = startRun(t, "all", path)
-	return in
+	return path
 }
 
 // webhookYAML is one subscriber's entry.
@@ -314,5 +323,38 @@ func TestConfigCheckWebhooks(t *testing.T) {
 	bad := testConfig(t, queuetest.URL(), "http://127.0.0.1:1", queuetest.Name(), "  fulfillment_completed: [webhook.nope]\n")
 	if _, err := runCmd(t, bad, nil, "config", "check"); err == nil || !strings.Contains(err.Error(), `signals.fulfillment_completed: unknown receiver "webhook.nope"`) {
 		t.Errorf("webhook.nope without a webhooks: entry: %v, want it refused", err)
+	}
+}
+
+// With the ledger, a delivery Redis lost (flushed before any worker ran) is
+// queued again by the reconciler, like any task, and delivered once.
+func TestReconcilerRequeuesDelivery(t *testing.T) {
+	t.Parallel()
+	srv := queuetest.StartServer(t)
+	fake := lmstest.NewDemo(testSecret)
+	addLearners(fake, 75000, 1)
+	sub := webhookstest.New(hookSecretNew)
+	path := hookConfig(t, srv.URL(), lmstest.Start(t, fake).URL, queuetest.Name(), hookSignals("webhook.crm"),
+		"webhooks:\n"+webhookYAML("crm", sub.Start(t), hookSecretNew)+databaseYAML(pgtest.Schema(t)))
+	mustRunCmd(t, path, nil, "migrate")
+	in := &instance{base: startRun(t, "api", path)} // no worker yet: the tasks stay queued
+	if status, _ := in.send(t, "/orders/fulfill", orderBody("LOST-1", 75000, "")); status != 200 {
+		t.Fatalf("fulfill: %d", status)
+	}
+	opt, _ := redis.ParseURL(srv.URL())
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	if err := rdb.FlushAll(context.Background()).Err(); err != nil { // a private server: nobody else's data
+		t.Fatal(err)
+	}
+	startRun(t, "worker", path)
+	waitFor(t, "the placed and completed events delivered", 60*time.Second, func() bool { return len(sub.Delivered()) == 2 })
+	if got := []string{event(sub.Delivered()[0]), event(sub.Delivered()[1])}; got[0] != "fulfill_order_placed" || got[1] != "fulfillment_completed:enrolled" {
+		t.Errorf("events %v, want placed then enrolled", got)
+	}
+	for _, a := range sub.Attempts() {
+		if a.N != 1 {
+			t.Errorf("event %s attempted %d times, want once", a.Type, a.N)
+		}
 	}
 }
