@@ -141,3 +141,26 @@ func mustJob(t *testing.T, q *fakeQueue, id string) Job {
 	}
 	return e.Job
 }
+
+// A delivery waiting for a subscriber that is down does not make a line
+// look stuck (coordinator_oldest_open_line_age_seconds).
+func TestOldestOpenIgnoresEvents(t *testing.T) {
+	for _, withLedger := range []bool{false, true} {
+		s, q, _, _ := newEventService(t, withLedger)
+		r := ref("EV-3")
+		r.Event = "a"
+		r.AcceptedAt = r.AcceptedAt.Add(-time.Hour)
+		if _, err := s.Accept(context.Background(), "note", r, r); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := s.OldestOpen(context.Background()); ok || err != nil {
+			t.Errorf("ledger %v: only a delivery open: oldest open line reported (%v)", withLedger, err)
+		}
+		id := accept(t, s, "place", "EV-3")
+		at, ok, err := s.OldestOpen(context.Background())
+		if !ok || err != nil || !at.Equal(ref("EV-3").AcceptedAt) {
+			t.Errorf("ledger %v: oldest open %v %v %v, want the placement's time", withLedger, at, ok, err)
+		}
+		run(t, s, q, id, false)
+	}
+}

@@ -700,7 +700,7 @@ func (l *fakeLedger) OldestOpen(context.Context) (time.Time, bool, error) {
 	var at time.Time
 	ok := false
 	for _, e := range l.rows {
-		if e.Task.State.Open() && (!ok || e.Task.AcceptedAt.Before(at)) {
+		if e.Task.State.Open() && e.Job.Ref.Event == "" && (!ok || e.Task.AcceptedAt.Before(at)) {
 			at, ok = e.Task.AcceptedAt, true
 		}
 	}

@@ -470,13 +470,14 @@ func (s *Service) job(ctx context.Context, t fulfillment.Task) (Job, error) {
 
 // OldestOpen reports when the oldest line that may still run (queued,
 // running or retrying, whatever its place in the queue) was accepted; ok is
-// false when there is none.
+// false when there is none. Tasks of events (a subscriber's deliveries) are
+// not lines: a subscriber that is down does not make a line look stuck.
 func (s *Service) OldestOpen(ctx context.Context) (at time.Time, ok bool, err error) {
 	if s.o.Ledger != nil {
 		return s.o.Ledger.OldestOpen(ctx)
 	}
 	_, err = s.o.Queue.Scan(ctx, ScanOptions{OpenOnly: true, Max: MaxScan}, func(e Entry) error {
-		if a := e.Task.AcceptedAt; !a.IsZero() && (!ok || a.Before(at)) {
+		if a := e.Task.AcceptedAt; e.Job.Ref.Event == "" && !a.IsZero() && (!ok || a.Before(at)) {
 			at, ok = a, true
 		}
 		return nil

@@ -61,6 +61,9 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 			slog.String("course_id", j.Ref.CourseID), slog.String("site", j.Ref.Site),
 			slog.String("request_id", j.Ref.RequestID), slog.Int("attempt", a.Number),
 			slog.Int64("duration_ms", time.Since(start).Milliseconds())}
+		if j.Ref.Event != "" {
+			attrs = append(attrs, slog.String("event", j.Ref.Event))
+		}
 		if err != nil {
 			attrs = append(attrs, slog.String("err", lastErr))
 		}

@@ -79,7 +79,8 @@ type Ledger interface {
 	TryLock(ctx context.Context) (release func(), ok bool, err error)
 	// Lines reads a page of lines, newest first (see LedgerQuery).
 	Lines(ctx context.Context, q LedgerQuery) ([]LedgerLine, error)
-	// OldestOpen reports when the oldest task that may still run was
+	// OldestOpen reports when the oldest task of no event (a line's flow,
+	// not a delivery) that may still run was
 	// accepted; ok is false when there is none.
 	OldestOpen(ctx context.Context) (at time.Time, ok bool, err error)
 }

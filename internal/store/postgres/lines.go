@@ -76,11 +76,12 @@ func (l *Ledger) Lines(ctx context.Context, q pipeline.LedgerQuery) ([]pipeline.
 	return out, nil
 }
 
-// OldestOpen reports when the oldest task that may still run was accepted.
+// OldestOpen reports when the oldest task that may still run was accepted,
+// among the lines' flows (a subscriber's deliveries are not lines).
 func (l *Ledger) OldestOpen(ctx context.Context) (time.Time, bool, error) {
 	var at *time.Time
 	err := l.pool.QueryRow(ctx, `SELECT min(created_at) FROM fulfillment_lines
-		WHERE state IN ('queued', 'running', 'retrying')`).Scan(&at)
+		WHERE state IN ('queued', 'running', 'retrying') AND event = ''`).Scan(&at)
 	if err != nil {
 		return time.Time{}, false, unavailable("oldest open line", err)
 	}
