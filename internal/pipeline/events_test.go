@@ -164,3 +164,32 @@ func TestOldestOpenIgnoresEvents(t *testing.T) {
 		run(t, s, q, id, false)
 	}
 }
+
+// A kind with Slots runs at most that many tasks at once in a process; the
+// next one waits in the queue without an attempt recorded anywhere.
+func TestSlots(t *testing.T) {
+	f := &flows{err: map[string]error{}, hold: make(chan struct{})}
+	kinds := NewKinds(Kind{Name: "place", TaskType: "t:place", Done: fulfillment.StateEnrolled, Rank: 1, Slots: 1, Handle: f.handle("place")})
+	q, l := newFakeQueue(), newFakeLedger()
+	s := New(Options{Kinds: kinds, Queue: q, Ledger: l, Logger: slog.New(slog.DiscardHandler)})
+	first, second := accept(t, s, "place", "SL-1"), accept(t, s, "place", "SL-2")
+	done := make(chan fulfillment.State)
+	go func() { st, _ := run(t, s, q, first, false); done <- st }()
+	for len(f.called()) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	st, err := s.Process(context.Background(), Attempt{Job: mustJob(t, q, second), Number: 1})
+	if d, ok := RetryIn(err); st != fulfillment.StateRetrying || !isWait(err) || !ok || d < 2*time.Second || d > 10*time.Second {
+		t.Errorf("second task while the only slot is taken: %s %v (retry in %v), want a wait of 2-10 s", st, err, d)
+	}
+	if task, _, _ := l.Find(context.Background(), "place", ref("SL-2").Key()); task.Attempts != 0 || task.State != fulfillment.StateQueued {
+		t.Errorf("waiting task in the ledger: %+v, want queued with no attempt", task)
+	}
+	close(f.hold)
+	if st := <-done; st != fulfillment.StateDone {
+		t.Fatalf("first task: %s", st)
+	}
+	if st, _ := run(t, s, q, second, false); st != fulfillment.StateDone {
+		t.Errorf("second task once the slot is free: %s, want done", st)
+	}
+}

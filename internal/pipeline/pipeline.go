@@ -54,6 +54,10 @@ type Kind struct {
 	// runs, the attempt is put back without counting one (a subscriber's
 	// delivery waits for the line's earlier events).
 	Behind func(j Job) (open, running []string)
+	// Slots, when positive, bounds this kind's tasks running at once in
+	// one process: a task that finds none free waits in the queue (a slow
+	// subscriber never takes the worker slots other kinds need).
+	Slots int
 }
 
 // Job is one task of one line: its kind, its id and its payload (JSON whose

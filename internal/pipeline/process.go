@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
@@ -29,6 +30,13 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	if !ok {
 		return fulfillment.StateFailed, Permanent(fmt.Errorf("unknown task kind %q", j.Kind))
 	}
+	// A task that must wait (for a line's earlier task, for a free slot)
+	// goes back to the queue before it counts as an attempt anywhere.
+	release, err := s.admit(ctx, k, j)
+	if err != nil {
+		return s.notAdmitted(ctx, j, a, err)
+	}
+	defer release()
 	start := time.Now()
 	s.record(ctx, j, func(ctx context.Context, l Ledger) error { return l.Started(ctx, j) })
 	state, err := s.run(ctx, k, j)
@@ -130,15 +138,6 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 			return fulfillment.StateRetrying, Hold(err)
 		}
 	}
-	if k.Behind != nil {
-		if err := s.behind(ctx, k, j); err != nil {
-			var b behindErr
-			if errors.As(err, &b) {
-				return fulfillment.StateRetrying, Wait(err)
-			}
-			return fulfillment.StateRetrying, Hold(err)
-		}
-	}
 	if err := k.Handle(ctx, j); err != nil {
 		if errors.Is(err, fulfillment.ErrUnavailable) {
 			err = Hold(err) // one of our stores, not the LMS, failed
@@ -147,6 +146,53 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 	}
 	return fulfillment.StateDone, nil
 }
+
+// admit lets a task of a kind with Behind or Slots run, or says why it must
+// wait; release frees its slot.
+func (s *Service) admit(ctx context.Context, k Kind, j Job) (release func(), err error) {
+	if k.Behind != nil {
+		if err := s.behind(ctx, k, j); err != nil {
+			return nil, err
+		}
+	}
+	sem, ok := s.slots[k.Name]
+	if !ok {
+		return func() {}, nil
+	}
+	select {
+	case sem <- struct{}{}:
+		return func() { <-sem }, nil
+	default:
+		return nil, Wait(busyErr{k.Name})
+	}
+}
+
+// notAdmitted puts a task that may not run yet back, without an attempt:
+// a wait is logged at debug level and not measured; a failure of our
+// stores while checking is held and logged as a warning.
+func (s *Service) notAdmitted(ctx context.Context, j Job, a Attempt, err error) (fulfillment.State, error) {
+	var b behindErr
+	if errors.As(err, &b) {
+		err = Wait(err)
+	}
+	level := slog.LevelDebug
+	if !isWait(err) {
+		err, level = Hold(err), slog.LevelWarn
+	}
+	if s.o.Logger.Enabled(ctx, level) {
+		s.o.Logger.LogAttrs(ctx, level, "task_waits", slog.String("task_id", j.ID), slog.String("kind", j.Kind),
+			slog.String("event", j.Ref.Event), slog.String("order_number", j.Ref.OrderNumber),
+			slog.String("request_id", j.Ref.RequestID), slog.Int("attempt", a.Number), slog.String("err", err.Error()))
+	}
+	return fulfillment.StateRetrying, err
+}
+
+// busyErr is the wait of a task whose kind has no free slot: 2 to 10 s,
+// spread, so that a backlog of thousands costs the worker little.
+type busyErr struct{ kind string }
+
+func (b busyErr) Error() string          { return "all " + b.kind + " slots busy in this process" }
+func (b busyErr) RetryIn() time.Duration { return 2*time.Second + rand.N(8*time.Second) }
 
 // behindErr is the retry of a task that must not overtake another one yet;
 // it asks for a short delay, so that a line's events follow each other

@@ -123,7 +123,8 @@ type Options struct {
 
 // Service runs the pipeline. It is safe for concurrent use.
 type Service struct {
-	o Options
+	o     Options
+	slots map[string]chan struct{} // per kind with Slots
 }
 
 // New returns a Service.
@@ -143,7 +144,13 @@ func New(o Options) *Service {
 	if o.Settle <= 0 {
 		o.Settle = 10 * time.Second
 	}
-	return &Service{o: o}
+	s := &Service{o: o, slots: map[string]chan struct{}{}}
+	for _, k := range o.Kinds.All() {
+		if k.Slots > 0 {
+			s.slots[k.Name] = make(chan struct{}, k.Slots)
+		}
+	}
+	return s
 }
 
 // Accept records and queues a line's task of a kind and returns its task id.

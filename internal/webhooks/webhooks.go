@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -66,7 +65,6 @@ type subscriber struct {
 	kind   string
 	keys   [][]byte
 	client *http.Client
-	slots  chan struct{}
 }
 
 // New prepares the subscribers' clients and keys.
@@ -82,7 +80,7 @@ func New(o Options) (*Deliveries, error) {
 		rt = t
 	}
 	for _, s := range o.Subscribers {
-		sub := &subscriber{Subscriber: s, kind: Kind(s.Name), slots: make(chan struct{}, max(s.MaxConcurrency, 1))}
+		sub := &subscriber{Subscriber: s, kind: Kind(s.Name)}
 		for i, secret := range s.Secrets {
 			key, err := config.WebhookSecret(secret)
 			if err != nil {
@@ -107,12 +105,13 @@ func New(o Options) (*Deliveries, error) {
 
 // Kinds returns a kind per subscriber: its deliveries, asides of the line
 // they are about, one task per event, each waiting for the line's earlier
-// events to that subscriber.
+// events to that subscriber, at most MaxConcurrency of them at once.
 func (d *Deliveries) Kinds() []pipeline.Kind {
 	var ks []pipeline.Kind
 	for _, s := range d.subs {
 		ks = append(ks, pipeline.Kind{
 			Name: s.kind, TaskType: TaskType(s.Name), Done: StateDelivered, Rank: 100, Aside: true,
+			Slots:  max(s.MaxConcurrency, 1),
 			Behind: func(j pipeline.Job) ([]string, []string) { return behind(s.kind, j.Ref) },
 			Handle: func(ctx context.Context, j pipeline.Job) error { return d.handle(ctx, s, j) },
 		})
@@ -173,27 +172,11 @@ func accept(ctx context.Context, a Accepter, kind, signal, event string, ref ful
 	return a.Accept(ctx, kind, ref, delivery{Ref: ref, MessageID: MessageID(ref.Site, ref.OrderNumber, ref.CourseID, event), Body: body})
 }
 
-// busy is the answer of a delivery that found its subscriber's slots taken:
-// put back, without counting an attempt, for 2 to 10 s (spread, so that a
-// backlog of thousands costs the worker little while it waits).
-type busy struct{ name string }
-
-func (b busy) Error() string {
-	return "subscriber " + b.name + " has webhooks[].max_concurrency deliveries in flight"
-}
-func (b busy) RetryIn() time.Duration { return 2*time.Second + rand.N(8*time.Second) }
-
 // handle makes one attempt of a delivery.
 func (d *Deliveries) handle(ctx context.Context, s *subscriber, j pipeline.Job) error {
 	var m delivery
 	if err := json.Unmarshal(j.Payload, &m); err != nil || m.MessageID == "" || len(m.Body) == 0 {
 		return pipeline.Permanent(fmt.Errorf("decode delivery %s: not a delivery", j.ID))
-	}
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	default:
-		return pipeline.Wait(busy{s.Name})
 	}
 	return s.deliver(ctx, m.MessageID, m.Body, d.now())
 }

@@ -3,7 +3,6 @@ package webhooks
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -120,33 +119,6 @@ func TestDeliverOutcomes(t *testing.T) {
 	}
 	if redirected.Load() != 0 {
 		t.Error("a redirect was followed")
-	}
-}
-
-// A subscriber with max_concurrency deliveries in flight puts the next one
-// back as a wait, which costs no attempt.
-func TestBusySubscriberWaits(t *testing.T) {
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
-	defer srv.Close()
-	d, s := newSub(t, srv.URL, nil, 1)
-	s.client.Timeout = 10 * time.Second
-	done := make(chan error)
-	go func() { done <- d.handle(context.Background(), s, job(t)) }()
-	for len(s.slots) == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	err := d.handle(context.Background(), s, job(t))
-	var b busy
-	if !pipeline.IsHold(err) || !errors.As(err, &b) {
-		t.Errorf("second delivery while the first is in flight: %v, want a wait", err)
-	}
-	if d, ok := pipeline.RetryIn(err); !ok || d < 2*time.Second || d > 10*time.Second {
-		t.Errorf("wait of %v, want 2-10 s", d)
-	}
-	close(release)
-	if err := <-done; err != nil {
-		t.Errorf("first delivery: %v", err)
 	}
 }
 
