@@ -150,21 +150,23 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 // admit lets a task of a kind with Behind or Slots run, or says why it must
 // wait; release frees its slot.
 func (s *Service) admit(ctx context.Context, k Kind, j Job) (release func(), err error) {
+	release = func() {}
+	// The slot first: it costs nothing to check, Behind costs look-ups.
+	if sem, ok := s.slots[k.Name]; ok {
+		select {
+		case sem <- struct{}{}:
+			release = func() { <-sem }
+		default:
+			return nil, Wait(busyErr{k.Name})
+		}
+	}
 	if k.Behind != nil {
 		if err := s.behind(ctx, k, j); err != nil {
+			release()
 			return nil, err
 		}
 	}
-	sem, ok := s.slots[k.Name]
-	if !ok {
-		return func() {}, nil
-	}
-	select {
-	case sem <- struct{}{}:
-		return func() { <-sem }, nil
-	default:
-		return nil, Wait(busyErr{k.Name})
-	}
+	return release, nil
 }
 
 // notAdmitted puts a task that may not run yet back, without an attempt:
