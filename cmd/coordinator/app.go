@@ -389,5 +389,8 @@ func configCheck(cfg config.Config, stdout io.Writer) error {
 		}
 	}
 	printWebhooks(cfg, stdout)
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stdout, "warning:", w)
+	}
 	return nil
 }

@@ -79,6 +79,10 @@ func (c *Config) validateWebhooks() error {
 			return keyErr(k+".secrets", "required: at least one Standard Webhooks secret, whsec_<base64>")
 		}
 		seen[w.Name] = true
+		if !c.connected(WebhookReceiverPrefix + w.Name) {
+			c.warnings = append(c.warnings, fmt.Sprintf("%s (%s%s) is connected to no signal: it receives nothing (list it under signals:)",
+				k, WebhookReceiverPrefix, w.Name))
+		}
 		if err := webhookURL(k+".url", w.URL); err != nil {
 			return err
 		}
@@ -140,4 +144,16 @@ func (c Config) WebhookReceivers() []string {
 		names[i] = WebhookReceiverPrefix + w.Name
 	}
 	return names
+}
+
+// connected reports whether the signal map names the receiver.
+func (c *Config) connected(receiver string) bool {
+	for _, rs := range c.Signals {
+		for _, r := range rs {
+			if r == receiver {
+				return true
+			}
+		}
+	}
+	return false
 }

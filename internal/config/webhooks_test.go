@@ -33,6 +33,9 @@ func TestWebhooks(t *testing.T) {
 	if got := cfg.WebhookReceivers(); len(got) != 1 || got[0] != "webhook.crm" {
 		t.Errorf("receivers %v, want [webhook.crm]", got)
 	}
+	if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "webhooks[0] (webhook.crm) is connected to no signal") {
+		t.Errorf("warnings %q, want one for a subscriber connected to nothing", w)
+	}
 }
 
 func TestWebhookRefusals(t *testing.T) {
