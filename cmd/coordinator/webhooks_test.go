@@ -113,15 +113,20 @@ func TestWebhookDeliveries(t *testing.T) {
 			in := startHooks(t, ledger, 70000, 10, hookSignals("webhook.crm"),
 				"webhooks:\n"+webhookYAML("crm", sub.Start(t), hookSecretNew, hookSecretOld))
 
+			// The LMS holds the enrollment 1 s (lms.timeout is 2 s); the return
+			// arrives meanwhile.
+			in.lms.Script(lmstest.Enroll, lmstest.Reply{Delay: time.Second})
 			if status, _ := in.send(t, "/orders/fulfill", orderBody("HOOK-1", 70000, "")); status != 200 {
 				t.Fatalf("fulfill: %d", status)
 			}
-			// The enrollment does not wait for the subscriber.
-			if l := in.lineState(t, "HOOK-1"); l.State != fulfillment.StateEnrolled {
-				t.Fatalf("line %+v, want enrolled", l)
-			}
+			waitFor(t, "the enrollment call", 20*time.Second, func() bool { return in.lms.Count(lmstest.Enroll) > 0 })
 			if status, _ := in.send(t, "/orders/return", returnBody("HOOK-1", 70000)); status != 200 {
 				t.Fatalf("return: %d", status)
+			}
+			// The line is enrolled, then returned, without waiting for the
+			// subscriber, which has not taken the first event yet.
+			if l := in.lineState(t, "HOOK-1"); l.State != fulfillment.StateReturned || l.EnrolledAt == nil {
+				t.Fatalf("line %+v, want enrolled then returned", l)
 			}
 			waitFor(t, "four events delivered", 60*time.Second, func() bool { return len(sub.Delivered()) == 4 })
 
