@@ -139,7 +139,7 @@ func (s *Service) States() []fulfillment.State {
 	states := []fulfillment.State{fulfillment.StateQueued, fulfillment.StateRunning, fulfillment.StateRetrying,
 		fulfillment.StateFailed, fulfillment.StateCanceled}
 	for _, k := range s.o.Kinds.All() {
-		if !slices.Contains(states, k.Done) {
+		if !k.Aside && !slices.Contains(states, k.Done) { // an aside's is never a line's
 			states = append(states, k.Done)
 		}
 	}
