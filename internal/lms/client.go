@@ -129,7 +129,7 @@ func New(opts Options) *Client {
 // the learner is enrolled (now or already), else an *Error whose Class says
 // whether to retry.
 func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
-	user, err := c.learner(ctx, o.Username, o.LMSUserID, o.RequestID)
+	user, err := c.learner(ctx, fulfillment.Learner{LMSUserID: o.LMSUserID, Username: o.Username, Email: o.Email}, o.RequestID)
 	if err != nil {
 		return err
 	}
@@ -155,9 +155,17 @@ func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
 // holds one in another mode than the one bought (nothing of this order to
 // revoke), else an *Error whose Class says whether to retry. It posts only
 // when there is an active enrollment: a deactivating POST for a missing one
-// would create an inactive one.
+// would create an inactive one. A learner named by an email that has no
+// account holds nothing: the email's enrollment_allowed for the course run,
+// if any, is removed, so that they are not enrolled when they register.
 func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
-	user, err := c.learner(ctx, r.Username, r.LMSUserID, r.RequestID)
+	user, err := c.learner(ctx, fulfillment.Learner{LMSUserID: r.LMSUserID, Username: r.Username, Email: r.Email}, r.RequestID)
+	var none *NoAccountError
+	if errors.As(err, &none) {
+		// Nobody to unenroll; but a person allowed to enroll must not be
+		// enrolled when they register (LMS.md §9).
+		return c.DisallowEnrollment(ctx, none.Email, r.CourseID, r.RequestID)
+	}
 	if err != nil {
 		return err
 	}
@@ -171,14 +179,6 @@ func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
 		return nil
 	}
 	return err
-}
-
-// learner is the username a request gave, else the one its LMS user id has.
-func (c *Client) learner(ctx context.Context, username string, lmsUserID int64, requestID string) (string, error) {
-	if username != "" {
-		return username, nil
-	}
-	return c.Username(ctx, lmsUserID, requestID)
 }
 
 // Username resolves an LMS user id to a username, from the cache when it can.

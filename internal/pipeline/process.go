@@ -36,7 +36,9 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		// Shut down or timed out mid-attempt: asynq runs the task again.
 		err = Hold(err)
 	}
-	if err != nil && state == fulfillment.StateRetrying && (IsPermanent(err) || a.Last) {
+	// The queue ends a task at its last attempt even when the attempt was a
+	// wait (asynq checks the count first): it is failed, and says so.
+	if err != nil && (state == fulfillment.StateRetrying || state == fulfillment.StateAwaitingAccount) && (IsPermanent(err) || a.Last) {
 		state = fulfillment.StateFailed
 	}
 	lastErr := ""
