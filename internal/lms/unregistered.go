@@ -23,7 +23,7 @@ func NextLook(age time.Duration) (wait time.Duration, done bool) {
 	if age >= AwaitAccountFor {
 		return 0, true
 	}
-	return min(max(age/10, time.Minute), 2*time.Hour), false
+	return min(max(age/10, time.Minute), 2*time.Hour).Round(time.Second), false
 }
 
 // awaitAccount handles an order whose email has no LMS account yet and whose
@@ -42,5 +42,6 @@ func (c *Client) awaitAccount(ctx context.Context, o fulfillment.Order, none *No
 	if err := c.AllowEnrollment(ctx, none.Email, o.CourseID, o.RequestID); err != nil {
 		return err
 	}
-	return pipeline.AwaitAccount(fmt.Errorf("%w yet; enrollment_allowed registered, next look in %s", none, wait), wait)
+	// Not wrapped: the reason is not the permanent failure it becomes later.
+	return pipeline.AwaitAccount(fmt.Errorf("%s yet; enrollment_allowed registered, next look in %s", none, wait), wait)
 }

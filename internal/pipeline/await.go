@@ -22,6 +22,9 @@ func (a awaitErr) Error() string          { return awaitingPrefix + a.err.Error(
 func (a awaitErr) Unwrap() error          { return a.err }
 func (a awaitErr) RetryIn() time.Duration { return a.in }
 
+// Permanent is false whatever the reason wraps: waiting is not failing.
+func (a awaitErr) Permanent() bool { return false }
+
 // AwaitAccount marks err, which says why, as a wait for a learner's LMS
 // account: the task's state becomes awaiting_account, it is looked at again
 // after in, and like a Hold the wait costs no attempt of
