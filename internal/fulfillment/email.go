@@ -15,8 +15,9 @@ func MaskEmail(email string) string {
 	return string(r[0]) + "***@" + domain
 }
 
-// MaskEmailIn replaces every occurrence of email in s by its mask.
+// MaskEmailIn replaces every occurrence of email (trimmed) in s by its mask.
 func MaskEmailIn(s, email string) string {
+	email = strings.TrimSpace(email) // as it was looked up
 	if email == "" {
 		return s
 	}
