@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 )
@@ -92,17 +93,39 @@ type allowedBody struct {
 	AutoEnroll bool   `json:"auto_enroll,omitempty"`
 }
 
+// allowedTTL is how long a registered enrollment_allowed is remembered, so
+// that the looks of a line awaiting its account (every 2 hours for up to 30
+// days) do not each post it again: once a day at most, per process or, with
+// memcached, per fleet. Posting it again is harmless (409).
+const allowedTTL = 24 * time.Hour
+
+// allowedKey is the cache key remembering an email's enrollment_allowed for
+// a course run: a digest, not the address.
+func (c *Client) allowedKey(email, courseID string) string {
+	sum := sha256.Sum256([]byte(email + "\x00" + courseID))
+	return c.keyPrefix + "allowed:" + hex.EncodeToString(sum[:16])
+}
+
 // AllowEnrollment registers an enrollment_allowed with auto_enroll for an
 // email without an account (LMS.md §9): when that person registers, the LMS
 // enrolls them in the course's default mode. 201 and 409 (already allowed)
-// are success.
+// are success; a success is remembered for allowedTTL, and not posted again
+// meanwhile.
 func (c *Client) AllowEnrollment(ctx context.Context, email, courseID, requestID string) error {
-	body, _ := json.Marshal(allowedBody{Email: strings.TrimSpace(email), CourseID: courseID, AutoEnroll: true})
-	status, resp, _, err := c.call(ctx, "enrollment_allowed", http.MethodPost, c.base+allowedPath, body, requestID)
+	email = strings.TrimSpace(email)
+	key := c.allowedKey(email, courseID)
+	if _, ok, err := c.cache.Get(ctx, key); err == nil && ok {
+		return nil
+	}
+	body, _ := json.Marshal(allowedBody{Email: email, CourseID: courseID, AutoEnroll: true})
+	status, resp, err := c.allowedCall(ctx, http.MethodPost, body, requestID)
 	switch {
 	case err != nil:
 		return err
 	case status == http.StatusCreated || status == http.StatusConflict:
+		if err := c.cache.Set(ctx, key, []byte("1"), allowedTTL); err != nil {
+			c.log.WarnContext(ctx, "cache_set_failed", "err", err)
+		}
 		return nil
 	}
 	return allowedError(status, resp)
@@ -112,8 +135,10 @@ func (c *Client) AllowEnrollment(ctx context.Context, email, courseID, requestID
 // (LMS.md §9), so that a person whose line was returned before they
 // registered is not enrolled when they do. 204 and 404 (none) are success.
 func (c *Client) DisallowEnrollment(ctx context.Context, email, courseID, requestID string) error {
-	body, _ := json.Marshal(allowedBody{Email: strings.TrimSpace(email), CourseID: courseID})
-	status, resp, _, err := c.call(ctx, "enrollment_allowed", http.MethodDelete, c.base+allowedPath, body, requestID)
+	email = strings.TrimSpace(email)
+	_ = c.cache.Delete(ctx, c.allowedKey(email, courseID))
+	body, _ := json.Marshal(allowedBody{Email: email, CourseID: courseID})
+	status, resp, err := c.allowedCall(ctx, http.MethodDelete, body, requestID)
 	switch {
 	case err != nil:
 		return err
@@ -121,6 +146,20 @@ func (c *Client) DisallowEnrollment(ctx context.Context, email, courseID, reques
 		return nil
 	}
 	return allowedError(status, resp)
+}
+
+// allowedCall makes one call to the enrollment_allowed API, under the same
+// concurrency and rate limits as enrollments (the LMS throttles the
+// enrollment API per caller).
+func (c *Client) allowedCall(ctx context.Context, method string, body []byte, requestID string) (int, []byte, error) {
+	const op = "enrollment_allowed"
+	release, err := c.acquire(ctx, op)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer release()
+	status, resp, _, err := c.call(ctx, op, method, c.base+allowedPath, body, requestID)
+	return status, resp, err
 }
 
 // allowedError classifies a failed enrollment_allowed call. Its 400 is keyed

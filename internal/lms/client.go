@@ -219,15 +219,11 @@ func (c *Client) post(ctx context.Context, op string, data EnrollmentData, reque
 	if err != nil {
 		return fmt.Errorf("encode enrollment: %w", err)
 	}
-	select {
-	case c.slots <- struct{}{}:
-	case <-ctx.Done():
-		return &Error{Op: op, Class: Transient, Err: ctx.Err()}
+	release, err := c.acquire(ctx, op)
+	if err != nil {
+		return err
 	}
-	defer func() { <-c.slots }()
-	if err := c.limiter.Wait(ctx); err != nil {
-		return &Error{Op: op, Class: Transient, Err: err}
-	}
+	defer release()
 	status, resp, hdr, err := c.call(ctx, op, http.MethodPost, c.base+"/api/enrollment/v1/enrollment", body, requestID)
 	if err != nil {
 		return err
@@ -243,6 +239,22 @@ func (c *Client) post(ctx context.Context, op string, data EnrollmentData, reque
 		e.Message = "not found: is the OAuth application's user staff, and is lms.url right?"
 	}
 	return e
+}
+
+// acquire waits for a concurrency slot and the rate limiter before a write
+// to the enrollment API (the LMS throttles it per caller); release frees the
+// slot.
+func (c *Client) acquire(ctx context.Context, op string) (release func(), err error) {
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, &Error{Op: op, Class: Transient, Err: ctx.Err()}
+	}
+	if err := c.limiter.Wait(ctx); err != nil {
+		<-c.slots
+		return nil, &Error{Op: op, Class: Transient, Err: err}
+	}
+	return func() { <-c.slots }, nil
 }
 
 // ReadEnrollment reads a learner's enrollment in a course run; nil when none.

@@ -64,10 +64,14 @@ func TestEnrollmentAllowed(t *testing.T) {
 	fake := lmstest.NewDemo("s")
 	c := newClient(t, fake, nil)
 	ctx := context.Background()
-	for range 2 {
+	for range 3 { // the repeat is remembered: no second POST
 		if err := c.AllowEnrollment(ctx, "new@example.com", demoCourse, "r"); err != nil {
 			t.Fatalf("allow: %v", err)
 		}
+	}
+	// Another process (another cache) posts again: 409 is done too.
+	if err := newClient(t, fake, nil).AllowEnrollment(ctx, "new@example.com", demoCourse, "r"); err != nil {
+		t.Fatalf("allow from another process: %v", err)
 	}
 	var statuses []int
 	for _, call := range fake.Calls(lmstest.Allowed) {
@@ -92,13 +96,17 @@ func TestEnrollmentAllowed(t *testing.T) {
 	if got := fake.Allowed("new@example.com"); len(got) != 0 {
 		t.Errorf("allowed after removal %+v", got)
 	}
+	// Removed, then allowed again (a new order): posted, not remembered.
+	if err := c.AllowEnrollment(ctx, "new@example.com", demoCourse, "r"); err != nil || len(fake.Allowed("new@example.com")) != 1 {
+		t.Errorf("allow after removal: %v %+v", err, fake.Allowed("new@example.com"))
+	}
 	fake.Script(lmstest.Allowed, lmstest.Reply{Status: 400, Body: `{"email":["Enter a valid email address."]}`})
 	err := c.AllowEnrollment(ctx, "not-an-email", demoCourse, "r")
 	if !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "email: Enter a valid email address.") {
 		t.Errorf("400: %v, want permanent with the field's message", err)
 	}
 	fake.Script(lmstest.Allowed, lmstest.Reply{Status: 502})
-	if err := c.AllowEnrollment(ctx, "new@example.com", demoCourse, "r"); err == nil || pipeline.IsPermanent(err) {
+	if err := c.AllowEnrollment(ctx, "other@example.com", demoCourse, "r"); err == nil || pipeline.IsPermanent(err) {
 		t.Errorf("502: %v, want transient", err)
 	}
 }
