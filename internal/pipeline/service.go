@@ -287,9 +287,9 @@ func (s *Service) line(es []Entry) fulfillment.Line {
 }
 
 // RetryFailed queues an order's failed tasks again, runs its retrying and
-// awaiting_account tasks now, and returns the order's lines afterwards. With a ledger, a task the
-// queue cannot take now stays queued in the ledger, and the reconciler
-// queues it later.
+// awaiting_account tasks now, and returns the order's lines afterwards. With
+// a ledger, a task the queue cannot take now stays queued in the ledger, and
+// the reconciler queues it later.
 func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
 	if s.o.Ledger != nil {
 		reopened, err := s.o.Ledger.ReopenFailed(ctx, site, orderNumber)
