@@ -143,8 +143,9 @@ func learnersByEmail(t *testing.T, in *instance, a *app) {
 	t.Run("no account, unregistered learners enrolled: awaits the account, then the mode bought", func(t *testing.T) {
 		place(t, a, emailOrder("WOO-3", "later@example.com", true))
 		l := in.waitLine(t, "WOO-3", fulfillment.StateAwaitingAccount)
-		if !strings.Contains(l.LastError, "no LMS account for later@example.com yet") || l.Tasks[0].State != fulfillment.StateAwaitingAccount {
-			t.Errorf("line %+v, want the wait explained", l)
+		if !strings.Contains(l.LastError, "no LMS account for later@example.com yet") || l.Tasks[0].State != fulfillment.StateAwaitingAccount ||
+			l.Attempts != 0 {
+			t.Errorf("line %+v, want the wait explained, no attempt used", l)
 		}
 		if got := fake.Allowed("later@example.com"); len(got) != 1 || !got[0].AutoEnroll {
 			t.Fatalf("enrollment_allowed %+v, want one with auto_enroll", got)

@@ -31,7 +31,7 @@ func TestLedgerAwaitingAccount(t *testing.T) {
 	}
 	got, _, err := l.Find(ctx, "enroll", key)
 	if err != nil || got.State != fulfillment.StateAwaitingAccount || got.LastError != waiting || got.FinishedAt != nil ||
-		got.Ref.Email != "new@example.com" {
+		got.Ref.Email != "new@example.com" || got.Attempts != 0 {
 		t.Fatalf("awaiting task: %+v %v", got, err)
 	}
 	var open []string
@@ -55,7 +55,7 @@ func TestLedgerAwaitingAccount(t *testing.T) {
 	if err := l.Finished(ctx, "enroll", key, fulfillment.StateDone, ""); err != nil {
 		t.Fatal(err)
 	}
-	if got, _, _ := l.Find(ctx, "enroll", key); got.State != fulfillment.StateDone || got.FinishedAt == nil {
+	if got, _, _ := l.Find(ctx, "enroll", key); got.State != fulfillment.StateDone || got.FinishedAt == nil || got.Attempts != 1 {
 		t.Errorf("after the account appeared: %+v", got)
 	}
 }
