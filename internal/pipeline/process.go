@@ -21,8 +21,8 @@ type Attempt struct {
 // line's other flows (a canceled task does nothing; a task waits for the
 // running task of its After kind), runs the kind's handler, classifies the
 // outcome and records it, and tells Completed of a final state. It returns
-// the task's new state — done, canceled, retrying or failed — and the
-// handler's error.
+// the task's new state — done, canceled, retrying, awaiting_account or failed
+// — and the handler's error.
 func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, error) {
 	j := a.Job
 	k, ok := s.o.Kinds.Get(j.Kind)
@@ -36,7 +36,9 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		// Shut down or timed out mid-attempt: asynq runs the task again.
 		err = Hold(err)
 	}
-	if err != nil && state == fulfillment.StateRetrying && (IsPermanent(err) || a.Last) {
+	// The queue ends a task at its last attempt even when the attempt was a
+	// wait (asynq checks the count first): it is failed, and says so.
+	if err != nil && (state == fulfillment.StateRetrying || state == fulfillment.StateAwaitingAccount) && (IsPermanent(err) || a.Last) {
 		state = fulfillment.StateFailed
 	}
 	lastErr := ""
@@ -57,8 +59,11 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 			slog.String("course_id", j.Ref.CourseID), slog.String("site", j.Ref.Site),
 			slog.String("request_id", j.Ref.RequestID), slog.Int("attempt", a.Number),
 			slog.Int64("duration_ms", time.Since(start).Milliseconds())}
+		if j.Ref.Email != "" { // personal data: masked in logs (docs/security.md)
+			attrs = append(attrs, slog.String("learner_email", fulfillment.MaskEmail(j.Ref.Email)))
+		}
 		if err != nil {
-			attrs = append(attrs, slog.String("err", lastErr))
+			attrs = append(attrs, slog.String("err", fulfillment.MaskEmailIn(lastErr, j.Ref.Email)))
 		}
 		s.o.Logger.LogAttrs(ctx, level, "task_attempt", attrs...)
 	}
@@ -121,6 +126,9 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 		}
 	}
 	if err := k.Handle(ctx, j); err != nil {
+		if IsAwaitingAccount(err) {
+			return fulfillment.StateAwaitingAccount, err
+		}
 		if errors.Is(err, fulfillment.ErrUnavailable) {
 			err = Hold(err) // one of our stores, not the LMS, failed
 		}
