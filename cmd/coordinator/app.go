@@ -88,7 +88,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	if a.hooks, err = newDeliveries(cfg, log); err != nil {
 		return nil, err
 	}
-	a.kinds = pipeline.NewKinds(append(lms.Kinds(a.sites), a.hooks.Kinds()...)...)
+	// The LMS kinds read a line's tasks through the pipeline, built below
+	// from the kinds: they reach it through the app once it exists.
+	a.kinds = pipeline.NewKinds(append(lms.Kinds(a.sites, appTasks{a}), a.hooks.Kinds()...)...)
 	a.queue = queue.New(a.rdb, a.kinds, queue.Options{
 		Name:        cfg.Worker.Queue,
 		MaxAttempts: cfg.Worker.Retry.MaxAttempts,
@@ -120,6 +122,14 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		return nil, err
 	}
 	return a, nil
+}
+
+// appTasks reads a line's tasks through the app's pipeline, which is built
+// after the kinds that need it and before any task runs.
+type appTasks struct{ a *app }
+
+func (t appTasks) Find(ctx context.Context, kind string, key fulfillment.Key) (fulfillment.Task, bool, error) {
+	return t.a.pipe.Find(ctx, kind, key)
 }
 
 // newSignals declares the signals lines travel on, with their default

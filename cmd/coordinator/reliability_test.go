@@ -185,7 +185,7 @@ func enqueueOrders(t *testing.T, rdb redis.UniversalClient, queueName string, fa
 // redisPipeline is a Redis-only pipeline over a test's queue, for queueing
 // tasks directly; it runs none.
 func redisPipeline(rdb redis.UniversalClient, queueName string) *pipeline.Service {
-	kinds := pipeline.NewKinds(lms.Kinds(nil)...)
+	kinds := pipeline.NewKinds(lms.Kinds(nil, nil)...)
 	return pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
 		Queue: queue.New(rdb, kinds, queue.Options{Name: queueName, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})})
 }

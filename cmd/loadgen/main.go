@@ -470,7 +470,7 @@ type drain struct {
 
 func (e *env) measureDrain(ctx context.Context, latency time.Duration) (drain, error) {
 	defer e.deleteQueue()
-	kinds := pipeline.NewKinds(lms.Kinds(nil)...)
+	kinds := pipeline.NewKinds(lms.Kinds(nil, nil)...)
 	enq := pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
 		Queue: queue.New(e.rdb, kinds, queue.Options{Name: e.queue, MaxAttempts: 5, Retention: time.Hour, TaskTimeout: time.Minute})})
 	run := time.Now().UnixNano()

@@ -64,7 +64,7 @@ func newTestAPI(t testing.TB, rdb redis.UniversalClient, q string) http.Handler 
 	t.Helper()
 	// The production receivers over a Redis-only pipeline; the LMS
 	// handlers never run here (no worker).
-	kinds := pipeline.NewKinds(lms.Kinds(nil)...)
+	kinds := pipeline.NewKinds(lms.Kinds(nil, nil)...)
 	pipe := pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
 		Queue: queue.New(rdb, kinds, queue.Options{Name: q, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})})
 	placed := signals.New[fulfillment.Order](fulfillment.SignalOrderPlaced, lms.ReceiverEnroll)

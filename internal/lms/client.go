@@ -129,7 +129,7 @@ func New(opts Options) *Client {
 // the learner is enrolled (now or already), else an *Error whose Class says
 // whether to retry.
 func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
-	user, err := c.learner(ctx, o.Username, o.LMSUserID, o.RequestID)
+	user, err := c.learner(ctx, fulfillment.Learner{LMSUserID: o.LMSUserID, Username: o.Username, Email: o.Email}, o.RequestID)
 	if err != nil {
 		return err
 	}
@@ -155,9 +155,17 @@ func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
 // holds one in another mode than the one bought (nothing of this order to
 // revoke), else an *Error whose Class says whether to retry. It posts only
 // when there is an active enrollment: a deactivating POST for a missing one
-// would create an inactive one.
+// would create an inactive one. A learner named by an email that has no
+// account holds nothing: the email's enrollment_allowed for the course run,
+// if any, is removed, so that they are not enrolled when they register.
 func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
-	user, err := c.learner(ctx, r.Username, r.LMSUserID, r.RequestID)
+	user, err := c.learner(ctx, fulfillment.Learner{LMSUserID: r.LMSUserID, Username: r.Username, Email: r.Email}, r.RequestID)
+	var none *NoAccountError
+	if errors.As(err, &none) {
+		// Nobody to unenroll; but a person allowed to enroll must not be
+		// enrolled when they register (LMS.md §9).
+		return c.DisallowEnrollment(ctx, none.Email, r.CourseID, r.RequestID)
+	}
 	if err != nil {
 		return err
 	}
@@ -171,14 +179,6 @@ func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
 		return nil
 	}
 	return err
-}
-
-// learner is the username a request gave, else the one its LMS user id has.
-func (c *Client) learner(ctx context.Context, username string, lmsUserID int64, requestID string) (string, error) {
-	if username != "" {
-		return username, nil
-	}
-	return c.Username(ctx, lmsUserID, requestID)
 }
 
 // Username resolves an LMS user id to a username, from the cache when it can.
@@ -219,15 +219,11 @@ func (c *Client) post(ctx context.Context, op string, data EnrollmentData, reque
 	if err != nil {
 		return fmt.Errorf("encode enrollment: %w", err)
 	}
-	select {
-	case c.slots <- struct{}{}:
-	case <-ctx.Done():
-		return &Error{Op: op, Class: Transient, Err: ctx.Err()}
+	release, err := c.acquire(ctx, op)
+	if err != nil {
+		return err
 	}
-	defer func() { <-c.slots }()
-	if err := c.limiter.Wait(ctx); err != nil {
-		return &Error{Op: op, Class: Transient, Err: err}
-	}
+	defer release()
 	status, resp, hdr, err := c.call(ctx, op, http.MethodPost, c.base+"/api/enrollment/v1/enrollment", body, requestID)
 	if err != nil {
 		return err
@@ -243,6 +239,22 @@ func (c *Client) post(ctx context.Context, op string, data EnrollmentData, reque
 		e.Message = "not found: is the OAuth application's user staff, and is lms.url right?"
 	}
 	return e
+}
+
+// acquire waits for a concurrency slot and the rate limiter before a write
+// to the enrollment API (the LMS throttles it per caller); release frees the
+// slot.
+func (c *Client) acquire(ctx context.Context, op string) (release func(), err error) {
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, &Error{Op: op, Class: Transient, Err: ctx.Err()}
+	}
+	if err := c.limiter.Wait(ctx); err != nil {
+		<-c.slots
+		return nil, &Error{Op: op, Class: Transient, Err: err}
+	}
+	return func() { <-c.slots }, nil
 }
 
 // ReadEnrollment reads a learner's enrollment in a course run; nil when none.

@@ -3,7 +3,9 @@ package lms
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/pipeline"
@@ -28,10 +30,18 @@ type Sites interface {
 	Client(ctx context.Context, site string) (*Client, error)
 }
 
+// Tasks reads a line's task of a kind (pipeline.Service.Find): a return that
+// names no learner undoes the enrollment of the learner the line's
+// enrollment task names.
+type Tasks interface {
+	Find(ctx context.Context, kind string, key fulfillment.Key) (t fulfillment.Task, found bool, err error)
+}
+
 // Kinds returns the LMS task kinds: enroll, and unenroll, which waits for a
 // running enrollment of its line and cancels a waiting one, and whose
-// existence cancels a later enrollment of the line.
-func Kinds(sites Sites) []pipeline.Kind {
+// existence cancels a later enrollment of the line. tasks may be nil when no
+// task runs (a process that only queues).
+func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
 	return []pipeline.Kind{
 		{
 			Name: KindEnroll, TaskType: TypeEnroll, Done: fulfillment.StateEnrolled, Rank: 1,
@@ -44,7 +54,12 @@ func Kinds(sites Sites) []pipeline.Kind {
 				if err != nil {
 					return err
 				}
-				return c.Fulfill(ctx, o)
+				err = c.Fulfill(ctx, o)
+				var none *NoAccountError
+				if errors.As(err, &none) && o.EnrollUnregistered {
+					return c.awaitAccount(ctx, o, none, time.Now())
+				}
+				return err
 			},
 		},
 		{
@@ -55,6 +70,19 @@ func Kinds(sites Sites) []pipeline.Kind {
 				c, err := client(ctx, sites, j, &r)
 				if err != nil {
 					return err
+				}
+				if r.LMSUserID == 0 && r.Username == "" && r.Email == "" {
+					// A shop's refund that names nobody: the learner is
+					// the one the line's enrollment names. The return
+					// waited for a running enrollment (After).
+					t, found, err := tasks.Find(ctx, KindEnroll, j.Ref.Key())
+					if err != nil {
+						return pipeline.Hold(fmt.Errorf("read the line's enrollment: %w", err))
+					}
+					if !found {
+						return nil // nothing was enrolled: nothing to take back
+					}
+					r.LMSUserID, r.Username, r.Email = t.Ref.LMSUserID, t.Ref.Username, t.Ref.Email
 				}
 				return c.Unenroll(ctx, r)
 			},
@@ -78,6 +106,10 @@ type Accepter interface {
 // Register makes the LMS receivers available on their signals.
 func Register(a Accepter, placed *signals.Signal[fulfillment.Order], returned *signals.Signal[fulfillment.Return]) {
 	placed.Register(ReceiverEnroll, func(ctx context.Context, o fulfillment.Order) (string, error) {
+		if o.AcceptedAt.IsZero() {
+			// The wait for an account is counted from it (SPEC §10).
+			o.AcceptedAt = time.Now().UTC()
+		}
 		return a.Accept(ctx, KindEnroll, o.Ref(), o)
 	})
 	returned.Register(ReceiverUnenroll, func(ctx context.Context, r fulfillment.Return) (string, error) {

@@ -58,7 +58,7 @@ func New() *Metrics {
 			Help: "Fulfill requests by result: accepted, or the reason it was refused (invalid, body, unsupported_media_type, unavailable).",
 		}, []string{"result"}),
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "coordinator_tasks_total", Help: "Task attempts by kind (enroll, unenroll) and outcome (enrolled, returned, canceled, retried, failed).",
+			Name: "coordinator_tasks_total", Help: "Task attempts by kind (enroll, unenroll) and outcome (enrolled, returned, canceled, retried, awaiting_account, failed).",
 		}, []string{"kind", "outcome"}),
 		taskAttempts: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "coordinator_task_attempts", Help: "Attempts a task took to end, by kind and final outcome (enrolled, returned, canceled, failed).",
@@ -122,7 +122,7 @@ func (m *Metrics) Fulfill(accepted bool, reason string) {
 // counts from 1).
 func (m *Metrics) Task(kind, outcome string, attempt int) {
 	m.tasks.WithLabelValues(kind, outcome).Inc()
-	if outcome != "retried" {
+	if outcome != "retried" && outcome != "awaiting_account" { // not an end
 		m.taskAttempts.WithLabelValues(kind, outcome).Observe(float64(attempt))
 	}
 }

@@ -185,11 +185,36 @@ func TestSlots(t *testing.T) {
 	if task, _, _ := l.Find(context.Background(), "place", ref("SL-2").Key()); task.Attempts != 0 || task.State != fulfillment.StateQueued {
 		t.Errorf("waiting task in the ledger: %+v, want queued with no attempt", task)
 	}
+	// At its last attempt a task waits here for the slot instead: the
+	// queue would end it if it were put back.
+	last := make(chan fulfillment.State)
+	go func() {
+		st, _ := s.Process(context.Background(), Attempt{Job: mustJob(t, q, second), Number: 2, Last: true})
+		last <- st
+	}()
 	close(f.hold)
 	if st := <-done; st != fulfillment.StateDone {
 		t.Fatalf("first task: %s", st)
 	}
-	if st, _ := run(t, s, q, second, false); st != fulfillment.StateDone {
-		t.Errorf("second task once the slot is free: %s, want done", st)
+	if st := <-last; st != fulfillment.StateDone {
+		t.Errorf("second task at its last attempt: %s, want done once the slot is free", st)
+	}
+}
+
+// At its last attempt, a task still behind another after WaitMax fails, and
+// the ledger says so (the queue would end it anyway).
+func TestBehindAtLastAttempt(t *testing.T) {
+	s, q, _, _ := newEventService(t, true)
+	acceptEvent(t, s, "EV-4", "a")
+	idB := acceptEvent(t, s, "EV-4", "b")
+	st, err := s.Process(context.Background(), Attempt{Job: mustJob(t, q, idB), Number: 3, Last: true})
+	if st != fulfillment.StateFailed || !IsPermanent(err) {
+		t.Fatalf("b behind a at its last attempt: %s %v, want failed", st, err)
+	}
+	es, _ := s.o.Ledger.Order(context.Background(), "default", "EV-4")
+	for _, e := range es {
+		if e.Job.ID == idB && e.Task.State != fulfillment.StateFailed {
+			t.Errorf("ledger: %s, want failed", e.Task.State)
+		}
 	}
 }

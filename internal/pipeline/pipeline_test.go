@@ -629,7 +629,7 @@ func (q *fakeQueue) RunNow(_ context.Context, id string) (bool, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	e, ok := q.tasks[id]
-	if !ok || e.Task.State != fulfillment.StateRetrying {
+	if !ok || (e.Task.State != fulfillment.StateRetrying && e.Task.State != fulfillment.StateAwaitingAccount) {
 		return false, nil
 	}
 	e.Task.State = fulfillment.StateQueued

@@ -137,7 +137,7 @@ const (
 // States lists the states a line may report, for validating a filter.
 func (s *Service) States() []fulfillment.State {
 	states := []fulfillment.State{fulfillment.StateQueued, fulfillment.StateRunning, fulfillment.StateRetrying,
-		fulfillment.StateFailed, fulfillment.StateCanceled}
+		fulfillment.StateAwaitingAccount, fulfillment.StateFailed, fulfillment.StateCanceled}
 	for _, k := range s.o.Kinds.All() {
 		if !k.Aside && !slices.Contains(states, k.Done) { // an aside's is never a line's
 			states = append(states, k.Done)
@@ -151,7 +151,8 @@ func (s *Service) taskStates(st fulfillment.State) []fulfillment.State {
 	switch st {
 	case "":
 		return nil
-	case fulfillment.StateQueued, fulfillment.StateRunning, fulfillment.StateRetrying, fulfillment.StateFailed, fulfillment.StateCanceled:
+	case fulfillment.StateQueued, fulfillment.StateRunning, fulfillment.StateRetrying, fulfillment.StateAwaitingAccount,
+		fulfillment.StateFailed, fulfillment.StateCanceled:
 		return []fulfillment.State{st}
 	}
 	return []fulfillment.State{fulfillment.StateDone}
@@ -171,6 +172,9 @@ func (s *Service) summary(es []Entry) (Row, bool) {
 		}
 		if r.Learner.Username == "" {
 			r.Learner.Username = e.Job.Ref.Username
+		}
+		if r.Learner.Email == "" {
+			r.Learner.Email = e.Job.Ref.Email
 		}
 	}
 	return r, true
@@ -353,7 +357,7 @@ func (s *Service) each(ctx context.Context, f Filter, fn func(Row) error, capped
 // RetryResult is what a retry did.
 type RetryResult struct {
 	// Requeued counts failed lines queued again; RunNow counts retrying
-	// lines moved to run now.
+	// and awaiting_account lines moved to run now.
 	Requeued int `json:"requeued"`
 	RunNow   int `json:"run_now"`
 	// Capped says more lines matched than one bulk retry touches (MaxBulk).
@@ -363,10 +367,11 @@ type RetryResult struct {
 }
 
 // RetryMatching queues every failed line matching f again and moves every
-// retrying one to run now (a filter on another state matches nothing).
+// retrying or awaiting_account one to run now (a filter on another state
+// matches nothing).
 func (s *Service) RetryMatching(ctx context.Context, f Filter) (RetryResult, error) {
 	var res RetryResult
-	states := []fulfillment.State{fulfillment.StateFailed, fulfillment.StateRetrying}
+	states := []fulfillment.State{fulfillment.StateFailed, fulfillment.StateRetrying, fulfillment.StateAwaitingAccount}
 	if f.State != "" {
 		states = slices.DeleteFunc(states, func(st fulfillment.State) bool { return st != f.State })
 	}
@@ -393,8 +398,8 @@ func (s *Service) RetryMatching(ctx context.Context, f Filter) (RetryResult, err
 	return res, nil
 }
 
-// retryLine queues a line's failed tasks again and runs its retrying tasks
-// now; it returns how many it touched and their ids.
+// retryLine queues a line's failed tasks again and runs its retrying and
+// awaiting_account tasks now; it returns how many it touched and their ids.
 func (s *Service) retryLine(ctx context.Context, r Row) (int, []string, error) {
 	var ids []string
 	for _, t := range r.Tasks {
@@ -407,7 +412,7 @@ func (s *Service) retryLine(ctx context.Context, r Row) (int, []string, error) {
 			if ok {
 				ids = append(ids, t.TaskID)
 			}
-		case fulfillment.StateRetrying:
+		case fulfillment.StateRetrying, fulfillment.StateAwaitingAccount:
 			ok, err := s.o.Queue.RunNow(ctx, t.TaskID)
 			if err != nil {
 				return len(ids), ids, fmt.Errorf("run %s now: %w", t.TaskID, err)
@@ -470,14 +475,19 @@ func (s *Service) job(ctx context.Context, t fulfillment.Task) (Job, error) {
 
 // OldestOpen reports when the oldest line that may still run (queued,
 // running or retrying, whatever its place in the queue) was accepted; ok is
-// false when there is none. Tasks of events (a subscriber's deliveries) are
-// not lines: a subscriber that is down does not make a line look stuck.
+// false when there is none. A line awaiting its learner's account is not
+// counted: it waits for a person, for up to 30 days, and is not stuck. Nor
+// are tasks of events (a subscriber's deliveries): they are not lines, and a
+// subscriber that is down does not make a line look stuck.
 func (s *Service) OldestOpen(ctx context.Context) (at time.Time, ok bool, err error) {
 	if s.o.Ledger != nil {
 		return s.o.Ledger.OldestOpen(ctx)
 	}
 	_, err = s.o.Queue.Scan(ctx, ScanOptions{OpenOnly: true, Max: MaxScan}, func(e Entry) error {
-		if a := e.Task.AcceptedAt; e.Job.Ref.Event == "" && !a.IsZero() && (!ok || a.Before(at)) {
+		if e.Task.State == fulfillment.StateAwaitingAccount || e.Job.Ref.Event != "" {
+			return nil
+		}
+		if a := e.Task.AcceptedAt; !a.IsZero() && (!ok || a.Before(at)) {
 			at, ok = a, true
 		}
 		return nil

@@ -22,8 +22,8 @@ type Attempt struct {
 // line's other flows (a canceled task does nothing; a task waits for the
 // running task of its After kind), runs the kind's handler, classifies the
 // outcome and records it, and tells Completed of a final state. It returns
-// the task's new state — done, canceled, retrying or failed — and the
-// handler's error.
+// the task's new state — done, canceled, retrying, awaiting_account or failed
+// — and the handler's error.
 func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, error) {
 	j := a.Job
 	k, ok := s.o.Kinds.Get(j.Kind)
@@ -32,7 +32,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	}
 	// A task that must wait (for a line's earlier task, for a free slot)
 	// goes back to the queue before it counts as an attempt anywhere.
-	release, err := s.admit(ctx, k, j)
+	release, err := s.admit(ctx, k, j, a.Last)
 	if err != nil {
 		return s.notAdmitted(ctx, j, a, err)
 	}
@@ -44,7 +44,9 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		// Shut down or timed out mid-attempt: asynq runs the task again.
 		err = Hold(err)
 	}
-	if err != nil && state == fulfillment.StateRetrying && (IsPermanent(err) || a.Last) {
+	// The queue ends a task at its last attempt even when the attempt was a
+	// wait (asynq checks the count first): it is failed, and says so.
+	if err != nil && (state == fulfillment.StateRetrying || state == fulfillment.StateAwaitingAccount) && (IsPermanent(err) || a.Last) {
 		state = fulfillment.StateFailed
 	}
 	lastErr := ""
@@ -72,8 +74,11 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		if j.Ref.Event != "" {
 			attrs = append(attrs, slog.String("event", j.Ref.Event))
 		}
+		if j.Ref.Email != "" { // personal data: masked in logs (docs/security.md)
+			attrs = append(attrs, slog.String("learner_email", fulfillment.MaskEmail(j.Ref.Email)))
+		}
 		if err != nil {
-			attrs = append(attrs, slog.String("err", lastErr))
+			attrs = append(attrs, slog.String("err", fulfillment.MaskEmailIn(lastErr, j.Ref.Email)))
 		}
 		s.o.Logger.LogAttrs(ctx, level, "task_attempt", attrs...)
 	}
@@ -139,6 +144,9 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 		}
 	}
 	if err := k.Handle(ctx, j); err != nil {
+		if IsAwaitingAccount(err) {
+			return fulfillment.StateAwaitingAccount, err
+		}
 		if errors.Is(err, fulfillment.ErrUnavailable) {
 			err = Hold(err) // one of our stores, not the LMS, failed
 		}
@@ -148,25 +156,49 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 }
 
 // admit lets a task of a kind with Behind or Slots run, or says why it must
-// wait; release frees its slot.
-func (s *Service) admit(ctx context.Context, k Kind, j Job) (release func(), err error) {
+// wait; release frees its slot. On a task's last attempt it waits here
+// instead (up to WaitMax for Behind): the queue ends a task put back at its
+// last attempt, wait or not.
+func (s *Service) admit(ctx context.Context, k Kind, j Job, last bool) (release func(), err error) {
 	release = func() {}
 	// The slot first: it costs nothing to check, Behind costs look-ups.
 	if sem, ok := s.slots[k.Name]; ok {
-		select {
-		case sem <- struct{}{}:
-			release = func() { <-sem }
-		default:
-			return nil, Wait(busyErr{k.Name})
+		if last {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return nil, Wait(busyErr{k.Name})
+			}
+		} else {
+			select {
+			case sem <- struct{}{}:
+			default:
+				return nil, Wait(busyErr{k.Name})
+			}
 		}
+		release = func() { <-sem }
 	}
-	if k.Behind != nil {
-		if err := s.behind(ctx, k, j); err != nil {
+	if k.Behind == nil {
+		return release, nil
+	}
+	deadline := time.Now().Add(s.o.WaitMax)
+	for {
+		err := s.behind(ctx, k, j)
+		var b behindErr
+		if err == nil {
+			return release, nil
+		}
+		if !last || !errors.As(err, &b) || time.Now().After(deadline) {
 			release()
 			return nil, err
 		}
+		select {
+		case <-ctx.Done():
+			release()
+			return nil, err
+		case <-time.After(s.o.WaitPoll):
+		}
 	}
-	return release, nil
 }
 
 // notAdmitted puts a task that may not run yet back, without an attempt:
@@ -181,10 +213,22 @@ func (s *Service) notAdmitted(ctx context.Context, j Job, a Attempt, err error) 
 	if !isWait(err) {
 		err, level = Hold(err), slog.LevelWarn
 	}
+	if a.Last {
+		// The queue ends the task now whatever it is told: it failed,
+		// and the ledger says so.
+		err, level = Permanent(fmt.Errorf("still not admitted at the last attempt: %w", err)), slog.LevelError
+		s.record(ctx, j, func(ctx context.Context, l Ledger) error {
+			return l.Finished(ctx, j, fulfillment.StateFailed, err.Error())
+		})
+		s.o.Observer.Task(j.Kind, string(fulfillment.StateFailed), a.Number)
+	}
 	if s.o.Logger.Enabled(ctx, level) {
 		s.o.Logger.LogAttrs(ctx, level, "task_waits", slog.String("task_id", j.ID), slog.String("kind", j.Kind),
 			slog.String("event", j.Ref.Event), slog.String("order_number", j.Ref.OrderNumber),
 			slog.String("request_id", j.Ref.RequestID), slog.Int("attempt", a.Number), slog.String("err", err.Error()))
+	}
+	if a.Last {
+		return fulfillment.StateFailed, err
 	}
 	return fulfillment.StateRetrying, err
 }

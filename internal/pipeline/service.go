@@ -80,8 +80,8 @@ type Ledger interface {
 	// Lines reads a page of lines, newest first (see LedgerQuery).
 	Lines(ctx context.Context, q LedgerQuery) ([]LedgerLine, error)
 	// OldestOpen reports when the oldest task of no event (a line's flow,
-	// not a delivery) that may still run was
-	// accepted; ok is false when there is none.
+	// not a delivery) that may still run, other than one awaiting an
+	// account, was accepted; ok is false when there is none.
 	OldestOpen(ctx context.Context) (at time.Time, ok bool, err error)
 }
 
@@ -309,10 +309,10 @@ func (s *Service) line(es []Entry) fulfillment.Line {
 	return l
 }
 
-// RetryFailed queues an order's failed tasks again, runs its retrying tasks
-// now, and returns the order's lines afterwards. With a ledger, a task the
-// queue cannot take now stays queued in the ledger, and the reconciler
-// queues it later.
+// RetryFailed queues an order's failed tasks again, runs its retrying and
+// awaiting_account tasks now, and returns the order's lines afterwards. With
+// a ledger, a task the queue cannot take now stays queued in the ledger, and
+// the reconciler queues it later.
 func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
 	if s.o.Ledger != nil {
 		reopened, err := s.o.Ledger.ReopenFailed(ctx, site, orderNumber)
@@ -338,9 +338,10 @@ func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]
 		}
 	}
 	// A retrying task need not wait out its backoff once the cause is
-	// fixed: it runs now.
+	// fixed, nor one awaiting an account once the learner registered: it
+	// runs now.
 	for _, e := range append(ledgered, queued...) {
-		if e.Task.State != fulfillment.StateRetrying {
+		if !runsNow(e.Task.State) {
 			continue
 		}
 		if _, err := s.o.Queue.RunNow(ctx, e.Task.TaskID); err != nil {
@@ -348,6 +349,40 @@ func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]
 		}
 	}
 	return s.Lines(ctx, site, orderNumber)
+}
+
+// runsNow reports whether an operator's retry moves a task in state st to
+// run now: one that waits for its next attempt.
+func runsNow(st fulfillment.State) bool {
+	return st == fulfillment.StateRetrying || st == fulfillment.StateAwaitingAccount
+}
+
+// Find reads a line's task of a kind (with its Ref: the learner as the task
+// names it); found is false when the line has none. With a ledger it is
+// read there (the queue only for tasks the ledger never saw), else from the
+// queue, under the kind's legacy id too.
+func (s *Service) Find(ctx context.Context, kind string, key fulfillment.Key) (fulfillment.Task, bool, error) {
+	k, ok := s.o.Kinds.Get(kind)
+	if !ok {
+		return fulfillment.Task{}, false, fmt.Errorf("find: unknown kind %q", kind)
+	}
+	if s.o.Ledger != nil {
+		t, found, err := s.o.Ledger.Find(ctx, kind, key)
+		if err != nil || found {
+			return t, found, err
+		}
+	}
+	ids := []string{TaskID(kind, key)}
+	if k.LegacyID != nil {
+		ids = append(ids, k.LegacyID(key))
+	}
+	for _, id := range ids {
+		e, found, err := s.o.Queue.Task(ctx, id)
+		if err != nil || found {
+			return e.Task, found, err
+		}
+	}
+	return fulfillment.Task{}, false, nil
 }
 
 // errWaiting is the retry of a task whose After task kept running.

@@ -114,6 +114,9 @@ func entryOf(kind string, info *asynq.TaskInfo) (pipeline.Entry, error) {
 		t.State, t.Attempts = fulfillment.StateFailed, info.Retried+1
 	case asynq.TaskStateRetry:
 		t.State = fulfillment.StateRetrying
+		if pipeline.AwaitsAccount(info.LastErr) {
+			t.State = fulfillment.StateAwaitingAccount
+		}
 		n := info.NextProcessAt
 		t.NextAttemptAt = &n
 	default: // pending, scheduled, aggregating

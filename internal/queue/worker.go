@@ -47,8 +47,8 @@ func (h handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	switch state {
 	case fulfillment.StateFailed:
 		return permanent{err}
-	case fulfillment.StateRetrying:
-		return err
+	case fulfillment.StateRetrying, fulfillment.StateAwaitingAccount:
+		return err // a wait for an account is held: it costs no attempt
 	case fulfillment.StateCanceled:
 		if w := t.ResultWriter(); w != nil {
 			_, _ = w.Write(canceledResult)

@@ -98,7 +98,7 @@ func start(t *testing.T) env {
 		RatePerMinute: 600000, Cache: cache.NewMemory(1000), Logger: log})
 	completer := wcorders.New(wcorders.Options{Integrations: []wcorders.Integration{{Name: "woo", BaseURL: wooURL.URL,
 		ConsumerKey: "ck_test", ConsumerSecret: secret, OrderPrefix: "woo-", Site: "default"}}})
-	kinds := pipeline.NewKinds(append(lms.Kinds(site{client}), completer.Kind())...)
+	kinds := pipeline.NewKinds(append(lms.Kinds(site{client}, nil), completer.Kind())...)
 	rdb, name := queuetest.Redis(t)
 	q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
 	e.placed = signals.New[fulfillment.Order](fulfillment.SignalOrderPlaced, lms.ReceiverEnroll)

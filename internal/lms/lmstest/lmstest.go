@@ -1,8 +1,11 @@
 // Package lmstest is a fake Open edX LMS that follows the HTTP contracts in
-// LMS.md §1–§5: OAuth2 client-credentials JWTs, enrollments, enrollment
-// read-back, account look-ups and course details, with the real status codes
-// and bodies (406 for unknown users, empty-body 404s, 200 on repeats, 400
-// after enrollment closes). Tests script faults into it; `cmd/fakelms` serves
+// LMS.md §1–§5 and §9: OAuth2 client-credentials JWTs, enrollments,
+// enrollment read-back, account look-ups (by LMS user id and by email),
+// course details and enrollment_allowed, with the real status codes and
+// bodies (406 for unknown users, empty-body 404s, 200 on repeats, 400 after
+// enrollment closes, 409 for a duplicate enrollment_allowed), and the LMS's
+// registration: a new account whose email is allowed in a course is enrolled
+// there in the course's default mode. Tests script faults into it; `cmd/fakelms` serves
 // it for a local trial.
 package lmstest
 
@@ -36,6 +39,8 @@ const (
 	// Deactivate counts the enrollment POSTs with is_active false (they
 	// are Enroll calls too).
 	Deactivate Endpoint = "deactivate"
+	// Allowed is /api/enrollment/v1/enrollment_allowed/ (GET, POST, DELETE).
+	Allowed Endpoint = "enrollment_allowed"
 )
 
 // Reply is a scripted answer that replaces the next call to an endpoint. A
@@ -73,6 +78,15 @@ type Enrollment struct {
 	Attributes []Attribute
 }
 
+// EnrollmentAllowed is the fake's record of an email allowed to enroll in a
+// course run before it has an account (LMS.md §9).
+type EnrollmentAllowed struct {
+	Email      string    `json:"email"`
+	CourseID   string    `json:"course_id"`
+	AutoEnroll bool      `json:"auto_enroll"`
+	Created    time.Time `json:"created"`
+}
+
 // Attribute is an enrollment attribute as received.
 type Attribute struct {
 	Namespace string `json:"namespace"`
@@ -97,6 +111,10 @@ type Server struct {
 	clients     map[string]Client
 	users       map[int64]string
 	usernames   map[string]bool
+	emails      map[string]int64 // an account's email → its id
+	userEmails  map[int64]string // an account's id → its email
+	retired     map[string]bool  // emails of retired accounts
+	allowed     map[string]*EnrollmentAllowed
 	courses     map[string]*CourseRun
 	enrollments map[string]*Enrollment
 	tokens      map[string]token
@@ -120,6 +138,10 @@ func New() *Server {
 		clients:     map[string]Client{},
 		users:       map[int64]string{},
 		usernames:   map[string]bool{},
+		emails:      map[string]int64{},
+		userEmails:  map[int64]string{},
+		retired:     map[string]bool{},
+		allowed:     map[string]*EnrollmentAllowed{},
 		courses:     map[string]*CourseRun{},
 		enrollments: map[string]*Enrollment{},
 		tokens:      map[string]token{},
@@ -160,9 +182,72 @@ func Start(t interface {
 // AddClient registers an OAuth application.
 func (s *Server) AddClient(id string, c Client) { s.locked(func() { s.clients[id] = c }) }
 
-// AddUser registers a learner.
+// AddUser registers a learner with the email <username>@example.com.
 func (s *Server) AddUser(id int64, username string) {
-	s.locked(func() { s.users[id], s.usernames[username] = username, true })
+	s.Register(id, username, username+"@example.com")
+}
+
+// Register creates a learner's account as the LMS's registration does: every
+// enrollment_allowed with auto_enroll for its email enrolls it in that course
+// run, in the course's default mode (audit, else honor), not in a paid mode.
+// Tests call it to create an account after an order for its email arrived.
+func (s *Server) Register(id int64, username, email string) {
+	s.locked(func() {
+		s.users[id], s.usernames[username] = username, true
+		s.emails[email], s.userEmails[id] = id, email
+		delete(s.retired, email)
+		for _, a := range s.allowed {
+			c := s.courses[a.CourseID]
+			if a.Email != email || !a.AutoEnroll || c == nil {
+				continue
+			}
+			key := username + "," + a.CourseID
+			if e := s.enrollments[key]; e != nil && e.IsActive {
+				continue
+			}
+			s.enrollments[key] = &Enrollment{User: username, CourseID: a.CourseID, Mode: defaultMode(c), IsActive: true,
+				Created: s.now().UTC()}
+		}
+	})
+}
+
+// Retire retires the account with that email: look-ups by it answer 404 with
+// an error body, as the LMS does for retired emails.
+func (s *Server) Retire(email string) {
+	s.locked(func() {
+		if id, ok := s.emails[email]; ok {
+			delete(s.emails, email)
+			delete(s.userEmails, id)
+		}
+		s.retired[email] = true
+	})
+}
+
+// Allowed lists the enrollment_allowed entries for an email.
+func (s *Server) Allowed(email string) []EnrollmentAllowed {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []EnrollmentAllowed
+	for _, a := range s.allowed {
+		if a.Email == email {
+			out = append(out, *a)
+		}
+	}
+	slices.SortFunc(out, func(a, b EnrollmentAllowed) int { return strings.Compare(a.CourseID, b.CourseID) })
+	return out
+}
+
+// defaultMode is the mode the LMS enrolls a registering learner in.
+func defaultMode(c *CourseRun) string {
+	for _, m := range []string{"audit", "honor"} {
+		if slices.Contains(c.Modes, m) {
+			return m
+		}
+	}
+	if len(c.Modes) > 0 {
+		return c.Modes[0]
+	}
+	return "audit"
 }
 
 // AddCourse registers a course run.
@@ -239,6 +324,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serve(w, r, Token, s.token)
 	case p == "/api/enrollment/v1/enrollment" && r.Method == http.MethodPost:
 		s.serve(w, r, Enroll, s.authed(s.enroll))
+	case p == "/api/enrollment/v1/enrollment_allowed/" &&
+		(r.Method == http.MethodGet || r.Method == http.MethodPost || r.Method == http.MethodDelete):
+		s.serve(w, r, Allowed, s.authed(s.enrollmentAllowed))
 	case strings.HasPrefix(p, "/api/enrollment/v1/enrollment/") && r.Method == http.MethodGet:
 		s.serve(w, r, Read, s.authed(s.read))
 	case p == "/api/user/v1/accounts" && r.Method == http.MethodGet:
@@ -505,9 +593,14 @@ func (s *Server) read(r *http.Request, _ []byte, _ string) answer {
 
 var digits = regexp.MustCompile(`^[0-9]+$`)
 
-// account implements GET /api/user/v1/accounts?lms_user_id=N (LMS.md §4).
+// account implements GET /api/user/v1/accounts?lms_user_id=N and
+// ?email=... (LMS.md §4).
 func (s *Server) account(r *http.Request, _ []byte, client string) answer {
-	v := r.URL.Query().Get("lms_user_id")
+	q := r.URL.Query()
+	if q.Has("email") {
+		return s.accountByEmail(strings.TrimSpace(q.Get("email")), client)
+	}
+	v := q.Get("lms_user_id")
 	if !digits.MatchString(v) {
 		return answer{status: 400}
 	}
@@ -517,13 +610,90 @@ func (s *Server) account(r *http.Request, _ []byte, client string) answer {
 	if !s.clients[client].Staff {
 		return answer{status: 403, body: map[string]string{"detail": "You do not have permission to perform this action."}}
 	}
-	name, ok := s.users[id]
+	if _, ok := s.users[id]; !ok {
+		return answer{status: 404}
+	}
+	return answer{status: 200, body: []map[string]any{s.accountJSON(id)}}
+}
+
+func (s *Server) accountByEmail(email, client string) answer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.clients[client].Staff {
+		return answer{status: 403, body: map[string]string{"detail": "You do not have permission to perform this action."}}
+	}
+	if s.retired[email] {
+		return answer{status: 404, body: map[string]string{"error_msg": "This email is associated to a retired account."}}
+	}
+	id, ok := s.emails[email]
 	if !ok {
 		return answer{status: 404}
 	}
-	return answer{status: 200, body: []map[string]any{{
-		"username": name, "id": id, "email": name + "@example.com", "is_active": true,
-	}}}
+	return answer{status: 200, body: []map[string]any{s.accountJSON(id)}}
+}
+
+func (s *Server) accountJSON(id int64) map[string]any {
+	return map[string]any{"username": s.users[id], "id": id, "email": s.userEmails[id], "is_active": true}
+}
+
+// enrollmentAllowed implements /api/enrollment/v1/enrollment_allowed/
+// (LMS.md §9): GET ?email= lists, POST creates (201; 409 when it exists),
+// DELETE removes one (204; 404 when none). Staff only.
+func (s *Server) enrollmentAllowed(r *http.Request, body []byte, client string) answer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.clients[client].Staff {
+		return answer{status: 403, body: map[string]string{"detail": "You do not have permission to perform this action."}}
+	}
+	if r.Method == http.MethodGet {
+		email := r.URL.Query().Get("email")
+		if email == "" {
+			return msg(400, "Please provide a valid email.")
+		}
+		out := []EnrollmentAllowed{}
+		for _, a := range s.allowed {
+			if a.Email == email {
+				out = append(out, *a)
+			}
+		}
+		return answer{status: 200, body: out}
+	}
+	var req struct {
+		Email      string `json:"email"`
+		CourseID   string `json:"course_id"`
+		AutoEnroll *bool  `json:"auto_enroll"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return answer{status: 400, body: map[string][]string{"non_field_errors": {"Invalid data."}}}
+	}
+	key := req.Email + "|" + req.CourseID
+	if r.Method == http.MethodDelete {
+		if req.Email == "" {
+			return msg(400, "Please provide a value for 'email' in the request body.")
+		}
+		if _, ok := s.allowed[key]; !ok {
+			return msg(404, fmt.Sprintf("An enrollment allowed with email %s and course %s doesn't exists.", req.Email, req.CourseID))
+		}
+		delete(s.allowed, key)
+		return answer{status: 204}
+	}
+	missing := map[string][]string{}
+	if req.Email == "" {
+		missing["email"] = []string{"This field is required."}
+	}
+	if req.CourseID == "" {
+		missing["course_id"] = []string{"This field is required."}
+	}
+	if len(missing) > 0 {
+		return answer{status: 400, body: missing}
+	}
+	if _, ok := s.allowed[key]; ok {
+		return msg(409, "An enrollment allowed with those values already exists.")
+	}
+	a := &EnrollmentAllowed{Email: req.Email, CourseID: req.CourseID, AutoEnroll: req.AutoEnroll != nil && *req.AutoEnroll,
+		Created: s.now().UTC()}
+	s.allowed[key] = a
+	return answer{status: 201, body: a}
 }
 
 // course implements GET /api/enrollment/v1/course/{course_id} (LMS.md §5).

@@ -83,15 +83,19 @@ func (l *Ledger) Started(ctx context.Context, j pipeline.Job) error {
 	return nil
 }
 
-// Finished records a task's new state: done, canceled, retrying or failed.
+// Finished records a task's new state: done, canceled, retrying,
+// awaiting_account (whose attempt, counted by Started, is taken back: a look
+// for an account uses none) or failed.
 // A task already final is left alone: only a reopen (a retry) makes it open.
 func (l *Ledger) Finished(ctx context.Context, j pipeline.Job, state fulfillment.State, lastError string) error {
 	k := j.Ref.Key()
 	_, err := l.pool.Exec(ctx, `
 		UPDATE fulfillment_lines SET state = $5, last_error = $6, updated_at = now(),
-			finished_at = CASE WHEN $5 IN ('done', 'canceled', 'failed') THEN now() ELSE finished_at END
+			finished_at = CASE WHEN $5 IN ('done', 'canceled', 'failed') THEN now() ELSE finished_at END,
+			-- a look for a learner's account is not an attempt (as in the queue)
+			attempts = CASE WHEN $5 = 'awaiting_account' THEN greatest(attempts - 1, 0) ELSE attempts END
 		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4 AND event = $7
-			AND state IN ('queued', 'running', 'retrying')`,
+			AND state IN ('queued', 'running', 'retrying', 'awaiting_account')`,
 		k.Site, k.OrderNumber, k.CourseID, j.Kind, string(state), lastError, j.Ref.Event)
 	if err != nil {
 		return fmt.Errorf("ledger finish %s: %w", k.OrderNumber, err)
@@ -201,7 +205,7 @@ func (l *Ledger) Open(ctx context.Context, quiet time.Duration, fn func(pipeline
 	var last int64
 	for {
 		rows, err := l.pool.Query(ctx, `SELECT `+entryColumns+` FROM fulfillment_lines
-			WHERE state IN ('queued', 'running', 'retrying') AND updated_at < now() - $3::interval
+			WHERE state IN ('queued', 'running', 'retrying', 'awaiting_account') AND updated_at < now() - $3::interval
 			AND id > $1 ORDER BY id LIMIT $2`, last, openBatch, quiet)
 		if err != nil {
 			return fmt.Errorf("list open tasks: %w", err)

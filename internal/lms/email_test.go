@@ -1,0 +1,305 @@
+package lms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/lms/lmstest"
+	"github.com/openedx/coordinator/internal/pipeline"
+)
+
+// Look-ups by email (LMS.md §4): an account is found and cached; no account,
+// an empty list and a retired email are all "no account", never cached.
+func TestUsernameByEmail(t *testing.T) {
+	fake := lmstest.NewDemo("s")
+	fake.Register(100, "plus", "a+b@example.com")
+	fake.Register(101, "gone", "gone@example.com")
+	fake.Retire("gone@example.com")
+	c := newClient(t, fake, nil)
+	ctx := context.Background()
+
+	for range 2 {
+		if u, err := c.UsernameByEmail(ctx, "  a+b@example.com ", "r"); err != nil || u != "plus" {
+			t.Fatalf("by email: %q %v, want plus", u, err)
+		}
+	}
+	if n := fake.Count(lmstest.Account); n != 1 {
+		t.Errorf("%d look-ups for two resolutions, want 1 (cached)", n)
+	}
+	if p := fake.Calls(lmstest.Account)[0].Path; p != "/api/user/v1/accounts?email=a%2Bb%40example.com" {
+		t.Errorf("look-up path %q: the address must arrive as given, '+' included", p)
+	}
+
+	var none *NoAccountError
+	for name, email := range map[string]string{"unknown": "nobody@example.com", "retired": "gone@example.com"} {
+		if _, err := c.UsernameByEmail(ctx, email, "r"); !errors.As(err, &none) || none.Email != email || !pipeline.IsPermanent(err) {
+			t.Errorf("%s: %v, want a permanent NoAccountError", name, err)
+		}
+	}
+	fake.Script(lmstest.Account, lmstest.Reply{Status: 200, Body: `[]`})
+	if _, err := c.UsernameByEmail(ctx, "empty@example.com", "r"); !errors.As(err, &none) {
+		t.Errorf("empty list: %v, want NoAccountError", err)
+	}
+	fake.Script(lmstest.Account, lmstest.Reply{Status: 503})
+	if _, err := c.UsernameByEmail(ctx, "nobody@example.com", "r"); err == nil || errors.As(err, &none) || pipeline.IsPermanent(err) {
+		t.Errorf("503: %v, want a transient error", err)
+	}
+	// A miss is not cached: the account created afterwards is found.
+	fake.Register(102, "newbie", "nobody@example.com")
+	if u, err := c.UsernameByEmail(ctx, "nobody@example.com", "r"); err != nil || u != "newbie" {
+		t.Errorf("after registration: %q %v, want newbie", u, err)
+	}
+}
+
+// enrollment_allowed (LMS.md §9): 201 and 409 are done, and so are 204 and
+// 404 for the removal.
+func TestEnrollmentAllowed(t *testing.T) {
+	fake := lmstest.NewDemo("s")
+	c := newClient(t, fake, nil)
+	ctx := context.Background()
+	for range 3 { // the repeat is remembered: no second POST
+		if err := c.AllowEnrollment(ctx, "new@example.com", demoCourse, "r"); err != nil {
+			t.Fatalf("allow: %v", err)
+		}
+	}
+	// Another process (another cache) posts again: 409 is done too.
+	if err := newClient(t, fake, nil).AllowEnrollment(ctx, "new@example.com", demoCourse, "r"); err != nil {
+		t.Fatalf("allow from another process: %v", err)
+	}
+	var statuses []int
+	for _, call := range fake.Calls(lmstest.Allowed) {
+		statuses = append(statuses, call.Status)
+	}
+	if diff := cmp.Diff([]int{201, 409}, statuses); diff != "" {
+		t.Errorf("statuses (-want +got):\n%s", diff)
+	}
+	var body map[string]any
+	_ = json.Unmarshal(fake.Calls(lmstest.Allowed)[0].Body, &body)
+	if diff := cmp.Diff(map[string]any{"email": "new@example.com", "course_id": demoCourse, "auto_enroll": true}, body); diff != "" {
+		t.Errorf("body (-want +got):\n%s", diff)
+	}
+	if got := fake.Allowed("new@example.com"); len(got) != 1 || !got[0].AutoEnroll {
+		t.Errorf("allowed %+v", got)
+	}
+	for range 2 {
+		if err := c.DisallowEnrollment(ctx, "new@example.com", demoCourse, "r"); err != nil {
+			t.Fatalf("disallow: %v", err)
+		}
+	}
+	if got := fake.Allowed("new@example.com"); len(got) != 0 {
+		t.Errorf("allowed after removal %+v", got)
+	}
+	// Removed, then allowed again (a new order): posted, not remembered.
+	if err := c.AllowEnrollment(ctx, "new@example.com", demoCourse, "r"); err != nil || len(fake.Allowed("new@example.com")) != 1 {
+		t.Errorf("allow after removal: %v %+v", err, fake.Allowed("new@example.com"))
+	}
+	fake.Script(lmstest.Allowed, lmstest.Reply{Status: 400, Body: `{"email":["Enter a valid email address."]}`})
+	err := c.AllowEnrollment(ctx, "not-an-email", demoCourse, "r")
+	if !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "email: Enter a valid email address.") {
+		t.Errorf("400: %v, want permanent with the field's message", err)
+	}
+	fake.Script(lmstest.Allowed, lmstest.Reply{Status: 502})
+	if err := c.AllowEnrollment(ctx, "other@example.com", demoCourse, "r"); err == nil || pipeline.IsPermanent(err) {
+		t.Errorf("502: %v, want transient", err)
+	}
+}
+
+func TestNextLook(t *testing.T) {
+	tests := []struct {
+		age      time.Duration
+		wait     time.Duration
+		giveUp   bool
+		describe string
+	}{
+		{0, time.Minute, false, "just accepted"},
+		{5 * time.Minute, time.Minute, false, "the first minutes"},
+		{time.Hour, 6 * time.Minute, false, "an hour"},
+		{10 * time.Hour, time.Hour, false, "ten hours"},
+		{3 * 24 * time.Hour, 2 * time.Hour, false, "days: capped"},
+		{AwaitAccountFor - time.Second, 2 * time.Hour, false, "the last look"},
+		{AwaitAccountFor, 0, true, "30 days"},
+	}
+	for _, tt := range tests {
+		wait, giveUp := NextLook(tt.age)
+		if wait != tt.wait || giveUp != tt.giveUp {
+			t.Errorf("%s: NextLook(%v) = %v, %v; want %v, %v", tt.describe, tt.age, wait, giveUp, tt.wait, tt.giveUp)
+		}
+	}
+}
+
+// oneSite serves one client for every site.
+type oneSite struct{ c *Client }
+
+func (s oneSite) Client(context.Context, string) (*Client, error) { return s.c, nil }
+
+// tasksOf is a line's tasks by kind, as the pipeline would find them.
+type tasksOf map[string]fulfillment.Task
+
+func (m tasksOf) Find(_ context.Context, kind string, _ fulfillment.Key) (fulfillment.Task, bool, error) {
+	t, ok := m[kind]
+	return t, ok, nil
+}
+
+// run runs the handler of a kind on a payload.
+func run(t *testing.T, c *Client, tasks Tasks, kind string, payload interface{ Ref() fulfillment.Ref }) error {
+	t.Helper()
+	b, _ := json.Marshal(payload)
+	for _, k := range Kinds(oneSite{c}, tasks) {
+		if k.Name == kind {
+			return k.Handle(context.Background(), pipeline.Job{Kind: kind, ID: "t", Ref: payload.Ref(), Payload: b})
+		}
+	}
+	t.Fatalf("no kind %s", kind)
+	return nil
+}
+
+func emailOrder(email string, unregistered bool, acceptedAt time.Time) fulfillment.Order {
+	return fulfillment.Order{Site: "default", OrderNumber: "WOO-1", CourseID: demoCourse, CourseMode: "verified",
+		OrderPlaced: time.Date(2024, 5, 1, 12, 35, 2, 0, time.UTC), Email: email, EnrollUnregistered: unregistered,
+		Integration: "woo", AcceptedAt: acceptedAt}
+}
+
+// SPEC §10: an order naming its learner by email.
+func TestEnrollByEmail(t *testing.T) {
+	now := time.Now().UTC()
+	t.Run("account exists: enrolled in the mode bought", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		fake.Register(200, "jdoe", "jdoe@example.com")
+		if err := run(t, newClient(t, fake, nil), nil, KindEnroll, emailOrder("jdoe@example.com", false, now)); err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := fake.Enrollment("jdoe", demoCourse); !e.IsActive || e.Mode != "verified" {
+			t.Errorf("enrollment %+v", e)
+		}
+	})
+	t.Run("no account, not enrolling unregistered learners: failed", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		err := run(t, newClient(t, fake, nil), nil, KindEnroll, emailOrder("new@example.com", false, now))
+		if err == nil || err.Error() != "no LMS account for new@example.com" || !pipeline.IsPermanent(err) {
+			t.Errorf("err %v, want permanent %q", err, "no LMS account for new@example.com")
+		}
+		if n := fake.Count(lmstest.Allowed); n != 0 {
+			t.Errorf("%d enrollment_allowed calls, want none", n)
+		}
+	})
+	t.Run("no account, enrolling unregistered learners: awaits, then enrolls in the mode bought", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		c := newClient(t, fake, nil)
+		o := emailOrder("new@example.com", true, now.Add(-time.Hour))
+		for range 2 { // looking again registers nothing new
+			err := run(t, c, nil, KindEnroll, o)
+			if !pipeline.IsAwaitingAccount(err) || !pipeline.IsHold(err) || pipeline.IsPermanent(err) ||
+				!pipeline.AwaitsAccount(err.Error()) || !strings.Contains(err.Error(), "no LMS account for new@example.com yet") {
+				t.Fatalf("err %v, want a wait for the account", err)
+			}
+			if d, _ := pipeline.RetryIn(err); d != 6*time.Minute {
+				t.Errorf("next look in %v, want 6m (an hour after acceptance)", d)
+			}
+		}
+		if got := fake.Allowed("new@example.com"); len(got) != 1 || got[0].CourseID != demoCourse || !got[0].AutoEnroll {
+			t.Errorf("allowed %+v, want one auto_enroll entry", got)
+		}
+		fake.Register(300, "newbie", "new@example.com")
+		if e, _ := fake.Enrollment("newbie", demoCourse); !e.IsActive || e.Mode != "audit" {
+			t.Fatalf("the LMS's auto-enrollment %+v, want active audit", e)
+		}
+		if err := run(t, c, nil, KindEnroll, o); err != nil {
+			t.Fatalf("look after registration: %v", err)
+		}
+		if e, _ := fake.Enrollment("newbie", demoCourse); !e.IsActive || e.Mode != "verified" {
+			t.Errorf("enrollment %+v, want the mode bought (verified)", e)
+		}
+	})
+	t.Run("no account after 30 days: failed", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		err := run(t, newClient(t, fake, nil), nil, KindEnroll, emailOrder("new@example.com", true, now.Add(-AwaitAccountFor)))
+		if !pipeline.IsPermanent(err) || pipeline.IsAwaitingAccount(err) ||
+			err.Error() != "no LMS account for new@example.com after 30 days of waiting for the learner to register" {
+			t.Errorf("err %v, want a permanent failure saying so", err)
+		}
+	})
+	t.Run("enrollment_allowed refused: retried as the LMS's failure", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		fake.Script(lmstest.Allowed, lmstest.Reply{Status: 503})
+		err := run(t, newClient(t, fake, nil), nil, KindEnroll, emailOrder("new@example.com", true, now))
+		if err == nil || pipeline.IsAwaitingAccount(err) || pipeline.IsPermanent(err) || pipeline.IsHold(err) {
+			t.Errorf("err %v, want a transient LMS error (an attempt)", err)
+		}
+	})
+}
+
+// SPEC §9 with learners named by email, or not named at all.
+func TestUnenrollByEmailOrEnrollment(t *testing.T) {
+	ret := func(l fulfillment.Learner) fulfillment.Return {
+		return fulfillment.Return{Site: "default", OrderNumber: "WOO-1", CourseID: demoCourse, CourseMode: "verified",
+			LMSUserID: l.LMSUserID, Username: l.Username, Email: l.Email, Integration: "woo"}
+	}
+	enrolledAs := func(fake *lmstest.Server, user string) {
+		fake.Enroll(lmstest.Enrollment{User: user, CourseID: demoCourse, Mode: "verified", IsActive: true})
+	}
+	t.Run("by email: deactivated", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		fake.Register(200, "jdoe", "jdoe@example.com")
+		enrolledAs(fake, "jdoe")
+		if err := run(t, newClient(t, fake, nil), nil, KindUnenroll, ret(fulfillment.Learner{Email: "jdoe@example.com"})); err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := fake.Enrollment("jdoe", demoCourse); e.IsActive {
+			t.Errorf("enrollment %+v, want inactive", e)
+		}
+	})
+	t.Run("by email without an account: done, and the allowance removed", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		c := newClient(t, fake, nil)
+		if err := c.AllowEnrollment(context.Background(), "new@example.com", demoCourse, "r"); err != nil {
+			t.Fatal(err)
+		}
+		if err := run(t, c, nil, KindUnenroll, ret(fulfillment.Learner{Email: "new@example.com"})); err != nil {
+			t.Fatal(err)
+		}
+		if got := fake.Allowed("new@example.com"); len(got) != 0 {
+			t.Errorf("allowed %+v, want none", got)
+		}
+		fake.Register(300, "newbie", "new@example.com")
+		if e, ok := fake.Enrollment("newbie", demoCourse); ok {
+			t.Errorf("registration after the return enrolled them: %+v", e)
+		}
+	})
+	t.Run("naming nobody: the learner of the line's enrollment", func(t *testing.T) {
+		for name, l := range map[string]fulfillment.Learner{"by email": {Email: "jdoe@example.com"}, "by username": {Username: "jdoe"},
+			"by user id": {LMSUserID: 200}} {
+			t.Run(name, func(t *testing.T) {
+				fake := lmstest.NewDemo("s")
+				fake.Register(200, "jdoe", "jdoe@example.com")
+				enrolledAs(fake, "jdoe")
+				enrolledAs(fake, "edx") // someone else, left alone
+				tasks := tasksOf{KindEnroll: {Kind: KindEnroll, Ref: fulfillment.Ref{LMSUserID: l.LMSUserID, Username: l.Username, Email: l.Email}}}
+				if err := run(t, newClient(t, fake, nil), tasks, KindUnenroll, ret(fulfillment.Learner{})); err != nil {
+					t.Fatal(err)
+				}
+				if e, _ := fake.Enrollment("jdoe", demoCourse); e.IsActive {
+					t.Errorf("enrollment %+v, want inactive", e)
+				}
+				if e, _ := fake.Enrollment("edx", demoCourse); !e.IsActive {
+					t.Errorf("another learner's enrollment %+v was touched", e)
+				}
+			})
+		}
+	})
+	t.Run("naming nobody, the line never enrolled: done without a call", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		if err := run(t, newClient(t, fake, nil), tasksOf{}, KindUnenroll, ret(fulfillment.Learner{})); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(fake.Calls()); n != 0 {
+			t.Errorf("%d LMS calls, want none", n)
+		}
+	})
+}
