@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -41,4 +43,22 @@ func printWebhooks(cfg config.Config, stdout io.Writer) {
 		fmt.Fprintf(stdout, "  - webhook.%s: url %s, %d secret(s), timeout %v, max_concurrency %d, headers [%s]\n",
 			w.Name, config.RedactURL(w.URL), len(w.Secrets), w.Timeout.D(), w.MaxConcurrency, strings.Join(headers, ", "))
 	}
+}
+
+// webhooksCommand runs `coordinator webhooks ping NAME`: one signed test
+// delivery to a subscriber, now, with its outcome printed.
+func webhooksCommand(ctx context.Context, cfg config.Config, args []string, stdout io.Writer) error {
+	if len(args) != 2 || args[0] != "ping" {
+		return errors.New("usage: coordinator webhooks ping NAME")
+	}
+	hooks, err := newDeliveries(cfg, nil)
+	if err != nil {
+		return err
+	}
+	id, err := hooks.Ping(ctx, args[1])
+	if err != nil {
+		return fmt.Errorf("ping webhook.%s: %w", args[1], err)
+	}
+	fmt.Fprintf(stdout, "webhook.%s: delivered (webhook-id %s)\n", args[1], id)
+	return nil
 }

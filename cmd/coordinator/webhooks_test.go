@@ -363,3 +363,26 @@ func TestReconcilerRequeuesDelivery(t *testing.T) {
 		}
 	}
 }
+
+// `coordinator webhooks ping NAME` sends one signed test event now and says
+// how the subscriber answered.
+func TestWebhookPing(t *testing.T) {
+	t.Parallel()
+	sub := webhookstest.New(hookSecretNew)
+	path := testConfig(t, queuetest.URL(), "http://127.0.0.1:1", queuetest.Name(),
+		"  fulfillment_completed: [webhook.crm, webhook.gone]\nwebhooks:\n"+webhookYAML("crm", sub.Start(t), hookSecretNew)+
+			webhookYAML("gone", "http://127.0.0.1:1/hooks", hookSecretNew))
+	out, err := runCmd(t, path, nil, "webhooks", "ping", "crm")
+	if err != nil || !strings.Contains(out, "webhook.crm: delivered (webhook-id msg_") {
+		t.Fatalf("ping: %q %v", out, err)
+	}
+	if got := sub.Delivered(); len(got) != 1 || got[0].Type != "ping" || got[0].Verified != nil || got[0].Data["subscriber"] != "crm" {
+		t.Errorf("subscriber got %+v, want one verified ping", got)
+	}
+	if _, err := runCmd(t, path, nil, "webhooks", "ping", "gone"); err == nil || !strings.Contains(err.Error(), "deliver to gone") {
+		t.Errorf("ping of a subscriber that is down: %v, want its failure", err)
+	}
+	if _, err := runCmd(t, path, nil, "webhooks", "ping", "nope"); err == nil || !strings.Contains(err.Error(), "no such subscriber") {
+		t.Errorf("ping of an unknown subscriber: %v", err)
+	}
+}

@@ -9,9 +9,11 @@ package webhooks
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/openedx/coordinator/internal/config"
@@ -179,4 +181,30 @@ func (d *Deliveries) handle(ctx context.Context, s *subscriber, j pipeline.Job) 
 		return pipeline.Permanent(fmt.Errorf("decode delivery %s: not a delivery", j.ID))
 	}
 	return s.deliver(ctx, m.MessageID, m.Body, d.now())
+}
+
+// EventPing is the type of the test delivery Ping sends.
+const EventPing = "ping"
+
+// ErrUnknownSubscriber is Ping's answer for a name not configured.
+var ErrUnknownSubscriber = errors.New("no such subscriber in webhooks")
+
+// Ping sends one signed test delivery to a subscriber, now, outside the
+// queue: {"type": "ping", "timestamp": ..., "data": {"subscriber": name}},
+// with a fresh webhook-id. It returns the delivery's outcome as an attempt
+// would have it (nil: the subscriber answered 2xx).
+func (d *Deliveries) Ping(ctx context.Context, name string) (id string, err error) {
+	for _, s := range d.subs {
+		if s.Name != name {
+			continue
+		}
+		now := d.now()
+		body, err := json.Marshal(Envelope{Type: EventPing, Timestamp: now.UTC(), Data: map[string]string{"subscriber": name}})
+		if err != nil {
+			return "", fmt.Errorf("encode ping: %w", err)
+		}
+		id := MessageID("", "", name, EventPing+":"+strconv.FormatInt(now.UnixNano(), 10))
+		return id, s.deliver(ctx, id, body, now)
+	}
+	return "", fmt.Errorf("%w: %q", ErrUnknownSubscriber, name)
 }
