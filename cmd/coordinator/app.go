@@ -85,7 +85,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		}
 	}
 	a.sites = sites.NewRegistry(lmsOptions(cfg, a.cache, log, a.met), store)
-	if a.hooks, err = newDeliveries(cfg, log); err != nil {
+	if a.hooks, err = newDeliveries(cfg); err != nil {
 		return nil, err
 	}
 	// The LMS kinds read a line's tasks through the pipeline, built below
@@ -376,7 +376,7 @@ func redisDescription(r config.Redis) string {
 func configCheck(cfg config.Config, stdout io.Writer) error {
 	placed, returned, done := newSignals()
 	lms.Register(nil, placed, returned)
-	hooks, err := newDeliveries(cfg, nil)
+	hooks, err := newDeliveries(cfg)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"slices"
 	"strings"
 
@@ -15,8 +14,8 @@ import (
 
 // newDeliveries turns the webhooks: section into the subscribers' receivers
 // and kinds.
-func newDeliveries(cfg config.Config, log *slog.Logger) (*webhooks.Deliveries, error) {
-	o := webhooks.Options{Logger: log}
+func newDeliveries(cfg config.Config) (*webhooks.Deliveries, error) {
+	var o webhooks.Options
 	for _, w := range cfg.Webhooks {
 		o.Subscribers = append(o.Subscribers, webhooks.Subscriber{
 			Name: w.Name, URL: w.URL, Secrets: w.Secrets, Timeout: w.Timeout.D(), Headers: w.Headers,
@@ -51,7 +50,7 @@ func webhooksCommand(ctx context.Context, cfg config.Config, args []string, stdo
 	if len(args) != 2 || args[0] != "ping" {
 		return errors.New("usage: coordinator webhooks ping NAME")
 	}
-	hooks, err := newDeliveries(cfg, nil)
+	hooks, err := newDeliveries(cfg)
 	if err != nil {
 		return err
 	}

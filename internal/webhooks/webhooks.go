@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -51,7 +50,6 @@ type Options struct {
 	Subscribers []Subscriber
 	// Transport carries the deliveries; nil: a transport of its own.
 	Transport http.RoundTripper
-	Logger    *slog.Logger
 	// Now is the clock of webhook-timestamp; nil: time.Now.
 	Now func() time.Time
 }
