@@ -318,7 +318,7 @@ func stripeSigned(body []byte, secret string, at time.Time) http.Header {
 	return headers(HeaderStripeSignature, p.Header)
 }
 
-func startStripe(t *testing.T) (*stripetest.Server, string) {
+func startStripe(t testing.TB) (*stripetest.Server, string) {
 	fake := stripetest.New(stripeKey)
 	fake.AddSession(stripetest.Session{ID: "cs_00000000000000", PaymentIntent: "pi_00000000000000", Items: []stripetest.Item{
 		{ID: "li_1", Description: "Demo course", PriceID: "price_demo", ProductID: "prod_demo",
@@ -329,7 +329,7 @@ func startStripe(t *testing.T) (*stripetest.Server, string) {
 	return fake, stripetest.Start(t, fake).URL
 }
 
-func stripeShopFor(t *testing.T, url string, edit func(*Integration)) *Shop {
+func stripeShopFor(t testing.TB, url string, edit func(*Integration)) *Shop {
 	in := Integration{Type: TypeStripe, APIKey: stripeKey, APIURL: url, AcceptTestOrders: true,
 		Products: map[string]Product{"price_other": {CourseID: otherCourse}}}
 	if edit != nil {
