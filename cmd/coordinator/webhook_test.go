@@ -491,3 +491,25 @@ func TestShopWebhooksEnrollByEmail(t *testing.T) {
 		return !d.IsActive && !o.IsActive
 	})
 }
+
+// config check lists the integrations, their routes and products, never
+// their secrets or keys.
+func TestConfigCheckListsIntegrations(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, queuetest.URL(), "http://127.0.0.1:18000", "unused", integrationsYAML("http://127.0.0.1:12111"))
+	out, err := runCmd(t, cfg, nil, "config", "check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"  - name: woo\n    type: woocommerce\n    route: POST /webhooks/woo\n", "secrets: 2 (not shown)",
+		`"OTHER-VERIFIED": ` + otherCourse + " (professional)", "api_url: http://127.0.0.1:12111"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config check printed:\n%s\nwant %q", out, want)
+		}
+	}
+	for _, secret := range []string{wooSecret, wooOldSecret, shopifySecret, stripeWHSecret, stripeTestKey} {
+		if strings.Contains(out, secret) {
+			t.Errorf("config check printed the secret %q", secret)
+		}
+	}
+}
