@@ -112,7 +112,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		ReconcileQuiet: cfg.Database.ReconcileInterval.D(),
 	})
 	lms.Register(a.pipe, a.placed, a.returned)
-	if a.shops, err = newShops(cfg, log); err != nil {
+	if a.shops, err = newShops(cfg); err != nil {
 		return nil, err
 	}
 	if err := signals.Wire(cfg.Signals, a.placed, a.returned, a.done); err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
@@ -15,7 +14,7 @@ import (
 
 // newShops turns the integrations: section into the shops that may post to
 // /webhooks/{name}.
-func newShops(cfg config.Config, log *slog.Logger) (map[string]*shop.Shop, error) {
+func newShops(cfg config.Config) (map[string]*shop.Shop, error) {
 	shops := make(map[string]*shop.Shop, len(cfg.Integrations))
 	for _, in := range cfg.Integrations {
 		products := make(map[string]shop.Product, len(in.Products))
@@ -27,7 +26,6 @@ func newShops(cfg config.Config, log *slog.Logger) (map[string]*shop.Shop, error
 			CourseMode: in.CourseMode, Products: products, LearnerEmailField: in.LearnerEmailField,
 			EnrollUnregistered: in.EnrollUnregistered, AcceptTestOrders: in.AcceptTestOrders,
 			APIKey: in.APIKey, APIURL: in.APIURL, HTTPClient: &http.Client{Timeout: 10 * time.Second},
-			Logger: log.With("integration", in.Name),
 		})
 		if err != nil {
 			return nil, err

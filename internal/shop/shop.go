@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -46,7 +45,6 @@ type Integration struct {
 	APIKey     string
 	APIURL     string
 	HTTPClient *http.Client
-	Logger     *slog.Logger
 }
 
 // Product is the course run and mode a shop product sells.
@@ -131,9 +129,6 @@ type Shop struct {
 
 // New returns the shop for an integration.
 func New(in Integration) (*Shop, error) {
-	if in.Logger == nil {
-		in.Logger = slog.New(slog.DiscardHandler)
-	}
 	if in.HTTPClient == nil {
 		in.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
