@@ -290,6 +290,7 @@ func (a *app) api(opsOnly bool) http.Handler {
 		Problems:     a.pipe,
 		Queue:        a.cfg.Worker.Queue,
 		Shops:        a.shops,
+		Webhooks:     a.met.Webhooks(),
 	})
 }
 

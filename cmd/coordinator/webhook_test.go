@@ -250,7 +250,9 @@ func TestShopWebhooks(t *testing.T) {
 	for _, ledger := range []bool{false, true} {
 		t.Run(map[bool]string{false: "redis", true: "ledger"}[ledger], func(t *testing.T) {
 			t.Parallel()
-			shopWebhooks(t, startShops(t, "api", ledger, 61000, 10))
+			e := startShops(t, "api", ledger, 61000, 10)
+			shopWebhooks(t, e)
+			webhookMetrics(t, e)
 		})
 	}
 }
@@ -432,6 +434,27 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 			}
 		}
 	})
+}
+
+// webhookMetrics checks that the deliveries of shopWebhooks were counted per
+// integration and result.
+func webhookMetrics(t *testing.T, e shopEnv) {
+	text := scrape(t, e.base)
+	for _, want := range []string{
+		`coordinator_webhooks_total{integration="woo",result="accepted"}`,
+		`coordinator_webhooks_total{integration="woo",result="refused"} 3`,
+		`coordinator_webhooks_total{integration="woo",result="ping"} 1`,
+		`coordinator_webhooks_total{integration="woo",result="invalid"} 1`,
+		`coordinator_webhooks_total{integration="shopify",result="ignored"} 2`,
+		`coordinator_webhooks_total{integration="stripe",result="refused"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(text, `integration="magento"`) {
+		t.Error("an unknown integration's name became a label")
+	}
 }
 
 // hasAccountsByEmail asks the fake LMS for an account by email

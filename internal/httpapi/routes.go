@@ -70,6 +70,8 @@ type Deps struct {
 	Queue string
 	// Shops are the integrations posting to /webhooks/{name}, by name.
 	Shops map[string]*shop.Shop
+	// Webhooks counts their deliveries; nil: not counted.
+	Webhooks WebhookObserver
 }
 
 // NewHandler returns the whole API surface.
@@ -117,7 +119,7 @@ func NewHandler(d Deps) http.Handler {
 	}
 	// Shops deliver order and refund events here; the signature is the
 	// authentication (webhooks.go).
-	r.Post("/webhooks/{name}", handleWebhook(d.Shops, d.FulfillOrder, d.ReturnOrder, d.Orders, d.Logger))
+	r.Post("/webhooks/{name}", handleWebhook(d.Shops, d.FulfillOrder, d.ReturnOrder, d.Orders, d.Logger, d.Webhooks))
 	r.Group(func(r chi.Router) {
 		r.Use(requireAdmin(d.Auth, d.Logger))
 		// Commerce backends call this after a learner paid.

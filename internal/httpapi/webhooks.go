@@ -20,6 +20,15 @@ import (
 // lines fits; more gets 413.
 const WebhookMaxBodyBytes = 1 << 20
 
+// WebhookObserver counts shop deliveries by integration and result.
+type WebhookObserver interface {
+	Webhook(integration, result string)
+}
+
+type noWebhookObserver struct{}
+
+func (noWebhookObserver) Webhook(string, string) {}
+
 // webhookLine is one line an event recorded, in the webhook's answer.
 type webhookLine struct {
 	OrderNumber string                    `json:"order_number"`
@@ -45,8 +54,11 @@ type webhookResult struct {
 // are idempotent per line). An event that cannot be read gets 400 with the
 // reason, one that asks for nothing 200 with why.
 func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillment.Order],
-	returned *signals.Signal[fulfillment.Return], lines shop.LineReader, log *slog.Logger,
+	returned *signals.Signal[fulfillment.Return], lines shop.LineReader, log *slog.Logger, obs WebhookObserver,
 ) http.HandlerFunc {
+	if obs == nil {
+		obs = noWebhookObserver{}
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		s, ok := shops[chi.URLParam(r, "name")]
@@ -61,19 +73,23 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 		if err != nil {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
+				obs.Webhook(s.Name(), "too_large")
 				log.WarnContext(ctx, "webhook_too_large", attrs...)
 				encode(w, http.StatusRequestEntityTooLarge, detail("Request body is larger than "+strconv.Itoa(WebhookMaxBodyBytes)+" bytes."))
 				return
 			}
+			obs.Webhook(s.Name(), "invalid")
 			encode(w, http.StatusBadRequest, detail("Could not read the request body."))
 			return
 		}
 		if s.Ping(r.Header, body) {
+			obs.Webhook(s.Name(), "ping")
 			log.InfoContext(ctx, "webhook_ping", attrs...)
 			encode(w, http.StatusOK, detail("Webhook reachable."))
 			return
 		}
 		if err := s.Verify(r.Header, body, time.Now()); err != nil {
+			obs.Webhook(s.Name(), "refused")
 			log.WarnContext(ctx, "webhook_refused", append(attrs, "reason", err.Error())...)
 			encode(w, http.StatusUnauthorized, detail("Missing or invalid signature."))
 			return
@@ -81,7 +97,7 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 		ev, err := s.Event(ctx, r.Header, body)
 		attrs = append(attrs, "event", ev.Topic)
 		if err != nil {
-			webhookError(ctx, w, err, log, attrs)
+			obs.Webhook(s.Name(), webhookError(ctx, w, err, log, attrs))
 			return
 		}
 		out := webhookResult{Integration: s.Name(), Event: ev.Topic, Lines: []webhookLine{}}
@@ -93,6 +109,7 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			log.WarnContext(ctx, "webhook_note", append(attrs, "note", ev.Note)...)
 		}
 		if ev.Ignored != "" {
+			obs.Webhook(s.Name(), "ignored")
 			log.InfoContext(ctx, "webhook_ignored", append(attrs, "reason", ev.Ignored)...)
 			out.Ignored = ev.Ignored
 			encode(w, http.StatusOK, out)
@@ -107,7 +124,7 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 		if ev.ReturnAll || len(ev.Returned) > 0 {
 			rets, err := s.Returns(ctx, ev, lines, reqID, now)
 			if err != nil {
-				webhookError(ctx, w, err, log, attrs)
+				obs.Webhook(s.Name(), webhookError(ctx, w, err, log, attrs))
 				return
 			}
 			for _, ret := range rets {
@@ -116,9 +133,11 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			}
 		}
 		if failed {
+			obs.Webhook(s.Name(), "unavailable")
 			unavailable(w, out)
 			return
 		}
+		obs.Webhook(s.Name(), "accepted")
 		log.InfoContext(ctx, "webhook_accepted", append(attrs, "lines", len(out.Lines))...)
 		encode(w, http.StatusOK, out)
 	}
@@ -145,16 +164,19 @@ func sendLine[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T, l
 
 // webhookError answers an event that could not be read or planned: 400 with
 // the reason for what the shop sent, 503 for what may pass (Stripe's API, our
-// stores). Never a 500: the shop would only deliver the same body again.
-func webhookError(ctx context.Context, w http.ResponseWriter, err error, log *slog.Logger, attrs []any) {
+// stores). Never a 500: the shop would only deliver the same body again. It
+// returns the result it answered, for the metrics.
+func webhookError(ctx context.Context, w http.ResponseWriter, err error, log *slog.Logger, attrs []any) string {
 	var bad *shop.BadEvent
 	var unexpected *shop.UnexpectedEvent
 	switch {
 	case errors.As(err, &bad), errors.As(err, &unexpected):
 		log.WarnContext(ctx, "webhook_invalid", append(attrs, "reason", err.Error())...)
 		encode(w, http.StatusBadRequest, detail(err.Error()))
+		return "invalid"
 	default:
 		log.ErrorContext(ctx, "webhook_unavailable", append(attrs, "err", err.Error())...)
 		unavailable(w, detail("Temporarily unavailable; deliver again later."))
+		return "unavailable"
 	}
 }
