@@ -29,8 +29,8 @@ type stripeShop struct {
 // HeaderStripeSignature is Stripe's signature header.
 const HeaderStripeSignature = "Stripe-Signature"
 
-// stripeTimeout bounds one event's calls to Stripe's API, retries included;
-// Stripe waits up to 20 s for the webhook's answer.
+// stripeTimeout bounds all of one event's calls to Stripe's API, retries
+// included, so that the webhook is answered before Stripe gives up on it.
 const stripeTimeout = 15 * time.Second
 
 func newStripe(s *Shop) stripeShop {
@@ -115,6 +115,8 @@ func (r *stripeRef) UnmarshalJSON(b []byte) error {
 }
 
 func (st stripeShop) event(ctx context.Context, _ http.Header, body []byte) (Event, error) {
+	ctx, cancel := context.WithTimeout(ctx, stripeTimeout)
+	defer cancel()
 	var e stripeEvent
 	if err := decode(body, &e, "a Stripe event"); err != nil {
 		return Event{}, err
@@ -210,8 +212,6 @@ func (st stripeShop) refund(ctx context.Context, ev Event, e stripeEvent) (Event
 
 // sessionOf finds the Checkout Session of a payment intent.
 func (st stripeShop) sessionOf(ctx context.Context, paymentIntent string) (string, bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, stripeTimeout)
-	defer cancel()
 	params := &stripe.CheckoutSessionListParams{PaymentIntent: stripe.String(paymentIntent)}
 	params.Limit = stripe.Int64(1)
 	for cs, err := range st.api.V1CheckoutSessions.List(ctx, params) {
@@ -227,8 +227,6 @@ func (st stripeShop) sessionOf(ctx context.Context, paymentIntent string) (strin
 // expanded and maps them to seats; found is false when Stripe does not
 // know the session.
 func (st stripeShop) sessionLines(ctx context.Context, session string, participants []string, buyer string, needEmail bool) (_ []Line, found bool, _ error) {
-	ctx, cancel := context.WithTimeout(ctx, stripeTimeout)
-	defer cancel()
 	params := &stripe.CheckoutSessionListLineItemsParams{Session: stripe.String(session)}
 	params.Limit = stripe.Int64(100)
 	params.AddExpand("data.price.product")
