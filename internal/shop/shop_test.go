@@ -353,6 +353,22 @@ func TestStripe(t *testing.T) {
 			t.Errorf("%v; event (-want +got):\n%s", err, diff)
 		}
 	})
+	t.Run("async payment, product id in the map, learner from session metadata", func(t *testing.T) {
+		byProduct := stripeShopFor(t, url, func(in *Integration) {
+			in.Products = map[string]Product{"prod_other": {CourseID: otherCourse, Mode: "audit"}}
+			in.LearnerEmailField = "learner_email"
+		})
+		body := patch(t, completed, func(m map[string]any) {
+			m["type"] = "checkout.session.async_payment_succeeded"
+			m["data"].(map[string]any)["object"].(map[string]any)["metadata"] = map[string]any{"learner_email": "kid@example.com"}
+		})
+		ev, err := byProduct.Event(t.Context(), nil, body)
+		want := []Line{{Item: "li_1", CourseID: demoCourse, Mode: "professional", Email: "kid@example.com"},
+			{Item: "li_2", CourseID: otherCourse, Mode: "audit", Email: "kid@example.com"}}
+		if diff := cmp.Diff(want, ev.Placed); err != nil || diff != "" {
+			t.Errorf("%v; seats (-want +got):\n%s", err, diff)
+		}
+	})
 	t.Run("test mode refused unless accepted", func(t *testing.T) {
 		live := stripeShopFor(t, url, func(in *Integration) { in.AcceptTestOrders = false })
 		if ev, err := live.Event(t.Context(), nil, completed); err != nil || ev.Ignored == "" {
