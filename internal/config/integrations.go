@@ -120,8 +120,11 @@ func (c *Config) validateIntegrations() error {
 				return keyErr(fmt.Sprintf("%s.secrets[%d]", k, j), "is shorter than %d bytes: use the secret the shop generated (COORDINATOR_DEV=1 accepts it for a local trial)", MinWebhookSecretBytes)
 			}
 		}
-		if !fulfillment.ValidSiteName(in.Site) {
+		switch {
+		case !fulfillment.ValidSiteName(in.Site):
 			return valueErr(k+".site", in.Site, "is not a site name")
+		case in.Site != fulfillment.DefaultSite && (c.Database.URL == "" || c.Database.SecretKey == ""):
+			return valueErr(k+".site", in.Site, "needs the sites table (database.url and database.secret_key); without it only site default exists")
 		}
 		if p := fulfillment.OrderNumberProblem(in.OrderPrefix + "1"); p != "" || len(in.OrderPrefix) > 64 {
 			return keyErr(k+".order_prefix", "must be at most 64 characters with no control characters")

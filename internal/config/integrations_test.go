@@ -64,6 +64,7 @@ func TestIntegrationsRefusals(t *testing.T) {
 		{"key on shopify", `[{name: s, type: shopify, ` + ok + `, api_key: k}]`, "integrations[0].api_key: is not used by type shopify"},
 		{"half woo credentials", `[{name: w, type: woocommerce, ` + ok + `, api_url: "https://shop.test", consumer_key: ck}]`, "integrations[0].consumer_secret: set consumer_key and consumer_secret together"},
 		{"same prefix", `[{name: a, type: woocommerce, ` + ok + `, order_prefix: "x-"}, {name: b, type: shopify, ` + ok + `, order_prefix: "x-"}]`, "integrations[1].order_prefix: is also a's"},
+		{"site without the sites table", `[{name: w, type: woocommerce, ` + ok + `, site: school}]`, `integrations[0].site: "school" needs the sites table`},
 		{"unknown key", `[{name: w, type: woocommerce, ` + ok + `, secret: x}]`, "integrations[0].secret: unknown key"},
 	}
 	for _, tt := range tests {

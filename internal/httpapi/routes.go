@@ -119,7 +119,7 @@ func NewHandler(d Deps) http.Handler {
 	}
 	// Shops deliver order and refund events here; the signature is the
 	// authentication (webhooks.go).
-	webhook := handleWebhook(d.Shops, d.FulfillOrder, d.ReturnOrder, d.Orders, d.Logger, d.Webhooks)
+	webhook := handleWebhook(d.Shops, d.FulfillOrder, d.ReturnOrder, d.Orders, d.KnownSite, d.Logger, d.Webhooks)
 	r.Post("/webhooks/{name}", webhook)
 	r.Post("/webhooks/{name}/", webhook)
 	r.Group(func(r chi.Router) {

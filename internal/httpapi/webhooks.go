@@ -54,7 +54,7 @@ type webhookResult struct {
 // are idempotent per line). An event that cannot be read gets 400 with the
 // reason, one that asks for nothing 200 with why.
 func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillment.Order],
-	returned *signals.Signal[fulfillment.Return], lines shop.LineReader, log *slog.Logger, obs WebhookObserver,
+	returned *signals.Signal[fulfillment.Return], lines shop.LineReader, knownSite SiteChecker, log *slog.Logger, obs WebhookObserver,
 ) http.HandlerFunc {
 	if obs == nil {
 		obs = noWebhookObserver{}
@@ -113,6 +113,14 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			log.InfoContext(ctx, "webhook_ignored", append(attrs, "reason", ev.Ignored)...)
 			out.Ignored = ev.Ignored
 			encode(w, http.StatusOK, out)
+			return
+		}
+		// An integration's site that is not (or no longer) in the sites
+		// table is the operator's to fix; until then the shop redelivers.
+		if ok, err := knownSite(ctx, s.Site()); err != nil || !ok {
+			obs.Webhook(s.Name(), "unavailable")
+			log.ErrorContext(ctx, "webhook_site_unavailable", append(attrs, "site", s.Site(), "known", ok)...)
+			unavailable(w, detail("Temporarily unavailable; deliver again later."))
 			return
 		}
 		now := time.Now().UTC()

@@ -83,10 +83,14 @@ func webhookAPI(t testing.TB, rec *recorder) (http.Handler, *stripetest.Server) 
 	shops := map[string]*shop.Shop{}
 	for _, in := range []shop.Integration{
 		{Name: "woo", Type: shop.TypeWooCommerce, Secrets: []string{shopSecret}},
+		{Name: "school", Type: shop.TypeWooCommerce, Secrets: []string{shopSecret}, Site: "school"},
 		{Name: "shopify", Type: shop.TypeShopify, Secrets: []string{shopSecret}},
 		{Name: "stripe", Type: shop.TypeStripe, Secrets: []string{stripeSecret}, APIKey: stripeAPIKey, APIURL: stripeURL, AcceptTestOrders: true},
 	} {
-		in.Site, in.OrderPrefix, in.CourseMode = fulfillment.DefaultSite, in.Name+"-", "verified"
+		if in.Site == "" {
+			in.Site = fulfillment.DefaultSite
+		}
+		in.OrderPrefix, in.CourseMode = in.Name+"-", "verified"
 		s, err := shop.New(in)
 		if err != nil {
 			t.Fatal(err)
@@ -96,7 +100,7 @@ func webhookAPI(t testing.TB, rec *recorder) (http.Handler, *stripetest.Server) 
 	return NewHandler(Deps{
 		Logger: slog.New(slog.DiscardHandler), Auth: NewAuthenticator(AuthOptions{AdminClaim: "administrator"}, &http.Client{Timeout: time.Second}),
 		FulfillOrder: placed, ReturnOrder: returned, Orders: rec, Shops: shops, MaxBodyBytes: 1024,
-		KnownSite: func(context.Context, string) (bool, error) { return true, nil },
+		KnownSite: func(_ context.Context, site string) (bool, error) { return site == fulfillment.DefaultSite, nil },
 	}), fake
 }
 
@@ -106,7 +110,7 @@ func deliver(h http.Handler, name, topic string, body []byte, sign bool) *httpte
 	req := httptest.NewRequest(http.MethodPost, "/webhooks/"+name, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	switch name {
-	case "woo":
+	case "woo", "school":
 		req.Header.Set(shop.HeaderWooTopic, topic)
 		if sign {
 			req.Header.Set(shop.HeaderWooSignature, shop.SignBase64HMAC(body, shopSecret))
@@ -183,6 +187,13 @@ func TestWebhookStatuses(t *testing.T) {
 		defer func() { rec.mu.Lock(); rec.err = nil; rec.mu.Unlock() }()
 		if w := deliver(h, "woo", "order.updated", paid, true); w.Code != 503 || w.Header().Get("Retry-After") == "" {
 			t.Errorf("%d %s, want 503 with Retry-After", w.Code, w.Body)
+		}
+	})
+	t.Run("a site not in the sites table: 503, nothing sent", func(t *testing.T) {
+		before, _ := rec.count()
+		w := deliver(h, "school", "order.updated", paid, true)
+		if after, _ := rec.count(); w.Code != 503 || after != before {
+			t.Errorf("%d %s, %d lines sent; want 503 and none", w.Code, w.Body, after-before)
 		}
 	})
 	t.Run("Stripe API down: 503", func(t *testing.T) {
