@@ -26,6 +26,9 @@ type stripeShop struct {
 	api *stripe.Client
 }
 
+// maxUnix is the last second of year 9999, the LMS's date range.
+const maxUnix = 253402300799
+
 // HeaderStripeSignature is Stripe's signature header.
 const HeaderStripeSignature = "Stripe-Signature"
 
@@ -122,6 +125,9 @@ func (st stripeShop) event(ctx context.Context, _ http.Header, body []byte) (Eve
 		return Event{}, err
 	}
 	ev := Event{Topic: clip(e.Type, 64), At: time.Unix(e.Created, 0).UTC()}
+	if e.Created <= 0 || e.Created > maxUnix {
+		ev.At = time.Now().UTC() // Stripe always sets it; a forged-looking one is not kept
+	}
 	switch e.Type {
 	case "checkout.session.completed", "checkout.session.async_payment_succeeded":
 	case "checkout.session.async_payment_failed", "checkout.session.expired":
