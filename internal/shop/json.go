@@ -119,12 +119,15 @@ func orderIDProblem(s string) string {
 
 // parseShopTime reads a shop's timestamp: RFC 3339, or WooCommerce's
 // "2006-01-02T15:04:05" in GMT.
+// Dates before 1970 are refused: the LMS reads the order date for refund
+// windows.
 func parseShopTime(s string) (time.Time, bool) {
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t.UTC(), true
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		t, err = time.ParseInLocation("2006-01-02T15:04:05", s, time.UTC)
 	}
-	if t, err := time.ParseInLocation("2006-01-02T15:04:05", s, time.UTC); err == nil {
-		return t, true
+	if err != nil || t.Year() < 1970 {
+		return time.Time{}, false
 	}
-	return time.Time{}, false
+	return t.UTC(), true
 }
