@@ -24,6 +24,7 @@ import (
 	"github.com/openedx/coordinator/internal/metrics"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
+	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/signals"
 	"github.com/openedx/coordinator/internal/sites"
 	"github.com/openedx/coordinator/internal/store/postgres"
@@ -45,6 +46,7 @@ type app struct {
 	returned *signals.Signal[fulfillment.Return]
 	done     *signals.Signal[fulfillment.Completed]
 	met      *metrics.Metrics
+	shops    map[string]*shop.Shop // the integrations: section (shops.go)
 }
 
 // newApp connects to what the config names and checks the database schema.
@@ -112,6 +114,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		ReconcileQuiet: cfg.Database.ReconcileInterval.D(),
 	})
 	lms.Register(a.pipe, a.placed, a.returned)
+	if a.shops, err = newShops(cfg); err != nil {
+		return nil, err
+	}
 	if err := signals.Wire(cfg.Signals, a.placed, a.returned, a.done); err != nil {
 		return nil, err
 	}
@@ -294,6 +299,8 @@ func (a *app) api(opsOnly bool) http.Handler {
 		BasicAuth:    basicAuthUsers(a.cfg.Admin.BasicAuth),
 		Problems:     a.pipe,
 		Queue:        a.cfg.Worker.Queue,
+		Shops:        a.shops,
+		Webhooks:     a.met.Webhooks(),
 	})
 }
 
@@ -387,5 +394,6 @@ func configCheck(cfg config.Config, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "    - %s\n", r)
 		}
 	}
+	printIntegrations(cfg, stdout)
 	return nil
 }

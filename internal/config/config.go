@@ -35,6 +35,8 @@ type Config struct {
 	Database        Database            `yaml:"database"`
 	Cache           Cache               `yaml:"cache"`
 	Signals         map[string][]string `yaml:"signals"`
+	// Integrations are the shops posting webhooks (SPEC §10; integrations.go).
+	Integrations []Integration `yaml:"integrations"`
 
 	dev      bool     // COORDINATOR_DEV=1: development secrets accepted
 	warnings []string // problems worth logging that do not stop the process
@@ -205,6 +207,7 @@ func (c *Config) normalize() {
 	c.Admin.BasicAuth = slices.DeleteFunc(c.Admin.BasicAuth, func(u BasicAuthUser) bool {
 		return strings.TrimSpace(u.User) == "" && strings.TrimSpace(u.PasswordBcrypt) == ""
 	})
+	c.normalizeIntegrations()
 }
 
 // Defaults returns the configuration used for every key a file leaves out.
@@ -370,6 +373,7 @@ var secretKeys = map[string]bool{
 	"lms.client_secret": true, "lms.api_key": true, "auth.jwt[].secret": true,
 	"admin.basic_auth[].password_bcrypt": true, "database.secret_key": true, "database.url": true,
 	"redis.url": true, "redis.sentinel.password": true, "redis.sentinel.sentinel_password": true,
+	"integrations[].secrets[]": true, "integrations[].api_key": true, "integrations[].consumer_secret": true,
 	"redis.cluster.password": true,
 }
 
@@ -665,7 +669,10 @@ func (c *Config) Validate() error {
 	case w.HTTPAddr == "":
 		return keyErr("worker.http_addr", "required")
 	}
-	return c.validateTiers()
+	if err := c.validateTiers(); err != nil {
+		return err
+	}
+	return c.validateIntegrations()
 }
 
 func (r Redis) validate() error {
