@@ -47,6 +47,7 @@ lint:
 FUZZTIME ?= 20s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFulfill$$' -fuzztime $(FUZZTIME) ./internal/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $(FUZZTIME) ./internal/httpapi
 
 # The load benchmark (docs/performance.md): the real binary against this
 # machine's Redis and an in-process fake LMS, then the hot-path Go benchmarks.

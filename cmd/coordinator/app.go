@@ -24,6 +24,7 @@ import (
 	"github.com/openedx/coordinator/internal/metrics"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
+	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/signals"
 	"github.com/openedx/coordinator/internal/sites"
 	"github.com/openedx/coordinator/internal/store/postgres"
@@ -46,7 +47,8 @@ type app struct {
 	returned *signals.Signal[fulfillment.Return]
 	done     *signals.Signal[fulfillment.Completed]
 	met      *metrics.Metrics
-	hooks    *webhooks.Deliveries // the subscribers (webhooks:)
+	shops    map[string]*shop.Shop // the integrations: section (shops.go)
+	hooks    *webhooks.Deliveries  // the subscribers (webhooks:)
 }
 
 // newApp connects to what the config names and checks the database schema.
@@ -117,6 +119,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		ReconcileQuiet: cfg.Database.ReconcileInterval.D(),
 	})
 	lms.Register(a.pipe, a.placed, a.returned)
+	if a.shops, err = newShops(cfg); err != nil {
+		return nil, err
+	}
 	a.hooks.Register(a.pipe, a.placed, a.returned, a.done)
 	if err := signals.Wire(cfg.Signals, a.placed, a.returned, a.done); err != nil {
 		return nil, err
@@ -300,6 +305,8 @@ func (a *app) api(opsOnly bool) http.Handler {
 		BasicAuth:    basicAuthUsers(a.cfg.Admin.BasicAuth),
 		Problems:     a.pipe,
 		Queue:        a.cfg.Worker.Queue,
+		Shops:        a.shops,
+		Webhooks:     a.met.Webhooks(),
 	})
 }
 
@@ -398,6 +405,7 @@ func configCheck(cfg config.Config, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "    - %s\n", r)
 		}
 	}
+	printIntegrations(cfg, stdout)
 	printWebhooks(cfg, stdout)
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintln(stdout, "warning:", w)

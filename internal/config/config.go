@@ -35,7 +35,10 @@ type Config struct {
 	Database        Database            `yaml:"database"`
 	Cache           Cache               `yaml:"cache"`
 	Signals         map[string][]string `yaml:"signals"`
-	Webhooks        []Webhook           `yaml:"webhooks"`
+	// Integrations are the shops posting webhooks (SPEC §10; integrations.go).
+	Integrations []Integration `yaml:"integrations"`
+	// Webhooks are the subscribers (SPEC §11; webhooks.go).
+	Webhooks []Webhook `yaml:"webhooks"`
 
 	dev      bool     // COORDINATOR_DEV=1: development secrets accepted
 	warnings []string // problems worth logging that do not stop the process
@@ -207,6 +210,7 @@ func (c *Config) normalize() {
 	c.Admin.BasicAuth = slices.DeleteFunc(c.Admin.BasicAuth, func(u BasicAuthUser) bool {
 		return strings.TrimSpace(u.User) == "" && strings.TrimSpace(u.PasswordBcrypt) == ""
 	})
+	c.normalizeIntegrations()
 }
 
 // Defaults returns the configuration used for every key a file leaves out.
@@ -372,6 +376,7 @@ var secretKeys = map[string]bool{
 	"lms.client_secret": true, "lms.api_key": true, "auth.jwt[].secret": true,
 	"admin.basic_auth[].password_bcrypt": true, "database.secret_key": true, "database.url": true,
 	"redis.url": true, "redis.sentinel.password": true, "redis.sentinel.sentinel_password": true,
+	"integrations[].secrets[]": true, "integrations[].api_key": true, "integrations[].consumer_secret": true,
 	"redis.cluster.password": true, "webhooks[].secrets[]": true, "webhooks[].url": true,
 }
 
@@ -667,10 +672,13 @@ func (c *Config) Validate() error {
 	case w.HTTPAddr == "":
 		return keyErr("worker.http_addr", "required")
 	}
-	if err := c.validateWebhooks(); err != nil {
+	if err := c.validateTiers(); err != nil {
 		return err
 	}
-	return c.validateTiers()
+	if err := c.validateIntegrations(); err != nil {
+		return err
+	}
+	return c.validateWebhooks()
 }
 
 func (r Redis) validate() error {

@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/signals"
 )
 
@@ -67,6 +68,10 @@ type Deps struct {
 	// Queue is the asynq queue, for links from /admin/orders to the
 	// dashboard's task pages.
 	Queue string
+	// Shops are the integrations posting to /webhooks/{name}, by name.
+	Shops map[string]*shop.Shop
+	// Webhooks counts their deliveries; nil: not counted.
+	Webhooks WebhookObserver
 }
 
 // NewHandler returns the whole API surface.
@@ -112,6 +117,11 @@ func NewHandler(d Deps) http.Handler {
 				queue: d.Queue, dashboard: d.Dashboard != nil, log: d.Logger})
 		})
 	}
+	// Shops deliver order and refund events here; the signature is the
+	// authentication (webhooks.go).
+	webhook := handleWebhook(d.Shops, d.FulfillOrder, d.ReturnOrder, d.Orders, d.KnownSite, d.Logger, d.Webhooks)
+	r.Post("/webhooks/{name}", webhook)
+	r.Post("/webhooks/{name}/", webhook)
 	r.Group(func(r chi.Router) {
 		r.Use(requireAdmin(d.Auth, d.Logger))
 		// Commerce backends call this after a learner paid.

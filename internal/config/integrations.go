@@ -1,0 +1,204 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+)
+
+// Integration is one shop that posts its events to POST /webhooks/{name}
+// (SPEC §10).
+type Integration struct {
+	Name string `yaml:"name"`
+	Type string `yaml:"type"`
+	// Secrets sign the shop's deliveries; more than one while rotating.
+	Secrets []string `yaml:"secrets"`
+	Site    string   `yaml:"site"`
+	// OrderPrefix goes before the shop's order id in order_number; default
+	// "<name>-".
+	OrderPrefix string `yaml:"order_prefix"`
+	// CourseMode is the mode of a course line whose product names none.
+	CourseMode string             `yaml:"course_mode"`
+	Products   map[string]Product `yaml:"products"`
+	// LearnerEmailField names where the participant's email is when it is
+	// not the buyer's: a line-item meta key (WooCommerce), a line property
+	// (Shopify) or a Checkout Session metadata key (Stripe).
+	LearnerEmailField  string `yaml:"learner_email_field"`
+	EnrollUnregistered bool   `yaml:"enroll_unregistered"`
+	// AcceptTestOrders enrolls for orders the shop marks as tests (Shopify
+	// test: true, Stripe livemode: false); they are ignored by default.
+	AcceptTestOrders bool `yaml:"accept_test_orders"`
+	// Stripe: the secret key that reads Checkout line items, and the API's
+	// base URL.
+	APIKey string `yaml:"api_key"`
+	APIURL string `yaml:"api_url"`
+	// WooCommerce REST API credentials, for receivers that call the store
+	// back (woocommerce.complete_order).
+	ConsumerKey    string `yaml:"consumer_key"`
+	ConsumerSecret string `yaml:"consumer_secret"`
+}
+
+// Product maps a shop product (SKU, product, variant or price id) to a course
+// run and the mode it sells.
+type Product struct {
+	CourseID string `yaml:"course_id"`
+	Mode     string `yaml:"mode"`
+}
+
+// The integration types Coordinator has adapters for.
+const (
+	IntegrationWooCommerce = "woocommerce"
+	IntegrationShopify     = "shopify"
+	IntegrationStripe      = "stripe"
+)
+
+// DefaultIntegrationMode is integrations[].course_mode's default: shops sell
+// paid seats.
+const DefaultIntegrationMode = "verified"
+
+// DefaultStripeAPIURL is integrations[].api_url's default for type stripe.
+const DefaultStripeAPIURL = "https://api.stripe.com"
+
+// MinWebhookSecretBytes is the shortest signing secret accepted: shops
+// generate long ones, and a short one could be guessed to forge paid orders.
+const MinWebhookSecretBytes = 16
+
+var (
+	integrationName = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
+	// modeSlug is fulfillment's rule for course_mode (SPEC §4).
+	modeSlug = regexp.MustCompile(`^[a-z0-9_-]{1,100}$`)
+)
+
+// normalizeIntegrations drops secrets that expanded to nothing (a rotation's
+// old secret left unset) and fills in defaults.
+func (c *Config) normalizeIntegrations() {
+	for i := range c.Integrations {
+		in := &c.Integrations[i]
+		in.Secrets = slices.DeleteFunc(in.Secrets, func(s string) bool { return strings.TrimSpace(s) == "" })
+		if in.Site == "" {
+			in.Site = fulfillment.DefaultSite
+		}
+		if in.OrderPrefix == "" {
+			in.OrderPrefix = in.Name + "-"
+		}
+		if in.CourseMode == "" {
+			in.CourseMode = DefaultIntegrationMode
+		}
+		if in.Type == IntegrationStripe && in.APIURL == "" {
+			in.APIURL = DefaultStripeAPIURL
+		}
+	}
+}
+
+// validateIntegrations checks the integrations: section.
+func (c *Config) validateIntegrations() error {
+	names := map[string]bool{}
+	prefixes := map[string]string{}
+	for i, in := range c.Integrations {
+		k := fmt.Sprintf("integrations[%d]", i)
+		switch {
+		case !integrationName.MatchString(in.Name):
+			return valueErr(k+".name", in.Name, "must be 1-32 of a-z, 0-9, '_' and '-' (it is the path /webhooks/<name>)")
+		case names[in.Name]:
+			return valueErr(k+".name", in.Name, "is used by another integration")
+		}
+		names[in.Name] = true
+		switch in.Type {
+		case IntegrationWooCommerce, IntegrationShopify, IntegrationStripe:
+		default:
+			return valueErr(k+".type", in.Type, "is not woocommerce, shopify or stripe")
+		}
+		if len(in.Secrets) == 0 {
+			return keyErr(k+".secrets", "required: at least one signing secret (entries that expand to nothing are dropped)")
+		}
+		for j, s := range in.Secrets {
+			if len(s) < MinWebhookSecretBytes && !c.dev {
+				return keyErr(fmt.Sprintf("%s.secrets[%d]", k, j), "is shorter than %d bytes: use the secret the shop generated (COORDINATOR_DEV=1 accepts it for a local trial)", MinWebhookSecretBytes)
+			}
+		}
+		switch {
+		case !fulfillment.ValidSiteName(in.Site):
+			return valueErr(k+".site", in.Site, "is not a site name")
+		case in.Site != fulfillment.DefaultSite && (c.Database.URL == "" || c.Database.SecretKey == ""):
+			return valueErr(k+".site", in.Site, "needs the sites table (database.url and database.secret_key); without it only site default exists")
+		}
+		if p := fulfillment.OrderNumberProblem(in.OrderPrefix + "1"); p != "" || len(in.OrderPrefix) > 64 {
+			return keyErr(k+".order_prefix", "must be at most 64 characters with no control characters")
+		}
+		if other, dup := prefixes[in.Site+"\x00"+in.OrderPrefix]; dup {
+			return keyErr(k+".order_prefix", "is also %s's on site %s: their order numbers would collide", other, in.Site)
+		}
+		prefixes[in.Site+"\x00"+in.OrderPrefix] = in.Name
+		if !modeSlug.MatchString(in.CourseMode) {
+			return valueErr(k+".course_mode", in.CourseMode, "is not a mode slug such as verified or audit")
+		}
+		if err := validateProducts(k+".products", in.Products); err != nil {
+			return err
+		}
+		if len(in.LearnerEmailField) > 255 || strings.ContainsFunc(in.LearnerEmailField, isControl) {
+			return keyErr(k+".learner_email_field", "must be at most 255 characters with no control characters")
+		}
+		if err := validateIntegrationAPI(k, in); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateProducts(k string, products map[string]Product) error {
+	keys := make([]string, 0, len(products))
+	for key := range products {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		p := products[key]
+		pk := join(k, keyName(key))
+		switch {
+		case strings.TrimSpace(key) == "":
+			return keyErr(pk, "a product key (SKU or id) must not be blank")
+		case !fulfillment.ValidCourseKey(p.CourseID):
+			return valueErr(pk+".course_id", p.CourseID, "is not a course run key such as course-v1:edX+DemoX+Demo_Course")
+		case p.Mode != "" && !modeSlug.MatchString(p.Mode):
+			return valueErr(pk+".mode", p.Mode, "is not a mode slug such as verified or audit")
+		}
+	}
+	return nil
+}
+
+// validateIntegrationAPI checks the keys only some types use: api_key and
+// api_url for Stripe; api_url, consumer_key and consumer_secret for
+// WooCommerce.
+func validateIntegrationAPI(k string, in Integration) error {
+	used := map[string]map[string]bool{
+		IntegrationStripe:      {"api_key": true, "api_url": true},
+		IntegrationWooCommerce: {"api_url": true, "consumer_key": true, "consumer_secret": true},
+	}[in.Type]
+	for _, f := range []struct{ key, value string }{
+		{"api_key", in.APIKey}, {"api_url", in.APIURL}, {"consumer_key", in.ConsumerKey}, {"consumer_secret", in.ConsumerSecret},
+	} {
+		if f.value != "" && !used[f.key] {
+			return keyErr(k+"."+f.key, "is not used by type %s", in.Type)
+		}
+	}
+	if in.APIURL != "" {
+		if err := HTTPURL(k+".api_url", in.APIURL); err != nil {
+			return err
+		}
+	}
+	switch {
+	case in.Type == IntegrationStripe && in.APIKey == "":
+		return keyErr(k+".api_key", "required for type stripe: a secret or restricted key that may read Checkout Sessions")
+	case (in.ConsumerKey == "") != (in.ConsumerSecret == ""):
+		return keyErr(k+".consumer_secret", "set consumer_key and consumer_secret together")
+	case in.ConsumerKey != "" && in.APIURL == "":
+		return keyErr(k+".api_url", "required with consumer_key: the store's base URL")
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }

@@ -1,0 +1,81 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func integrationEnv(k string) string {
+	return map[string]string{"WOO_SECRET": "woo-secret-0123456789abcdef", "STRIPE_KEY": "sk_live_0123456789"}[k]
+}
+
+func parseIntegrations(t *testing.T, section string) (Config, error) {
+	t.Helper()
+	return Parse([]byte(minimal+section), func(k string) string {
+		if v := integrationEnv(k); v != "" {
+			return v
+		}
+		return env(k)
+	})
+}
+
+func TestIntegrationsDefaultsAndExpansion(t *testing.T) {
+	cfg, err := parseIntegrations(t, `integrations:
+  - name: woo
+    type: woocommerce
+    secrets: ["${WOO_SECRET}", "${WOO_OLD_SECRET}"]
+    products:
+      "DEMO-VERIFIED": {course_id: "course-v1:edX+DemoX+Demo_Course", mode: verified}
+  - name: stripe
+    type: stripe
+    secrets: ["whsec_0123456789abcdef"]
+    api_key: "${STRIPE_KEY}"
+    order_prefix: "S"
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Integration{
+		{Name: "woo", Type: "woocommerce", Secrets: []string{"woo-secret-0123456789abcdef"}, Site: "default", OrderPrefix: "woo-",
+			CourseMode: "verified", Products: map[string]Product{"DEMO-VERIFIED": {CourseID: "course-v1:edX+DemoX+Demo_Course", Mode: "verified"}}},
+		{Name: "stripe", Type: "stripe", Secrets: []string{"whsec_0123456789abcdef"}, Site: "default", OrderPrefix: "S",
+			CourseMode: "verified", APIKey: "sk_live_0123456789", APIURL: DefaultStripeAPIURL},
+	}
+	if diff := cmp.Diff(want, cfg.Integrations); diff != "" {
+		t.Errorf("integrations (-want +got):\n%s", diff)
+	}
+}
+
+// Each refusal names the key; no secret is shown.
+func TestIntegrationsRefusals(t *testing.T) {
+	const ok = `secrets: ["${WOO_SECRET}"]`
+	tests := []struct{ name, yaml, want string }{
+		{"bad name", `[{name: "Woo Shop", type: woocommerce, ` + ok + `}]`, `integrations[0].name: "Woo Shop" must be 1-32`},
+		{"duplicate name", `[{name: woo, type: woocommerce, ` + ok + `}, {name: woo, type: shopify, ` + ok + `}]`, "integrations[1].name: \"woo\" is used by another"},
+		{"unknown type", `[{name: m, type: magento, ` + ok + `}]`, `integrations[0].type: "magento" is not woocommerce`},
+		{"no secret", `[{name: w, type: woocommerce, secrets: ["${UNSET}"]}]`, "integrations[0].secrets: required"},
+		{"short secret", `[{name: w, type: woocommerce, secrets: ["hunter2"]}]`, "integrations[0].secrets[0]: is shorter than 16 bytes"},
+		{"bad course", `[{name: w, type: woocommerce, ` + ok + `, products: {SKU1: {course_id: "DemoX"}}}]`, `integrations[0].products.SKU1.course_id: "DemoX" is not a course run key`},
+		{"bad mode", `[{name: w, type: woocommerce, ` + ok + `, course_mode: "Verified!"}]`, "integrations[0].course_mode:"},
+		{"stripe without key", `[{name: s, type: stripe, ` + ok + `}]`, "integrations[0].api_key: required for type stripe"},
+		{"stripe bad url", `[{name: s, type: stripe, ` + ok + `, api_key: k, api_url: "ftp://x"}]`, "integrations[0].api_url:"},
+		{"key on shopify", `[{name: s, type: shopify, ` + ok + `, api_key: k}]`, "integrations[0].api_key: is not used by type shopify"},
+		{"half woo credentials", `[{name: w, type: woocommerce, ` + ok + `, api_url: "https://shop.test", consumer_key: ck}]`, "integrations[0].consumer_secret: set consumer_key and consumer_secret together"},
+		{"same prefix", `[{name: a, type: woocommerce, ` + ok + `, order_prefix: "x-"}, {name: b, type: shopify, ` + ok + `, order_prefix: "x-"}]`, "integrations[1].order_prefix: is also a's"},
+		{"site without the sites table", `[{name: w, type: woocommerce, ` + ok + `, site: school}]`, `integrations[0].site: "school" needs the sites table`},
+		{"unknown key", `[{name: w, type: woocommerce, ` + ok + `, secret: x}]`, "integrations[0].secret: unknown key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseIntegrations(t, "integrations: "+tt.yaml+"\n")
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %v, want it to contain %q", err, tt.want)
+			}
+			if err != nil && (strings.Contains(err.Error(), "woo-secret") || strings.Contains(err.Error(), "hunter2")) {
+				t.Errorf("error %v shows a secret", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,254 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stripe/stripe-go/v82/webhook"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/shop"
+	"github.com/openedx/coordinator/internal/shop/stripetest"
+	"github.com/openedx/coordinator/internal/signals"
+)
+
+const (
+	shopSecret   = "shop-secret-for-tests-0123456789"
+	stripeSecret = "whsec_test_0123456789abcdef"
+	stripeAPIKey = "sk_test_webhooks"
+	demoCourse   = "course-v1:edX+DemoX+Demo_Course"
+)
+
+// recorder is a receiver that records what it is sent, and fails with err
+// when set.
+type recorder struct {
+	mu      sync.Mutex
+	orders  []fulfillment.Order
+	returns []fulfillment.Return
+	err     error
+}
+
+func (r *recorder) Lines(_ context.Context, _, n string) ([]fulfillment.Line, error) {
+	return nil, fmt.Errorf("order %s: %w", n, fulfillment.ErrNotFound)
+}
+func (r *recorder) RetryFailed(_ context.Context, _, n string) ([]fulfillment.Line, error) {
+	return r.Lines(context.Background(), "", n)
+}
+
+func (r *recorder) count() (int, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.orders), len(r.returns)
+}
+
+// webhookAPI is the API with a WooCommerce, a Shopify and a Stripe
+// integration whose lines go to rec.
+func webhookAPI(t testing.TB, rec *recorder) (http.Handler, *stripetest.Server) {
+	t.Helper()
+	fake := stripetest.New(stripeAPIKey)
+	fake.AddSession(stripetest.Session{ID: "cs_00000000000000", PaymentIntent: "pi_00000000000000", Items: []stripetest.Item{
+		{ID: "li_1", PriceID: "price_demo", ProductID: "prod_demo", ProductMetadata: map[string]string{"course_id": demoCourse}, Quantity: 1}}})
+	stripeURL := stripetest.Start(t, fake).URL
+	placed := signals.New[fulfillment.Order](fulfillment.SignalOrderPlaced, "test.placed")
+	returned := signals.New[fulfillment.Return](fulfillment.SignalOrderReturned, "test.returned")
+	placed.Register("test.placed", func(_ context.Context, o fulfillment.Order) (string, error) {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if rec.err != nil {
+			return "", rec.err
+		}
+		rec.orders = append(rec.orders, o)
+		return "task-" + o.OrderNumber, nil
+	})
+	returned.Register("test.returned", func(_ context.Context, r fulfillment.Return) (string, error) {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		rec.returns = append(rec.returns, r)
+		return "task-" + r.OrderNumber, nil
+	})
+	if err := signals.Wire(nil, placed, returned); err != nil {
+		t.Fatal(err)
+	}
+	shops := map[string]*shop.Shop{}
+	for _, in := range []shop.Integration{
+		{Name: "woo", Type: shop.TypeWooCommerce, Secrets: []string{shopSecret}},
+		{Name: "school", Type: shop.TypeWooCommerce, Secrets: []string{shopSecret}, Site: "school"},
+		{Name: "shopify", Type: shop.TypeShopify, Secrets: []string{shopSecret}},
+		{Name: "stripe", Type: shop.TypeStripe, Secrets: []string{stripeSecret}, APIKey: stripeAPIKey, APIURL: stripeURL, AcceptTestOrders: true},
+	} {
+		if in.Site == "" {
+			in.Site = fulfillment.DefaultSite
+		}
+		in.OrderPrefix, in.CourseMode = in.Name+"-", "verified"
+		s, err := shop.New(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shops[in.Name] = s
+	}
+	return NewHandler(Deps{
+		Logger: slog.New(slog.DiscardHandler), Auth: NewAuthenticator(AuthOptions{AdminClaim: "administrator"}, &http.Client{Timeout: time.Second}),
+		FulfillOrder: placed, ReturnOrder: returned, Orders: rec, Shops: shops, MaxBodyBytes: 1024,
+		KnownSite: func(_ context.Context, site string) (bool, error) { return site == fulfillment.DefaultSite, nil },
+	}), fake
+}
+
+// deliver posts body to /webhooks/name, signed for the integration's
+// platform unless sign is false.
+func deliver(h http.Handler, name, topic string, body []byte, sign bool) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, "/webhooks/"+name, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	switch name {
+	case "woo", "school":
+		req.Header.Set(shop.HeaderWooTopic, topic)
+		if sign {
+			req.Header.Set(shop.HeaderWooSignature, shop.SignBase64HMAC(body, shopSecret))
+		}
+	case "shopify":
+		req.Header.Set(shop.HeaderShopifyTopic, topic)
+		if sign {
+			req.Header.Set(shop.HeaderShopifySignature, shop.SignBase64HMAC(body, shopSecret))
+		}
+	case "stripe":
+		if sign {
+			p := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: stripeSecret})
+			req.Header.Set(shop.HeaderStripeSignature, p.Header)
+		}
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w
+}
+
+func fixtureBody(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "shop", "testdata", "webhooks", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// wooCourseOrder is the WooCommerce docs' order 723, paid, its first line a
+// course run key.
+func wooCourseOrder(t testing.TB) []byte {
+	b := fixtureBody(t, "woocommerce-order-partially-refunded.wcdocs.json")
+	b = bytes.Replace(b, []byte(`"date_paid_gmt": null`), []byte(`"date_paid_gmt": "2017-03-21T19:20:00"`), 1)
+	return bytes.Replace(b, []byte(`"sku": ""`), []byte(`"sku": "`+demoCourse+`"`), 1)
+}
+
+func TestWebhookStatuses(t *testing.T) {
+	rec := &recorder{}
+	h, fake := webhookAPI(t, rec)
+	paid := wooCourseOrder(t)
+	tests := []struct {
+		name, integration, topic string
+		body                     []byte
+		unsigned                 bool
+		status                   int
+		orders                   int
+		contains                 string
+	}{
+		{"unknown integration", "nope", "", paid, false, 404, 0, "Unknown integration"},
+		{"unsigned", "woo", "order.updated", paid, true, 401, 0, "signature"},
+		{"WooCommerce's creation ping", "woo", "", []byte("webhook_id=42"), true, 200, 0, "reachable"},
+		{"paid order", "woo", "order.updated", paid, false, 200, 1, `"order_number":"woo-723"`},
+		{"unexpected topic", "woo", "coupon.created", []byte(`{}`), false, 400, 0, "unexpected event"},
+		{"not JSON", "shopify", "orders/paid", []byte(`{"id":`), false, 400, 0, "does not parse"},
+		{"unpaid Shopify sample", "shopify", "orders/paid", fixtureBody(t, "shopify-orders-paid.json"), false, 200, 0, `"ignored"`},
+		{"Stripe checkout", "stripe", "", fixtureBody(t, "stripe-checkout.session.completed.json"), false, 200, 1, `"order_number":"stripe-pi_00000000000000"`},
+		{"too large", "woo", "order.updated", bytes.Repeat([]byte(" "), WebhookMaxBodyBytes+1), false, 413, 0, "larger"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, _ := rec.count()
+			w := deliver(h, tt.integration, tt.topic, tt.body, !tt.unsigned)
+			after, _ := rec.count()
+			if w.Code != tt.status || after-before != tt.orders || !strings.Contains(w.Body.String(), tt.contains) {
+				t.Errorf("%d %s, %d lines sent; want %d containing %q, %d lines", w.Code, w.Body, after-before, tt.status, tt.contains, tt.orders)
+			}
+		})
+	}
+	t.Run("queue down: 503 for the whole event", func(t *testing.T) {
+		rec.mu.Lock()
+		rec.err = fmt.Errorf("enqueue: %w", fulfillment.ErrUnavailable)
+		rec.mu.Unlock()
+		defer func() { rec.mu.Lock(); rec.err = nil; rec.mu.Unlock() }()
+		if w := deliver(h, "woo", "order.updated", paid, true); w.Code != 503 || w.Header().Get("Retry-After") == "" {
+			t.Errorf("%d %s, want 503 with Retry-After", w.Code, w.Body)
+		}
+	})
+	t.Run("a site not in the sites table: 503, nothing sent", func(t *testing.T) {
+		before, _ := rec.count()
+		w := deliver(h, "school", "order.updated", paid, true)
+		if after, _ := rec.count(); w.Code != 503 || after != before {
+			t.Errorf("%d %s, %d lines sent; want 503 and none", w.Code, w.Body, after-before)
+		}
+	})
+	t.Run("Stripe API down: 503", func(t *testing.T) {
+		fake.Fail(1)
+		if w := deliver(h, "stripe", "", fixtureBody(t, "stripe-checkout.session.completed.json"), true); w.Code != 503 {
+			t.Errorf("%d %s, want 503", w.Code, w.Body)
+		}
+	})
+	t.Run("refunded WooCommerce order: a return per course line", func(t *testing.T) {
+		body := bytes.Replace(paid, []byte(`"status": "completed"`), []byte(`"status": "refunded"`), 1)
+		_, before := rec.count()
+		w := deliver(h, "woo", "order.updated", body, true)
+		_, after := rec.count()
+		var out webhookResult
+		_ = json.Unmarshal(w.Body.Bytes(), &out)
+		if w.Code != 200 || after-before != 1 || len(out.Lines) != 1 || out.Lines[0].Signal != fulfillment.SignalOrderReturned {
+			t.Errorf("%d %s, %d returns; want 200 and one return", w.Code, w.Body, after-before)
+		}
+	})
+}
+
+// FuzzWebhook: whatever a shop (or whoever holds its secret) posts, the
+// answer is never a 5xx and nothing panics. Seeds are the shared fixtures.
+func FuzzWebhook(f *testing.F) {
+	for _, s := range []struct{ integration, topic, file string }{
+		{"woo", "order.updated", "woocommerce-order-partially-refunded.wcdocs.json"},
+		{"shopify", "orders/paid", "shopify-orders-paid.json"},
+		{"shopify", "refunds/create", "shopify-refunds-create.json"},
+		{"stripe", "", "stripe-checkout.session.completed.json"},
+		{"stripe", "", "stripe-charge.refunded.json"},
+	} {
+		f.Add(s.integration, s.topic, fixtureBody(f, s.file), true)
+	}
+	f.Add("woo", "order.created", wooCourseOrder(f), true)
+	f.Add("woo", "", []byte("webhook_id=1"), false)
+	f.Add("stripe", "", []byte(`{"type":"charge.refunded","livemode":true,"data":{"object":{"payment_intent":{"id":"pi_1"},"refunded":true}}}`), true)
+	h, _ := webhookAPI(f, &recorder{})
+	f.Fuzz(func(t *testing.T, integration, topic string, body []byte, sign bool) {
+		switch integration {
+		case "woo", "shopify", "stripe":
+		default:
+			integration = "woo"
+		}
+		if len(topic) > 64 {
+			topic = topic[:64]
+		}
+		topic = strings.Map(func(r rune) rune {
+			if r < 0x20 || r >= 0x7f {
+				return -1
+			}
+			return r
+		}, topic)
+		w := deliver(h, integration, topic, body, sign)
+		if w.Code >= 500 {
+			t.Fatalf("%s %q: %d %s", integration, topic, w.Code, w.Body)
+		}
+	})
+}

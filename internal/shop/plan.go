@@ -1,0 +1,177 @@
+package shop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+)
+
+// A line is (site, order_number, course_id), so two participants of the same
+// course in one order need two order numbers: the first participant of a
+// course keeps the order's number, the k-th (k ≥ 2) gets
+// "<order_number>-p<k>", counted in the order's line-item order. Shops keep
+// that order on every redelivery, so the numbering is stable.
+func participantNumber(base string, k int) string {
+	if k <= 1 {
+		return base
+	}
+	return fmt.Sprintf("%s-p%d", base, k)
+}
+
+// numbered is a line with its order number.
+type numbered struct {
+	number string
+	line   Line
+}
+
+// number gives each line its order number; a repeat of a (course, email)
+// pair is the same seat and is dropped.
+func number(base string, lines []Line) []numbered {
+	seen := map[string]bool{}
+	count := map[string]int{}
+	var out []numbered
+	for _, l := range lines {
+		key := l.CourseID + "\x00" + strings.ToLower(l.Email)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		count[l.CourseID]++
+		out = append(out, numbered{participantNumber(base, count[l.CourseID]), l})
+	}
+	return out
+}
+
+// Orders are the fulfill requests a paid event makes: one per seat, stamped
+// with the request id and the time.
+func (s *Shop) Orders(ev Event, requestID string, now time.Time) []fulfillment.Order {
+	base := s.OrderNumber(ev.OrderID)
+	var out []fulfillment.Order
+	for _, n := range number(base, ev.Placed) {
+		out = append(out, fulfillment.Order{
+			Site: s.in.Site, OrderNumber: n.number, CourseID: n.line.CourseID, CourseMode: n.line.Mode,
+			OrderPlaced: ev.At.UTC().Truncate(time.Second), Email: n.line.Email,
+			EnrollUnregistered: s.in.EnrollUnregistered, Integration: s.in.Name,
+			RequestID: requestID, AcceptedAt: now,
+		})
+	}
+	return out
+}
+
+// LineReader reads the lines Coordinator knows for an order
+// (pipeline.Service.Lines): fulfillment.ErrNotFound when none.
+type LineReader interface {
+	Lines(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error)
+}
+
+// known is a line Coordinator already has for the order.
+type known struct {
+	number string
+	line   fulfillment.Line
+	who    fulfillment.Ref // the learner, from the first task that names one
+}
+
+// maxParticipants bounds the participant order numbers read back for a
+// refund.
+const maxParticipants = maxSeats
+
+// knownLines reads the order's lines and those of its extra participants.
+func (s *Shop) knownLines(ctx context.Context, base string, r LineReader) ([]known, error) {
+	var out []known
+	for k := 1; k <= maxParticipants; k++ {
+		n := participantNumber(base, k)
+		lines, err := r.Lines(ctx, s.in.Site, n)
+		if errors.Is(err, fulfillment.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read order %s: %w", n, err)
+		}
+		for _, l := range lines {
+			kl := known{number: n, line: l}
+			for _, t := range l.Tasks {
+				if t.Ref.LMSUserID != 0 || t.Ref.Username != "" || t.Ref.Email != "" {
+					kl.who = t.Ref
+					break
+				}
+			}
+			out = append(out, kl)
+		}
+	}
+	return out, nil
+}
+
+// Returns are the return requests a refund event makes. A whole-order refund
+// returns every known line of the order and every line the event names; a
+// partial refund returns, for each refunded course, the known lines of that
+// course whose learner the refund names (all of the course's known lines when
+// it names none of them), or — for a course not known yet — a return on the
+// order's number with whatever learner the event has (SPEC §9: a later fulfill
+// then enrolls nobody).
+func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID string, now time.Time) ([]fulfillment.Return, error) {
+	base := s.OrderNumber(ev.OrderID)
+	knownLines, err := s.knownLines(ctx, base, r)
+	if err != nil {
+		return nil, err
+	}
+	at := ev.At.UTC().Truncate(time.Second)
+	if at.IsZero() {
+		at = now.Truncate(time.Second)
+	}
+	var out []fulfillment.Return
+	done := map[string]bool{}
+	add := func(number, course, mode string, who fulfillment.Ref, email string) {
+		if done[number+"\x00"+course] {
+			return
+		}
+		done[number+"\x00"+course] = true
+		ret := fulfillment.Return{
+			Site: s.in.Site, OrderNumber: number, CourseID: course, CourseMode: mode,
+			LMSUserID: who.LMSUserID, Username: who.Username, Email: who.Email,
+			Integration: s.in.Name, ReturnedAt: at, RequestID: requestID, AcceptedAt: now,
+		}
+		if ret.LMSUserID == 0 && ret.Username == "" && ret.Email == "" {
+			ret.Email = email
+		}
+		out = append(out, ret)
+	}
+	addKnown := func(k known) { add(k.number, k.line.CourseID, k.line.CourseMode, k.who, "") }
+	if ev.ReturnAll {
+		for _, k := range knownLines {
+			addKnown(k)
+		}
+		for _, n := range number(base, ev.Returned) {
+			add(n.number, n.line.CourseID, n.line.Mode, fulfillment.Ref{}, n.line.Email)
+		}
+		return out, nil
+	}
+	for _, l := range ev.Returned {
+		var ofCourse, ofLearner []known
+		for _, k := range knownLines {
+			if k.line.CourseID != l.CourseID {
+				continue
+			}
+			ofCourse = append(ofCourse, k)
+			if l.Email != "" && strings.EqualFold(k.who.Email, l.Email) {
+				ofLearner = append(ofLearner, k)
+			}
+		}
+		switch {
+		case len(ofLearner) > 0:
+			for _, k := range ofLearner {
+				addKnown(k)
+			}
+		case len(ofCourse) > 0:
+			for _, k := range ofCourse {
+				addKnown(k)
+			}
+		default:
+			add(base, l.CourseID, l.Mode, fulfillment.Ref{}, l.Email)
+		}
+	}
+	return out, nil
+}

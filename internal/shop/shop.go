@@ -1,0 +1,260 @@
+// Package shop turns shops' webhook deliveries (WooCommerce, Shopify, Stripe)
+// into fulfillment lines: it verifies each platform's signature over the raw
+// body, reads the platform's event into a platform-neutral Event, maps line
+// items to course runs and learners, and plans the orders and returns the
+// event asks for (SPEC §10). One file per platform.
+package shop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+)
+
+// The platforms a shop can be.
+const (
+	TypeWooCommerce = "woocommerce"
+	TypeShopify     = "shopify"
+	TypeStripe      = "stripe"
+)
+
+// Integration is one configured shop.
+type Integration struct {
+	Name        string
+	Type        string
+	Secrets     []string // any of them may sign a delivery (rotation)
+	Site        string
+	OrderPrefix string
+	CourseMode  string // a course line's mode when its product names none
+	Products    map[string]Product
+	// LearnerEmailField names the line meta (WooCommerce), line property
+	// (Shopify) or session metadata key (Stripe) holding the participant's
+	// email; empty: the buyer's email.
+	LearnerEmailField  string
+	EnrollUnregistered bool
+	AcceptTestOrders   bool
+	// Stripe: the key that reads Checkout line items, the API's base URL,
+	// and the client for it (nil: one with a 10 s timeout).
+	APIKey     string
+	APIURL     string
+	HTTPClient *http.Client
+}
+
+// Product is the course run and mode a shop product sells.
+type Product struct {
+	CourseID string
+	Mode     string // empty: the integration's CourseMode
+}
+
+// Event is what one delivery asks for, whatever the platform.
+type Event struct {
+	// Topic is the platform's name for the event (orders/paid,
+	// checkout.session.completed, order.updated), for logs.
+	Topic string
+	// OrderID is the shop's order id; the lines' order_number is the
+	// integration's prefix + OrderID.
+	OrderID string
+	// Ignored, when set, says why the event enrolls and returns nobody.
+	Ignored string
+	// Note is something about the event an operator should read in the
+	// log, such as a partial refund that cannot be mapped to lines.
+	Note string
+	// Placed are the course lines of a paid order, one per participant.
+	Placed []Line
+	// Returned are refunded course lines; ReturnAll refunds the whole
+	// order: every line Coordinator knows for it, and the Returned ones.
+	Returned  []Line
+	ReturnAll bool
+	// At is when the shop says the order was paid, or the refund made.
+	At time.Time
+}
+
+// Line is one course seat for one participant.
+type Line struct {
+	Item     string // the shop's line item id, for logs
+	CourseID string
+	Mode     string
+	Email    string // the learner's; may be empty on a refund
+}
+
+// ErrSignature is a delivery whose signature is missing or does not verify.
+var ErrSignature = errors.New("missing or invalid signature")
+
+// BadEvent is a verified delivery that cannot be read: the shop is told why
+// with a 400.
+type BadEvent struct{ Reason string }
+
+func (e *BadEvent) Error() string { return e.Reason }
+
+func badEvent(format string, args ...any) error {
+	return &BadEvent{Reason: clip(fmt.Sprintf(format, args...), 300)}
+}
+
+// UnexpectedEvent is a verified delivery of a topic Coordinator does not
+// handle: the shop's webhook subscribes to something it should not.
+type UnexpectedEvent struct{ Topic string }
+
+func (e *UnexpectedEvent) Error() string {
+	return fmt.Sprintf("unexpected event %q: see docs/integrations.md for the events to subscribe to", e.Topic)
+}
+
+// ErrUnavailable wraps a failure of the shop's API (Stripe): the shop
+// should deliver again later.
+var ErrUnavailable = fulfillment.ErrUnavailable
+
+// adapter is one platform.
+type adapter interface {
+	// ping reports whether the delivery is the platform's unsigned hello
+	// when a webhook is created, answered 200 and otherwise ignored.
+	ping(h http.Header, body []byte) bool
+	// verify checks the delivery's signature over the raw body against
+	// every secret.
+	verify(h http.Header, body []byte, now time.Time) error
+	// event reads a verified delivery.
+	event(ctx context.Context, h http.Header, body []byte) (Event, error)
+}
+
+// Shop is one integration with its platform's adapter.
+type Shop struct {
+	in Integration
+	a  adapter
+}
+
+// New returns the shop for an integration.
+func New(in Integration) (*Shop, error) {
+	if in.HTTPClient == nil {
+		in.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	s := &Shop{in: in}
+	switch in.Type {
+	case TypeWooCommerce:
+		s.a = wooCommerce{s}
+	case TypeShopify:
+		s.a = shopify{s}
+	case TypeStripe:
+		s.a = newStripe(s)
+	default:
+		return nil, fmt.Errorf("integration %s: unknown type %q", in.Name, in.Type)
+	}
+	return s, nil
+}
+
+// Name is the integration's name, the {name} of /webhooks/{name}.
+func (s *Shop) Name() string { return s.in.Name }
+
+// Type is the integration's platform.
+func (s *Shop) Type() string { return s.in.Type }
+
+// Site is the LMS site the integration's orders go to.
+func (s *Shop) Site() string { return s.in.Site }
+
+// Ping reports whether the delivery is the platform's unsigned creation ping
+// (WooCommerce's "webhook_id=<n>").
+func (s *Shop) Ping(h http.Header, body []byte) bool { return s.a.ping(h, body) }
+
+// Verify checks the delivery's signature; ErrSignature (possibly wrapped
+// with the reason) when it does not verify.
+func (s *Shop) Verify(h http.Header, body []byte, now time.Time) error {
+	return s.a.verify(h, body, now)
+}
+
+// Event reads a verified delivery: *BadEvent or *UnexpectedEvent for what
+// the shop must be told about (4xx), an error wrapping ErrUnavailable when
+// the shop's API failed.
+func (s *Shop) Event(ctx context.Context, h http.Header, body []byte) (Event, error) {
+	return s.a.event(ctx, h, body)
+}
+
+// OrderNumber is the order_number of the shop's order id.
+func (s *Shop) OrderNumber(orderID string) string { return s.in.OrderPrefix + orderID }
+
+// product maps a line item to its course: the products map by each of keys
+// (SKU first, then ids), else a SKU that is a course run key.
+func (s *Shop) product(sku string, ids ...string) (Product, bool) {
+	for _, k := range append([]string{sku}, ids...) {
+		if k == "" {
+			continue
+		}
+		if p, ok := s.in.Products[k]; ok {
+			return s.withMode(p), true
+		}
+	}
+	if fulfillment.ValidCourseKey(sku) {
+		return Product{CourseID: sku, Mode: s.in.CourseMode}, true
+	}
+	return Product{}, false
+}
+
+func (s *Shop) withMode(p Product) Product {
+	if p.Mode == "" {
+		p.Mode = s.in.CourseMode
+	}
+	return p
+}
+
+// seats turns a course line item into one Line per participant: the emails
+// found under learner_email_field, else the buyer's. A paid line with no
+// email at all is a BadEvent: nobody could be enrolled.
+func seats(item string, p Product, participants []string, buyer string, needEmail bool) ([]Line, error) {
+	var emails []string
+	for _, e := range participants {
+		if e = strings.TrimSpace(e); validEmail(e) {
+			emails = append(emails, e)
+		}
+	}
+	if len(emails) == 0 {
+		if b := strings.TrimSpace(buyer); validEmail(b) {
+			emails = []string{b}
+		}
+	}
+	if len(emails) == 0 {
+		if needEmail {
+			return nil, badEvent("line item %s (%s): no learner email in the order", clip(item, 40), p.CourseID)
+		}
+		emails = []string{""}
+	}
+	lines := make([]Line, len(emails))
+	for i, e := range emails {
+		lines[i] = Line{Item: item, CourseID: p.CourseID, Mode: p.Mode, Email: e}
+	}
+	return lines, nil
+}
+
+// maxEmail is RFC 5321's limit on a path, which bounds an address.
+const maxEmail = 254
+
+// validEmail is a loose check: something@something, with no spaces or
+// control characters. The LMS decides whether an account has it.
+func validEmail(s string) bool {
+	if len(s) < 3 || len(s) > maxEmail || !utf8.ValidString(s) {
+		return false
+	}
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 {
+		return false
+	}
+	return !strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
+}
+
+// maxSeats bounds the course lines one event may carry: every one is a task.
+const maxSeats = 1000
+
+// clip cuts a shop-supplied string for a message or a log line.
+func clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\ufffd")
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}

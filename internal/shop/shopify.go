@@ -1,0 +1,179 @@
+package shop
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// Shopify webhooks: an order (orders/paid, orders/create, orders/updated) or
+// a refund (refunds/create), signed with X-Shopify-Hmac-Sha256 = base64
+// HMAC-SHA256 of the body with the app's client secret; the topic is in
+// X-Shopify-Topic.
+type shopify struct{ s *Shop }
+
+// Shopify's headers.
+const (
+	HeaderShopifySignature = "X-Shopify-Hmac-Sha256"
+	HeaderShopifyTopic     = "X-Shopify-Topic"
+)
+
+func (shopify) ping(http.Header, []byte) bool { return false }
+
+func (sh shopify) verify(h http.Header, body []byte, _ time.Time) error {
+	return verifyBase64HMAC(h.Get(HeaderShopifySignature), body, sh.s.in.Secrets)
+}
+
+type shopifyItem struct {
+	ID         id     `json:"id"`
+	SKU        string `json:"sku"`
+	ProductID  id     `json:"product_id"`
+	VariantID  id     `json:"variant_id"`
+	Properties []struct {
+		Name  string `json:"name"`
+		Value any    `json:"value"`
+	} `json:"properties"`
+}
+
+type shopifyOrder struct {
+	ID              id     `json:"id"`
+	FinancialStatus string `json:"financial_status"`
+	CancelledAt     string `json:"cancelled_at"`
+	Test            bool   `json:"test"`
+	ProcessedAt     string `json:"processed_at"`
+	CreatedAt       string `json:"created_at"`
+	Email           string `json:"email"`
+	ContactEmail    string `json:"contact_email"`
+	Customer        struct {
+		Email string `json:"email"`
+	} `json:"customer"`
+	LineItems []shopifyItem `json:"line_items"`
+}
+
+type shopifyRefund struct {
+	ID              id     `json:"id"`
+	OrderID         id     `json:"order_id"`
+	ProcessedAt     string `json:"processed_at"`
+	CreatedAt       string `json:"created_at"`
+	RefundLineItems []struct {
+		LineItemID id          `json:"line_item_id"`
+		LineItem   shopifyItem `json:"line_item"`
+	} `json:"refund_line_items"`
+}
+
+func (sh shopify) event(_ context.Context, h http.Header, body []byte) (Event, error) {
+	topic := h.Get(HeaderShopifyTopic)
+	ev := Event{Topic: clip(topic, 64)}
+	switch topic {
+	case "orders/paid", "orders/create", "orders/updated":
+		return sh.order(ev, body)
+	case "refunds/create":
+		return sh.refund(ev, body)
+	case "":
+		return ev, badEvent("no %s header", HeaderShopifyTopic)
+	}
+	return ev, &UnexpectedEvent{Topic: ev.Topic}
+}
+
+func (sh shopify) order(ev Event, body []byte) (Event, error) {
+	var o shopifyOrder
+	if err := decode(body, &o, ev.Topic); err != nil {
+		return ev, err
+	}
+	ev.OrderID = o.ID.String()
+	if p := orderIDProblem(ev.OrderID); p != "" {
+		return ev, badEvent("%s", p)
+	}
+	// orders/paid is paid by definition unless the order changed since
+	// (a late redelivery); the other topics only when financial_status says so.
+	switch {
+	case o.Test && !sh.s.in.AcceptTestOrders:
+		ev.Ignored = "test order (accept_test_orders is false)"
+	case o.CancelledAt != "":
+		ev.Ignored = "order cancelled"
+	case o.FinancialStatus == "paid", o.FinancialStatus == "partially_refunded":
+	case ev.Topic == "orders/paid" && o.FinancialStatus == "":
+	default:
+		ev.Ignored = "financial_status " + clip(o.FinancialStatus, 32) + ": not paid"
+	}
+	if ev.Ignored != "" {
+		return ev, nil
+	}
+	at, ok := parseShopTime(o.ProcessedAt)
+	if !ok {
+		if at, ok = parseShopTime(o.CreatedAt); !ok {
+			return ev, badEvent("processed_at is not a date")
+		}
+	}
+	ev.At = at
+	buyer := firstNonEmpty(o.Email, o.ContactEmail, o.Customer.Email)
+	for _, it := range o.LineItems {
+		lines, err := sh.lines(it, buyer, true)
+		if err != nil {
+			return ev, err
+		}
+		ev.Placed = append(ev.Placed, lines...)
+	}
+	if len(ev.Placed) > maxSeats {
+		return ev, badEvent("more than %d course seats in one order", maxSeats)
+	}
+	if len(ev.Placed) == 0 {
+		ev.Ignored = "no course lines"
+	}
+	return ev, nil
+}
+
+// refund maps refunds/create: only its refund_line_items are returned. The
+// body names no customer: the learners are those of the known lines.
+func (sh shopify) refund(ev Event, body []byte) (Event, error) {
+	var r shopifyRefund
+	if err := decode(body, &r, ev.Topic); err != nil {
+		return ev, err
+	}
+	ev.OrderID = r.OrderID.String()
+	if p := orderIDProblem(ev.OrderID); p != "" {
+		return ev, badEvent("%s", p)
+	}
+	ev.At, _ = parseShopTime(firstNonEmpty(r.ProcessedAt, r.CreatedAt))
+	for _, rl := range r.RefundLineItems {
+		lines, err := sh.lines(rl.LineItem, "", false)
+		if err != nil {
+			return ev, err
+		}
+		ev.Returned = append(ev.Returned, lines...)
+	}
+	switch {
+	case len(ev.Returned) > maxSeats:
+		return ev, badEvent("more than %d course seats in one refund", maxSeats)
+	case len(r.RefundLineItems) == 0:
+		ev.Ignored = "refund without line items (an amount-only refund): nothing returned"
+	case len(ev.Returned) == 0:
+		ev.Ignored = "no course lines refunded"
+	}
+	return ev, nil
+}
+
+func (sh shopify) lines(it shopifyItem, buyer string, needEmail bool) ([]Line, error) {
+	p, ok := sh.s.product(it.SKU, it.VariantID.String(), it.ProductID.String())
+	if !ok {
+		return nil, nil
+	}
+	var participants []string
+	if f := sh.s.in.LearnerEmailField; f != "" {
+		for _, prop := range it.Properties {
+			if v, ok := prop.Value.(string); ok && prop.Name == f {
+				participants = append(participants, splitEmails(v)...)
+			}
+		}
+	}
+	return seats(it.ID.String(), p, participants, buyer, needEmail)
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}

@@ -1,0 +1,307 @@
+package shop
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/stripe/stripe-go/v82"
+	"github.com/stripe/stripe-go/v82/webhook"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+)
+
+// Stripe webhooks: an event envelope signed with Stripe-Signature
+// (t=<seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">, 300 s tolerance).
+// Checkout events carry no line items: they are read through Stripe's API
+// with price.product expanded. The order id is the Checkout Session's
+// payment_intent, so that charge.refunded, which names the payment intent,
+// maps to the same order.
+type stripeShop struct {
+	s   *Shop
+	api *stripe.Client
+}
+
+// maxUnix is the last second of year 9999, the LMS's date range.
+const maxUnix = 253402300799
+
+// HeaderStripeSignature is Stripe's signature header.
+const HeaderStripeSignature = "Stripe-Signature"
+
+// stripeTimeout bounds all of one event's calls to Stripe's API, retries
+// included, so that the webhook is answered before Stripe gives up on it.
+const stripeTimeout = 15 * time.Second
+
+func newStripe(s *Shop) stripeShop {
+	retries := int64(2)
+	backends := stripe.NewBackendsWithConfig(&stripe.BackendConfig{
+		URL:               stripe.String(strings.TrimRight(s.in.APIURL, "/")),
+		HTTPClient:        s.in.HTTPClient,
+		MaxNetworkRetries: &retries,
+		LeveledLogger:     &stripe.LeveledLogger{Level: stripe.LevelNull},
+	})
+	return stripeShop{s: s, api: stripe.NewClient(s.in.APIKey, stripe.WithBackends(backends))}
+}
+
+func (stripeShop) ping(http.Header, []byte) bool { return false }
+
+func (st stripeShop) verify(h http.Header, body []byte, _ time.Time) error {
+	header := h.Get(HeaderStripeSignature)
+	if header == "" {
+		return fmt.Errorf("%w: no %s header", ErrSignature, HeaderStripeSignature)
+	}
+	for _, secret := range st.s.in.Secrets {
+		err := webhook.ValidatePayloadWithTolerance(body, header, secret, webhook.DefaultTolerance)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, webhook.ErrTooOld):
+			return fmt.Errorf("%w: timestamp older than %s", ErrSignature, webhook.DefaultTolerance)
+		case errors.Is(err, webhook.ErrInvalidHeader), errors.Is(err, webhook.ErrNotSigned):
+			return fmt.Errorf("%w: malformed %s header", ErrSignature, HeaderStripeSignature)
+		}
+	}
+	return fmt.Errorf("%w: signature does not match any secret", ErrSignature)
+}
+
+type stripeEvent struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Created  int64  `json:"created"`
+	Livemode bool   `json:"livemode"`
+	Data     struct {
+		Object json.RawMessage `json:"object"`
+	} `json:"data"`
+}
+
+type stripeSession struct {
+	ID              string            `json:"id"`
+	PaymentIntent   stripeRef         `json:"payment_intent"`
+	PaymentStatus   string            `json:"payment_status"`
+	CustomerEmail   string            `json:"customer_email"`
+	Metadata        map[string]string `json:"metadata"`
+	CustomerDetails struct {
+		Email string `json:"email"`
+	} `json:"customer_details"`
+}
+
+type stripeCharge struct {
+	ID             string    `json:"id"`
+	Amount         int64     `json:"amount"`
+	AmountRefunded int64     `json:"amount_refunded"`
+	Refunded       bool      `json:"refunded"`
+	PaymentIntent  stripeRef `json:"payment_intent"`
+}
+
+// stripeRef is a reference to another object: its id, or the object itself
+// when expanded.
+type stripeRef string
+
+func (r *stripeRef) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		*r = stripeRef(s)
+		return nil
+	}
+	var o struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(b, &o); err != nil {
+		return err
+	}
+	*r = stripeRef(o.ID)
+	return nil
+}
+
+func (st stripeShop) event(ctx context.Context, _ http.Header, body []byte) (Event, error) {
+	ctx, cancel := context.WithTimeout(ctx, stripeTimeout)
+	defer cancel()
+	var e stripeEvent
+	if err := decode(body, &e, "a Stripe event"); err != nil {
+		return Event{}, err
+	}
+	ev := Event{Topic: clip(e.Type, 64), At: time.Unix(e.Created, 0).UTC()}
+	if e.Created <= 0 || e.Created > maxUnix {
+		ev.At = time.Now().UTC() // Stripe always sets it; a forged-looking one is not kept
+	}
+	switch e.Type {
+	case "checkout.session.completed", "checkout.session.async_payment_succeeded":
+	case "checkout.session.async_payment_failed", "checkout.session.expired":
+		ev.Ignored = "checkout not paid"
+		return ev, nil
+	case "charge.refunded":
+		return st.refund(ctx, ev, e)
+	case "":
+		return ev, badEvent("the event has no type")
+	default:
+		return ev, &UnexpectedEvent{Topic: ev.Topic}
+	}
+	var cs stripeSession
+	if err := decode(e.Data.Object, &cs, "data.object"); err != nil {
+		return ev, err
+	}
+	ev.OrderID = string(cs.PaymentIntent)
+	switch {
+	case !e.Livemode && !st.s.in.AcceptTestOrders:
+		ev.Ignored = "test-mode event (accept_test_orders is false)"
+		return ev, nil
+	case e.Type == "checkout.session.completed" && cs.PaymentStatus != "paid":
+		ev.Ignored = "payment_status " + clip(cs.PaymentStatus, 32) + ": not paid (yet)"
+		return ev, nil
+	case ev.OrderID == "":
+		ev.Ignored = "the session has no payment_intent (not a one-time payment)"
+		return ev, nil
+	case cs.ID == "":
+		return ev, badEvent("data.object has no id")
+	}
+	if p := orderIDProblem(ev.OrderID); p != "" {
+		return ev, badEvent("%s", p)
+	}
+	emails := cs.CustomerDetails.Email
+	if emails == "" {
+		emails = cs.CustomerEmail
+	}
+	var participants []string
+	if f := st.s.in.LearnerEmailField; f != "" {
+		participants = splitEmails(cs.Metadata[f])
+	}
+	lines, found, err := st.sessionLines(ctx, cs.ID, participants, emails, true)
+	if err != nil {
+		return ev, err
+	}
+	if !found {
+		ev.Ignored = "checkout session not found through the API (another Stripe account's key?)"
+		return ev, nil
+	}
+	ev.Placed = lines
+	if len(ev.Placed) == 0 {
+		ev.Ignored = "no course lines"
+	}
+	return ev, nil
+}
+
+// refund maps charge.refunded: a full refund returns the whole order (the
+// known lines, and the lines of the Checkout Session of its payment
+// intent); a partial refund names no items and returns nothing.
+func (st stripeShop) refund(ctx context.Context, ev Event, e stripeEvent) (Event, error) {
+	var ch stripeCharge
+	if err := decode(e.Data.Object, &ch, "data.object"); err != nil {
+		return ev, err
+	}
+	ev.OrderID = string(ch.PaymentIntent)
+	switch {
+	case !e.Livemode && !st.s.in.AcceptTestOrders:
+		ev.Ignored = "test-mode event (accept_test_orders is false)"
+		return ev, nil
+	case ev.OrderID == "":
+		ev.Ignored = "the charge has no payment_intent: not from a Checkout Session"
+		return ev, nil
+	case !ch.Refunded && ch.AmountRefunded < ch.Amount:
+		ev.Ignored = "partial refund: Stripe does not say which items; return them with POST /orders/return"
+		return ev, nil
+	}
+	if p := orderIDProblem(ev.OrderID); p != "" {
+		return ev, badEvent("%s", p)
+	}
+	ev.ReturnAll = true
+	id, found, err := st.sessionOf(ctx, ev.OrderID)
+	if err != nil || !found {
+		return ev, err
+	}
+	ev.Returned, _, err = st.sessionLines(ctx, id, nil, "", false)
+	return ev, err
+}
+
+// sessionOf finds the Checkout Session of a payment intent.
+func (st stripeShop) sessionOf(ctx context.Context, paymentIntent string) (string, bool, error) {
+	params := &stripe.CheckoutSessionListParams{PaymentIntent: stripe.String(paymentIntent)}
+	params.Limit = stripe.Int64(1)
+	for cs, err := range st.api.V1CheckoutSessions.List(ctx, params) {
+		if err != nil {
+			return "", false, stripeErr("list checkout sessions", err)
+		}
+		return cs.ID, true, nil
+	}
+	return "", false, nil
+}
+
+// sessionLines reads a Checkout Session's line items with price.product
+// expanded and maps them to seats; found is false when Stripe does not
+// know the session.
+func (st stripeShop) sessionLines(ctx context.Context, session string, participants []string, buyer string, needEmail bool) (_ []Line, found bool, _ error) {
+	params := &stripe.CheckoutSessionListLineItemsParams{Session: stripe.String(session)}
+	params.Limit = stripe.Int64(100)
+	params.AddExpand("data.price.product")
+	var lines []Line
+	n := 0
+	for li, err := range st.api.V1CheckoutSessions.ListLineItems(ctx, params) {
+		var se *stripe.Error
+		if errors.As(err, &se) && se.HTTPStatusCode == http.StatusNotFound {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, stripeErr("list line items of "+clip(session, 80), err)
+		}
+		if n++; n > maxSeats {
+			return nil, false, badEvent("more than %d line items in one session", maxSeats)
+		}
+		p, ok := st.product(li)
+		if !ok {
+			continue
+		}
+		ls, err := seats(li.ID, p, participants, buyer, needEmail)
+		if err != nil {
+			return nil, false, err
+		}
+		lines = append(lines, ls...)
+	}
+	return lines, true, nil
+}
+
+// product maps a line item: the products map by price id, then product id;
+// else the product's metadata course_id (and course_mode).
+func (st stripeShop) product(li *stripe.LineItem) (Product, bool) {
+	if li == nil || li.Price == nil {
+		return Product{}, false
+	}
+	var productID string
+	var meta map[string]string
+	if li.Price.Product != nil {
+		productID, meta = li.Price.Product.ID, li.Price.Product.Metadata
+	}
+	for _, k := range []string{li.Price.ID, productID} {
+		if p, ok := st.s.in.Products[k]; k != "" && ok {
+			return st.s.withMode(p), true
+		}
+	}
+	if c := meta["course_id"]; fulfillment.ValidCourseKey(c) {
+		return st.s.withMode(Product{CourseID: c, Mode: validMode(meta["course_mode"])}), true
+	}
+	return Product{}, false
+}
+
+// validMode keeps a mode from shop metadata only when it is a mode slug;
+// else the integration's course_mode applies.
+func validMode(m string) string {
+	if len(m) == 0 || len(m) > 100 || strings.ContainsFunc(m, func(r rune) bool {
+		return (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' && r != '-'
+	}) {
+		return ""
+	}
+	return m
+}
+
+// stripeErr classifies a failed API call: Stripe would deliver the event
+// again, so every failure is "unavailable" (503); a refused key shows in the
+// log as such.
+func stripeErr(what string, err error) error {
+	var se *stripe.Error
+	if errors.As(err, &se) {
+		return fmt.Errorf("stripe api: %s: status %d (%s): %w", what, se.HTTPStatusCode, se.Type, ErrUnavailable)
+	}
+	return fmt.Errorf("stripe api: %s: %v: %w", what, err, ErrUnavailable)
+}

@@ -1,0 +1,188 @@
+package shop
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// WooCommerce webhooks: an order's whole REST representation, signed with
+// X-WC-Webhook-Signature = base64 HMAC-SHA256 of the body; the topic is in
+// X-WC-Webhook-Topic (order.created, order.updated, ...).
+type wooCommerce struct{ s *Shop }
+
+// WooCommerce's headers.
+const (
+	HeaderWooSignature = "X-WC-Webhook-Signature"
+	HeaderWooTopic     = "X-WC-Webhook-Topic"
+)
+
+// wooPing is the form body WooCommerce posts, unsigned, when a webhook is
+// saved; the store marks the webhook failed unless it gets a 200.
+var wooPing = regexp.MustCompile(`^webhook_id=[0-9]{1,20}$`)
+
+func (w wooCommerce) ping(h http.Header, body []byte) bool {
+	return h.Get(HeaderWooSignature) == "" && wooPing.Match(body)
+}
+
+func (w wooCommerce) verify(h http.Header, body []byte, _ time.Time) error {
+	return verifyBase64HMAC(h.Get(HeaderWooSignature), body, w.s.in.Secrets)
+}
+
+type wooOrder struct {
+	ID          id     `json:"id"`
+	Status      string `json:"status"`
+	DatePaidGMT string `json:"date_paid_gmt"`
+	DateModGMT  string `json:"date_modified_gmt"`
+	Billing     struct {
+		Email string `json:"email"`
+	} `json:"billing"`
+	LineItems []wooItem `json:"line_items"`
+	Refunds   []struct {
+		ID        id        `json:"id"`
+		LineItems []wooItem `json:"line_items"` // only in a refund's own REST representation
+	} `json:"refunds"`
+}
+
+type wooItem struct {
+	ID          id     `json:"id"`
+	ProductID   id     `json:"product_id"`
+	VariationID id     `json:"variation_id"`
+	SKU         string `json:"sku"`
+	MetaData    []struct {
+		Key   string          `json:"key"`
+		Value json.RawMessage `json:"value"`
+	} `json:"meta_data"`
+}
+
+func (w wooCommerce) event(_ context.Context, h http.Header, body []byte) (Event, error) {
+	topic := h.Get(HeaderWooTopic)
+	ev := Event{Topic: clip(topic, 64)}
+	switch topic {
+	case "order.created", "order.updated", "order.restored":
+	case "order.deleted":
+		ev.Ignored = "order deleted"
+		return ev, nil
+	case "":
+		return ev, badEvent("no %s header", HeaderWooTopic)
+	default:
+		return ev, &UnexpectedEvent{Topic: ev.Topic}
+	}
+	var o wooOrder
+	if err := decode(body, &o, topic); err != nil {
+		return ev, err
+	}
+	ev.OrderID = o.ID.String()
+	if p := orderIDProblem(ev.OrderID); p != "" {
+		return ev, badEvent("%s", p)
+	}
+	switch o.Status {
+	case "processing", "completed":
+		if o.DatePaidGMT == "" {
+			ev.Ignored = "status " + o.Status + " without date_paid_gmt: not paid"
+			return ev, nil
+		}
+		paid, ok := parseShopTime(o.DatePaidGMT)
+		if !ok {
+			return ev, badEvent("date_paid_gmt is not a date")
+		}
+		ev.At = paid
+		for _, it := range o.LineItems {
+			lines, err := w.lines(it, o.Billing.Email, true)
+			if err != nil {
+				return ev, err
+			}
+			ev.Placed = append(ev.Placed, lines...)
+		}
+		// A refund's line items are only in its own REST representation;
+		// the order's refunds[] has id and total only, and then the
+		// refunded lines cannot be told (docs/integrations.md).
+		unitemized := 0
+		for _, r := range o.Refunds {
+			if len(r.LineItems) == 0 {
+				unitemized++
+			}
+			for _, it := range r.LineItems {
+				lines, err := w.lines(it, "", false)
+				if err != nil {
+					return ev, err
+				}
+				ev.Returned = append(ev.Returned, lines...)
+			}
+		}
+		if unitemized > 0 {
+			ev.Note = fmt.Sprintf("%d partial refunds without line items: nothing returned for them", unitemized)
+		}
+		if len(ev.Placed) == 0 && len(ev.Returned) == 0 {
+			ev.Ignored = "no course lines"
+		}
+	case "refunded":
+		ev.ReturnAll = true
+		ev.At, _ = parseShopTime(o.DateModGMT)
+		for _, it := range o.LineItems {
+			lines, err := w.lines(it, o.Billing.Email, false)
+			if err != nil {
+				return ev, err
+			}
+			ev.Returned = append(ev.Returned, lines...)
+		}
+	default:
+		ev.Ignored = "status " + clip(o.Status, 32) + ": not paid"
+	}
+	if len(ev.Placed)+len(ev.Returned) > maxSeats {
+		return ev, badEvent("more than %d course seats in one order", maxSeats)
+	}
+	return ev, nil
+}
+
+// lines maps one line item to its seats; an item that is no course yields
+// none.
+func (w wooCommerce) lines(it wooItem, buyer string, needEmail bool) ([]Line, error) {
+	p, ok := w.s.product(it.SKU, it.VariationID.String(), it.ProductID.String())
+	if !ok {
+		return nil, nil
+	}
+	var participants []string
+	if f := w.s.in.LearnerEmailField; f != "" {
+		for _, m := range it.MetaData {
+			if m.Key == f {
+				participants = append(participants, metaEmails(m.Value)...)
+			}
+		}
+	}
+	return seats(fmt.Sprint(it.ID), p, participants, buyer, needEmail)
+}
+
+// metaEmails reads a line meta value: a plain string (one email, or several
+// separated by commas), or the "Product Input Fields" plugin's list of field
+// objects (or one such object) with the value in "_value".
+func metaEmails(raw json.RawMessage) []string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return splitEmails(s)
+	}
+	var fields []map[string]any
+	if json.Unmarshal(raw, &fields) != nil {
+		var one map[string]any
+		if json.Unmarshal(raw, &one) != nil {
+			return nil
+		}
+		fields = []map[string]any{one}
+	}
+	var out []string
+	for _, f := range fields {
+		if v, ok := f["_value"].(string); ok {
+			out = append(out, splitEmails(v)...)
+		}
+	}
+	return out
+}
+
+// splitEmails splits a field holding one or more emails.
+func splitEmails(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' || r == '\n' })
+}
