@@ -28,6 +28,7 @@ import (
 	"github.com/openedx/coordinator/internal/signals"
 	"github.com/openedx/coordinator/internal/sites"
 	"github.com/openedx/coordinator/internal/store/postgres"
+	"github.com/openedx/coordinator/internal/wcorders"
 	"github.com/openedx/coordinator/internal/webhooks"
 )
 
@@ -49,6 +50,7 @@ type app struct {
 	met      *metrics.Metrics
 	shops    map[string]*shop.Shop // the integrations: section (shops.go)
 	hooks    *webhooks.Deliveries  // the subscribers (webhooks:)
+	wc       *wcorders.Completer   // woocommerce.complete_order
 }
 
 // newApp connects to what the config names and checks the database schema.
@@ -92,7 +94,8 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	}
 	// The LMS kinds read a line's tasks through the pipeline, built below
 	// from the kinds: they reach it through the app once it exists.
-	a.kinds = pipeline.NewKinds(append(lms.Kinds(a.sites, appTasks{a}), a.hooks.Kinds()...)...)
+	a.wc = newCompleter(cfg)
+	a.kinds = pipeline.NewKinds(append(append(lms.Kinds(a.sites, appTasks{a}), a.hooks.Kinds()...), a.wc.Kind())...)
 	a.queue = queue.New(a.rdb, a.kinds, queue.Options{
 		Name:        cfg.Worker.Queue,
 		MaxAttempts: cfg.Worker.Retry.MaxAttempts,
@@ -123,6 +126,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		return nil, err
 	}
 	a.hooks.Register(a.pipe, a.placed, a.returned, a.done)
+	a.wc.Register(a.pipe, a.done)
 	if err := signals.Wire(cfg.Signals, a.placed, a.returned, a.done); err != nil {
 		return nil, err
 	}
@@ -388,6 +392,7 @@ func configCheck(cfg config.Config, stdout io.Writer) error {
 		return err
 	}
 	hooks.Register(nil, placed, returned, done)
+	newCompleter(cfg).Register(nil, done)
 	sigs := []signals.Connector{placed, returned, done}
 	if err := signals.Wire(cfg.Signals, sigs...); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -384,5 +385,94 @@ func TestWebhookPing(t *testing.T) {
 	}
 	if _, err := runCmd(t, path, nil, "webhooks", "ping", "nope"); err == nil || !strings.Contains(err.Error(), "no such subscriber") {
 		t.Errorf("ping of an unknown subscriber: %v", err)
+	}
+}
+
+// wooStore is a fake WooCommerce REST API: it counts each order's
+// completions, with the integration's key and secret.
+type wooStore struct {
+	mu          sync.Mutex
+	completions map[string]int
+	refused     int
+}
+
+func (w *wooStore) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	id, ok := strings.CutPrefix(r.URL.Path, "/wp-json/wc/v3/orders/")
+	user, pass, _ := r.BasicAuth()
+	body, _ := io.ReadAll(r.Body)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !ok || r.Method != http.MethodPut || user != "ck_e2e" || pass != "cs_e2e_secret" || string(body) != `{"status":"completed"}` {
+		w.refused++
+		rw.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	w.completions[id]++
+	fmt.Fprintf(rw, `{"id":%s,"status":"completed"}`, id)
+}
+
+func (w *wooStore) count(id string) (int, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.completions[id], w.refused
+}
+
+// The whole path of a WooCommerce order: the shop's signed webhook places
+// its two course lines, both are enrolled, and woocommerce.complete_order
+// marks the order completed in the store exactly once — also after the shop
+// redelivers the order; a subscriber sees the lines' events meanwhile.
+func TestWooCommerceOrderCompleted(t *testing.T) {
+	t.Parallel()
+	rdb, queue := queuetest.Redis(t)
+	fake := lmstest.NewDemo(testSecret)
+	addLearners(fake, 76000, 1)
+	fake.AddCourse(otherCourse, lmstest.CourseRun{Name: "Other", Modes: []string{"audit", "verified", "professional"}})
+	fake.SetLatency(20 * time.Millisecond) // the two enrollments overlap
+	store := &wooStore{completions: map[string]int{}}
+	storeURL := httptest.NewServer(store)
+	t.Cleanup(storeURL.Close)
+	sub := webhookstest.New(hookSecretNew)
+	path := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queue, fmt.Sprintf(`  fulfillment_completed: [woocommerce.complete_order, webhook.crm]
+integrations:
+  - name: woo
+    type: woocommerce
+    secrets: [%q]
+    api_url: %q
+    consumer_key: ck_e2e
+    consumer_secret: cs_e2e_secret
+    products:
+      "OTHER-VERIFIED": {course_id: %q, mode: professional}
+webhooks:
+%s`, wooSecret, storeURL.URL, otherCourse, webhookYAML("crm", sub.Start(t), hookSecretNew)))
+	in := &instance{lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
+	in.base = startRun(t, "all", path)
+	e := shopEnv{instance: in}
+
+	body := wooOrder(t, 7001, "learner76000@example.com")
+	if a := e.post(t, "woo", body, wooHeaders("order.created", body, wooSecret)); a.Status != 200 || len(a.Lines) != 2 {
+		t.Fatalf("shop webhook: %+v", a)
+	}
+	waitFor(t, "the order completed in the store", 60*time.Second, func() bool { n, _ := store.count("7001"); return n > 0 })
+	waitFor(t, "both enrollments' events delivered", 60*time.Second, func() bool { return len(sub.Delivered()) == 2 })
+	if a := e.post(t, "woo", body, wooHeaders("order.updated", body, wooSecret)); a.Status != 200 {
+		t.Fatalf("redelivery: %+v", a)
+	}
+	_, st := in.order(t, "GET", "woo-7001")
+	var completion []fulfillment.Task
+	for _, l := range st.Lines {
+		if l.State != fulfillment.StateEnrolled {
+			t.Errorf("line %s: %s, want enrolled", l.CourseID, l.State)
+		}
+		for _, task := range l.Tasks {
+			if task.Kind == "woocommerce.complete_order" {
+				completion = append(completion, task)
+			}
+		}
+	}
+	if len(completion) != 1 || completion[0].State != fulfillment.StateDone {
+		t.Errorf("completion tasks %+v, want one, done", completion)
+	}
+	if n, refused := store.count("7001"); n != 1 || refused != 0 {
+		t.Errorf("store saw %d completions of order 7001 (%d refused calls), want exactly 1", n, refused)
 	}
 }

@@ -63,6 +63,9 @@ func (c *Config) normalizeWebhooks() {
 // validateWebhooks checks the subscribers. Values are never echoed: a URL
 // or a header may hold a token.
 func (c *Config) validateWebhooks() error {
+	if err := c.validateCompleteOrder(); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for i, w := range c.Webhooks {
 		k := fmt.Sprintf("webhooks[%d]", i)
@@ -104,6 +107,34 @@ func (c *Config) validateWebhooks() error {
 					return keyErr(hk, "is set by Coordinator on every delivery and cannot be replaced")
 				}
 			}
+		}
+	}
+	return nil
+}
+
+// CompleteOrderReceiver is the built-in receiver that completes WooCommerce
+// orders through their store's REST API (internal/wcorders).
+const CompleteOrderReceiver = "woocommerce.complete_order"
+
+// validateCompleteOrder requires, when woocommerce.complete_order is
+// connected, the REST API of every WooCommerce integration.
+func (c *Config) validateCompleteOrder() error {
+	if !c.connected(CompleteOrderReceiver) {
+		return nil
+	}
+	for i, in := range c.Integrations {
+		if in.Type != IntegrationWooCommerce {
+			continue
+		}
+		k := fmt.Sprintf("integrations[%d]", i)
+		switch {
+		case in.ConsumerKey == "":
+			return keyErr(k+".consumer_key", "required: %s is connected and calls the store's REST API", CompleteOrderReceiver)
+		case in.ConsumerSecret == "":
+			return keyErr(k+".consumer_secret", "required: %s is connected and calls the store's REST API", CompleteOrderReceiver)
+		}
+		if err := HTTPURL(k+".api_url", in.APIURL); err != nil {
+			return keyErr(k+".api_url", "required: the store's base URL (https://shop.example.com), as %s calls its REST API", CompleteOrderReceiver)
 		}
 	}
 	return nil

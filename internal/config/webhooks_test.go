@@ -69,3 +69,22 @@ func TestWebhookRefusals(t *testing.T) {
 		})
 	}
 }
+
+// woocommerce.complete_order needs each WooCommerce store's REST API.
+func TestCompleteOrderNeedsTheStoreAPI(t *testing.T) {
+	base := minimal + `  fulfillment_completed: [woocommerce.complete_order]
+integrations:
+  - {name: woo, type: woocommerce, secrets: ["woo-secret-0123456789abcdef"]`
+	tests := []struct{ extra, want string }{
+		{`}`, "integrations[0].consumer_key: required: woocommerce.complete_order is connected"},
+		{`, consumer_key: ck, consumer_secret: "${NOPE}"}`, "integrations[0].consumer_secret:"},
+		{`, consumer_key: ck, consumer_secret: cs}`, "integrations[0].api_url: required"},
+		{`, consumer_key: ck, consumer_secret: cs, api_url: "https://127.0.0.1:9"}`, ""},
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(base+tt.extra+"\n"), webhookEnv)
+		if (tt.want == "" && err != nil) || (tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want))) {
+			t.Errorf("%s: error %v, want %q", tt.extra, err, tt.want)
+		}
+	}
+}
