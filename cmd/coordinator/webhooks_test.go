@@ -163,7 +163,7 @@ func TestWebhookDeliveries(t *testing.T) {
 			if len(ids) != 4 || len(attempts) != 6 {
 				t.Errorf("%d webhook-ids in %d attempts, want 4 in 6", len(ids), len(attempts))
 			}
-			checkSchemas(t, sub.Delivered())
+			checkSchemas(t, sub.Delivered(), "fulfill_order_placed", "fulfill_order_returned", "fulfillment_completed")
 			if page := adminPage(t, in, "/admin/orders/default/HOOK-1"); !strings.Contains(page, "webhook.crm") ||
 				!strings.Contains(page, "fulfillment_completed:enroll:enrolled") {
 				t.Errorf("the order's admin page does not list the deliveries with their events")
@@ -454,6 +454,10 @@ webhooks:
 	}
 	waitFor(t, "the order completed in the store", 60*time.Second, func() bool { n, _ := store.count("7001"); return n > 0 })
 	waitFor(t, "both enrollments' events delivered", 60*time.Second, func() bool { return len(sub.Delivered()) == 2 })
+	checkSchemas(t, sub.Delivered(), "fulfillment_completed") // a shop's line: the learner by email, the integration
+	if d := sub.Delivered()[0].Data; d["integration"] != "woo" {
+		t.Errorf("completion %v: want the integration named", d)
+	}
 	if a := e.post(t, "woo", body, wooHeaders("order.updated", body, wooSecret)); a.Status != 200 {
 		t.Fatalf("redelivery: %+v", a)
 	}
