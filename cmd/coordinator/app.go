@@ -28,6 +28,8 @@ import (
 	"github.com/openedx/coordinator/internal/signals"
 	"github.com/openedx/coordinator/internal/sites"
 	"github.com/openedx/coordinator/internal/store/postgres"
+	"github.com/openedx/coordinator/internal/wcorders"
+	"github.com/openedx/coordinator/internal/webhooks"
 )
 
 // app holds what the API and the worker share, built once from the config.
@@ -47,6 +49,8 @@ type app struct {
 	done     *signals.Signal[fulfillment.Completed]
 	met      *metrics.Metrics
 	shops    map[string]*shop.Shop // the integrations: section (shops.go)
+	hooks    *webhooks.Deliveries  // the subscribers (webhooks:)
+	wc       *wcorders.Completer   // woocommerce.complete_order
 }
 
 // newApp connects to what the config names and checks the database schema.
@@ -85,9 +89,13 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		}
 	}
 	a.sites = sites.NewRegistry(lmsOptions(cfg, a.cache, log, a.met), store)
+	if a.hooks, err = newDeliveries(cfg); err != nil {
+		return nil, err
+	}
 	// The LMS kinds read a line's tasks through the pipeline, built below
 	// from the kinds: they reach it through the app once it exists.
-	a.kinds = pipeline.NewKinds(lms.Kinds(a.sites, appTasks{a})...)
+	a.wc = newCompleter(cfg)
+	a.kinds = pipeline.NewKinds(append(append(lms.Kinds(a.sites, appTasks{a}), a.hooks.Kinds()...), a.wc.Kind())...)
 	a.queue = queue.New(a.rdb, a.kinds, queue.Options{
 		Name:        cfg.Worker.Queue,
 		MaxAttempts: cfg.Worker.Retry.MaxAttempts,
@@ -117,6 +125,8 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	if a.shops, err = newShops(cfg); err != nil {
 		return nil, err
 	}
+	a.hooks.Register(a.pipe, a.placed, a.returned, a.done)
+	a.wc.Register(a.pipe, a.done)
 	if err := signals.Wire(cfg.Signals, a.placed, a.returned, a.done); err != nil {
 		return nil, err
 	}
@@ -377,6 +387,12 @@ func redisDescription(r config.Redis) string {
 func configCheck(cfg config.Config, stdout io.Writer) error {
 	placed, returned, done := newSignals()
 	lms.Register(nil, placed, returned)
+	hooks, err := newDeliveries(cfg)
+	if err != nil {
+		return err
+	}
+	hooks.Register(nil, placed, returned, done)
+	newCompleter(cfg).Register(nil, done)
 	sigs := []signals.Connector{placed, returned, done}
 	if err := signals.Wire(cfg.Signals, sigs...); err != nil {
 		return err
@@ -395,5 +411,9 @@ func configCheck(cfg config.Config, stdout io.Writer) error {
 		}
 	}
 	printIntegrations(cfg, stdout)
+	printWebhooks(cfg, stdout)
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stdout, "warning:", w)
+	}
 	return nil
 }

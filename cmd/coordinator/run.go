@@ -25,6 +25,8 @@ commands:
   migrate        apply the SQL migrations to database.url (idempotent)
   sites list|add|update|remove
                  manage LMS sites in the database (coordinator sites help)
+  webhooks ping NAME
+                 send one signed test delivery to subscriber NAME and print the outcome
   version        print version and build information
 
 --config defaults to $COORDINATOR_CONFIG, else configs/coordinator.yaml.
@@ -68,6 +70,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrate(ctx, cfg, stdout)
 	case rest[0] == "sites":
 		return sitesCommand(ctx, cfg, rest[1:], getenv, stdout)
+	case rest[0] == "webhooks":
+		return webhooksCommand(ctx, cfg, rest[1:], stdout)
 	case cmd == "api", cmd == "worker", cmd == "all":
 		return serve(ctx, cfg, rest[0], stderr)
 	default:

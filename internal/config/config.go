@@ -37,6 +37,8 @@ type Config struct {
 	Signals         map[string][]string `yaml:"signals"`
 	// Integrations are the shops posting webhooks (SPEC §10; integrations.go).
 	Integrations []Integration `yaml:"integrations"`
+	// Webhooks are the subscribers (SPEC §11; webhooks.go).
+	Webhooks []Webhook `yaml:"webhooks"`
 
 	dev      bool     // COORDINATOR_DEV=1: development secrets accepted
 	warnings []string // problems worth logging that do not stop the process
@@ -195,6 +197,7 @@ const DefaultRedisURL = "redis://127.0.0.1:6379/2"
 
 // normalize fills in what depends on other keys once the file is decoded.
 func (c *Config) normalize() {
+	c.normalizeWebhooks()
 	if c.Redis.URL == "" && c.Redis.Sentinel == nil && c.Redis.Cluster == nil {
 		c.Redis.URL = DefaultRedisURL
 	}
@@ -374,7 +377,7 @@ var secretKeys = map[string]bool{
 	"admin.basic_auth[].password_bcrypt": true, "database.secret_key": true, "database.url": true,
 	"redis.url": true, "redis.sentinel.password": true, "redis.sentinel.sentinel_password": true,
 	"integrations[].secrets[]": true, "integrations[].api_key": true, "integrations[].consumer_secret": true,
-	"redis.cluster.password": true,
+	"redis.cluster.password": true, "webhooks[].secrets[]": true, "webhooks[].url": true,
 }
 
 var listIndex = regexp.MustCompile(`\[\d+\]`)
@@ -672,7 +675,10 @@ func (c *Config) Validate() error {
 	if err := c.validateTiers(); err != nil {
 		return err
 	}
-	return c.validateIntegrations()
+	if err := c.validateIntegrations(); err != nil {
+		return err
+	}
+	return c.validateWebhooks()
 }
 
 func (r Redis) validate() error {

@@ -52,6 +52,10 @@ type Ref struct {
 	AcceptedAt  time.Time `json:"accepted_at"`
 	// ReturnedAt is a return's time of refund, as the shop gave it.
 	ReturnedAt time.Time `json:"returned_at,omitzero"`
+	// Event names one of a line's several tasks of one kind (a subscriber's
+	// deliveries: one per event of the line); empty for the kinds that have
+	// one task per line (enroll, unenroll).
+	Event string `json:"event,omitempty"`
 }
 
 // Key is the line the reference names.
@@ -159,6 +163,9 @@ type Task struct {
 	UpdatedAt     time.Time  `json:"updated_at"`
 	FinishedAt    *time.Time `json:"finished_at"`
 	NextAttemptAt *time.Time `json:"next_attempt_at"`
+	// Event is, for a kind with a task per event of the line (a
+	// subscriber's deliveries), the event this task is for.
+	Event string `json:"event,omitempty"`
 	// Ref is the line the task is for; it is not part of the task's JSON,
 	// which is always shown inside its line.
 	Ref Ref `json:"-"`
@@ -216,4 +223,6 @@ type Completed struct {
 	FinishedAt  time.Time `json:"finished_at"`
 	// ReturnedAt is the shop's time of refund, for a returned line.
 	ReturnedAt *time.Time `json:"returned_at,omitempty"`
+	// Integration is the shop integration the line came from, if any.
+	Integration string `json:"integration,omitempty"`
 }

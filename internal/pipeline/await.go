@@ -31,7 +31,7 @@ func (a awaitErr) Permanent() bool { return false }
 // worker.retry.max_attempts (the queue's longest retry delay still bounds
 // in). The handler decides when waiting is over (an error that is not a wait).
 func AwaitAccount(err error, in time.Duration) error {
-	return holdErr{awaitErr{err: err, in: in}}
+	return holdErr{err: awaitErr{err: err, in: in}}
 }
 
 // IsAwaitingAccount reports whether err was marked by AwaitAccount.

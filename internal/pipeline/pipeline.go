@@ -43,6 +43,21 @@ type Kind struct {
 	// Handle performs one attempt. A nil error is success; an error is
 	// retried unless IsPermanent says otherwise, after RetryIn when set.
 	Handle func(ctx context.Context, j Job) error
+	// Aside marks a kind whose tasks serve a line without being one of its
+	// flows (a subscriber's deliveries): they are listed with the line but
+	// never make its state, nothing cancels them, and they send no
+	// fulfillment_completed. Such a kind may have several tasks per line,
+	// one per event (fulfillment.Ref.Event).
+	Aside bool
+	// Behind, when set, names the tasks a job must not overtake: while one
+	// of open may still run (queued, running, retrying), or one of running
+	// runs, the attempt is put back without counting one (a subscriber's
+	// delivery waits for the line's earlier events).
+	Behind func(j Job) (open, running []string)
+	// Slots, when positive, bounds this kind's tasks running at once in
+	// one process: a task that finds none free waits in the queue (a slow
+	// subscriber never takes the worker slots other kinds need).
+	Slots int
 }
 
 // Job is one task of one line: its kind, its id and its payload (JSON whose
@@ -64,10 +79,21 @@ type Entry struct {
 // same id, which is what makes repeats idempotent.
 func TaskID(kind string, k fulfillment.Key) string { return kind + "_" + Digest(k) }
 
+// JobID is the id of the task a reference names: TaskID, and for a kind with
+// one task per event of the line, a digest of the line and the event.
+func JobID(kind string, r fulfillment.Ref) string {
+	if r.Event == "" {
+		return TaskID(kind, r.Key())
+	}
+	return kind + "_" + digest(r.Site, r.OrderNumber, r.CourseID, r.Event)
+}
+
 // Digest is a line's digest, the part of its task ids after the kind.
-func Digest(k fulfillment.Key) string {
+func Digest(k fulfillment.Key) string { return digest(k.Site, k.OrderNumber, k.CourseID) }
+
+func digest(parts ...string) string {
 	h := sha256.New()
-	for _, s := range []string{k.Site, k.OrderNumber, k.CourseID} {
+	for _, s := range parts {
 		h.Write([]byte(s))
 		h.Write([]byte{0}) // no field contains NUL, so the join is unambiguous
 	}
@@ -124,7 +150,10 @@ func Permanent(err error) error { return permanentErr{err} }
 
 // holdErr marks a failure of Coordinator's own stores (Redis, PostgreSQL)
 // or a wait for another task: retried without counting as an attempt.
-type holdErr struct{ err error }
+type holdErr struct {
+	err  error
+	wait bool // a routine wait (Wait): neither logged above debug nor measured
+}
 
 func (h holdErr) Error() string { return h.err.Error() }
 func (h holdErr) Unwrap() error { return h.err }
@@ -137,7 +166,23 @@ func Hold(err error) error {
 	if err == nil || IsHold(err) {
 		return err
 	}
-	return holdErr{err}
+	return holdErr{err: err}
+}
+
+// Wait marks err as a routine wait (for a line's earlier task, for a free
+// slot): held like Hold, and logged at debug level only, without a metric,
+// since a backlog waits many times.
+func Wait(err error) error {
+	if err == nil {
+		return nil
+	}
+	return holdErr{err, true}
+}
+
+// isWait reports whether err was marked by Wait.
+func isWait(err error) bool {
+	var h holdErr
+	return errors.As(err, &h) && h.wait
 }
 
 // IsHold reports whether err was marked by Hold.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -110,8 +111,8 @@ type fakeLedger struct {
 
 func newFakeLedger() *fakeLedger { return &fakeLedger{rows: map[string]Entry{}} }
 
-func rowKey(kind string, k fulfillment.Key) string {
-	return kind + "|" + k.Site + "|" + k.OrderNumber + "|" + k.CourseID
+func rowKey(kind string, k fulfillment.Key, event ...string) string {
+	return kind + "|" + k.Site + "|" + k.OrderNumber + "|" + k.CourseID + "|" + strings.Join(event, "")
 }
 
 func (l *fakeLedger) Accept(_ context.Context, j Job) (string, bool, error) {
@@ -120,7 +121,7 @@ func (l *fakeLedger) Accept(_ context.Context, j Job) (string, bool, error) {
 	if l.down {
 		return "", false, fmt.Errorf("postgres: %w", fulfillment.ErrUnavailable)
 	}
-	k := rowKey(j.Kind, j.Ref.Key())
+	k := rowKey(j.Kind, j.Ref.Key(), j.Ref.Event)
 	if e, ok := l.rows[k]; ok && e.Task.State != fulfillment.StateFailed {
 		return e.Job.ID, false, nil
 	}
@@ -129,26 +130,27 @@ func (l *fakeLedger) Accept(_ context.Context, j Job) (string, bool, error) {
 	return j.ID, true, nil
 }
 
-func (l *fakeLedger) update(kind string, k fulfillment.Key, f func(*fulfillment.Task)) error {
+func (l *fakeLedger) update(j Job, f func(*fulfillment.Task)) error {
+	kind, k := j.Kind, j.Ref.Key()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.down {
 		return errors.New("postgres down")
 	}
-	e, ok := l.rows[rowKey(kind, k)]
+	e, ok := l.rows[rowKey(kind, k, j.Ref.Event)]
 	if ok {
 		f(&e.Task)
-		l.rows[rowKey(kind, k)] = e
+		l.rows[rowKey(kind, k, j.Ref.Event)] = e
 	}
 	return nil
 }
 
-func (l *fakeLedger) Started(_ context.Context, kind string, k fulfillment.Key) error {
-	return l.update(kind, k, func(t *fulfillment.Task) { t.State, t.Attempts = fulfillment.StateRunning, t.Attempts+1 })
+func (l *fakeLedger) Started(_ context.Context, j Job) error {
+	return l.update(j, func(t *fulfillment.Task) { t.State, t.Attempts = fulfillment.StateRunning, t.Attempts+1 })
 }
 
-func (l *fakeLedger) Finished(_ context.Context, kind string, k fulfillment.Key, s fulfillment.State, lastErr string) error {
-	return l.update(kind, k, func(t *fulfillment.Task) { t.State, t.LastError = s, lastErr })
+func (l *fakeLedger) Finished(_ context.Context, j Job, s fulfillment.State, lastErr string) error {
+	return l.update(j, func(t *fulfillment.Task) { t.State, t.LastError = s, lastErr })
 }
 
 func (l *fakeLedger) Find(_ context.Context, kind string, k fulfillment.Key) (fulfillment.Task, bool, error) {
@@ -698,7 +700,7 @@ func (l *fakeLedger) OldestOpen(context.Context) (time.Time, bool, error) {
 	var at time.Time
 	ok := false
 	for _, e := range l.rows {
-		if e.Task.State.Open() && (!ok || e.Task.AcceptedAt.Before(at)) {
+		if e.Task.State.Open() && e.Job.Ref.Event == "" && (!ok || e.Task.AcceptedAt.Before(at)) {
 			at, ok = e.Task.AcceptedAt, true
 		}
 	}

@@ -139,7 +139,7 @@ func (s *Service) States() []fulfillment.State {
 	states := []fulfillment.State{fulfillment.StateQueued, fulfillment.StateRunning, fulfillment.StateRetrying,
 		fulfillment.StateAwaitingAccount, fulfillment.StateFailed, fulfillment.StateCanceled}
 	for _, k := range s.o.Kinds.All() {
-		if !slices.Contains(states, k.Done) {
+		if !k.Aside && !slices.Contains(states, k.Done) { // an aside's is never a line's
 			states = append(states, k.Done)
 		}
 	}
@@ -476,13 +476,15 @@ func (s *Service) job(ctx context.Context, t fulfillment.Task) (Job, error) {
 // OldestOpen reports when the oldest line that may still run (queued,
 // running or retrying, whatever its place in the queue) was accepted; ok is
 // false when there is none. A line awaiting its learner's account is not
-// counted: it waits for a person, for up to 30 days, and is not stuck.
+// counted: it waits for a person, for up to 30 days, and is not stuck. Nor
+// are tasks of events (a subscriber's deliveries): they are not lines, and a
+// subscriber that is down does not make a line look stuck.
 func (s *Service) OldestOpen(ctx context.Context) (at time.Time, ok bool, err error) {
 	if s.o.Ledger != nil {
 		return s.o.Ledger.OldestOpen(ctx)
 	}
 	_, err = s.o.Queue.Scan(ctx, ScanOptions{OpenOnly: true, Max: MaxScan}, func(e Entry) error {
-		if e.Task.State == fulfillment.StateAwaitingAccount {
+		if e.Task.State == fulfillment.StateAwaitingAccount || e.Job.Ref.Event != "" {
 			return nil
 		}
 		if a := e.Task.AcceptedAt; !a.IsZero() && (!ok || a.Before(at)) {

@@ -31,7 +31,7 @@ func problemLines(t *testing.T, s *Service, q *fakeQueue, l *fakeLedger, n int) 
 		id := TaskID(kind, r.Key())
 		q.set(id, st)
 		if l != nil {
-			if err := l.update(kind, r.Key(), func(t *fulfillment.Task) { t.State = st }); err != nil {
+			if err := l.update(Job{Kind: kind, Ref: r}, func(t *fulfillment.Task) { t.State = st }); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
@@ -29,8 +30,15 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	if !ok {
 		return fulfillment.StateFailed, Permanent(fmt.Errorf("unknown task kind %q", j.Kind))
 	}
+	// A task that must wait (for a line's earlier task, for a free slot)
+	// goes back to the queue before it counts as an attempt anywhere.
+	release, err := s.admit(ctx, k, j, a.Last)
+	if err != nil {
+		return s.notAdmitted(ctx, j, a, err)
+	}
+	defer release()
 	start := time.Now()
-	s.record(ctx, j, func(ctx context.Context, l Ledger) error { return l.Started(ctx, j.Kind, j.Ref.Key()) })
+	s.record(ctx, j, func(ctx context.Context, l Ledger) error { return l.Started(ctx, j) })
 	state, err := s.run(ctx, k, j)
 	if err != nil && ctx.Err() != nil {
 		// Shut down or timed out mid-attempt: asynq runs the task again.
@@ -53,12 +61,19 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	case fulfillment.StateFailed:
 		level = slog.LevelError
 	}
+	wait := state == fulfillment.StateRetrying && isWait(err)
+	if wait {
+		level = slog.LevelDebug
+	}
 	if s.o.Logger.Enabled(ctx, level) {
 		attrs := []slog.Attr{slog.String("task_id", j.ID), slog.String("kind", j.Kind),
 			slog.String("state", s.outcome(k, state)), slog.String("order_number", j.Ref.OrderNumber),
 			slog.String("course_id", j.Ref.CourseID), slog.String("site", j.Ref.Site),
 			slog.String("request_id", j.Ref.RequestID), slog.Int("attempt", a.Number),
 			slog.Int64("duration_ms", time.Since(start).Milliseconds())}
+		if j.Ref.Event != "" {
+			attrs = append(attrs, slog.String("event", j.Ref.Event))
+		}
 		if j.Ref.Email != "" { // personal data: masked in logs (docs/security.md)
 			attrs = append(attrs, slog.String("learner_email", fulfillment.MaskEmail(j.Ref.Email)))
 		}
@@ -67,11 +82,13 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		}
 		s.o.Logger.LogAttrs(ctx, level, "task_attempt", attrs...)
 	}
-	s.o.Observer.Task(j.Kind, s.outcome(k, state), a.Number)
+	if !wait {
+		s.o.Observer.Task(j.Kind, s.outcome(k, state), a.Number)
+	}
 	s.record(ctx, j, func(ctx context.Context, l Ledger) error {
-		return l.Finished(ctx, j.Kind, j.Ref.Key(), state, lastErr)
+		return l.Finished(ctx, j, state, lastErr)
 	})
-	if (state == fulfillment.StateDone || state == fulfillment.StateFailed) && s.o.Completed != nil {
+	if (state == fulfillment.StateDone || state == fulfillment.StateFailed) && s.o.Completed != nil && !k.Aside {
 		final := state
 		if state == fulfillment.StateDone {
 			final = k.Done
@@ -81,6 +98,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 			Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username, Email: j.Ref.Email},
 			Kind:    j.Kind, State: final, Attempts: a.Number, LastError: lastErr, TaskID: j.ID,
 			RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
+			Integration: j.Ref.Integration,
 		}
 		if final == fulfillment.StateReturned && !j.Ref.ReturnedAt.IsZero() {
 			r := j.Ref.ReturnedAt
@@ -135,6 +153,116 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 		return fulfillment.StateRetrying, err
 	}
 	return fulfillment.StateDone, nil
+}
+
+// admit lets a task of a kind with Behind or Slots run, or says why it must
+// wait; release frees its slot. On a task's last attempt it waits here
+// instead (up to WaitMax for Behind): the queue ends a task put back at its
+// last attempt, wait or not.
+func (s *Service) admit(ctx context.Context, k Kind, j Job, last bool) (release func(), err error) {
+	release = func() {}
+	// The slot first: it costs nothing to check, Behind costs look-ups.
+	if sem, ok := s.slots[k.Name]; ok {
+		if last {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return nil, Wait(busyErr{k.Name})
+			}
+		} else {
+			select {
+			case sem <- struct{}{}:
+			default:
+				return nil, Wait(busyErr{k.Name})
+			}
+		}
+		release = func() { <-sem }
+	}
+	if k.Behind == nil {
+		return release, nil
+	}
+	deadline := time.Now().Add(s.o.WaitMax)
+	for {
+		err := s.behind(ctx, k, j)
+		var b behindErr
+		if err == nil {
+			return release, nil
+		}
+		if !last || !errors.As(err, &b) || time.Now().After(deadline) {
+			release()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			release()
+			return nil, err
+		case <-time.After(s.o.WaitPoll):
+		}
+	}
+}
+
+// notAdmitted puts a task that may not run yet back, without an attempt:
+// a wait is logged at debug level and not measured; a failure of our
+// stores while checking is held and logged as a warning.
+func (s *Service) notAdmitted(ctx context.Context, j Job, a Attempt, err error) (fulfillment.State, error) {
+	var b behindErr
+	if errors.As(err, &b) {
+		err = Wait(err)
+	}
+	level := slog.LevelDebug
+	if !isWait(err) {
+		err, level = Hold(err), slog.LevelWarn
+	}
+	if a.Last {
+		// The queue ends the task now whatever it is told: it failed,
+		// and the ledger says so.
+		err, level = Permanent(fmt.Errorf("still not admitted at the last attempt: %w", err)), slog.LevelError
+		s.record(ctx, j, func(ctx context.Context, l Ledger) error {
+			return l.Finished(ctx, j, fulfillment.StateFailed, err.Error())
+		})
+		s.o.Observer.Task(j.Kind, string(fulfillment.StateFailed), a.Number)
+	}
+	if s.o.Logger.Enabled(ctx, level) {
+		s.o.Logger.LogAttrs(ctx, level, "task_waits", slog.String("task_id", j.ID), slog.String("kind", j.Kind),
+			slog.String("event", j.Ref.Event), slog.String("order_number", j.Ref.OrderNumber),
+			slog.String("request_id", j.Ref.RequestID), slog.Int("attempt", a.Number), slog.String("err", err.Error()))
+	}
+	if a.Last {
+		return fulfillment.StateFailed, err
+	}
+	return fulfillment.StateRetrying, err
+}
+
+// busyErr is the wait of a task whose kind has no free slot: 2 to 10 s,
+// spread, so that a backlog of thousands costs the worker little.
+type busyErr struct{ kind string }
+
+func (b busyErr) Error() string          { return "all " + b.kind + " slots busy in this process" }
+func (b busyErr) RetryIn() time.Duration { return 2*time.Second + rand.N(8*time.Second) }
+
+// behindErr is the retry of a task that must not overtake another one yet;
+// it asks for a short delay, so that a line's events follow each other
+// closely once the earlier one is through.
+type behindErr struct{ id string }
+
+func (e behindErr) Error() string          { return "waiting for task " + e.id }
+func (e behindErr) RetryIn() time.Duration { return time.Second }
+
+// behind checks, with the queue's view of each task, that none of the tasks
+// the job must not overtake (Kind.Behind) may still run, or runs.
+func (s *Service) behind(ctx context.Context, k Kind, j Job) error {
+	open, running := k.Behind(j)
+	for i, id := range append(open, running...) {
+		e, found, err := s.o.Queue.Task(ctx, id)
+		switch {
+		case err != nil:
+			return err
+		case !found:
+		case e.Task.State == fulfillment.StateRunning, i < len(open) && e.Task.State.Open():
+			return behindErr{id}
+		}
+	}
+	return nil
 }
 
 // exists reports whether the line has a task of the kind: in the ledger,
@@ -271,7 +399,7 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 			}
 			res.Requeued++
 		case !q.Task.State.Open():
-			if err := s.o.Ledger.Finished(ctx, e.Job.Kind, e.Job.Ref.Key(), q.Task.State, q.Task.LastError); err != nil {
+			if err := s.o.Ledger.Finished(ctx, e.Job, q.Task.State, q.Task.LastError); err != nil {
 				return err
 			}
 			res.Synced++

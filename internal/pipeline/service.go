@@ -60,11 +60,13 @@ type Ledger interface {
 	// task in effect for the line and kind, and whether it must be queued:
 	// true for a new task and for one that had failed (which it reopens).
 	Accept(ctx context.Context, j Job) (id string, fresh bool, err error)
-	// Started records the beginning of an attempt.
-	Started(ctx context.Context, kind string, k fulfillment.Key) error
-	// Finished records a task's new state.
-	Finished(ctx context.Context, kind string, k fulfillment.Key, state fulfillment.State, lastError string) error
-	// Find reads a line's task of a kind; found is false when there is none.
+	// Started records the beginning of an attempt of a job's task (its
+	// line, kind and event).
+	Started(ctx context.Context, j Job) error
+	// Finished records a job's task's new state.
+	Finished(ctx context.Context, j Job, state fulfillment.State, lastError string) error
+	// Find reads a line's task of a kind (of no event); found is false when
+	// there is none.
 	Find(ctx context.Context, kind string, k fulfillment.Key) (t fulfillment.Task, found bool, err error)
 	// Order reads every task of an order.
 	Order(ctx context.Context, site, orderNumber string) ([]Entry, error)
@@ -77,9 +79,9 @@ type Ledger interface {
 	TryLock(ctx context.Context) (release func(), ok bool, err error)
 	// Lines reads a page of lines, newest first (see LedgerQuery).
 	Lines(ctx context.Context, q LedgerQuery) ([]LedgerLine, error)
-	// OldestOpen reports when the oldest task that may still run, other
-	// than one awaiting an account, was accepted; ok is false when there is
-	// none.
+	// OldestOpen reports when the oldest task of no event (a line's flow,
+	// not a delivery) that may still run, other than one awaiting an
+	// account, was accepted; ok is false when there is none.
 	OldestOpen(ctx context.Context) (at time.Time, ok bool, err error)
 }
 
@@ -121,7 +123,8 @@ type Options struct {
 
 // Service runs the pipeline. It is safe for concurrent use.
 type Service struct {
-	o Options
+	o     Options
+	slots map[string]chan struct{} // per kind with Slots
 }
 
 // New returns a Service.
@@ -141,7 +144,13 @@ func New(o Options) *Service {
 	if o.Settle <= 0 {
 		o.Settle = 10 * time.Second
 	}
-	return &Service{o: o}
+	s := &Service{o: o, slots: map[string]chan struct{}{}}
+	for _, k := range o.Kinds.All() {
+		if k.Slots > 0 {
+			s.slots[k.Name] = make(chan struct{}, k.Slots)
+		}
+	}
+	return s
 }
 
 // Accept records and queues a line's task of a kind and returns its task id.
@@ -158,7 +167,7 @@ func (s *Service) Accept(ctx context.Context, kind string, ref fulfillment.Ref, 
 	if err != nil {
 		return "", fmt.Errorf("accept %s: encode payload: %w", kind, err)
 	}
-	j := Job{Kind: kind, ID: TaskID(kind, ref.Key()), Ref: ref, Payload: b}
+	j := Job{Kind: kind, ID: JobID(kind, ref), Ref: ref, Payload: b}
 	if s.o.Ledger == nil {
 		// Without a ledger, a task canceled by another kind's is not queued
 		// once that task exists (checked in the enqueue's own round trip);
@@ -211,10 +220,16 @@ func (s *Service) entries(ctx context.Context, site, orderNumber string) (ledger
 	}
 	known := make(map[string]bool, len(ledgered))
 	for _, e := range ledgered {
-		known[e.Job.Kind+"\x00"+e.Job.Ref.CourseID] = true
+		known[taskOf(e.Job)] = true
 	}
-	queued = slices.DeleteFunc(queued, func(e Entry) bool { return known[e.Job.Kind+"\x00"+e.Job.Ref.CourseID] })
+	queued = slices.DeleteFunc(queued, func(e Entry) bool { return known[taskOf(e.Job)] })
 	return ledgered, queued, nil
+}
+
+// taskOf names a job's task whatever its id: line, kind and event (a task
+// queued before the ledger was configured may have a legacy id).
+func taskOf(j Job) string {
+	return j.Kind + "\x00" + j.Ref.CourseID + "\x00" + j.Ref.Event
 }
 
 // Lines reports every line of an order; fulfillment.ErrNotFound when none.
@@ -255,9 +270,16 @@ func (s *Service) rank(e Entry) int {
 	return k.Rank
 }
 
-// line summarises a line's tasks, sorted by rank, from the last one.
+// line summarises a line's tasks, sorted by rank, from the last one that is
+// not an aside (a line known only by asides reports the last of them).
 func (s *Service) line(es []Entry) fulfillment.Line {
 	top := es[len(es)-1].Task
+	for _, e := range slices.Backward(es) {
+		if k, _ := s.o.Kinds.Get(e.Job.Kind); !k.Aside {
+			top = e.Task
+			break
+		}
+	}
 	l := fulfillment.Line{
 		CourseID: es[0].Job.Ref.CourseID, CourseMode: es[0].Job.Ref.CourseMode,
 		State: top.State, Attempts: top.Attempts, LastError: top.LastError, TaskID: top.TaskID,
@@ -265,6 +287,7 @@ func (s *Service) line(es []Entry) fulfillment.Line {
 	}
 	for _, e := range es {
 		t := e.Task
+		t.Event = e.Job.Ref.Event
 		k, _ := s.o.Kinds.Get(e.Job.Kind)
 		if t.State == fulfillment.StateDone {
 			switch k.Done {

@@ -22,11 +22,11 @@ func TestLedgerAwaitingAccount(t *testing.T) {
 	if _, _, err := l.Accept(ctx, ledgerJob(t, "enroll", o)); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Started(ctx, "enroll", key); err != nil {
+	if err := l.Started(ctx, pipeline.Job{Kind: "enroll", Ref: o.Ref()}); err != nil {
 		t.Fatal(err)
 	}
 	const waiting = "awaiting_account: no LMS account for new@example.com yet"
-	if err := l.Finished(ctx, "enroll", key, fulfillment.StateAwaitingAccount, waiting); err != nil {
+	if err := l.Finished(ctx, pipeline.Job{Kind: "enroll", Ref: o.Ref()}, fulfillment.StateAwaitingAccount, waiting); err != nil {
 		t.Fatalf("finished awaiting_account: %v (is migration 0004 applied?)", err)
 	}
 	got, _, err := l.Find(ctx, "enroll", key)
@@ -49,10 +49,10 @@ func TestLedgerAwaitingAccount(t *testing.T) {
 		t.Errorf("repeat while awaiting: fresh %v %v, want not fresh", fresh, err)
 	}
 	// The look that finds the account ends it.
-	if err := l.Started(ctx, "enroll", key); err != nil {
+	if err := l.Started(ctx, pipeline.Job{Kind: "enroll", Ref: o.Ref()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Finished(ctx, "enroll", key, fulfillment.StateDone, ""); err != nil {
+	if err := l.Finished(ctx, pipeline.Job{Kind: "enroll", Ref: o.Ref()}, fulfillment.StateDone, ""); err != nil {
 		t.Fatal(err)
 	}
 	if got, _, _ := l.Find(ctx, "enroll", key); got.State != fulfillment.StateDone || got.FinishedAt == nil || got.Attempts != 1 {

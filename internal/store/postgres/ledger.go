@@ -16,7 +16,7 @@ import (
 )
 
 // Ledger is the fulfillment ledger: one row per task of a line, that is per
-// (site, order number, course, kind). It implements pipeline.Ledger.
+// (site, order number, course, kind, event). It implements pipeline.Ledger.
 type Ledger struct {
 	pool    *pgxpool.Pool
 	lockKey int64
@@ -43,16 +43,16 @@ func (l *Ledger) Accept(ctx context.Context, j pipeline.Job) (string, bool, erro
 	var id string
 	err := l.pool.QueryRow(ctx, `
 		INSERT INTO fulfillment_lines
-			(site, order_number, course_id, kind, lms_user_id, username, mode, state, request_id, task_id, payload)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10)
-		ON CONFLICT (site, order_number, course_id, kind) DO UPDATE SET
+			(site, order_number, course_id, kind, lms_user_id, username, mode, state, request_id, task_id, payload, event)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11)
+		ON CONFLICT (site, order_number, course_id, kind, event) DO UPDATE SET
 			state = 'queued', last_error = '', lms_user_id = EXCLUDED.lms_user_id, username = EXCLUDED.username,
 			mode = EXCLUDED.mode, request_id = EXCLUDED.request_id, payload = EXCLUDED.payload, updated_at = now(),
 			finished_at = NULL
 		WHERE fulfillment_lines.state = 'failed'
 		RETURNING task_id`,
 		j.Ref.Site, j.Ref.OrderNumber, j.Ref.CourseID, j.Kind, j.Ref.LMSUserID, j.Ref.Username, j.Ref.CourseMode,
-		j.Ref.RequestID, j.ID, j.Payload,
+		j.Ref.RequestID, j.ID, j.Payload, j.Ref.Event,
 	).Scan(&id)
 	switch {
 	case err == nil:
@@ -62,8 +62,8 @@ func (l *Ledger) Accept(ctx context.Context, j pipeline.Job) (string, bool, erro
 	}
 	// It exists and is not failed: answer with its id.
 	err = l.pool.QueryRow(ctx, `SELECT task_id FROM fulfillment_lines
-		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4`,
-		j.Ref.Site, j.Ref.OrderNumber, j.Ref.CourseID, j.Kind).Scan(&id)
+		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4 AND event = $5`,
+		j.Ref.Site, j.Ref.OrderNumber, j.Ref.CourseID, j.Kind, j.Ref.Event).Scan(&id)
 	if err != nil {
 		return "", false, unavailable("accept "+j.ID, err)
 	}
@@ -71,10 +71,12 @@ func (l *Ledger) Accept(ctx context.Context, j pipeline.Job) (string, bool, erro
 }
 
 // Started records the beginning of an attempt.
-func (l *Ledger) Started(ctx context.Context, kind string, k fulfillment.Key) error {
+func (l *Ledger) Started(ctx context.Context, j pipeline.Job) error {
+	k := j.Ref.Key()
 	_, err := l.pool.Exec(ctx, `
 		UPDATE fulfillment_lines SET state = 'running', attempts = attempts + 1, updated_at = now()
-		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4`, k.Site, k.OrderNumber, k.CourseID, kind)
+		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4 AND event = $5`,
+		k.Site, k.OrderNumber, k.CourseID, j.Kind, j.Ref.Event)
 	if err != nil {
 		return fmt.Errorf("ledger start %s: %w", k.OrderNumber, err)
 	}
@@ -85,15 +87,16 @@ func (l *Ledger) Started(ctx context.Context, kind string, k fulfillment.Key) er
 // awaiting_account (whose attempt, counted by Started, is taken back: a look
 // for an account uses none) or failed.
 // A task already final is left alone: only a reopen (a retry) makes it open.
-func (l *Ledger) Finished(ctx context.Context, kind string, k fulfillment.Key, state fulfillment.State, lastError string) error {
+func (l *Ledger) Finished(ctx context.Context, j pipeline.Job, state fulfillment.State, lastError string) error {
+	k := j.Ref.Key()
 	_, err := l.pool.Exec(ctx, `
 		UPDATE fulfillment_lines SET state = $5, last_error = $6, updated_at = now(),
 			finished_at = CASE WHEN $5 IN ('done', 'canceled', 'failed') THEN now() ELSE finished_at END,
 			-- a look for a learner's account is not an attempt (as in the queue)
 			attempts = CASE WHEN $5 = 'awaiting_account' THEN greatest(attempts - 1, 0) ELSE attempts END
-		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4
+		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4 AND event = $7
 			AND state IN ('queued', 'running', 'retrying', 'awaiting_account')`,
-		k.Site, k.OrderNumber, k.CourseID, kind, string(state), lastError)
+		k.Site, k.OrderNumber, k.CourseID, j.Kind, string(state), lastError, j.Ref.Event)
 	if err != nil {
 		return fmt.Errorf("ledger finish %s: %w", k.OrderNumber, err)
 	}
@@ -144,10 +147,10 @@ func scanRowAfter(r pgx.CollectableRow, dest ...any) (row, error) {
 	return row{id, e}, nil
 }
 
-// Find reads a line's task of a kind.
+// Find reads a line's task of a kind (of no event).
 func (l *Ledger) Find(ctx context.Context, kind string, k fulfillment.Key) (fulfillment.Task, bool, error) {
 	rows, err := l.pool.Query(ctx, `SELECT `+entryColumns+` FROM fulfillment_lines
-		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4`, k.Site, k.OrderNumber, k.CourseID, kind)
+		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4 AND event = ''`, k.Site, k.OrderNumber, k.CourseID, kind)
 	if err != nil {
 		return fulfillment.Task{}, false, unavailable("find "+k.OrderNumber, err)
 	}
@@ -164,7 +167,7 @@ func (l *Ledger) Find(ctx context.Context, kind string, k fulfillment.Key) (fulf
 // Order reads every task of an order.
 func (l *Ledger) Order(ctx context.Context, site, orderNumber string) ([]pipeline.Entry, error) {
 	rows, err := l.pool.Query(ctx, `SELECT `+entryColumns+` FROM fulfillment_lines
-		WHERE site = $1 AND order_number = $2 ORDER BY course_id, kind`, site, orderNumber)
+		WHERE site = $1 AND order_number = $2 ORDER BY course_id, kind, id`, site, orderNumber)
 	if err != nil {
 		return nil, unavailable("order "+orderNumber, err)
 	}

@@ -78,12 +78,13 @@ func (l *Ledger) Lines(ctx context.Context, q pipeline.LedgerQuery) ([]pipeline.
 
 // OldestOpen reports when the oldest task that may still run was accepted,
 // leaving out tasks awaiting an account (they wait for a person; see
-// pipeline.Service.OldestOpen). Its states match the partial index
+// pipeline.Service.OldestOpen) and tasks of events (a subscriber's
+// deliveries are not lines). Its states match the partial index
 // fulfillment_lines_open_created.
 func (l *Ledger) OldestOpen(ctx context.Context) (time.Time, bool, error) {
 	var at *time.Time
 	err := l.pool.QueryRow(ctx, `SELECT min(created_at) FROM fulfillment_lines
-		WHERE state IN ('queued', 'running', 'retrying')`).Scan(&at)
+		WHERE state IN ('queued', 'running', 'retrying') AND event = ''`).Scan(&at)
 	if err != nil {
 		return time.Time{}, false, unavailable("oldest open line", err)
 	}

@@ -1,0 +1,90 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// whsec is a valid Standard Webhooks secret (32 bytes).
+const whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+func webhookEnv(k string) string {
+	if k == "CRM_SECRET" {
+		return whsec
+	}
+	return env(k)
+}
+
+func TestWebhooks(t *testing.T) {
+	cfg, err := Parse([]byte(minimal+`webhooks:
+  - name: crm
+    url: "https://127.0.0.1:9/hooks"
+    secrets: ["${CRM_SECRET}", "`+whsec+`"]
+    headers: {Authorization: "Bearer abc"}
+`), webhookEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := cfg.Webhooks[0]
+	if w.Secrets[0] != whsec || w.Timeout.D() != 10*time.Second || w.MaxConcurrency != DefaultWebhookMaxConcurrency {
+		t.Errorf("webhook %+v: want ${CRM_SECRET} expanded, timeout 10s and the default concurrency", w)
+	}
+	if got := cfg.WebhookReceivers(); len(got) != 1 || got[0] != "webhook.crm" {
+		t.Errorf("receivers %v, want [webhook.crm]", got)
+	}
+	if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "webhooks[0] (webhook.crm) is connected to no signal") {
+		t.Errorf("warnings %q, want one for a subscriber connected to nothing", w)
+	}
+}
+
+func TestWebhookRefusals(t *testing.T) {
+	tests := []struct{ name, entry, want string }{
+		{"bad name", `{name: "C-R-M", url: "http://127.0.0.1", secrets: ["` + whsec + `"]}`, "webhooks[0].name: must be"},
+		{"no secret", `{name: crm, url: "http://127.0.0.1", secrets: []}`, "webhooks[0].secrets: required"},
+		{"unset secret", `{name: crm, url: "http://127.0.0.1", secrets: ["${NOPE}"]}`, "webhooks[0].secrets[0]: must be a Standard Webhooks secret"},
+		{"not whsec", `{name: crm, url: "http://127.0.0.1", secrets: ["hunter2-hunter2-hunter2-hunter2"]}`, "webhooks[0].secrets[0]: must be a Standard Webhooks secret"},
+		{"not base64", `{name: crm, url: "http://127.0.0.1", secrets: ["whsec_!!!"]}`, "not base64"},
+		{"short key", `{name: crm, url: "http://127.0.0.1", secrets: ["whsec_c2hvcnQ="]}`, "24 to 64 bytes"},
+		{"bad url", `{name: crm, url: "ftp://127.0.0.1/x?token=s3cr3t", secrets: ["` + whsec + `"]}`, "webhooks[0].url: is not an absolute http(s) URL"},
+		{"no url", `{name: crm, secrets: ["` + whsec + `"]}`, "webhooks[0].url: required"},
+		{"timeout", `{name: crm, url: "http://127.0.0.1", secrets: ["` + whsec + `"], timeout: 2m}`, "webhooks[0].timeout: must be positive and at most 1m0s"},
+		{"signature header", `{name: crm, url: "http://127.0.0.1", secrets: ["` + whsec + `"], headers: {webhook-signature: x}}`, "webhooks[0].headers.webhook-signature: is set by Coordinator"},
+		{"content type", `{name: crm, url: "http://127.0.0.1", secrets: ["` + whsec + `"], headers: {Content-Type: text/plain}}`, "cannot be replaced"},
+		{"header line break", `{name: crm, url: "http://127.0.0.1", secrets: ["` + whsec + `"], headers: {X-A: "a\nb"}}`, "line breaks"},
+		{"duplicate", `{name: crm, url: "http://127.0.0.1", secrets: ["` + whsec + `"]}, {name: crm, url: "http://127.0.0.1", secrets: ["` + whsec + `"]}`, "webhooks[1].name: \"crm\" is listed twice"},
+		{"unknown key", `{name: crm, url: "http://127.0.0.1", secret: "x"}`, "webhooks[0].secret: unknown key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(minimal+"webhooks: ["+tt.entry+"]\n"), webhookEnv)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want %q", err, tt.want)
+			}
+			for _, secret := range []string{"s3cr3t", "hunter2", whsec} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error %q shows a secret", err)
+				}
+			}
+		})
+	}
+}
+
+// woocommerce.complete_order needs each WooCommerce store's REST API.
+func TestCompleteOrderNeedsTheStoreAPI(t *testing.T) {
+	base := minimal + `  fulfillment_completed: [woocommerce.complete_order]
+integrations:
+  - {name: woo, type: woocommerce, secrets: ["woo-secret-0123456789abcdef"]`
+	tests := []struct{ extra, want string }{
+		{`}`, "integrations[0].consumer_key: required: woocommerce.complete_order is connected"},
+		{`, consumer_key: ck, consumer_secret: "${NOPE}"}`, "integrations[0].consumer_secret:"},
+		{`, consumer_key: ck, consumer_secret: cs}`, "integrations[0].api_url: required"},
+		{`, consumer_key: ck, consumer_secret: cs, api_url: "https://127.0.0.1:9"}`, ""},
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(base+tt.extra+"\n"), webhookEnv)
+		if (tt.want == "" && err != nil) || (tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want))) {
+			t.Errorf("%s: error %v, want %q", tt.extra, err, tt.want)
+		}
+	}
+}

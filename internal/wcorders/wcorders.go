@@ -1,0 +1,236 @@
+// Package wcorders is the built-in receiver woocommerce.complete_order: once
+// every course line of an order from a WooCommerce integration is enrolled,
+// it marks the order completed in the shop through the WooCommerce REST API,
+// once per order.
+package wcorders
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/pipeline"
+	"github.com/openedx/coordinator/internal/signals"
+)
+
+// Names of the receiver, its task kind and task type, and the event that
+// names its one task per order.
+const (
+	Receiver = "woocommerce.complete_order"
+	Kind     = "woocommerce.complete_order"
+	TaskType = "woocommerce:complete_order"
+	Event    = "complete_order"
+)
+
+// StateCompleted is what the task reports once the shop's order is completed.
+const StateCompleted fulfillment.State = "order_completed"
+
+// Integration is one WooCommerce shop (an integration of type woocommerce).
+type Integration struct {
+	Name string // the integration's name: fulfillment.Ref.Integration of its lines
+	// BaseURL is the store's root, e.g. https://shop.example.com; the API is
+	// <BaseURL>/wp-json/wc/v3/.
+	BaseURL        string
+	ConsumerKey    string
+	ConsumerSecret string
+	// OrderPrefix is what the integration put before the shop's order id
+	// to make the order number.
+	OrderPrefix string
+	Site        string
+}
+
+// Options configure a Completer.
+type Options struct {
+	Integrations []Integration
+	Timeout      time.Duration     // per API call; default 30 s
+	Transport    http.RoundTripper // nil: a transport of its own
+}
+
+// Orders is what the completer needs of the pipeline: an order's lines, and
+// taking its task in.
+type Orders interface {
+	Lines(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error)
+	Accept(ctx context.Context, kind string, ref fulfillment.Ref, payload any) (string, error)
+}
+
+// Completer is the receiver and its task kind.
+type Completer struct {
+	shops  map[string]Integration
+	client *http.Client
+
+	mu     sync.RWMutex
+	orders Orders // set by Register
+}
+
+// New returns a completer for the integrations.
+func New(o Options) *Completer {
+	c := &Completer{shops: map[string]Integration{}}
+	for _, in := range o.Integrations {
+		c.shops[in.Name] = in
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	rt := o.Transport
+	if rt == nil {
+		rt = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	c.client = &http.Client{Transport: rt, Timeout: o.Timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return c
+}
+
+// Kind is the completion task: an aside of the order's first line (its one
+// task per order), not a flow of it.
+func (c *Completer) Kind() pipeline.Kind {
+	return pipeline.Kind{Name: Kind, TaskType: TaskType, Done: StateCompleted, Rank: 101, Aside: true, Handle: c.handle}
+}
+
+// Register makes the receiver available on fulfillment_completed; its task
+// reads the order's lines from orders.
+func (c *Completer) Register(orders Orders, completed *signals.Signal[fulfillment.Completed]) {
+	c.mu.Lock()
+	c.orders = orders
+	c.mu.Unlock()
+	completed.Register(Receiver, c.receive)
+}
+
+func (c *Completer) pipeline() (Orders, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.orders == nil {
+		return nil, errors.New("woocommerce.complete_order: not registered")
+	}
+	return c.orders, nil
+}
+
+// receive queues the order's completion when an enrollment of one of its
+// lines ended enrolled and every other course line is enrolled too, or
+// still running (two lines finishing at once both see the other running:
+// both queue the one task of the order, which waits for them).
+func (c *Completer) receive(ctx context.Context, done fulfillment.Completed) (string, error) {
+	if _, ok := c.shops[done.Integration]; !ok || done.State != fulfillment.StateEnrolled {
+		return "", nil // not a line of a WooCommerce shop, or not an enrollment
+	}
+	orders, err := c.pipeline()
+	if err != nil {
+		return "", err
+	}
+	lines, err := orders.Lines(ctx, done.Site, done.OrderNumber)
+	if err != nil {
+		return "", fmt.Errorf("complete order %s: %w", done.OrderNumber, err)
+	}
+	for _, l := range courseLines(lines) {
+		if l.CourseID != done.CourseID && l.State != fulfillment.StateEnrolled && l.State != fulfillment.StateRunning {
+			return "", nil // not the last line: its own enrollment queues the completion
+		}
+	}
+	first := courseLines(lines)[0]
+	ref := fulfillment.Ref{Site: done.Site, OrderNumber: done.OrderNumber, CourseID: first.CourseID, CourseMode: first.CourseMode,
+		LMSUserID: done.Learner.LMSUserID, Username: done.Learner.Username, Email: done.Learner.Email,
+		Integration: done.Integration, RequestID: done.RequestID, AcceptedAt: time.Now().UTC(), Event: Event}
+	return orders.Accept(ctx, Kind, ref, ref)
+}
+
+// courseLines are an order's lines with an enrollment (not those known only
+// by asides), sorted by course: the first one carries the order's task.
+func courseLines(lines []fulfillment.Line) []fulfillment.Line {
+	out := slices.DeleteFunc(slices.Clone(lines), func(l fulfillment.Line) bool {
+		return !slices.ContainsFunc(l.Tasks, func(t fulfillment.Task) bool { return t.Event == "" && t.Kind != Kind })
+	})
+	if len(out) == 0 {
+		return lines
+	}
+	return out
+}
+
+// notYet is a wait for a line still running.
+type notYet struct{ course string }
+
+func (n notYet) Error() string          { return "waiting for the enrollment in " + n.course }
+func (n notYet) RetryIn() time.Duration { return 2 * time.Second }
+
+// handle completes the order once every course line is enrolled.
+func (c *Completer) handle(ctx context.Context, j pipeline.Job) error {
+	shop, ok := c.shops[j.Ref.Integration]
+	if !ok {
+		return pipeline.Permanent(fmt.Errorf("complete order %s: integration %q is not a configured WooCommerce shop", j.Ref.OrderNumber, j.Ref.Integration))
+	}
+	id, ok := strings.CutPrefix(j.Ref.OrderNumber, shop.OrderPrefix)
+	if _, err := strconv.ParseUint(id, 10, 64); !ok || err != nil {
+		return pipeline.Permanent(fmt.Errorf("complete order %s: not %q and a WooCommerce order id", j.Ref.OrderNumber, shop.OrderPrefix))
+	}
+	orders, err := c.pipeline()
+	if err != nil {
+		return err
+	}
+	lines, err := orders.Lines(ctx, j.Ref.Site, j.Ref.OrderNumber)
+	if err != nil {
+		return fmt.Errorf("complete order %s: %w", j.Ref.OrderNumber, err)
+	}
+	for _, l := range courseLines(lines) {
+		switch l.State {
+		case fulfillment.StateEnrolled:
+		case fulfillment.StateRunning:
+			return pipeline.Wait(notYet{l.CourseID})
+		default:
+			// A line that is enrolled later queues this task again (an
+			// accept reopens a failed task).
+			return pipeline.Permanent(fmt.Errorf("complete order %s: %s is %s, not enrolled", j.Ref.OrderNumber, l.CourseID, l.State))
+		}
+	}
+	return c.complete(ctx, shop, id)
+}
+
+// complete PUTs the order's status. Completing a completed order changes
+// nothing in WooCommerce, so a retry after a lost answer is harmless.
+func (c *Completer) complete(ctx context.Context, shop Integration, id string) error {
+	u := strings.TrimRight(shop.BaseURL, "/") + "/wp-json/wc/v3/orders/" + url.PathEscape(id)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, bytes.NewReader([]byte(`{"status":"completed"}`)))
+	if err != nil {
+		return pipeline.Permanent(fmt.Errorf("complete order %s of %s: bad store URL", id, shop.Name))
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "Coordinator")
+	req.SetBasicAuth(shop.ConsumerKey, shop.ConsumerSecret)
+	resp, err := c.client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL
+		}
+		return fmt.Errorf("complete order %s of %s: %v", id, shop.Name, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	switch code := resp.StatusCode; {
+	case code >= 200 && code < 300:
+		return nil
+	case code == http.StatusTooManyRequests || code >= 500 || (code >= 300 && code < 400):
+		return fmt.Errorf("complete order %s of %s: WooCommerce answered %d", id, shop.Name, code)
+	default:
+		return pipeline.Permanent(fmt.Errorf("complete order %s of %s: WooCommerce answered %d%s", id, shop.Name, code, message(b)))
+	}
+}
+
+// message is WooCommerce's error message ({"code", "message"}), bounded.
+func message(b []byte) string {
+	var m struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(b, &m) != nil || m.Message == "" {
+		return ""
+	}
+	return ": " + strings.ToValidUTF8(m.Message[:min(len(m.Message), 200)], "")
+}
