@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -528,4 +529,57 @@ func TestPlan(t *testing.T) {
 		returns(Event{OrderID: "10", Returned: []Line{{CourseID: demoCourse, Mode: "verified"}}})); diff != "" {
 		t.Errorf("refund of an unknown line (-want +got):\n%s", diff)
 	}
+}
+
+// Finding 1: a line item's quantity is the number of seats it pays for;
+// learner emails beyond it get no seat and are noted (masked).
+func TestSeatsBoundedByQuantity(t *testing.T) {
+	check := func(t *testing.T, ev Event, err error, want []string) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, l := range ev.Placed {
+			got = append(got, l.CourseID+" "+l.Email)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("seats (-want +got):\n%s", diff)
+		}
+		if !strings.Contains(ev.Note, "no seat") || strings.Contains(ev.Note, "z@example.com") || !strings.Contains(ev.Note, "z***@example.com") {
+			t.Errorf("note %q: want the extra emails masked", ev.Note)
+		}
+	}
+	t.Run("woocommerce", func(t *testing.T) {
+		s := mustShop(t, Integration{Type: TypeWooCommerce, Products: wooProducts, LearnerEmailField: "Participant email"})
+		body := patch(t, wooPaid(t), func(m map[string]any) {
+			items := m["line_items"].([]any)
+			items[0].(map[string]any)["quantity"] = 1
+			items[0].(map[string]any)["meta_data"] = []any{map[string]any{"id": 1, "key": "Participant email", "value": "ana@example.com, z@example.com; y@example.com"}}
+			delete(items[1].(map[string]any), "quantity")
+			items[1].(map[string]any)["meta_data"] = []any{map[string]any{"id": 2, "key": "Participant email", "value": []any{
+				map[string]any{"_value": "cy@example.com"}, map[string]any{"_value": "z@example.com"}}}}
+		})
+		ev, err := s.Event(t.Context(), headers(HeaderWooTopic, "order.updated"), body)
+		check(t, ev, err, []string{demoCourse + " ana@example.com", otherCourse + " cy@example.com"})
+	})
+	t.Run("shopify", func(t *testing.T) {
+		s := mustShop(t, Integration{Type: TypeShopify, Products: wooProducts, LearnerEmailField: "Learner email"})
+		body := patch(t, shopifyPaid(t), func(m map[string]any) {
+			it := m["line_items"].([]any)[0].(map[string]any)
+			it["quantity"] = 2
+			it["properties"] = []any{map[string]any{"name": "Learner email", "value": "a@example.com,b@example.com,z@example.com"}}
+		})
+		ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "orders/paid"), body)
+		check(t, ev, err, []string{demoCourse + " a@example.com", demoCourse + " b@example.com", otherCourse + " jon@example.com"})
+	})
+	t.Run("stripe", func(t *testing.T) {
+		_, url := startStripe(t)
+		s := stripeShopFor(t, url, func(in *Integration) { in.LearnerEmailField = "learner_email" })
+		body := patch(t, fixture(t, "stripe-checkout.session.completed.json"), func(m map[string]any) {
+			m["data"].(map[string]any)["object"].(map[string]any)["metadata"] = map[string]any{"learner_email": "kid@example.com,z@example.com"}
+		})
+		ev, err := s.Event(t.Context(), nil, body)
+		check(t, ev, err, []string{demoCourse + " kid@example.com", otherCourse + " kid@example.com"})
+	})
 }

@@ -29,6 +29,7 @@ type shopifyItem struct {
 	SKU        string `json:"sku"`
 	ProductID  id     `json:"product_id"`
 	VariantID  id     `json:"variant_id"`
+	Quantity   int64  `json:"quantity"`
 	Properties []struct {
 		Name  string `json:"name"`
 		Value any    `json:"value"`
@@ -108,10 +109,11 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 	ev.At = at
 	buyer := firstNonEmpty(o.Email, o.ContactEmail, o.Customer.Email)
 	for _, it := range o.LineItems {
-		lines, err := sh.lines(it, buyer, true)
+		lines, note, err := sh.lines(it, buyer, true)
 		if err != nil {
 			return ev, err
 		}
+		ev.addNote(note)
 		ev.Placed = append(ev.Placed, lines...)
 	}
 	if len(ev.Placed) > maxSeats {
@@ -136,10 +138,11 @@ func (sh shopify) refund(ev Event, body []byte) (Event, error) {
 	}
 	ev.At, _ = parseShopTime(firstNonEmpty(r.ProcessedAt, r.CreatedAt))
 	for _, rl := range r.RefundLineItems {
-		lines, err := sh.lines(rl.LineItem, "", false)
+		lines, note, err := sh.lines(rl.LineItem, "", false)
 		if err != nil {
 			return ev, err
 		}
+		ev.addNote(note)
 		ev.Returned = append(ev.Returned, lines...)
 	}
 	switch {
@@ -153,10 +156,10 @@ func (sh shopify) refund(ev Event, body []byte) (Event, error) {
 	return ev, nil
 }
 
-func (sh shopify) lines(it shopifyItem, buyer string, needEmail bool) ([]Line, error) {
+func (sh shopify) lines(it shopifyItem, buyer string, needEmail bool) ([]Line, string, error) {
 	p, ok := sh.s.product(it.SKU, it.VariantID.String(), it.ProductID.String())
 	if !ok {
-		return nil, nil
+		return nil, "", nil
 	}
 	var participants []string
 	if f := sh.s.in.LearnerEmailField; f != "" {
@@ -166,7 +169,7 @@ func (sh shopify) lines(it shopifyItem, buyer string, needEmail bool) ([]Line, e
 			}
 		}
 	}
-	return seats(it.ID.String(), p, participants, buyer, needEmail)
+	return seats(it.ID.String(), p, participants, buyer, needEmail, it.Quantity)
 }
 
 func firstNonEmpty(ss ...string) string {

@@ -169,7 +169,8 @@ func (st stripeShop) event(ctx context.Context, _ http.Header, body []byte) (Eve
 	if f := st.s.in.LearnerEmailField; f != "" {
 		participants = splitEmails(cs.Metadata[f])
 	}
-	lines, found, err := st.sessionLines(ctx, cs.ID, participants, emails, true)
+	lines, note, found, err := st.sessionLines(ctx, cs.ID, participants, emails, true)
+	ev.addNote(note)
 	if err != nil {
 		return ev, err
 	}
@@ -212,7 +213,9 @@ func (st stripeShop) refund(ctx context.Context, ev Event, e stripeEvent) (Event
 	if err != nil || !found {
 		return ev, err
 	}
-	ev.Returned, _, err = st.sessionLines(ctx, id, nil, "", false)
+	var note string
+	ev.Returned, note, _, err = st.sessionLines(ctx, id, nil, "", false)
+	ev.addNote(note)
 	return ev, err
 }
 
@@ -232,7 +235,7 @@ func (st stripeShop) sessionOf(ctx context.Context, paymentIntent string) (strin
 // sessionLines reads a Checkout Session's line items with price.product
 // expanded and maps them to seats; found is false when Stripe does not
 // know the session.
-func (st stripeShop) sessionLines(ctx context.Context, session string, participants []string, buyer string, needEmail bool) (_ []Line, found bool, _ error) {
+func (st stripeShop) sessionLines(ctx context.Context, session string, participants []string, buyer string, needEmail bool) (_ []Line, note string, found bool, _ error) {
 	params := &stripe.CheckoutSessionListLineItemsParams{Session: stripe.String(session)}
 	params.Limit = stripe.Int64(100)
 	params.AddExpand("data.price.product")
@@ -241,25 +244,28 @@ func (st stripeShop) sessionLines(ctx context.Context, session string, participa
 	for li, err := range st.api.V1CheckoutSessions.ListLineItems(ctx, params) {
 		var se *stripe.Error
 		if errors.As(err, &se) && se.HTTPStatusCode == http.StatusNotFound {
-			return nil, false, nil
+			return nil, "", false, nil
 		}
 		if err != nil {
-			return nil, false, stripeErr("list line items of "+clip(session, 80), err)
+			return nil, "", false, stripeErr("list line items of "+clip(session, 80), err)
 		}
 		if n++; n > maxSeats {
-			return nil, false, badEvent("more than %d line items in one session", maxSeats)
+			return nil, "", false, badEvent("more than %d line items in one session", maxSeats)
 		}
 		p, ok := st.product(li)
 		if !ok {
 			continue
 		}
-		ls, err := seats(li.ID, p, participants, buyer, needEmail)
+		ls, n, err := seats(li.ID, p, participants, buyer, needEmail, li.Quantity)
 		if err != nil {
-			return nil, false, err
+			return nil, "", false, err
+		}
+		if n != "" {
+			note = joinNotes(note, n)
 		}
 		lines = append(lines, ls...)
 	}
-	return lines, true, nil
+	return lines, note, true, nil
 }
 
 // product maps a line item: the products map by price id, then product id;
