@@ -583,3 +583,41 @@ func TestSeatsBoundedByQuantity(t *testing.T) {
 		check(t, ev, err, []string{demoCourse + " kid@example.com", otherCourse + " kid@example.com"})
 	})
 }
+
+// Finding 2: X-Shopify-Topic is not signed. A signed body that is not an
+// order (a draft order, a checkout) replayed as orders/paid is refused, and
+// an order without financial_status is not paid on any topic.
+func TestShopifyTopicNotTrusted(t *testing.T) {
+	s := mustShop(t, Integration{Type: TypeShopify, Products: wooProducts})
+	var bad *BadEvent
+	for name, body := range map[string][]byte{
+		"draft order (no financial_status, no order_number)": patch(t, shopifyPaid(t), func(m map[string]any) {
+			delete(m, "financial_status")
+			delete(m, "order_number")
+			m["status"] = "completed"
+		}),
+		"checkout (no order_number)": patch(t, shopifyPaid(t), func(m map[string]any) { delete(m, "order_number") }),
+		"financial_status null":      patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = nil }),
+	} {
+		for _, topic := range []string{"orders/paid", "orders/updated"} {
+			if ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, topic), body); !errors.As(err, &bad) || len(ev.Placed) != 0 {
+				t.Errorf("%s as %s: %+v %v, want BadEvent", name, topic, ev, err)
+			}
+		}
+	}
+	empty := patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = "" })
+	if ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "orders/paid"), empty); err != nil || ev.Ignored == "" || len(ev.Placed) != 0 {
+		t.Errorf("orders/paid with empty financial_status: %+v %v, want ignored", ev, err)
+	}
+	partly := patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = "partially_refunded" })
+	if ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "orders/updated"), partly); err != nil || len(ev.Placed) != 2 {
+		t.Errorf("partially_refunded: %+v %v, want its lines placed", ev, err)
+	}
+	order := shopifyPaid(t)
+	noItems := patch(t, fixture(t, "shopify-refunds-create.json"), func(m map[string]any) { delete(m, "refund_line_items") })
+	for name, body := range map[string][]byte{"an order as a refund": order, "refund without refund_line_items": noItems} {
+		if _, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "refunds/create"), body); !errors.As(err, &bad) {
+			t.Errorf("%s: %v, want BadEvent", name, err)
+		}
+	}
+}

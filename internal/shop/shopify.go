@@ -2,6 +2,7 @@ package shop
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"time"
 )
@@ -81,19 +82,24 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 	if err := decode(body, &o, ev.Topic); err != nil {
 		return ev, err
 	}
+	// The topic header is not signed: a store-signed draft order or
+	// checkout replayed as orders/paid must not pass for an order.
+	if err := requireFields(body, ev.Topic, "financial_status", "order_number"); err != nil {
+		return ev, err
+	}
 	ev.OrderID = o.ID.String()
 	if p := orderIDProblem(ev.OrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
-	// orders/paid is paid by definition unless the order changed since
-	// (a late redelivery); the other topics only when financial_status says so.
+	// Paid on every topic only when financial_status says so: the topic
+	// header is not signed. partially_refunded orders keep their
+	// still-paid lines (refunds/create returns the refunded ones).
 	switch {
 	case o.Test && !sh.s.in.AcceptTestOrders:
 		ev.Ignored = "test order (accept_test_orders is false)"
 	case o.CancelledAt != "":
 		ev.Ignored = "order cancelled"
 	case o.FinancialStatus == "paid", o.FinancialStatus == "partially_refunded":
-	case ev.Topic == "orders/paid" && o.FinancialStatus == "":
 	default:
 		ev.Ignored = "financial_status " + clip(o.FinancialStatus, 32) + ": not paid"
 	}
@@ -130,6 +136,9 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 func (sh shopify) refund(ev Event, body []byte) (Event, error) {
 	var r shopifyRefund
 	if err := decode(body, &r, ev.Topic); err != nil {
+		return ev, err
+	}
+	if err := requireFields(body, ev.Topic, "order_id", "refund_line_items"); err != nil {
 		return ev, err
 	}
 	ev.OrderID = r.OrderID.String()
@@ -179,4 +188,19 @@ func firstNonEmpty(ss ...string) string {
 		}
 	}
 	return ""
+}
+
+// requireFields refuses a body that lacks one of fields (absent or null):
+// the fields only the topic's own object has.
+func requireFields(body []byte, topic string, fields ...string) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return badEvent("the body of %s does not parse: %s", topic, jsonProblem(err))
+	}
+	for _, f := range fields {
+		if v, ok := m[f]; !ok || string(v) == "null" {
+			return badEvent("the body of %s has no %s: not a %s object", topic, f, topic)
+		}
+	}
+	return nil
 }
