@@ -130,10 +130,13 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			out.Lines, failed = append(out.Lines, l), failed || !ok
 		}
 		if ev.ReturnAll || len(ev.Returned) > 0 {
-			rets, err := s.Returns(ctx, ev, lines, reqID, now)
+			rets, note, err := s.Returns(ctx, ev, lines, reqID, now)
 			if err != nil {
 				obs.Webhook(s.Name(), webhookError(ctx, w, err, log, attrs))
 				return
+			}
+			if note != "" {
+				log.WarnContext(ctx, "webhook_note", append(attrs, "note", note)...)
 			}
 			for _, ret := range rets {
 				l, ok := sendLine(ctx, returned, ret, log, attrs)

@@ -236,7 +236,8 @@ func seats(item string, p Product, participants []string, buyer string, needEmai
 		if needEmail {
 			return nil, note, badEvent("line item %s (%s): no learner email in the order", clip(item, 40), p.CourseID)
 		}
-		emails = []string{""}
+		// A refund that names no learner: one anonymous seat per unit.
+		emails = make([]string, min(n, maxSeats+1))
 	}
 	lines := make([]Line, len(emails))
 	for i, e := range emails {

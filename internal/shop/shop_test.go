@@ -502,7 +502,7 @@ func TestPlan(t *testing.T) {
 	}
 	returns := func(ev Event) []string {
 		t.Helper()
-		rets, err := s.Returns(t.Context(), ev, known, "req-2", now)
+		rets, _, err := s.Returns(t.Context(), ev, known, "req-2", now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -522,8 +522,8 @@ func TestPlan(t *testing.T) {
 		t.Errorf("one participant refunded (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]string{"woocommerce-9 " + demoCourse + " verified a@example.com", "woocommerce-9-p2 " + demoCourse + " verified b@example.com"},
-		returns(Event{OrderID: "9", Returned: []Line{{CourseID: demoCourse}}})); diff != "" {
-		t.Errorf("a course refunded without learner (-want +got):\n%s", diff)
+		returns(Event{OrderID: "9", Returned: []Line{{CourseID: demoCourse}, {CourseID: demoCourse}}})); diff != "" {
+		t.Errorf("both seats of a course refunded without learner (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]string{"woocommerce-10 " + demoCourse + " verified "},
 		returns(Event{OrderID: "10", Returned: []Line{{CourseID: demoCourse, Mode: "verified"}}})); diff != "" {
@@ -619,5 +619,67 @@ func TestShopifyTopicNotTrusted(t *testing.T) {
 		if _, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "refunds/create"), body); !errors.As(err, &bad) {
 			t.Errorf("%s: %v, want BadEvent", name, err)
 		}
+	}
+}
+
+// Finding 3: a refund before the payment, of a course with several
+// participants, records each participant's line under the number the paid
+// order will give it, so that none of them is enrolled later.
+func TestReturnsUnknownParticipants(t *testing.T) {
+	s := mustShop(t, Integration{Type: TypeWooCommerce})
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	placed := []Line{{CourseID: demoCourse, Mode: "verified", Email: "c@example.com"}, {CourseID: demoCourse, Mode: "verified", Email: "d@example.com"}}
+	rets, _, err := s.Returns(t.Context(), Event{OrderID: "10", Returned: placed}, fakeLines{}, "req", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want []string
+	for _, r := range rets {
+		got = append(got, r.OrderNumber+" "+r.CourseID+" "+r.Email)
+	}
+	for _, o := range s.Orders(Event{OrderID: "10", Placed: placed}, "req", now) {
+		want = append(want, o.OrderNumber+" "+o.CourseID+" "+o.Email)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("returns before payment (-paid order's lines +returns):\n%s", diff)
+	}
+}
+
+// Finding 4: refunding part of a course's seats returns at most that many,
+// and none when which ones is unclear (with a note).
+func TestReturnsPartOfALine(t *testing.T) {
+	s := mustShop(t, Integration{Type: TypeWooCommerce})
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	known := fakeLines{
+		"woocommerce-9":    {knownLine(demoCourse, "verified", "a@example.com")},
+		"woocommerce-9-p2": {knownLine(demoCourse, "verified", "b@example.com")},
+		"woocommerce-9-p3": {knownLine(demoCourse, "verified", "c@example.com")},
+	}
+	rets, note, err := s.Returns(t.Context(), Event{OrderID: "9", Returned: []Line{{CourseID: demoCourse}}}, known, "req", now)
+	if err != nil || len(rets) != 0 || !strings.Contains(note, "unclear") {
+		t.Errorf("one of three seats refunded, no learner named: %+v %q %v; want none returned and a note", rets, note, err)
+	}
+	rets, _, err = s.Returns(t.Context(), Event{OrderID: "9", Returned: []Line{{CourseID: demoCourse, Email: "c@example.com"}, {CourseID: demoCourse, Email: "x@example.com"}}}, known, "req", now)
+	if err != nil || len(rets) != 1 || rets[0].OrderNumber != "woocommerce-9-p3" {
+		t.Errorf("c named, one seat unnamed of two left: %+v %v; want only woocommerce-9-p3", rets, err)
+	}
+
+	// Shopify: refund_line_items[].quantity 1 of a line of 3.
+	sh := mustShop(t, Integration{Type: TypeShopify, Products: wooProducts, LearnerEmailField: "Learner email"})
+	body := patch(t, fixture(t, "shopify-refunds-create.json"), func(m map[string]any) {
+		rl := m["refund_line_items"].([]any)[0].(map[string]any)
+		rl["quantity"] = 1
+		it := rl["line_item"].(map[string]any)
+		it["sku"], it["quantity"] = demoCourse, 3
+		it["properties"] = []any{map[string]any{"name": "Learner email", "value": "a@example.com,b@example.com,c@example.com"}}
+	})
+	ev, err := sh.Event(t.Context(), headers(HeaderShopifyTopic, "refunds/create"), body)
+	if err != nil || len(ev.Returned) != 0 || !strings.Contains(ev.Note, "1 of 3 units") {
+		t.Errorf("Shopify refund of 1 of 3 units: %+v %v; want nothing returned and a note", ev, err)
+	}
+	whole := patch(t, body, func(m map[string]any) { m["refund_line_items"].([]any)[0].(map[string]any)["quantity"] = 3 })
+	ev, err = sh.Event(t.Context(), headers(HeaderShopifyTopic, "refunds/create"), whole)
+	if err != nil || len(ev.Returned) != 3 {
+		t.Errorf("Shopify refund of the whole line: %+v %v; want its 3 seats", ev, err)
 	}
 }

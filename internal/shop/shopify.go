@@ -3,6 +3,7 @@ package shop
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 )
@@ -59,6 +60,7 @@ type shopifyRefund struct {
 	CreatedAt       string `json:"created_at"`
 	RefundLineItems []struct {
 		LineItemID id          `json:"line_item_id"`
+		Quantity   int64       `json:"quantity"`
 		LineItem   shopifyItem `json:"line_item"`
 	} `json:"refund_line_items"`
 }
@@ -152,6 +154,12 @@ func (sh shopify) refund(ev Event, body []byte) (Event, error) {
 			return ev, err
 		}
 		ev.addNote(note)
+		// Part of a line refunded: which of its seats is not said.
+		if len(lines) > 0 && seatCount(rl.Quantity) < seatCount(rl.LineItem.Quantity) {
+			ev.addNote(fmt.Sprintf("line item %s (%s): %d of %d units refunded: unclear which seats, none returned; return them with POST /orders/return",
+				clip(rl.LineItem.ID.String(), 40), lines[0].CourseID, seatCount(rl.Quantity), seatCount(rl.LineItem.Quantity)))
+			continue
+		}
 		ev.Returned = append(ev.Returned, lines...)
 	}
 	switch {
@@ -159,6 +167,8 @@ func (sh shopify) refund(ev Event, body []byte) (Event, error) {
 		return ev, badEvent("more than %d course seats in one refund", maxSeats)
 	case len(r.RefundLineItems) == 0:
 		ev.Ignored = "refund without line items (an amount-only refund): nothing returned"
+	case len(ev.Returned) == 0 && ev.Note != "":
+		ev.Ignored = "no course seats returned (see the note)"
 	case len(ev.Returned) == 0:
 		ev.Ignored = "no course lines refunded"
 	}
