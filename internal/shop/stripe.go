@@ -169,14 +169,10 @@ func (st stripeShop) event(ctx context.Context, _ http.Header, body []byte) (Eve
 	if f := st.s.in.LearnerEmailField; f != "" {
 		participants = splitEmails(cs.Metadata[f])
 	}
-	lines, note, found, err := st.sessionLines(ctx, cs.ID, participants, emails, true)
+	lines, note, err := st.sessionLines(ctx, cs.ID, participants, emails, true)
 	ev.addNote(note)
 	if err != nil {
 		return ev, err
-	}
-	if !found {
-		ev.Ignored = "checkout session not found through the API (another Stripe account's key?)"
-		return ev, nil
 	}
 	ev.Placed = lines
 	if len(ev.Placed) == 0 {
@@ -214,7 +210,7 @@ func (st stripeShop) refund(ctx context.Context, ev Event, e stripeEvent) (Event
 		return ev, err
 	}
 	var note string
-	ev.Returned, note, _, err = st.sessionLines(ctx, id, nil, "", false)
+	ev.Returned, note, err = st.sessionLines(ctx, id, nil, "", false)
 	ev.addNote(note)
 	return ev, err
 }
@@ -233,9 +229,11 @@ func (st stripeShop) sessionOf(ctx context.Context, paymentIntent string) (strin
 }
 
 // sessionLines reads a Checkout Session's line items with price.product
-// expanded and maps them to seats; found is false when Stripe does not
-// know the session.
-func (st stripeShop) sessionLines(ctx context.Context, session string, participants []string, buyer string, needEmail bool) (_ []Line, note string, found bool, _ error) {
+// expanded and maps them to seats. A session the API does not know (404:
+// api_key of another Stripe account, or of the other mode) is unavailable,
+// not ignored: the order is paid, and Stripe delivers again for 3 days
+// while the operator fixes the key.
+func (st stripeShop) sessionLines(ctx context.Context, session string, participants []string, buyer string, needEmail bool) (_ []Line, note string, _ error) {
 	params := &stripe.CheckoutSessionListLineItemsParams{Session: stripe.String(session)}
 	params.Limit = stripe.Int64(100)
 	params.AddExpand("data.price.product")
@@ -244,13 +242,14 @@ func (st stripeShop) sessionLines(ctx context.Context, session string, participa
 	for li, err := range st.api.V1CheckoutSessions.ListLineItems(ctx, params) {
 		var se *stripe.Error
 		if errors.As(err, &se) && se.HTTPStatusCode == http.StatusNotFound {
-			return nil, "", false, nil
+			return nil, "", fmt.Errorf("stripe api: checkout session %s not found (api_key of another account, or test and live mode mixed): %w",
+				clip(session, 80), ErrUnavailable)
 		}
 		if err != nil {
-			return nil, "", false, stripeErr("list line items of "+clip(session, 80), err)
+			return nil, "", stripeErr("list line items of "+clip(session, 80), err)
 		}
 		if n++; n > maxSeats {
-			return nil, "", false, badEvent("more than %d line items in one session", maxSeats)
+			return nil, "", badEvent("more than %d line items in one session", maxSeats)
 		}
 		p, ok := st.product(li)
 		if !ok {
@@ -258,14 +257,14 @@ func (st stripeShop) sessionLines(ctx context.Context, session string, participa
 		}
 		ls, n, err := seats(li.ID, p, participants, buyer, needEmail, li.Quantity)
 		if err != nil {
-			return nil, "", false, err
+			return nil, "", err
 		}
 		if n != "" {
 			note = joinNotes(note, n)
 		}
 		lines = append(lines, ls...)
 	}
-	return lines, note, true, nil
+	return lines, note, nil
 }
 
 // product maps a line item: the products map by price id, then product id;
