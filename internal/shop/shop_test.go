@@ -449,6 +449,9 @@ func TestStripeSignature(t *testing.T) {
 		{"old secret while rotating", stripeSigned(body, "whsec_old_0123456789abcdef", now), body, true},
 		{"another secret", stripeSigned(body, "whsec_other_0123456789abc", now), body, false},
 		{"stale timestamp", stripeSigned(body, "whsec_new_0123456789abcdef", now.Add(-6*time.Minute)), body, false},
+		// Finding 8: a timestamp far ahead is refused too; a skewed clock is not.
+		{"timestamp 6 min ahead", stripeSigned(body, "whsec_new_0123456789abcdef", now.Add(6*time.Minute)), body, false},
+		{"timestamp 1 min ahead", stripeSigned(body, "whsec_new_0123456789abcdef", now.Add(time.Minute)), body, true},
 		{"tampered body", stripeSigned(body, "whsec_new_0123456789abcdef", now), bytes.Replace(body, []byte("paid"), []byte("PAID"), 1), false},
 		{"unsigned", http.Header{}, body, false},
 		{"malformed header", headers(HeaderStripeSignature, "t=x,v1=zz"), body, false},

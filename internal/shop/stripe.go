@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,10 +50,15 @@ func newStripe(s *Shop) stripeShop {
 
 func (stripeShop) ping(http.Header, []byte) bool { return false }
 
-func (st stripeShop) verify(h http.Header, body []byte, _ time.Time) error {
+func (st stripeShop) verify(h http.Header, body []byte, now time.Time) error {
 	header := h.Get(HeaderStripeSignature)
 	if header == "" {
 		return fmt.Errorf("%w: no %s header", ErrSignature, HeaderStripeSignature)
+	}
+	// stripe-go only refuses old timestamps; one far ahead would keep a
+	// captured delivery replayable for as long.
+	if t, ok := stripeTimestamp(header); ok && t > now.Unix()+int64(webhook.DefaultTolerance/time.Second) {
+		return fmt.Errorf("%w: timestamp more than %s in the future", ErrSignature, webhook.DefaultTolerance)
 	}
 	for _, secret := range st.s.in.Secrets {
 		err := webhook.ValidatePayloadWithTolerance(body, header, secret, webhook.DefaultTolerance)
@@ -309,4 +315,15 @@ func stripeErr(what string, err error) error {
 		return fmt.Errorf("stripe api: %s: status %d (%s): %w", what, se.HTTPStatusCode, se.Type, ErrUnavailable)
 	}
 	return fmt.Errorf("stripe api: %s: %v: %w", what, err, ErrUnavailable)
+}
+
+// stripeTimestamp reads t=<seconds> from a Stripe-Signature header.
+func stripeTimestamp(header string) (int64, bool) {
+	for _, part := range strings.Split(header, ",") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(part), "t="); ok {
+			t, err := strconv.ParseInt(v, 10, 64)
+			return t, err == nil
+		}
+	}
+	return 0, false
 }
