@@ -688,3 +688,42 @@ func TestReturnsPartOfALine(t *testing.T) {
 		t.Errorf("Shopify refund of the whole line: %+v %v; want its 3 seats", ev, err)
 	}
 }
+
+// Finding 9: order ids have the platform's shape, or the event is refused
+// naming the field: "9002-p2" would land on a participant's line.
+func TestOrderIDShapes(t *testing.T) {
+	woo := mustShop(t, Integration{Type: TypeWooCommerce, Products: wooProducts})
+	sh := mustShop(t, Integration{Type: TypeShopify, Products: wooProducts})
+	_, url := startStripe(t)
+	st := stripeShopFor(t, url, nil)
+	var bad *BadEvent
+	for _, c := range []struct {
+		name  string
+		s     *Shop
+		topic string
+		h     http.Header
+		body  []byte
+		field string
+	}{
+		{"woo participant suffix", woo, "order.updated", nil, patch(t, wooPaid(t), func(m map[string]any) { m["id"] = "9002-p2" }), "id"},
+		{"woo negative", woo, "order.updated", nil, patch(t, wooPaid(t), func(m map[string]any) { m["id"] = -3 }), "id"},
+		{"woo leading zero", woo, "order.updated", nil, patch(t, wooPaid(t), func(m map[string]any) { m["id"] = "0723" }), "id"},
+		{"shopify path", sh, "orders/paid", nil, patch(t, shopifyPaid(t), func(m map[string]any) { m["id"] = "12/../../x?y#z" }), "id"},
+		{"shopify refund order_id", sh, "refunds/create", nil, patch(t, fixture(t, "shopify-refunds-create.json"), func(m map[string]any) { m["order_id"] = "12 x" }), "order_id"},
+		{"stripe payment intent", st, "", nil, patch(t, fixture(t, "stripe-checkout.session.completed.json"), func(m map[string]any) {
+			m["data"].(map[string]any)["object"].(map[string]any)["payment_intent"] = "pi_1/../x"
+		}), "payment_intent"},
+	} {
+		h := c.h
+		if c.topic != "" {
+			h = headers(HeaderWooTopic, c.topic, HeaderShopifyTopic, c.topic)
+		}
+		ev, err := c.s.Event(t.Context(), h, c.body)
+		if !errors.As(err, &bad) || !strings.Contains(err.Error(), c.field) || len(ev.Placed)+len(ev.Returned) != 0 {
+			t.Errorf("%s: %+v %v, want BadEvent naming %s", c.name, ev, err, c.field)
+		}
+	}
+	if ev, err := woo.Event(t.Context(), headers(HeaderWooTopic, "order.updated"), patch(t, wooPaid(t), func(m map[string]any) { m["id"] = "723" })); err != nil || ev.OrderID != "723" {
+		t.Errorf("digit string id: %+v %v, want order 723", ev, err)
+	}
+}

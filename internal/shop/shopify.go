@@ -90,7 +90,7 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 		return ev, err
 	}
 	ev.OrderID = o.ID.String()
-	if p := orderIDProblem(ev.OrderID); p != "" {
+	if p := orderIDProblem("id", ev.OrderID, intOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
 	// Paid on every topic only when financial_status says so: the topic
@@ -144,7 +144,7 @@ func (sh shopify) refund(ev Event, body []byte) (Event, error) {
 		return ev, err
 	}
 	ev.OrderID = r.OrderID.String()
-	if p := orderIDProblem(ev.OrderID); p != "" {
+	if p := orderIDProblem("order_id", ev.OrderID, intOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
 	ev.At, _ = parseShopTime(firstNonEmpty(r.ProcessedAt, r.CreatedAt))

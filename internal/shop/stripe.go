@@ -164,7 +164,7 @@ func (st stripeShop) event(ctx context.Context, _ http.Header, body []byte) (Eve
 	case cs.ID == "":
 		return ev, badEvent("data.object has no id")
 	}
-	if p := orderIDProblem(ev.OrderID); p != "" {
+	if p := orderIDProblem("data.object.payment_intent", ev.OrderID, stripeOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
 	emails := cs.CustomerDetails.Email
@@ -207,7 +207,7 @@ func (st stripeShop) refund(ctx context.Context, ev Event, e stripeEvent) (Event
 		ev.Ignored = "partial refund: Stripe does not say which items; return them with POST /orders/return"
 		return ev, nil
 	}
-	if p := orderIDProblem(ev.OrderID); p != "" {
+	if p := orderIDProblem("data.object.payment_intent", ev.OrderID, stripeOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
 	ev.ReturnAll = true

@@ -78,7 +78,7 @@ func (w wooCommerce) event(_ context.Context, h http.Header, body []byte) (Event
 		return ev, err
 	}
 	ev.OrderID = o.ID.String()
-	if p := orderIDProblem(ev.OrderID); p != "" {
+	if p := orderIDProblem("id", ev.OrderID, intOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
 	switch o.Status {
