@@ -727,3 +727,24 @@ func TestOrderIDShapes(t *testing.T) {
 		t.Errorf("digit string id: %+v %v, want order 723", ev, err)
 	}
 }
+
+// Finding 10: Stripe has the same bound on seats per event as the others.
+func TestStripeMaxSeats(t *testing.T) {
+	fake := stripetest.New(stripeKey)
+	fake.AddSession(stripetest.Session{ID: "cs_00000000000000", PaymentIntent: "pi_00000000000000", Items: []stripetest.Item{
+		{ID: "li_1", PriceID: "price_demo", ProductID: "prod_demo", ProductMetadata: map[string]string{"course_id": demoCourse}, Quantity: 600},
+		{ID: "li_2", PriceID: "price_other", ProductID: "prod_other", ProductMetadata: map[string]string{"course_id": otherCourse}, Quantity: 600},
+	}})
+	s := stripeShopFor(t, stripetest.Start(t, fake).URL, func(in *Integration) { in.LearnerEmailField = "learners" })
+	var emails []string
+	for i := range 600 {
+		emails = append(emails, fmt.Sprintf("l%d@example.com", i))
+	}
+	body := patch(t, fixture(t, "stripe-checkout.session.completed.json"), func(m map[string]any) {
+		m["data"].(map[string]any)["object"].(map[string]any)["metadata"] = map[string]any{"learners": strings.Join(emails, ",")}
+	})
+	var bad *BadEvent
+	if ev, err := s.Event(t.Context(), nil, body); !errors.As(err, &bad) || !strings.Contains(err.Error(), "more than 1000") {
+		t.Errorf("1200 seats: %d placed, %v; want BadEvent", len(ev.Placed), err)
+	}
+}

@@ -181,6 +181,9 @@ func (st stripeShop) event(ctx context.Context, _ http.Header, body []byte) (Eve
 		return ev, err
 	}
 	ev.Placed = lines
+	if len(ev.Placed) > maxSeats {
+		return ev, badEvent("more than %d course seats in one order", maxSeats)
+	}
 	if len(ev.Placed) == 0 {
 		ev.Ignored = "no course lines"
 	}
@@ -218,6 +221,9 @@ func (st stripeShop) refund(ctx context.Context, ev Event, e stripeEvent) (Event
 	var note string
 	ev.Returned, note, err = st.sessionLines(ctx, id, nil, "", false)
 	ev.addNote(note)
+	if err == nil && len(ev.Returned) > maxSeats {
+		return ev, badEvent("more than %d course seats in one refund", maxSeats)
+	}
 	return ev, err
 }
 
