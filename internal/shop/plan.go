@@ -145,10 +145,21 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 	}
 	addKnown := func(k known) { add(k.number, k.line.CourseID, k.line.CourseMode, k.who, "") }
 	if ev.ReturnAll {
+		// Every known line; the event's lines only for the courses not
+		// known yet (a refund before the payment), numbered as the paid
+		// order will number them.
+		knownCourse := map[string]bool{}
 		for _, k := range knownLines {
 			addKnown(k)
+			knownCourse[k.line.CourseID] = true
 		}
-		for _, n := range number(base, ev.Returned) {
+		var unknown []Line
+		for _, l := range ev.Returned {
+			if !knownCourse[l.CourseID] {
+				unknown = append(unknown, l)
+			}
+		}
+		for _, n := range number(base, unknown) {
 			add(n.number, n.line.CourseID, n.line.Mode, fulfillment.Ref{}, n.line.Email)
 		}
 		return out, "", nil

@@ -517,7 +517,8 @@ func TestPlan(t *testing.T) {
 		}
 		return out
 	}
-	all := returns(Event{OrderID: "9", ReturnAll: true, Returned: []Line{{CourseID: "course-v1:X+New+1", Mode: "verified", Email: "c@example.com"}}})
+	all := returns(Event{OrderID: "9", ReturnAll: true, Returned: []Line{{CourseID: "course-v1:X+New+1", Mode: "verified", Email: "c@example.com"},
+		{CourseID: demoCourse, Mode: "verified"}, {CourseID: demoCourse, Mode: "verified"}, {CourseID: demoCourse, Mode: "verified"}}})
 	if diff := cmp.Diff([]string{"woocommerce-9 " + demoCourse + " verified a@example.com", "woocommerce-9 " + otherCourse + " audit a@example.com",
 		"woocommerce-9-p2 " + demoCourse + " verified b@example.com", "woocommerce-9 course-v1:X+New+1 verified c@example.com"}, all); diff != "" {
 		t.Errorf("whole-order refund (-want +got):\n%s", diff)
