@@ -261,10 +261,18 @@ func seatCount(qty int64) int {
 	return int(qty)
 }
 
-// addNote adds a line to the event's note.
+// maxNote bounds an event's note, a log attribute.
+const maxNote = 4000
+
+// addNote adds a line to the event's note; past maxNote the rest is cut.
 func (ev *Event) addNote(note string) {
 	switch {
-	case note == "":
+	case note == "", strings.HasSuffix(ev.Note, "..."):
+	case len(ev.Note)+len(note) > maxNote:
+		ev.Note = clip(ev.Note+"; "+note, maxNote)
+		if !strings.HasSuffix(ev.Note, "...") {
+			ev.Note += "; ..."
+		}
 	case ev.Note == "":
 		ev.Note = note
 	default:
