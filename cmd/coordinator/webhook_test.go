@@ -434,6 +434,61 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 			}
 		}
 	})
+
+	// Findings 1 and 2 of the issue-12 review, end to end.
+	t.Run("Shopify: a line gives at most its quantity of seats; a draft order replayed as orders/paid enrolls nobody", func(t *testing.T) {
+		body := derive(t, shopifyOrder(t, "a1@example.com, b1@example.com, c1@example.com"), func(m map[string]any) {
+			m["id"] = int64(820982911946154601)
+		})
+		a := e.post(t, "shopify", body, shopifyHeaders("orders/paid", body))
+		if a.Status != 200 || len(a.Lines) != 2 {
+			t.Fatalf("%+v, want two lines (quantity 1 each)", a)
+		}
+		for _, n := range []string{"shopify-820982911946154601-p2", "shopify-820982911946154601-p3"} {
+			if status, _ := e.order(t, "GET", n); status != 404 {
+				t.Errorf("order %s: %d, want 404 (no unpaid seat)", n, status)
+			}
+		}
+		draft := derive(t, shopifyOrder(t, "d1@example.com"), func(m map[string]any) {
+			m["id"] = int64(820982911946154602)
+			delete(m, "financial_status")
+			delete(m, "order_number")
+		})
+		if a := e.post(t, "shopify", draft, shopifyHeaders("orders/paid", draft)); a.Status != 400 {
+			t.Errorf("draft as orders/paid: %+v, want 400", a)
+		}
+		if status, _ := e.order(t, "GET", "shopify-820982911946154602"); status != 404 {
+			t.Errorf("draft order: %d, want 404", status)
+		}
+	})
+
+	// Finding 3: a refund before the payment, two participants of a course.
+	t.Run("Shopify refund before the order with two participants: neither is enrolled later", func(t *testing.T) {
+		const id = 820982911946154603
+		refund := derive(t, webhookFixture(t, "shopify-refunds-create.json"), func(m map[string]any) {
+			m["order_id"] = int64(id)
+			rl := m["refund_line_items"].([]any)[0].(map[string]any)
+			rl["quantity"] = 2
+			it := rl["line_item"].(map[string]any)
+			it["sku"], it["quantity"] = demoCourse, 2
+			it["properties"] = []any{map[string]any{"name": "Learner email", "value": "p1@example.com,q1@example.com"}}
+		})
+		if r := e.post(t, "shopify", refund, shopifyHeaders("refunds/create", refund)); r.Status != 200 || len(r.Lines) != 2 {
+			t.Fatalf("refund: %+v, want two returns", r)
+		}
+		paid := derive(t, shopifyOrder(t, "p1@example.com,q1@example.com"), func(m map[string]any) {
+			m["id"] = int64(id)
+			m["line_items"].([]any)[0].(map[string]any)["quantity"] = 2
+		})
+		if a := e.post(t, "shopify", paid, shopifyHeaders("orders/paid", paid)); a.Status != 200 {
+			t.Fatalf("paid: %+v, want 200", a)
+		}
+		for _, n := range []string{"shopify-820982911946154603", "shopify-820982911946154603-p2"} {
+			if got := strings.Join(e.kinds(t, n), ","); !strings.Contains(got, demoCourse+" "+lms.KindUnenroll) {
+				t.Errorf("order %s tasks %s: the participant's return is missing", n, got)
+			}
+		}
+	})
 }
 
 // webhookMetrics checks that the deliveries of shopWebhooks were counted per

@@ -298,8 +298,10 @@ func parse(data []byte, getenv func(string) string) (Config, []string, error) {
 	cfg.normalize()
 	if err := cfg.Validate(); err != nil {
 		var ke *KeyError
-		if errors.As(err, &ke) && len(w.unset[ke.Key]) > 0 {
-			ke.Reason += fmt.Sprintf(" (it refers to ${%s}, which is not set in the environment)", strings.Join(w.unset[ke.Key], "}, ${"))
+		if errors.As(err, &ke) {
+			if vars := w.unsetUnder(ke.Key); len(vars) > 0 {
+				ke.Reason += fmt.Sprintf(" (it refers to ${%s}, which is not set in the environment)", strings.Join(vars, "}, ${"))
+			}
 		}
 		return Config{}, nil, w.redact(err)
 	}
@@ -526,6 +528,23 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) error {
 
 // yamlName is a struct field's key in the file.
 func yamlName(f reflect.StructField) string { return strings.Split(f.Tag.Get("yaml"), ",")[0] }
+
+// unsetUnder is the variables that were empty in key or in its list
+// entries (secrets: ["${A}", "${B}"] both unset leaves secrets empty).
+func (w walker) unsetUnder(key string) []string {
+	vars := slices.Clone(w.unset[key])
+	var entries []string
+	for k := range w.unset {
+		if strings.HasPrefix(k, key+"[") {
+			entries = append(entries, k)
+		}
+	}
+	slices.Sort(entries)
+	for _, k := range entries {
+		vars = append(vars, w.unset[k]...)
+	}
+	return vars
+}
 
 // expand replaces ${NAME} in a scalar. A plain scalar loses its resolved tag so
 // that "${PORT}" can become an integer after expansion. It notes which

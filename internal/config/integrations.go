@@ -97,7 +97,8 @@ func (c *Config) normalizeIntegrations() {
 // validateIntegrations checks the integrations: section.
 func (c *Config) validateIntegrations() error {
 	names := map[string]bool{}
-	prefixes := map[string]string{}
+	type prefixOf struct{ name, site, prefix string }
+	var prefixes []prefixOf
 	for i, in := range c.Integrations {
 		k := fmt.Sprintf("integrations[%d]", i)
 		switch {
@@ -129,10 +130,19 @@ func (c *Config) validateIntegrations() error {
 		if p := fulfillment.OrderNumberProblem(in.OrderPrefix + "1"); p != "" || len(in.OrderPrefix) > 64 {
 			return keyErr(k+".order_prefix", "must be at most 64 characters with no control characters")
 		}
-		if other, dup := prefixes[in.Site+"\x00"+in.OrderPrefix]; dup {
-			return keyErr(k+".order_prefix", "is also %s's on site %s: their order numbers would collide", other, in.Site)
+		for _, o := range prefixes {
+			switch {
+			case o.site != in.Site:
+			case o.prefix == in.OrderPrefix:
+				return keyErr(k+".order_prefix", "is also %s's on site %s: their order numbers would collide", o.name, in.Site)
+			case strings.HasPrefix(o.prefix, in.OrderPrefix), strings.HasPrefix(in.OrderPrefix, o.prefix):
+				// "S" + "1-2" is "S1" + "-2": one shop's order number
+				// could be another's.
+				return keyErr(k+".order_prefix", "%q and %s's %q on site %s: one starts with the other, so their order numbers could collide; use prefixes where neither starts with the other (e.g. %q and %q)",
+					in.OrderPrefix, o.name, o.prefix, in.Site, o.name+"-", in.Name+"-")
+			}
 		}
-		prefixes[in.Site+"\x00"+in.OrderPrefix] = in.Name
+		prefixes = append(prefixes, prefixOf{in.Name, in.Site, in.OrderPrefix})
 		if !modeSlug.MatchString(in.CourseMode) {
 			return valueErr(k+".course_mode", in.CourseMode, "is not a mode slug such as verified or audit")
 		}

@@ -64,6 +64,10 @@ func TestIntegrationsRefusals(t *testing.T) {
 		{"key on shopify", `[{name: s, type: shopify, ` + ok + `, api_key: k}]`, "integrations[0].api_key: is not used by type shopify"},
 		{"half woo credentials", `[{name: w, type: woocommerce, ` + ok + `, api_url: "https://shop.test", consumer_key: ck}]`, "integrations[0].consumer_secret: set consumer_key and consumer_secret together"},
 		{"same prefix", `[{name: a, type: woocommerce, ` + ok + `, order_prefix: "x-"}, {name: b, type: shopify, ` + ok + `, order_prefix: "x-"}]`, "integrations[1].order_prefix: is also a's"},
+		// Finding 7: "S" + "12" is "S1" + "2".
+		{"prefix of another prefix", `[{name: a, type: stripe, ` + ok + `, api_key: k, order_prefix: "S"}, {name: b, type: woocommerce, ` + ok + `, order_prefix: "S1"}]`, `integrations[1].order_prefix: "S1" and a's "S" on site default: one starts with the other`},
+		{"another prefix of this one", `[{name: a, type: woocommerce, ` + ok + `, order_prefix: "shop-eu-"}, {name: b, type: shopify, ` + ok + `, order_prefix: "shop-"}]`, `integrations[1].order_prefix: "shop-" and a's "shop-eu-"`},
+		{"unset secret variable named", `[{name: w, type: woocommerce, secrets: ["${WOO_UNSET_SECRET}"]}]`, "(it refers to ${WOO_UNSET_SECRET}, which is not set"},
 		{"site without the sites table", `[{name: w, type: woocommerce, ` + ok + `, site: school}]`, `integrations[0].site: "school" needs the sites table`},
 		{"unknown key", `[{name: w, type: woocommerce, ` + ok + `, secret: x}]`, "integrations[0].secret: unknown key"},
 	}

@@ -72,6 +72,9 @@ type Deps struct {
 	Shops map[string]*shop.Shop
 	// Webhooks counts their deliveries; nil: not counted.
 	Webhooks WebhookObserver
+	// WebhookReads bounds the webhook bodies being read at once; 0:
+	// WebhookMaxReads.
+	WebhookReads int
 }
 
 // NewHandler returns the whole API surface.
@@ -119,7 +122,7 @@ func NewHandler(d Deps) http.Handler {
 	}
 	// Shops deliver order and refund events here; the signature is the
 	// authentication (webhooks.go).
-	webhook := handleWebhook(d.Shops, d.FulfillOrder, d.ReturnOrder, d.Orders, d.KnownSite, d.Logger, d.Webhooks)
+	webhook := handleWebhook(d.Shops, d.FulfillOrder, d.ReturnOrder, d.Orders, d.KnownSite, d.Logger, d.Webhooks, d.WebhookReads)
 	r.Post("/webhooks/{name}", webhook)
 	r.Post("/webhooks/{name}/", webhook)
 	r.Group(func(r chi.Router) {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -16,9 +17,38 @@ import (
 	"github.com/openedx/coordinator/internal/signals"
 )
 
-// WebhookMaxBodyBytes bounds a shop's delivery: an order of a few hundred
-// lines fits; more gets 413.
-const WebhookMaxBodyBytes = 1 << 20
+// WebhookMaxBodyBytes bounds a shop's delivery: WooCommerce, Shopify and
+// Stripe bodies of real orders are a few KiB to some tens of KiB (an order of
+// a few hundred lines fits); more gets 413.
+const WebhookMaxBodyBytes = 512 << 10
+
+// WebhookMaxReads bounds the webhook bodies being read at once: the
+// route is unauthenticated until the body is read and its signature checked,
+// so at most WebhookMaxReads × WebhookMaxBodyBytes (32 MiB) is held for
+// bodies; a delivery beyond that gets 503 with Retry-After, unread.
+const WebhookMaxReads = 64
+
+// readBody reads a delivery of at most limit bytes into a buffer sized from
+// its Content-Length (capped), so that a slow sender cannot make it grow
+// beyond limit. tooBig reports a body over the limit.
+func readBody(r *http.Request, limit int64) (body []byte, tooBig bool, err error) {
+	if r.ContentLength > limit {
+		return nil, true, nil
+	}
+	size := int64(4096)
+	if r.ContentLength >= 0 {
+		size = r.ContentLength + 1 // +1: room to see the EOF in one read
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	switch {
+	case err != nil:
+		return nil, false, err
+	case n > limit:
+		return nil, true, nil
+	}
+	return buf.Bytes(), false, nil
+}
 
 // WebhookObserver counts shop deliveries by integration and result.
 type WebhookObserver interface {
@@ -55,10 +85,15 @@ type webhookResult struct {
 // reason, one that asks for nothing 200 with why.
 func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillment.Order],
 	returned *signals.Signal[fulfillment.Return], lines shop.LineReader, knownSite SiteChecker, log *slog.Logger, obs WebhookObserver,
+	maxReads int,
 ) http.HandlerFunc {
 	if obs == nil {
 		obs = noWebhookObserver{}
 	}
+	if maxReads <= 0 {
+		maxReads = WebhookMaxReads
+	}
+	reading := make(chan struct{}, maxReads)
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		s, ok := shops[chi.URLParam(r, "name")]
@@ -69,15 +104,28 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 		}
 		reqID := RequestID(ctx)
 		attrs := []any{"request_id", reqID, "integration", s.Name()}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, WebhookMaxBodyBytes))
+		if r.ContentLength > WebhookMaxBodyBytes {
+			tooLarge(ctx, w, s.Name(), obs, log, attrs)
+			return
+		}
+		select {
+		case reading <- struct{}{}:
+		default:
+			// Full: answered without reading the body; the shop delivers
+			// again.
+			obs.Webhook(s.Name(), "busy")
+			log.WarnContext(ctx, "webhook_busy", append(attrs, "reading", maxReads)...)
+			w.Header().Set("Connection", "close")
+			unavailable(w, detail("Too many deliveries at once; deliver again later."))
+			return
+		}
+		body, tooBig, err := readBody(r, WebhookMaxBodyBytes)
+		<-reading
+		if tooBig {
+			tooLarge(ctx, w, s.Name(), obs, log, attrs)
+			return
+		}
 		if err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				obs.Webhook(s.Name(), "too_large")
-				log.WarnContext(ctx, "webhook_too_large", attrs...)
-				encode(w, http.StatusRequestEntityTooLarge, detail("Request body is larger than "+strconv.Itoa(WebhookMaxBodyBytes)+" bytes."))
-				return
-			}
 			obs.Webhook(s.Name(), "invalid")
 			encode(w, http.StatusBadRequest, detail("Could not read the request body."))
 			return
@@ -130,10 +178,13 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			out.Lines, failed = append(out.Lines, l), failed || !ok
 		}
 		if ev.ReturnAll || len(ev.Returned) > 0 {
-			rets, err := s.Returns(ctx, ev, lines, reqID, now)
+			rets, note, err := s.Returns(ctx, ev, lines, reqID, now)
 			if err != nil {
 				obs.Webhook(s.Name(), webhookError(ctx, w, err, log, attrs))
 				return
+			}
+			if note != "" {
+				log.WarnContext(ctx, "webhook_note", append(attrs, "note", note)...)
 			}
 			for _, ret := range rets {
 				l, ok := sendLine(ctx, returned, ret, log, attrs)
@@ -187,4 +238,13 @@ func webhookError(ctx context.Context, w http.ResponseWriter, err error, log *sl
 		unavailable(w, detail("Temporarily unavailable; deliver again later."))
 		return "unavailable"
 	}
+}
+
+// tooLarge answers a delivery over WebhookMaxBodyBytes, closing the
+// connection rather than reading the rest.
+func tooLarge(ctx context.Context, w http.ResponseWriter, name string, obs WebhookObserver, log *slog.Logger, attrs []any) {
+	obs.Webhook(name, "too_large")
+	log.WarnContext(ctx, "webhook_too_large", attrs...)
+	w.Header().Set("Connection", "close")
+	encode(w, http.StatusRequestEntityTooLarge, detail("Request body is larger than "+strconv.Itoa(WebhookMaxBodyBytes)+" bytes."))
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -54,7 +55,7 @@ func (r *recorder) count() (int, int) {
 
 // webhookAPI is the API with a WooCommerce, a Shopify and a Stripe
 // integration whose lines go to rec.
-func webhookAPI(t testing.TB, rec *recorder) (http.Handler, *stripetest.Server) {
+func webhookAPI(t testing.TB, rec *recorder, edit ...func(*Deps)) (http.Handler, *stripetest.Server) {
 	t.Helper()
 	fake := stripetest.New(stripeAPIKey)
 	fake.AddSession(stripetest.Session{ID: "cs_00000000000000", PaymentIntent: "pi_00000000000000", Items: []stripetest.Item{
@@ -97,11 +98,15 @@ func webhookAPI(t testing.TB, rec *recorder) (http.Handler, *stripetest.Server) 
 		}
 		shops[in.Name] = s
 	}
-	return NewHandler(Deps{
+	d := Deps{
 		Logger: slog.New(slog.DiscardHandler), Auth: NewAuthenticator(AuthOptions{AdminClaim: "administrator"}, &http.Client{Timeout: time.Second}),
 		FulfillOrder: placed, ReturnOrder: returned, Orders: rec, Shops: shops, MaxBodyBytes: 1024,
 		KnownSite: func(_ context.Context, site string) (bool, error) { return site == fulfillment.DefaultSite, nil },
-	}), fake
+	}
+	for _, e := range edit {
+		e(&d)
+	}
+	return NewHandler(d), fake
 }
 
 // deliver posts body to /webhooks/name, signed for the integration's
@@ -169,6 +174,9 @@ func TestWebhookStatuses(t *testing.T) {
 		{"unpaid Shopify sample", "shopify", "orders/paid", fixtureBody(t, "shopify-orders-paid.json"), false, 200, 0, `"ignored"`},
 		{"Stripe checkout", "stripe", "", fixtureBody(t, "stripe-checkout.session.completed.json"), false, 200, 1, `"order_number":"stripe-pi_00000000000000"`},
 		{"too large", "woo", "order.updated", bytes.Repeat([]byte(" "), WebhookMaxBodyBytes+1), false, 413, 0, "larger"},
+		// Finding 6: a paid session the API does not know is not lost.
+		{"Stripe session not found", "stripe", "", bytes.Replace(fixtureBody(t, "stripe-checkout.session.completed.json"),
+			[]byte(`"cs_00000000000000"`), []byte(`"cs_unknown"`), 1), false, 503, 0, "deliver again"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -247,8 +255,72 @@ func FuzzWebhook(f *testing.F) {
 			return r
 		}, topic)
 		w := deliver(h, integration, topic, body, sign)
-		if w.Code >= 500 {
+		// A Stripe session the (fake) API does not know is 503 by design:
+		// the order is paid and Stripe delivers again.
+		if w.Code >= 500 && !(integration == "stripe" && w.Code == http.StatusServiceUnavailable) {
 			t.Fatalf("%s %q: %d %s", integration, topic, w.Code, w.Body)
 		}
 	})
+}
+
+// firstRead closes started when the handler first reads the body.
+type firstRead struct {
+	r       io.Reader
+	once    sync.Once
+	started chan struct{}
+	reads   int
+}
+
+func (f *firstRead) Read(p []byte) (int, error) {
+	f.once.Do(func() { close(f.started) })
+	f.reads++
+	return f.r.Read(p)
+}
+
+// Finding 5: webhook bodies being read are bounded; when every slot is
+// taken a delivery gets 503 with Retry-After and its body is not read.
+// Deterministic: the first delivery holds the only slot until its body is
+// written.
+func TestWebhookReadsBounded(t *testing.T) {
+	rec := &recorder{}
+	h, _ := webhookAPI(t, rec, func(d *Deps) { d.WebhookReads = 1 })
+	body := wooCourseOrder(t)
+	request := func(r io.Reader) *http.Request {
+		req := httptest.NewRequest(http.MethodPost, "/webhooks/woo", r)
+		req.ContentLength = int64(len(body))
+		req.Header.Set(shop.HeaderWooTopic, "order.updated")
+		req.Header.Set(shop.HeaderWooSignature, shop.SignBase64HMAC(body, shopSecret))
+		return req
+	}
+	pr, pw := io.Pipe()
+	slow := &firstRead{r: pr, started: make(chan struct{})}
+	first := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, request(slow))
+		first <- w
+	}()
+	<-slow.started // the first delivery holds the slot
+
+	second := &firstRead{r: bytes.NewReader(body), started: make(chan struct{})}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, request(second))
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" || second.reads != 0 {
+		t.Errorf("second delivery while full: %d Retry-After=%q, %d reads; want 503 with Retry-After, body unread", w.Code, w.Header().Get("Retry-After"), second.reads)
+	}
+	if _, err := pw.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if w := <-first; w.Code != http.StatusOK {
+		t.Errorf("first delivery: %d %s, want 200", w.Code, w.Body)
+	}
+	if w := deliver(h, "woo", "order.updated", body, true); w.Code != http.StatusOK {
+		t.Errorf("after the slot is free: %d %s, want 200", w.Code, w.Body)
+	}
+	big := httptest.NewRequest(http.MethodPost, "/webhooks/woo", &firstRead{r: bytes.NewReader(nil), started: make(chan struct{})})
+	big.ContentLength = WebhookMaxBodyBytes + 1
+	if w := httptest.NewRecorder(); func() int { h.ServeHTTP(w, big); return w.Code }() != http.StatusRequestEntityTooLarge {
+		t.Errorf("Content-Length over the limit: %d, want 413", w.Code)
+	}
 }

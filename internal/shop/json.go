@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -103,16 +104,26 @@ func (i id) String() string {
 	return string(i)
 }
 
-// orderIDProblem checks a shop's order id before it becomes part of an
-// order number.
-func orderIDProblem(s string) string {
+// Shop order ids become part of order numbers (and of participants'
+// "-p<k>"), so only the platform's own shape is accepted: WooCommerce and
+// Shopify ids are positive integers (a JSON number or a digit string),
+// Stripe's payment intents pi_<alphanumerics>.
+var (
+	intOrderID    = regexp.MustCompile(`^[1-9][0-9]{0,19}$`)
+	stripeOrderID = regexp.MustCompile(`^pi_[A-Za-z0-9]{1,97}$`)
+)
+
+// orderIDProblem checks the order id read from field against the platform's
+// shape; the problem names the field.
+func orderIDProblem(field, s string, shape *regexp.Regexp) string {
 	switch {
 	case s == "":
-		return "the order has no id"
-	case len(s) > 100:
-		return "the order id is longer than 100 characters"
-	case strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return "the order id has control characters"
+		return field + ": the order has no id"
+	case !shape.MatchString(s):
+		if shape == stripeOrderID {
+			return field + ": not a payment intent id (pi_ and letters and digits)"
+		}
+		return field + ": the order id is not a positive integer"
 	}
 	return ""
 }

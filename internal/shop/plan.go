@@ -29,14 +29,15 @@ type numbered struct {
 }
 
 // number gives each line its order number; a repeat of a (course, email)
-// pair is the same seat and is dropped.
+// pair is the same seat and is dropped. Lines without an email (seats of a
+// refund that names no learner) are each a seat.
 func number(base string, lines []Line) []numbered {
 	seen := map[string]bool{}
 	count := map[string]int{}
 	var out []numbered
 	for _, l := range lines {
 		key := l.CourseID + "\x00" + strings.ToLower(l.Email)
-		if seen[key] {
+		if seen[key] && l.Email != "" {
 			continue
 		}
 		seen[key] = true
@@ -105,18 +106,21 @@ func (s *Shop) knownLines(ctx context.Context, base string, r LineReader) ([]kno
 	return out, nil
 }
 
-// Returns are the return requests a refund event makes. A whole-order refund
-// returns every known line of the order and every line the event names; a
-// partial refund returns, for each refunded course, the known lines of that
-// course whose learner the refund names (all of the course's known lines when
-// it names none of them), or — for a course not known yet — a return on the
-// order's number with whatever learner the event has (SPEC §9: a later fulfill
-// then enrolls nobody).
-func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID string, now time.Time) ([]fulfillment.Return, error) {
+// Returns are the return requests a refund event makes, and a note for the
+// log about seats it could not tell apart. A whole-order refund returns every
+// known line of the order and every line the event names. A partial refund
+// returns at most the refunded seats (one Line each) of each course: the
+// known lines whose learner the refund names; then, for the seats it names no
+// known learner of, the course's other known lines only when there are no
+// more of them than such seats — else which ones is unclear, nothing more is
+// returned and the note says so (the operator uses POST /orders/return). For
+// a course not known yet, the seats are numbered as a paid order's would be
+// (SPEC §9: a later fulfill then enrolls nobody).
+func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID string, now time.Time) ([]fulfillment.Return, string, error) {
 	base := s.OrderNumber(ev.OrderID)
 	knownLines, err := s.knownLines(ctx, base, r)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	at := ev.At.UTC().Truncate(time.Second)
 	if at.IsZero() {
@@ -141,37 +145,80 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 	}
 	addKnown := func(k known) { add(k.number, k.line.CourseID, k.line.CourseMode, k.who, "") }
 	if ev.ReturnAll {
+		// Every known line; the event's lines only for the courses not
+		// known yet (a refund before the payment), numbered as the paid
+		// order will number them.
+		knownCourse := map[string]bool{}
 		for _, k := range knownLines {
 			addKnown(k)
+			knownCourse[k.line.CourseID] = true
 		}
-		for _, n := range number(base, ev.Returned) {
+		var unknown []Line
+		for _, l := range ev.Returned {
+			if !knownCourse[l.CourseID] {
+				unknown = append(unknown, l)
+			}
+		}
+		for _, n := range number(base, unknown) {
 			add(n.number, n.line.CourseID, n.line.Mode, fulfillment.Ref{}, n.line.Email)
 		}
-		return out, nil
+		return out, "", nil
 	}
+	var courses []string
+	byCourse := map[string][]Line{}
 	for _, l := range ev.Returned {
-		var ofCourse, ofLearner []known
+		if _, ok := byCourse[l.CourseID]; !ok {
+			courses = append(courses, l.CourseID)
+		}
+		byCourse[l.CourseID] = append(byCourse[l.CourseID], l)
+	}
+	var unknown []Line
+	var notes []string
+	for _, course := range courses {
+		var ofCourse []known
 		for _, k := range knownLines {
-			if k.line.CourseID != l.CourseID {
-				continue
+			if k.line.CourseID == course {
+				ofCourse = append(ofCourse, k)
 			}
-			ofCourse = append(ofCourse, k)
-			if l.Email != "" && strings.EqualFold(k.who.Email, l.Email) {
-				ofLearner = append(ofLearner, k)
+		}
+		if len(ofCourse) == 0 {
+			unknown = append(unknown, byCourse[course]...)
+			continue
+		}
+		matched := map[int]bool{}
+		unnamed := 0 // refunded seats that name no known learner
+		for _, l := range byCourse[course] {
+			found := false
+			for i, k := range ofCourse {
+				if l.Email != "" && !matched[i] && strings.EqualFold(k.who.Email, l.Email) {
+					matched[i], found = true, true
+					addKnown(k)
+					break
+				}
+			}
+			if !found {
+				unnamed++
+			}
+		}
+		var rest []known
+		for i, k := range ofCourse {
+			if !matched[i] {
+				rest = append(rest, k)
 			}
 		}
 		switch {
-		case len(ofLearner) > 0:
-			for _, k := range ofLearner {
-				addKnown(k)
-			}
-		case len(ofCourse) > 0:
-			for _, k := range ofCourse {
+		case unnamed == 0 || len(rest) == 0:
+		case len(rest) <= unnamed:
+			for _, k := range rest {
 				addKnown(k)
 			}
 		default:
-			add(base, l.CourseID, l.Mode, fulfillment.Ref{}, l.Email)
+			notes = append(notes, fmt.Sprintf("%s: %d refunded seats name no learner and %d participants remain: unclear which, none returned; return them with POST /orders/return",
+				course, unnamed, len(rest)))
 		}
 	}
-	return out, nil
+	for _, n := range number(base, unknown) {
+		add(n.number, n.line.CourseID, n.line.Mode, fulfillment.Ref{}, n.line.Email)
+	}
+	return out, strings.Join(notes, "; "), nil
 }

@@ -199,15 +199,33 @@ func (s *Shop) withMode(p Product) Product {
 	return p
 }
 
-// seats turns a course line item into one Line per participant: the emails
-// found under learner_email_field, else the buyer's. A paid line with no
-// email at all is a BadEvent: nobody could be enrolled.
-func seats(item string, p Product, participants []string, buyer string, needEmail bool) ([]Line, error) {
-	var emails []string
+// seats turns a course line item of quantity qty into one Line per
+// participant: the emails found under learner_email_field, else the buyer's,
+// at most qty of them (a missing or zero quantity is 1). Emails beyond the
+// quantity are buyer input that was not paid for: they get no seat, and note
+// names them (masked) for the log. A paid line with no email at all is a
+// BadEvent: nobody could be enrolled.
+func seats(item string, p Product, participants []string, buyer string, needEmail bool, qty int64) (_ []Line, note string, _ error) {
+	n := seatCount(qty)
+	var emails, extra []string
+	seen := map[string]bool{}
 	for _, e := range participants {
-		if e = strings.TrimSpace(e); validEmail(e) {
-			emails = append(emails, e)
+		if e = strings.TrimSpace(e); !validEmail(e) || seen[strings.ToLower(e)] {
+			continue
 		}
+		seen[strings.ToLower(e)] = true
+		if len(emails) < n {
+			emails = append(emails, e)
+		} else {
+			extra = append(extra, fulfillment.MaskEmail(e))
+		}
+	}
+	if len(extra) > 0 {
+		if len(extra) > 10 {
+			extra = append(extra[:10], "...")
+		}
+		note = fmt.Sprintf("line item %s (%s): quantity %d but %d more learner emails (%s): they get no seat",
+			clip(item, 40), p.CourseID, n, len(seen)-len(emails), strings.Join(extra, ", "))
 	}
 	if len(emails) == 0 {
 		if b := strings.TrimSpace(buyer); validEmail(b) {
@@ -216,15 +234,50 @@ func seats(item string, p Product, participants []string, buyer string, needEmai
 	}
 	if len(emails) == 0 {
 		if needEmail {
-			return nil, badEvent("line item %s (%s): no learner email in the order", clip(item, 40), p.CourseID)
+			return nil, note, badEvent("line item %s (%s): no learner email in the order", clip(item, 40), p.CourseID)
 		}
-		emails = []string{""}
+		// A refund that names no learner: one anonymous seat per unit.
+		emails = make([]string, min(n, maxSeats+1))
 	}
 	lines := make([]Line, len(emails))
 	for i, e := range emails {
 		lines[i] = Line{Item: item, CourseID: p.CourseID, Mode: p.Mode, Email: e}
 	}
-	return lines, nil
+	return lines, note, nil
+}
+
+// seatCount is how many seats a line item's quantity pays for: its absolute
+// value (WooCommerce refunds count negative), 1 when missing or zero, and at
+// most maxSeats+1 (more is refused anyway).
+func seatCount(qty int64) int {
+	switch {
+	case qty == 0:
+		return 1
+	case qty < -maxSeats || qty > maxSeats:
+		return maxSeats + 1
+	case qty < 0:
+		return int(-qty)
+	}
+	return int(qty)
+}
+
+// maxNote bounds an event's note, a log attribute.
+const maxNote = 4000
+
+// addNote adds a line to the event's note; past maxNote the rest is cut.
+func (ev *Event) addNote(note string) {
+	switch {
+	case note == "", strings.HasSuffix(ev.Note, "..."):
+	case len(ev.Note)+len(note) > maxNote:
+		ev.Note = clip(ev.Note+"; "+note, maxNote)
+		if !strings.HasSuffix(ev.Note, "...") {
+			ev.Note += "; ..."
+		}
+	case ev.Note == "":
+		ev.Note = note
+	default:
+		ev.Note += "; " + note
+	}
 }
 
 // maxEmail is RFC 5321's limit on a path, which bounds an address.
@@ -257,4 +310,11 @@ func clip(s string, n int) string {
 		cut--
 	}
 	return s[:cut] + "..."
+}
+
+// joinNotes joins two notes for the log.
+func joinNotes(a, b string) string {
+	ev := Event{Note: a}
+	ev.addNote(b)
+	return ev.Note
 }

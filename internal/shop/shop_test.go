@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -383,10 +384,12 @@ func TestStripe(t *testing.T) {
 			t.Errorf("%+v %v, want ignored", ev, err)
 		}
 	})
-	t.Run("unknown session: ignored", func(t *testing.T) {
+	// Finding 6: the order is paid; ignoring it would lose it. Stripe
+	// delivers again for 3 days while the key is fixed.
+	t.Run("unknown session: unavailable", func(t *testing.T) {
 		body := patch(t, completed, func(m map[string]any) { m["data"].(map[string]any)["object"].(map[string]any)["id"] = "cs_unknown" })
-		if ev, err := s.Event(t.Context(), nil, body); err != nil || ev.Ignored == "" {
-			t.Errorf("%+v %v, want ignored", ev, err)
+		if ev, err := s.Event(t.Context(), nil, body); !errors.Is(err, fulfillment.ErrUnavailable) || ev.Ignored != "" {
+			t.Errorf("%+v %v, want ErrUnavailable", ev, err)
 		}
 	})
 	t.Run("Stripe API failing: unavailable", func(t *testing.T) {
@@ -446,6 +449,9 @@ func TestStripeSignature(t *testing.T) {
 		{"old secret while rotating", stripeSigned(body, "whsec_old_0123456789abcdef", now), body, true},
 		{"another secret", stripeSigned(body, "whsec_other_0123456789abc", now), body, false},
 		{"stale timestamp", stripeSigned(body, "whsec_new_0123456789abcdef", now.Add(-6*time.Minute)), body, false},
+		// Finding 8: a timestamp far ahead is refused too; a skewed clock is not.
+		{"timestamp 6 min ahead", stripeSigned(body, "whsec_new_0123456789abcdef", now.Add(6*time.Minute)), body, false},
+		{"timestamp 1 min ahead", stripeSigned(body, "whsec_new_0123456789abcdef", now.Add(time.Minute)), body, true},
 		{"tampered body", stripeSigned(body, "whsec_new_0123456789abcdef", now), bytes.Replace(body, []byte("paid"), []byte("PAID"), 1), false},
 		{"unsigned", http.Header{}, body, false},
 		{"malformed header", headers(HeaderStripeSignature, "t=x,v1=zz"), body, false},
@@ -501,7 +507,7 @@ func TestPlan(t *testing.T) {
 	}
 	returns := func(ev Event) []string {
 		t.Helper()
-		rets, err := s.Returns(t.Context(), ev, known, "req-2", now)
+		rets, _, err := s.Returns(t.Context(), ev, known, "req-2", now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -511,7 +517,8 @@ func TestPlan(t *testing.T) {
 		}
 		return out
 	}
-	all := returns(Event{OrderID: "9", ReturnAll: true, Returned: []Line{{CourseID: "course-v1:X+New+1", Mode: "verified", Email: "c@example.com"}}})
+	all := returns(Event{OrderID: "9", ReturnAll: true, Returned: []Line{{CourseID: "course-v1:X+New+1", Mode: "verified", Email: "c@example.com"},
+		{CourseID: demoCourse, Mode: "verified"}, {CourseID: demoCourse, Mode: "verified"}, {CourseID: demoCourse, Mode: "verified"}}})
 	if diff := cmp.Diff([]string{"woocommerce-9 " + demoCourse + " verified a@example.com", "woocommerce-9 " + otherCourse + " audit a@example.com",
 		"woocommerce-9-p2 " + demoCourse + " verified b@example.com", "woocommerce-9 course-v1:X+New+1 verified c@example.com"}, all); diff != "" {
 		t.Errorf("whole-order refund (-want +got):\n%s", diff)
@@ -521,11 +528,224 @@ func TestPlan(t *testing.T) {
 		t.Errorf("one participant refunded (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]string{"woocommerce-9 " + demoCourse + " verified a@example.com", "woocommerce-9-p2 " + demoCourse + " verified b@example.com"},
-		returns(Event{OrderID: "9", Returned: []Line{{CourseID: demoCourse}}})); diff != "" {
-		t.Errorf("a course refunded without learner (-want +got):\n%s", diff)
+		returns(Event{OrderID: "9", Returned: []Line{{CourseID: demoCourse}, {CourseID: demoCourse}}})); diff != "" {
+		t.Errorf("both seats of a course refunded without learner (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]string{"woocommerce-10 " + demoCourse + " verified "},
 		returns(Event{OrderID: "10", Returned: []Line{{CourseID: demoCourse, Mode: "verified"}}})); diff != "" {
 		t.Errorf("refund of an unknown line (-want +got):\n%s", diff)
+	}
+}
+
+// Finding 1: a line item's quantity is the number of seats it pays for;
+// learner emails beyond it get no seat and are noted (masked).
+func TestSeatsBoundedByQuantity(t *testing.T) {
+	check := func(t *testing.T, ev Event, err error, want []string) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, l := range ev.Placed {
+			got = append(got, l.CourseID+" "+l.Email)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("seats (-want +got):\n%s", diff)
+		}
+		if !strings.Contains(ev.Note, "no seat") || strings.Contains(ev.Note, "z@example.com") || !strings.Contains(ev.Note, "z***@example.com") {
+			t.Errorf("note %q: want the extra emails masked", ev.Note)
+		}
+	}
+	t.Run("woocommerce", func(t *testing.T) {
+		s := mustShop(t, Integration{Type: TypeWooCommerce, Products: wooProducts, LearnerEmailField: "Participant email"})
+		body := patch(t, wooPaid(t), func(m map[string]any) {
+			items := m["line_items"].([]any)
+			items[0].(map[string]any)["quantity"] = 1
+			items[0].(map[string]any)["meta_data"] = []any{map[string]any{"id": 1, "key": "Participant email", "value": "ana@example.com, z@example.com; y@example.com"}}
+			delete(items[1].(map[string]any), "quantity")
+			items[1].(map[string]any)["meta_data"] = []any{map[string]any{"id": 2, "key": "Participant email", "value": []any{
+				map[string]any{"_value": "cy@example.com"}, map[string]any{"_value": "z@example.com"}}}}
+		})
+		ev, err := s.Event(t.Context(), headers(HeaderWooTopic, "order.updated"), body)
+		check(t, ev, err, []string{demoCourse + " ana@example.com", otherCourse + " cy@example.com"})
+	})
+	t.Run("shopify", func(t *testing.T) {
+		s := mustShop(t, Integration{Type: TypeShopify, Products: wooProducts, LearnerEmailField: "Learner email"})
+		body := patch(t, shopifyPaid(t), func(m map[string]any) {
+			it := m["line_items"].([]any)[0].(map[string]any)
+			it["quantity"] = 2
+			it["properties"] = []any{map[string]any{"name": "Learner email", "value": "a@example.com,b@example.com,z@example.com"}}
+		})
+		ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "orders/paid"), body)
+		check(t, ev, err, []string{demoCourse + " a@example.com", demoCourse + " b@example.com", otherCourse + " jon@example.com"})
+	})
+	t.Run("stripe", func(t *testing.T) {
+		_, url := startStripe(t)
+		s := stripeShopFor(t, url, func(in *Integration) { in.LearnerEmailField = "learner_email" })
+		body := patch(t, fixture(t, "stripe-checkout.session.completed.json"), func(m map[string]any) {
+			m["data"].(map[string]any)["object"].(map[string]any)["metadata"] = map[string]any{"learner_email": "kid@example.com,z@example.com"}
+		})
+		ev, err := s.Event(t.Context(), nil, body)
+		check(t, ev, err, []string{demoCourse + " kid@example.com", otherCourse + " kid@example.com"})
+	})
+}
+
+// Finding 2: X-Shopify-Topic is not signed. A signed body that is not an
+// order (a draft order, a checkout) replayed as orders/paid is refused, and
+// an order without financial_status is not paid on any topic.
+func TestShopifyTopicNotTrusted(t *testing.T) {
+	s := mustShop(t, Integration{Type: TypeShopify, Products: wooProducts})
+	var bad *BadEvent
+	for name, body := range map[string][]byte{
+		"draft order (no financial_status, no order_number)": patch(t, shopifyPaid(t), func(m map[string]any) {
+			delete(m, "financial_status")
+			delete(m, "order_number")
+			m["status"] = "completed"
+		}),
+		"checkout (no order_number)": patch(t, shopifyPaid(t), func(m map[string]any) { delete(m, "order_number") }),
+		"financial_status null":      patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = nil }),
+	} {
+		for _, topic := range []string{"orders/paid", "orders/updated"} {
+			if ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, topic), body); !errors.As(err, &bad) || len(ev.Placed) != 0 {
+				t.Errorf("%s as %s: %+v %v, want BadEvent", name, topic, ev, err)
+			}
+		}
+	}
+	empty := patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = "" })
+	if ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "orders/paid"), empty); err != nil || ev.Ignored == "" || len(ev.Placed) != 0 {
+		t.Errorf("orders/paid with empty financial_status: %+v %v, want ignored", ev, err)
+	}
+	partly := patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = "partially_refunded" })
+	if ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "orders/updated"), partly); err != nil || len(ev.Placed) != 2 {
+		t.Errorf("partially_refunded: %+v %v, want its lines placed", ev, err)
+	}
+	order := shopifyPaid(t)
+	noItems := patch(t, fixture(t, "shopify-refunds-create.json"), func(m map[string]any) { delete(m, "refund_line_items") })
+	for name, body := range map[string][]byte{"an order as a refund": order, "refund without refund_line_items": noItems} {
+		if _, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "refunds/create"), body); !errors.As(err, &bad) {
+			t.Errorf("%s: %v, want BadEvent", name, err)
+		}
+	}
+}
+
+// Finding 3: a refund before the payment, of a course with several
+// participants, records each participant's line under the number the paid
+// order will give it, so that none of them is enrolled later.
+func TestReturnsUnknownParticipants(t *testing.T) {
+	s := mustShop(t, Integration{Type: TypeWooCommerce})
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	placed := []Line{{CourseID: demoCourse, Mode: "verified", Email: "c@example.com"}, {CourseID: demoCourse, Mode: "verified", Email: "d@example.com"}}
+	rets, _, err := s.Returns(t.Context(), Event{OrderID: "10", Returned: placed}, fakeLines{}, "req", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want []string
+	for _, r := range rets {
+		got = append(got, r.OrderNumber+" "+r.CourseID+" "+r.Email)
+	}
+	for _, o := range s.Orders(Event{OrderID: "10", Placed: placed}, "req", now) {
+		want = append(want, o.OrderNumber+" "+o.CourseID+" "+o.Email)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("returns before payment (-paid order's lines +returns):\n%s", diff)
+	}
+}
+
+// Finding 4: refunding part of a course's seats returns at most that many,
+// and none when which ones is unclear (with a note).
+func TestReturnsPartOfALine(t *testing.T) {
+	s := mustShop(t, Integration{Type: TypeWooCommerce})
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	known := fakeLines{
+		"woocommerce-9":    {knownLine(demoCourse, "verified", "a@example.com")},
+		"woocommerce-9-p2": {knownLine(demoCourse, "verified", "b@example.com")},
+		"woocommerce-9-p3": {knownLine(demoCourse, "verified", "c@example.com")},
+	}
+	rets, note, err := s.Returns(t.Context(), Event{OrderID: "9", Returned: []Line{{CourseID: demoCourse}}}, known, "req", now)
+	if err != nil || len(rets) != 0 || !strings.Contains(note, "unclear") {
+		t.Errorf("one of three seats refunded, no learner named: %+v %q %v; want none returned and a note", rets, note, err)
+	}
+	rets, _, err = s.Returns(t.Context(), Event{OrderID: "9", Returned: []Line{{CourseID: demoCourse, Email: "c@example.com"}, {CourseID: demoCourse, Email: "x@example.com"}}}, known, "req", now)
+	if err != nil || len(rets) != 1 || rets[0].OrderNumber != "woocommerce-9-p3" {
+		t.Errorf("c named, one seat unnamed of two left: %+v %v; want only woocommerce-9-p3", rets, err)
+	}
+
+	// Shopify: refund_line_items[].quantity 1 of a line of 3.
+	sh := mustShop(t, Integration{Type: TypeShopify, Products: wooProducts, LearnerEmailField: "Learner email"})
+	body := patch(t, fixture(t, "shopify-refunds-create.json"), func(m map[string]any) {
+		rl := m["refund_line_items"].([]any)[0].(map[string]any)
+		rl["quantity"] = 1
+		it := rl["line_item"].(map[string]any)
+		it["sku"], it["quantity"] = demoCourse, 3
+		it["properties"] = []any{map[string]any{"name": "Learner email", "value": "a@example.com,b@example.com,c@example.com"}}
+	})
+	ev, err := sh.Event(t.Context(), headers(HeaderShopifyTopic, "refunds/create"), body)
+	if err != nil || len(ev.Returned) != 0 || !strings.Contains(ev.Note, "1 of 3 units") {
+		t.Errorf("Shopify refund of 1 of 3 units: %+v %v; want nothing returned and a note", ev, err)
+	}
+	whole := patch(t, body, func(m map[string]any) { m["refund_line_items"].([]any)[0].(map[string]any)["quantity"] = 3 })
+	ev, err = sh.Event(t.Context(), headers(HeaderShopifyTopic, "refunds/create"), whole)
+	if err != nil || len(ev.Returned) != 3 {
+		t.Errorf("Shopify refund of the whole line: %+v %v; want its 3 seats", ev, err)
+	}
+}
+
+// Finding 9: order ids have the platform's shape, or the event is refused
+// naming the field: "9002-p2" would land on a participant's line.
+func TestOrderIDShapes(t *testing.T) {
+	woo := mustShop(t, Integration{Type: TypeWooCommerce, Products: wooProducts})
+	sh := mustShop(t, Integration{Type: TypeShopify, Products: wooProducts})
+	_, url := startStripe(t)
+	st := stripeShopFor(t, url, nil)
+	var bad *BadEvent
+	for _, c := range []struct {
+		name  string
+		s     *Shop
+		topic string
+		h     http.Header
+		body  []byte
+		field string
+	}{
+		{"woo participant suffix", woo, "order.updated", nil, patch(t, wooPaid(t), func(m map[string]any) { m["id"] = "9002-p2" }), "id"},
+		{"woo negative", woo, "order.updated", nil, patch(t, wooPaid(t), func(m map[string]any) { m["id"] = -3 }), "id"},
+		{"woo leading zero", woo, "order.updated", nil, patch(t, wooPaid(t), func(m map[string]any) { m["id"] = "0723" }), "id"},
+		{"shopify path", sh, "orders/paid", nil, patch(t, shopifyPaid(t), func(m map[string]any) { m["id"] = "12/../../x?y#z" }), "id"},
+		{"shopify refund order_id", sh, "refunds/create", nil, patch(t, fixture(t, "shopify-refunds-create.json"), func(m map[string]any) { m["order_id"] = "12 x" }), "order_id"},
+		{"stripe payment intent", st, "", nil, patch(t, fixture(t, "stripe-checkout.session.completed.json"), func(m map[string]any) {
+			m["data"].(map[string]any)["object"].(map[string]any)["payment_intent"] = "pi_1/../x"
+		}), "payment_intent"},
+	} {
+		h := c.h
+		if c.topic != "" {
+			h = headers(HeaderWooTopic, c.topic, HeaderShopifyTopic, c.topic)
+		}
+		ev, err := c.s.Event(t.Context(), h, c.body)
+		if !errors.As(err, &bad) || !strings.Contains(err.Error(), c.field) || len(ev.Placed)+len(ev.Returned) != 0 {
+			t.Errorf("%s: %+v %v, want BadEvent naming %s", c.name, ev, err, c.field)
+		}
+	}
+	if ev, err := woo.Event(t.Context(), headers(HeaderWooTopic, "order.updated"), patch(t, wooPaid(t), func(m map[string]any) { m["id"] = "723" })); err != nil || ev.OrderID != "723" {
+		t.Errorf("digit string id: %+v %v, want order 723", ev, err)
+	}
+}
+
+// Finding 10: Stripe has the same bound on seats per event as the others.
+func TestStripeMaxSeats(t *testing.T) {
+	fake := stripetest.New(stripeKey)
+	fake.AddSession(stripetest.Session{ID: "cs_00000000000000", PaymentIntent: "pi_00000000000000", Items: []stripetest.Item{
+		{ID: "li_1", PriceID: "price_demo", ProductID: "prod_demo", ProductMetadata: map[string]string{"course_id": demoCourse}, Quantity: 600},
+		{ID: "li_2", PriceID: "price_other", ProductID: "prod_other", ProductMetadata: map[string]string{"course_id": otherCourse}, Quantity: 600},
+	}})
+	s := stripeShopFor(t, stripetest.Start(t, fake).URL, func(in *Integration) { in.LearnerEmailField = "learners" })
+	var emails []string
+	for i := range 600 {
+		emails = append(emails, fmt.Sprintf("l%d@example.com", i))
+	}
+	body := patch(t, fixture(t, "stripe-checkout.session.completed.json"), func(m map[string]any) {
+		m["data"].(map[string]any)["object"].(map[string]any)["metadata"] = map[string]any{"learners": strings.Join(emails, ",")}
+	})
+	var bad *BadEvent
+	if ev, err := s.Event(t.Context(), nil, body); !errors.As(err, &bad) || !strings.Contains(err.Error(), "more than 1000") {
+		t.Errorf("1200 seats: %d placed, %v; want BadEvent", len(ev.Placed), err)
 	}
 }

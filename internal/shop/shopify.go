@@ -2,6 +2,8 @@ package shop
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 )
@@ -29,6 +31,7 @@ type shopifyItem struct {
 	SKU        string `json:"sku"`
 	ProductID  id     `json:"product_id"`
 	VariantID  id     `json:"variant_id"`
+	Quantity   int64  `json:"quantity"`
 	Properties []struct {
 		Name  string `json:"name"`
 		Value any    `json:"value"`
@@ -57,6 +60,7 @@ type shopifyRefund struct {
 	CreatedAt       string `json:"created_at"`
 	RefundLineItems []struct {
 		LineItemID id          `json:"line_item_id"`
+		Quantity   int64       `json:"quantity"`
 		LineItem   shopifyItem `json:"line_item"`
 	} `json:"refund_line_items"`
 }
@@ -80,19 +84,24 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 	if err := decode(body, &o, ev.Topic); err != nil {
 		return ev, err
 	}
+	// The topic header is not signed: a store-signed draft order or
+	// checkout replayed as orders/paid must not pass for an order.
+	if err := requireFields(body, ev.Topic, "financial_status", "order_number"); err != nil {
+		return ev, err
+	}
 	ev.OrderID = o.ID.String()
-	if p := orderIDProblem(ev.OrderID); p != "" {
+	if p := orderIDProblem("id", ev.OrderID, intOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
-	// orders/paid is paid by definition unless the order changed since
-	// (a late redelivery); the other topics only when financial_status says so.
+	// Paid on every topic only when financial_status says so: the topic
+	// header is not signed. partially_refunded orders keep their
+	// still-paid lines (refunds/create returns the refunded ones).
 	switch {
 	case o.Test && !sh.s.in.AcceptTestOrders:
 		ev.Ignored = "test order (accept_test_orders is false)"
 	case o.CancelledAt != "":
 		ev.Ignored = "order cancelled"
 	case o.FinancialStatus == "paid", o.FinancialStatus == "partially_refunded":
-	case ev.Topic == "orders/paid" && o.FinancialStatus == "":
 	default:
 		ev.Ignored = "financial_status " + clip(o.FinancialStatus, 32) + ": not paid"
 	}
@@ -108,10 +117,11 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 	ev.At = at
 	buyer := firstNonEmpty(o.Email, o.ContactEmail, o.Customer.Email)
 	for _, it := range o.LineItems {
-		lines, err := sh.lines(it, buyer, true)
+		lines, note, err := sh.lines(it, buyer, true)
 		if err != nil {
 			return ev, err
 		}
+		ev.addNote(note)
 		ev.Placed = append(ev.Placed, lines...)
 	}
 	if len(ev.Placed) > maxSeats {
@@ -130,15 +140,25 @@ func (sh shopify) refund(ev Event, body []byte) (Event, error) {
 	if err := decode(body, &r, ev.Topic); err != nil {
 		return ev, err
 	}
+	if err := requireFields(body, ev.Topic, "order_id", "refund_line_items"); err != nil {
+		return ev, err
+	}
 	ev.OrderID = r.OrderID.String()
-	if p := orderIDProblem(ev.OrderID); p != "" {
+	if p := orderIDProblem("order_id", ev.OrderID, intOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
 	ev.At, _ = parseShopTime(firstNonEmpty(r.ProcessedAt, r.CreatedAt))
 	for _, rl := range r.RefundLineItems {
-		lines, err := sh.lines(rl.LineItem, "", false)
+		lines, note, err := sh.lines(rl.LineItem, "", false)
 		if err != nil {
 			return ev, err
+		}
+		ev.addNote(note)
+		// Part of a line refunded: which of its seats is not said.
+		if len(lines) > 0 && seatCount(rl.Quantity) < seatCount(rl.LineItem.Quantity) {
+			ev.addNote(fmt.Sprintf("line item %s (%s): %d of %d units refunded: unclear which seats, none returned; return them with POST /orders/return",
+				clip(rl.LineItem.ID.String(), 40), lines[0].CourseID, seatCount(rl.Quantity), seatCount(rl.LineItem.Quantity)))
+			continue
 		}
 		ev.Returned = append(ev.Returned, lines...)
 	}
@@ -147,16 +167,18 @@ func (sh shopify) refund(ev Event, body []byte) (Event, error) {
 		return ev, badEvent("more than %d course seats in one refund", maxSeats)
 	case len(r.RefundLineItems) == 0:
 		ev.Ignored = "refund without line items (an amount-only refund): nothing returned"
+	case len(ev.Returned) == 0 && ev.Note != "":
+		ev.Ignored = "no course seats returned (see the note)"
 	case len(ev.Returned) == 0:
 		ev.Ignored = "no course lines refunded"
 	}
 	return ev, nil
 }
 
-func (sh shopify) lines(it shopifyItem, buyer string, needEmail bool) ([]Line, error) {
+func (sh shopify) lines(it shopifyItem, buyer string, needEmail bool) ([]Line, string, error) {
 	p, ok := sh.s.product(it.SKU, it.VariantID.String(), it.ProductID.String())
 	if !ok {
-		return nil, nil
+		return nil, "", nil
 	}
 	var participants []string
 	if f := sh.s.in.LearnerEmailField; f != "" {
@@ -166,7 +188,7 @@ func (sh shopify) lines(it shopifyItem, buyer string, needEmail bool) ([]Line, e
 			}
 		}
 	}
-	return seats(it.ID.String(), p, participants, buyer, needEmail)
+	return seats(it.ID.String(), p, participants, buyer, needEmail, it.Quantity)
 }
 
 func firstNonEmpty(ss ...string) string {
@@ -176,4 +198,19 @@ func firstNonEmpty(ss ...string) string {
 		}
 	}
 	return ""
+}
+
+// requireFields refuses a body that lacks one of fields (absent or null):
+// the fields only the topic's own object has.
+func requireFields(body []byte, topic string, fields ...string) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return badEvent("the body of %s does not parse: %s", topic, jsonProblem(err))
+	}
+	for _, f := range fields {
+		if v, ok := m[f]; !ok || string(v) == "null" {
+			return badEvent("the body of %s has no %s: not a %s object", topic, f, topic)
+		}
+	}
+	return nil
 }

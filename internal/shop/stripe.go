@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,10 +50,15 @@ func newStripe(s *Shop) stripeShop {
 
 func (stripeShop) ping(http.Header, []byte) bool { return false }
 
-func (st stripeShop) verify(h http.Header, body []byte, _ time.Time) error {
+func (st stripeShop) verify(h http.Header, body []byte, now time.Time) error {
 	header := h.Get(HeaderStripeSignature)
 	if header == "" {
 		return fmt.Errorf("%w: no %s header", ErrSignature, HeaderStripeSignature)
+	}
+	// stripe-go only refuses old timestamps; one far ahead would keep a
+	// captured delivery replayable for as long.
+	if t, ok := stripeTimestamp(header); ok && t > now.Unix()+int64(webhook.DefaultTolerance/time.Second) {
+		return fmt.Errorf("%w: timestamp more than %s in the future", ErrSignature, webhook.DefaultTolerance)
 	}
 	for _, secret := range st.s.in.Secrets {
 		err := webhook.ValidatePayloadWithTolerance(body, header, secret, webhook.DefaultTolerance)
@@ -158,7 +164,7 @@ func (st stripeShop) event(ctx context.Context, _ http.Header, body []byte) (Eve
 	case cs.ID == "":
 		return ev, badEvent("data.object has no id")
 	}
-	if p := orderIDProblem(ev.OrderID); p != "" {
+	if p := orderIDProblem("data.object.payment_intent", ev.OrderID, stripeOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
 	emails := cs.CustomerDetails.Email
@@ -169,15 +175,15 @@ func (st stripeShop) event(ctx context.Context, _ http.Header, body []byte) (Eve
 	if f := st.s.in.LearnerEmailField; f != "" {
 		participants = splitEmails(cs.Metadata[f])
 	}
-	lines, found, err := st.sessionLines(ctx, cs.ID, participants, emails, true)
+	lines, note, err := st.sessionLines(ctx, cs.ID, participants, emails, true)
+	ev.addNote(note)
 	if err != nil {
 		return ev, err
 	}
-	if !found {
-		ev.Ignored = "checkout session not found through the API (another Stripe account's key?)"
-		return ev, nil
-	}
 	ev.Placed = lines
+	if len(ev.Placed) > maxSeats {
+		return ev, badEvent("more than %d course seats in one order", maxSeats)
+	}
 	if len(ev.Placed) == 0 {
 		ev.Ignored = "no course lines"
 	}
@@ -204,7 +210,7 @@ func (st stripeShop) refund(ctx context.Context, ev Event, e stripeEvent) (Event
 		ev.Ignored = "partial refund: Stripe does not say which items; return them with POST /orders/return"
 		return ev, nil
 	}
-	if p := orderIDProblem(ev.OrderID); p != "" {
+	if p := orderIDProblem("data.object.payment_intent", ev.OrderID, stripeOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
 	ev.ReturnAll = true
@@ -212,7 +218,12 @@ func (st stripeShop) refund(ctx context.Context, ev Event, e stripeEvent) (Event
 	if err != nil || !found {
 		return ev, err
 	}
-	ev.Returned, _, err = st.sessionLines(ctx, id, nil, "", false)
+	var note string
+	ev.Returned, note, err = st.sessionLines(ctx, id, nil, "", false)
+	ev.addNote(note)
+	if err == nil && len(ev.Returned) > maxSeats {
+		return ev, badEvent("more than %d course seats in one refund", maxSeats)
+	}
 	return ev, err
 }
 
@@ -230,9 +241,11 @@ func (st stripeShop) sessionOf(ctx context.Context, paymentIntent string) (strin
 }
 
 // sessionLines reads a Checkout Session's line items with price.product
-// expanded and maps them to seats; found is false when Stripe does not
-// know the session.
-func (st stripeShop) sessionLines(ctx context.Context, session string, participants []string, buyer string, needEmail bool) (_ []Line, found bool, _ error) {
+// expanded and maps them to seats. A session the API does not know (404:
+// api_key of another Stripe account, or of the other mode) is unavailable,
+// not ignored: the order is paid, and Stripe delivers again for 3 days
+// while the operator fixes the key.
+func (st stripeShop) sessionLines(ctx context.Context, session string, participants []string, buyer string, needEmail bool) (_ []Line, note string, _ error) {
 	params := &stripe.CheckoutSessionListLineItemsParams{Session: stripe.String(session)}
 	params.Limit = stripe.Int64(100)
 	params.AddExpand("data.price.product")
@@ -241,25 +254,29 @@ func (st stripeShop) sessionLines(ctx context.Context, session string, participa
 	for li, err := range st.api.V1CheckoutSessions.ListLineItems(ctx, params) {
 		var se *stripe.Error
 		if errors.As(err, &se) && se.HTTPStatusCode == http.StatusNotFound {
-			return nil, false, nil
+			return nil, "", fmt.Errorf("stripe api: checkout session %s not found (api_key of another account, or test and live mode mixed): %w",
+				clip(session, 80), ErrUnavailable)
 		}
 		if err != nil {
-			return nil, false, stripeErr("list line items of "+clip(session, 80), err)
+			return nil, "", stripeErr("list line items of "+clip(session, 80), err)
 		}
 		if n++; n > maxSeats {
-			return nil, false, badEvent("more than %d line items in one session", maxSeats)
+			return nil, "", badEvent("more than %d line items in one session", maxSeats)
 		}
 		p, ok := st.product(li)
 		if !ok {
 			continue
 		}
-		ls, err := seats(li.ID, p, participants, buyer, needEmail)
+		ls, n, err := seats(li.ID, p, participants, buyer, needEmail, li.Quantity)
 		if err != nil {
-			return nil, false, err
+			return nil, "", err
+		}
+		if n != "" {
+			note = joinNotes(note, n)
 		}
 		lines = append(lines, ls...)
 	}
-	return lines, true, nil
+	return lines, note, nil
 }
 
 // product maps a line item: the products map by price id, then product id;
@@ -304,4 +321,15 @@ func stripeErr(what string, err error) error {
 		return fmt.Errorf("stripe api: %s: status %d (%s): %w", what, se.HTTPStatusCode, se.Type, ErrUnavailable)
 	}
 	return fmt.Errorf("stripe api: %s: %v: %w", what, err, ErrUnavailable)
+}
+
+// stripeTimestamp reads t=<seconds> from a Stripe-Signature header.
+func stripeTimestamp(header string) (int64, bool) {
+	for _, part := range strings.Split(header, ",") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(part), "t="); ok {
+			t, err := strconv.ParseInt(v, 10, 64)
+			return t, err == nil
+		}
+	}
+	return 0, false
 }

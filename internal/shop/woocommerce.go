@@ -53,6 +53,7 @@ type wooItem struct {
 	ProductID   id     `json:"product_id"`
 	VariationID id     `json:"variation_id"`
 	SKU         string `json:"sku"`
+	Quantity    int64  `json:"quantity"`
 	MetaData    []struct {
 		Key   string          `json:"key"`
 		Value json.RawMessage `json:"value"`
@@ -77,7 +78,7 @@ func (w wooCommerce) event(_ context.Context, h http.Header, body []byte) (Event
 		return ev, err
 	}
 	ev.OrderID = o.ID.String()
-	if p := orderIDProblem(ev.OrderID); p != "" {
+	if p := orderIDProblem("id", ev.OrderID, intOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
 	switch o.Status {
@@ -92,10 +93,11 @@ func (w wooCommerce) event(_ context.Context, h http.Header, body []byte) (Event
 		}
 		ev.At = paid
 		for _, it := range o.LineItems {
-			lines, err := w.lines(it, o.Billing.Email, true)
+			lines, note, err := w.lines(it, o.Billing.Email, true)
 			if err != nil {
 				return ev, err
 			}
+			ev.addNote(note)
 			ev.Placed = append(ev.Placed, lines...)
 		}
 		// A refund's line items are only in its own REST representation;
@@ -107,15 +109,16 @@ func (w wooCommerce) event(_ context.Context, h http.Header, body []byte) (Event
 				unitemized++
 			}
 			for _, it := range r.LineItems {
-				lines, err := w.lines(it, "", false)
+				lines, note, err := w.lines(it, "", false)
 				if err != nil {
 					return ev, err
 				}
+				ev.addNote(note)
 				ev.Returned = append(ev.Returned, lines...)
 			}
 		}
 		if unitemized > 0 {
-			ev.Note = fmt.Sprintf("%d partial refunds without line items: nothing returned for them", unitemized)
+			ev.addNote(fmt.Sprintf("%d partial refunds without line items: nothing returned for them", unitemized))
 		}
 		if len(ev.Placed) == 0 && len(ev.Returned) == 0 {
 			ev.Ignored = "no course lines"
@@ -124,10 +127,11 @@ func (w wooCommerce) event(_ context.Context, h http.Header, body []byte) (Event
 		ev.ReturnAll = true
 		ev.At, _ = parseShopTime(o.DateModGMT)
 		for _, it := range o.LineItems {
-			lines, err := w.lines(it, o.Billing.Email, false)
+			lines, note, err := w.lines(it, o.Billing.Email, false)
 			if err != nil {
 				return ev, err
 			}
+			ev.addNote(note)
 			ev.Returned = append(ev.Returned, lines...)
 		}
 	default:
@@ -141,10 +145,10 @@ func (w wooCommerce) event(_ context.Context, h http.Header, body []byte) (Event
 
 // lines maps one line item to its seats; an item that is no course yields
 // none.
-func (w wooCommerce) lines(it wooItem, buyer string, needEmail bool) ([]Line, error) {
+func (w wooCommerce) lines(it wooItem, buyer string, needEmail bool) ([]Line, string, error) {
 	p, ok := w.s.product(it.SKU, it.VariationID.String(), it.ProductID.String())
 	if !ok {
-		return nil, nil
+		return nil, "", nil
 	}
 	var participants []string
 	if f := w.s.in.LearnerEmailField; f != "" {
@@ -154,7 +158,7 @@ func (w wooCommerce) lines(it wooItem, buyer string, needEmail bool) ([]Line, er
 			}
 		}
 	}
-	return seats(fmt.Sprint(it.ID), p, participants, buyer, needEmail)
+	return seats(fmt.Sprint(it.ID), p, participants, buyer, needEmail, it.Quantity)
 }
 
 // metaEmails reads a line meta value: a plain string (one email, or several
