@@ -128,11 +128,19 @@ type BasicAuthUser struct {
 	PasswordBcrypt string `yaml:"password_bcrypt"`
 }
 
+// defaultWorkerServers is worker.servers' default, chosen by measurement
+// (docs/performance.md).
+const defaultWorkerServers = 4
+
 // Worker configures task processing.
 type Worker struct {
-	Concurrency int    `yaml:"concurrency"`
-	Queue       string `yaml:"queue"`
-	Retry       Retry  `yaml:"retry"`
+	Concurrency int `yaml:"concurrency"`
+	// Servers is how many asynq servers a worker process runs, sharing
+	// worker.concurrency and one Redis client: each takes one task per
+	// round trip, so several drain faster (docs/performance.md).
+	Servers int    `yaml:"servers"`
+	Queue   string `yaml:"queue"`
+	Retry   Retry  `yaml:"retry"`
 	// HTTPAddr is where `coordinator worker` serves /health and /metrics,
 	// apart from http.addr so that an API and a worker can share a host
 	// and a config file.
@@ -225,6 +233,7 @@ func Defaults() Config {
 		Auth: Auth{AdminClaim: "administrator", MaxTokenLifetime: Duration(24 * time.Hour)},
 		Worker: Worker{
 			Concurrency: 50,
+			Servers:     defaultWorkerServers,
 			Queue:       "fulfillment",
 			Retry: Retry{
 				MaxAttempts:  20,
@@ -652,6 +661,8 @@ func (c *Config) Validate() error {
 	switch {
 	case w.Concurrency <= 0:
 		return keyErr("worker.concurrency", "must be positive")
+	case w.Servers <= 0 || w.Servers > 64:
+		return keyErr("worker.servers", "must be 1-64")
 	case !queueName.MatchString(w.Queue):
 		return keyErr("worker.queue", "must be 1-100 of letters, digits, '_', '.' and '-'")
 	case w.Retry.MaxAttempts <= 0:

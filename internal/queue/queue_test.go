@@ -171,7 +171,7 @@ func TestWorkerRunsEveryKind(t *testing.T) {
 		}
 		return fulfillment.StateDone, nil
 	})
-	w := queue.NewWorker(rdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 2, InitialDelay: time.Second,
+	w := queue.NewWorker(rdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 3, Servers: 2, InitialDelay: time.Second,
 		MaxDelay: time.Second, ShutdownTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
