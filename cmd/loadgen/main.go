@@ -64,6 +64,7 @@ type options struct {
 	logLevel     string
 	servers      int
 	repeat       int
+	togetherConc int
 }
 
 func main() {
@@ -87,7 +88,8 @@ func main() {
 	flag.DurationVar(&o.togetherDur, "together-duration", 30*time.Second, "length of the together run")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of coordinator api during the first API run to this file")
 	flag.StringVar(&o.runs, "runs", "api,drain,together", "which runs to make")
-	flag.IntVar(&o.concurrency, "worker-concurrency", 600, "worker.concurrency and lms.max_concurrency for the drain and together runs")
+	flag.IntVar(&o.concurrency, "worker-concurrency", 600, "worker.concurrency and lms.max_concurrency for the drain runs")
+	flag.IntVar(&o.togetherConc, "together-concurrency", 0, "worker.concurrency and lms.max_concurrency for the together run (0: the binary's defaults)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log.level of the coordinator processes (their logs go to a file, as to a collector)")
 	flag.IntVar(&o.servers, "worker-servers", 0, "worker.servers (0: the binary's default)")
 	flag.IntVar(&o.repeat, "repeat", 1, "measure each API and drain setting this many times, alternating; report medians")
@@ -283,7 +285,7 @@ func bench(ctx context.Context, o options) error {
 			all[i] = d.rate
 		}
 		m := ds[medianIndex(all)]
-		add("| drain %d tasks, LMS %v, worker.servers %s | **%.0f tasks/s** (runs %s) | %d token requests, %d account look-ups for %d learners | coordinator worker: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
+		add("| drain %d tasks, LMS %v, worker.servers %s | **%.0f tasks/s** (runs %s) | %d token requests, %d account look-ups for %d learners | — | coordinator worker: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
 			o.drainN, lat, serversLabel(o.servers), m.rate, floats(all), m.tokens, m.accounts, o.drainN, m.proc.rssMB, m.proc.cpuSec/float64(o.drainN)*1000)
 	}
 	// 3. Together.
@@ -292,12 +294,12 @@ func bench(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		add("| together, offered %d/s for %v, log %s, worker.concurrency %d | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
-			o.rate, o.togetherDur, o.logLevel, o.concurrency, t.acceptedRate, t.deliveredRate, t.errors, t.backlog, t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
+		add("| together, offered %d/s for %v, log %s, worker.concurrency %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
+			o.rate, o.togetherDur, o.logLevel, concLabel(o.togetherConc), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
 	}
 
-	fmt.Println("| run | result | comparison | notes |")
-	fmt.Println("|---|---|---|---|")
+	fmt.Println("| run | result | reference (same session) | ratio | process |")
+	fmt.Println("|---|---|---|---|---|")
 	for _, r := range rows {
 		fmt.Println(r)
 	}
@@ -356,6 +358,13 @@ func floats(v []float64) string {
 		out = append(out, fmt.Sprintf("%.0f", f))
 	}
 	return strings.Join(out, " · ")
+}
+
+func concLabel(n int) string {
+	if n == 0 {
+		return "default"
+	}
+	return strconv.Itoa(n)
 }
 
 func serversLabel(n int) string {
@@ -426,21 +435,27 @@ type usage struct {
 }
 
 // start runs the coordinator binary with a generated config.
-func (e *env) start(command, addr string, latency time.Duration) (*process, error) {
-	servers := ""
+// concurrency sets worker.concurrency and lms.max_concurrency; 0 leaves
+// both at the binary's defaults.
+func (e *env) start(command, addr string, latency time.Duration, concurrency int) (*process, error) {
+	servers, workerConc, lmsConc := "", "", ""
 	if e.o.servers > 0 {
 		servers = fmt.Sprintf("servers: %d, ", e.o.servers)
+	}
+	if concurrency > 0 {
+		workerConc = fmt.Sprintf("concurrency: %d, ", concurrency)
+		lmsConc = fmt.Sprintf("max_concurrency: %d, ", concurrency)
 	}
 	cfg := fmt.Sprintf(`
 http: {addr: %q, pprof: true}
 shutdown_timeout: 10s
 log: {level: %s}
 redis: {url: %q}
-lms: {url: %q, client_secret: %q, timeout: 5s, max_concurrency: %d, rate_per_minute: 100000000}
+lms: {url: %q, client_secret: %q, timeout: 5s, %srate_per_minute: 100000000}
 auth: {jwt: [{issuer: %q, audience: %q, secret: %q}]}
-worker: {queue: %q, concurrency: %d, %sretry: {initial_delay: 1s, max_delay: 10s}}
+worker: {queue: %q, %s%sretry: {initial_delay: 1s, max_delay: 10s}}
 signals: {fulfill_order_placed: [lms.fulfill_order_placed_send_enroll_in_course]}
-`, addr, e.o.logLevel, e.o.redisURL, e.lmsURL, lmsSecret, e.o.concurrency, issuer, audience, jwtSecret, e.queue, e.o.concurrency, servers)
+`, addr, e.o.logLevel, e.o.redisURL, e.lmsURL, lmsSecret, lmsConc, issuer, audience, jwtSecret, e.queue, workerConc, servers)
 	path := filepath.Join(e.dir, command+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -628,7 +643,7 @@ func (e *env) checkQueued(run string, s stats) error {
 func (e *env) measureAPI(_ context.Context, conns int) (stats, usage, error) {
 	defer e.deleteQueue()
 	addr := freeAddr()
-	p, err := e.start("api", addr, 0)
+	p, err := e.start("api", addr, 0, 0)
 	if err != nil {
 		return stats{}, usage{}, err
 	}
@@ -697,7 +712,7 @@ func (e *env) measureDrain(ctx context.Context, latency time.Duration) (drain, e
 	}
 	e.resetCounts()
 	tokens0, accounts0 := e.fake.Count(lmstest.Token), e.fake.Count(lmstest.Account)
-	p, err := e.start("worker", freeAddr(), latency)
+	p, err := e.start("worker", freeAddr(), latency, e.o.concurrency)
 	if err != nil {
 		return drain{}, err
 	}
@@ -729,7 +744,7 @@ type together struct {
 func (e *env) measureTogether(_ context.Context) (together, error) {
 	defer e.deleteQueue()
 	addr := freeAddr()
-	p, err := e.start("all", addr, 0)
+	p, err := e.start("all", addr, 0, e.o.togetherConc)
 	if err != nil {
 		return together{}, err
 	}

@@ -307,11 +307,18 @@ func FuzzFulfill(f *testing.F) {
 func BenchmarkVerifyHS256(b *testing.B) {
 	a := NewAuthenticator(AuthOptions{AdminClaim: "administrator", Issuers: []Issuer{{Issuer: hsIssuer, Audience: audience, Secret: hsSecret}}}, http.DefaultClient)
 	header := "JWT " + hs(b, claims(nil))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := a.Verify(context.Background(), header); err != nil {
-			b.Fatal(err)
-		}
+	for _, cached := range []bool{false, true} {
+		b.Run(map[bool]string{false: "parsed", true: "cached"}[cached], func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if !cached {
+					a.verified.m = nil
+				}
+				if _, err := a.Verify(context.Background(), header); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

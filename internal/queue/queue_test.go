@@ -27,7 +27,7 @@ func testKinds(handle func(context.Context, pipeline.Job) error) *pipeline.Kinds
 	)
 }
 
-func job(t *testing.T, kind, order string) pipeline.Job {
+func job(t testing.TB, kind, order string) pipeline.Job {
 	t.Helper()
 	ref := fulfillment.Ref{Site: "default", OrderNumber: order, CourseID: "course-v1:a+b+c", CourseMode: "audit",
 		AcceptedAt: time.Now().UTC().Truncate(time.Second)}
