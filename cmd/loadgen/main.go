@@ -252,8 +252,8 @@ func bench(ctx context.Context, o options) error {
 				return err
 			}
 			bares, ceilings, apis, procs = append(bares, bare), append(ceilings, ceiling), append(apis, api), append(procs, proc)
-			fmt.Fprintf(os.Stderr, "loadgen: API %d conns, run %d: API %s | ceiling %s | bare %s | API/ceiling %.2f, API/bare %.2f\n",
-				c, len(apis), api, ceiling, bare, api.rps/ceiling.rps, api.rps/bare.rps)
+			fmt.Fprintf(os.Stderr, "loadgen: API %d conns, run %d: API %s | ceiling %s | bare %s | API/ceiling %.2f, API/bare %.2f | API CPU %.1f µs/order, RSS %.1f MB\n",
+				c, len(apis), api, ceiling, bare, api.rps/ceiling.rps, api.rps/bare.rps, proc.cpuSec/float64(max(1, api.ok))*1e6, proc.rssMB)
 		}
 		api, ceiling, bare := medianStats(apis), medianStats(ceilings), medianStats(bares)
 		var rssMB, cpu float64

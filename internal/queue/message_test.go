@@ -250,3 +250,26 @@ func BenchmarkEnqueue(b *testing.B) {
 		}
 	})
 }
+
+// A repeat finds its task even when Redis lost asynq's set of queue names
+// (a flush or a restore): the queue names itself again, as asynq's
+// Inspector looks queues up there.
+func TestEnqueueRepublishesQueue(t *testing.T) {
+	t.Parallel()
+	rdb, name := queuetest.Redis(t)
+	q := queue.New(rdb, testKinds(noop), queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	ctx := context.Background()
+	j := job(t, "ping", "EDX-Q")
+	if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.SRem(ctx, "asynq:queues", name).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil || id != j.ID {
+		t.Fatalf("repeat after asynq:queues was lost: %q %v", id, err)
+	}
+	if ok, _ := rdb.SIsMember(ctx, "asynq:queues", name).Result(); !ok {
+		t.Fatal("the queue did not name itself again")
+	}
+}

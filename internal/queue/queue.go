@@ -92,14 +92,6 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	}
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
-	if !q.published.Load() {
-		// asynq's client names the queue in asynq:queues before its first
-		// enqueue (Inspector and asynqmon list queues from it).
-		if err := q.rdb.SAdd(ctx, allQueues, q.name).Err(); err != nil {
-			return "", fmt.Errorf("enqueue %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
-		}
-		q.published.Store(true)
-	}
 	msg := taskMessage(k.TaskType, j.Payload, j.ID, q.name, q.maxRetry, q.timeout, q.retention)
 	keys := []string{q.taskKey(j.ID), q.pendingKey(), q.orderKey(j.Ref.Site, j.Ref.OrderNumber)}
 	if o.UnlessExists != "" {
@@ -110,6 +102,14 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	// A few rounds cover a failed task deleted by a concurrent repeat
 	// between our conflict and our look-up.
 	for range 3 {
+		if !q.published.Load() {
+			// asynq's client names the queue in asynq:queues before its
+			// first enqueue (Inspector and asynqmon look queues up there).
+			if err := q.rdb.SAdd(ctx, allQueues, q.name).Err(); err != nil {
+				return "", fmt.Errorf("enqueue %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
+			}
+			q.published.Store(true)
+		}
 		var res *redis.Cmd
 		err := q.batch.do(ctx, func(ctx context.Context, p redis.Pipeliner) {
 			res = enqueueScript.EvalSha(ctx, p, keys, msg, j.ID, time.Now().UnixNano(), ttl, legacyID)
@@ -140,7 +140,12 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 		// A task of this id exists (or the reply was unreadable): look.
 		info, err := q.inspector.GetTaskInfo(q.name, j.ID)
 		switch {
-		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		case errors.Is(err, asynq.ErrQueueNotFound):
+			// Redis lost asynq:queues (flushed, restored): name the queue
+			// again, then look again.
+			q.published.Store(false)
+			continue
+		case errors.Is(err, asynq.ErrTaskNotFound):
 			continue // finished and expired, or deleted: enqueue again
 		case err != nil:
 			return "", fmt.Errorf("inspect %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
