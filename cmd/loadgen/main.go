@@ -62,7 +62,8 @@ type options struct {
 	runs         string
 	profile      string
 	logLevel     string
-	servers      int
+	servers      int   // worker.servers of the process being started (0: default)
+	drainServers []int // worker.servers settings the drain runs compare
 	repeat       int
 	togetherConc int
 }
@@ -86,12 +87,13 @@ func main() {
 	flag.StringVar(&lat, "drain-latency", "0s,50ms", "fake LMS latencies for the drain runs")
 	flag.IntVar(&o.rate, "rate", 3000, "offered orders per second in the together run")
 	flag.DurationVar(&o.togetherDur, "together-duration", 30*time.Second, "length of the together run")
-	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of coordinator api during the first API run to this file")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile to this file: of coordinator api during the first API run, of the worker during the first drain with -runs drain")
 	flag.StringVar(&o.runs, "runs", "api,drain,together", "which runs to make")
 	flag.IntVar(&o.concurrency, "worker-concurrency", 600, "worker.concurrency and lms.max_concurrency for the drain runs")
 	flag.IntVar(&o.togetherConc, "together-concurrency", 0, "worker.concurrency and lms.max_concurrency for the together run (0: the binary's defaults)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log.level of the coordinator processes (their logs go to a file, as to a collector)")
-	flag.IntVar(&o.servers, "worker-servers", 0, "worker.servers (0: the binary's default)")
+	var servers string
+	flag.StringVar(&servers, "worker-servers", "0", "worker.servers settings for the drain runs, compared in alternation (0: the binary's default)")
 	flag.IntVar(&o.repeat, "repeat", 1, "measure each API and drain setting this many times, alternating; report medians")
 	flag.Parse()
 	for _, c := range strings.Split(conns, ",") {
@@ -100,6 +102,13 @@ func main() {
 			fatal(fmt.Errorf("-conns: %w", err))
 		}
 		o.conns = append(o.conns, n)
+	}
+	for _, v := range strings.Split(servers, ",") {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			fatal(fmt.Errorf("-worker-servers: %q", v))
+		}
+		o.drainServers = append(o.drainServers, n)
 	}
 	for _, l := range strings.Split(lat, ",") {
 		d, err := time.ParseDuration(l)
@@ -266,27 +275,46 @@ func bench(ctx context.Context, o options) error {
 			rssMB, cpu/float64(len(procs)))
 		add("| API %d conns, each run (req/s) | API %s | ceiling %s; bare %s | | |", c, rates(apis), rates(ceilings), rates(bares))
 	}
-	// 2. Drain, alternating the latencies.
-	drains := map[time.Duration][]drain{}
+	// 2. Drain, alternating the latencies and the worker.servers settings.
+	type drainKey struct {
+		lat     time.Duration
+		servers int
+	}
+	drains := map[drainKey][]drain{}
 	for range runIf(want("drain"), make([]struct{}, o.repeat)) {
-		for _, lat := range o.drainLatency {
-			d, err := e.measureDrain(ctx, lat)
-			if err != nil {
-				return err
+		for _, srv := range o.drainServers {
+			for _, lat := range o.drainLatency {
+				e.o.servers = srv
+				d, err := e.measureDrain(ctx, lat)
+				if err != nil {
+					return err
+				}
+				k := drainKey{lat, srv}
+				drains[k] = append(drains[k], d)
+				fmt.Fprintf(os.Stderr, "loadgen: drain LMS %v, worker.servers %s, run %d: %.0f tasks/s, %.2f CPU s per 1,000\n",
+					lat, serversLabel(srv), len(drains[k]), d.rate, d.proc.cpuSec/float64(o.drainN)*1000)
 			}
-			drains[lat] = append(drains[lat], d)
-			fmt.Fprintf(os.Stderr, "loadgen: drain LMS %v, run %d: %.0f tasks/s\n", lat, len(drains[lat]), d.rate)
 		}
 	}
+	e.o.servers = 0
 	for _, lat := range runIf(want("drain"), o.drainLatency) {
-		ds := drains[lat]
-		all := make([]float64, len(ds))
-		for i, d := range ds {
-			all[i] = d.rate
+		var first float64
+		for i, srv := range o.drainServers {
+			ds := drains[drainKey{lat, srv}]
+			all := make([]float64, len(ds))
+			for i, d := range ds {
+				all[i] = d.rate
+			}
+			m := ds[medianIndex(all)]
+			ratio := "—"
+			if i == 0 {
+				first = m.rate
+			} else {
+				ratio = fmt.Sprintf("%.2f of worker.servers %s", m.rate/first, serversLabel(o.drainServers[0]))
+			}
+			add("| drain %d tasks, LMS %v, worker.servers %s | **%.0f tasks/s** (runs %s) | %d token requests, %d account look-ups for %d learners | %s | coordinator worker: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
+				o.drainN, lat, serversLabel(srv), m.rate, floats(all), m.tokens, m.accounts, o.drainN, ratio, m.proc.rssMB, m.proc.cpuSec/float64(o.drainN)*1000)
 		}
-		m := ds[medianIndex(all)]
-		add("| drain %d tasks, LMS %v, worker.servers %s | **%.0f tasks/s** (runs %s) | %d token requests, %d account look-ups for %d learners | — | coordinator worker: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
-			o.drainN, lat, serversLabel(o.servers), m.rate, floats(all), m.tokens, m.accounts, o.drainN, m.proc.rssMB, m.proc.cpuSec/float64(o.drainN)*1000)
 	}
 	// 3. Together.
 	if want("together") {
@@ -453,9 +481,9 @@ log: {level: %s}
 redis: {url: %q}
 lms: {url: %q, client_secret: %q, timeout: 5s, %srate_per_minute: 100000000}
 auth: {jwt: [{issuer: %q, audience: %q, secret: %q}]}
-worker: {queue: %q, %s%sretry: {initial_delay: 1s, max_delay: 10s}}
+worker: {queue: %q, http_addr: %q, %s%sretry: {initial_delay: 1s, max_delay: 10s}}
 signals: {fulfill_order_placed: [lms.fulfill_order_placed_send_enroll_in_course]}
-`, addr, e.o.logLevel, e.o.redisURL, e.lmsURL, lmsSecret, lmsConc, issuer, audience, jwtSecret, e.queue, workerConc, servers)
+`, addr, e.o.logLevel, e.o.redisURL, e.lmsURL, lmsSecret, lmsConc, issuer, audience, jwtSecret, e.queue, addr, workerConc, servers)
 	path := filepath.Join(e.dir, command+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -712,11 +740,18 @@ func (e *env) measureDrain(ctx context.Context, latency time.Duration) (drain, e
 	}
 	e.resetCounts()
 	tokens0, accounts0 := e.fake.Count(lmstest.Token), e.fake.Count(lmstest.Account)
-	p, err := e.start("worker", freeAddr(), latency, e.o.concurrency)
+	addr := freeAddr()
+	p, err := e.start("worker", addr, latency, e.o.concurrency)
 	if err != nil {
 		return drain{}, err
 	}
 	defer p.stop()
+	if e.o.profile != "" && e.o.runs == "drain" {
+		if err := waitHTTP("http://" + addr + "/health"); err != nil {
+			return drain{}, err
+		}
+		go e.fetchProfile("http://"+addr+"/debug/pprof/profile?seconds=%d", 3*time.Second)
+	}
 	deadline := time.Now().Add(5 * time.Minute)
 	for e.enrolls.Load() < int64(e.o.drainN) {
 		if time.Now().After(deadline) {

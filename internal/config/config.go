@@ -130,7 +130,7 @@ type BasicAuthUser struct {
 
 // defaultWorkerServers is worker.servers' default, chosen by measurement
 // (docs/performance.md).
-const defaultWorkerServers = 4
+const defaultWorkerServers = 1
 
 // Worker configures task processing.
 type Worker struct {
