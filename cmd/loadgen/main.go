@@ -50,22 +50,23 @@ const (
 )
 
 type options struct {
-	bin          string
-	redisURL     string
-	apiDuration  time.Duration
-	conns        []int
-	drainN       int
-	drainLatency []time.Duration
-	rate         int
-	togetherDur  time.Duration
-	concurrency  int
-	runs         string
-	profile      string
-	logLevel     string
-	servers      int   // worker.servers of the process being started (0: default)
-	drainServers []int // worker.servers settings the drain runs compare
-	repeat       int
-	togetherConc int
+	bin           string
+	redisURL      string
+	apiDuration   time.Duration
+	conns         []int
+	drainN        int
+	drainLatency  []time.Duration
+	rate          int
+	togetherDur   time.Duration
+	concurrency   int
+	runs          string
+	profile       string
+	logLevel      string
+	servers       int   // worker.servers of the process being started (0: default)
+	drainServers  []int // worker.servers settings the drain runs compare
+	repeat        int
+	togetherConc  int   // of the together run being made
+	togetherConcs []int // the together runs to make
 }
 
 func main() {
@@ -90,7 +91,8 @@ func main() {
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile to this file: of coordinator api during the first API run, of the worker during the first drain with -runs drain")
 	flag.StringVar(&o.runs, "runs", "api,drain,together", "which runs to make")
 	flag.IntVar(&o.concurrency, "worker-concurrency", 600, "worker.concurrency and lms.max_concurrency for the drain runs")
-	flag.IntVar(&o.togetherConc, "together-concurrency", 0, "worker.concurrency and lms.max_concurrency for the together run (0: the binary's defaults)")
+	var togetherConc string
+	flag.StringVar(&togetherConc, "together-concurrency", "0,600", "worker.concurrency and lms.max_concurrency of each together run (0: the binary's defaults)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log.level of the coordinator processes (their logs go to a file, as to a collector)")
 	var servers string
 	flag.StringVar(&servers, "worker-servers", "0", "worker.servers settings for the drain runs, compared in alternation (0: the binary's default)")
@@ -102,6 +104,13 @@ func main() {
 			fatal(fmt.Errorf("-conns: %w", err))
 		}
 		o.conns = append(o.conns, n)
+	}
+	for _, v := range strings.Split(togetherConc, ",") {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			fatal(fmt.Errorf("-together-concurrency: %q", v))
+		}
+		o.togetherConcs = append(o.togetherConcs, n)
 	}
 	for _, v := range strings.Split(servers, ",") {
 		n, err := strconv.Atoi(v)
@@ -270,8 +279,8 @@ func bench(ctx context.Context, o options) error {
 			rssMB = max(rssMB, p.rssMB)
 			cpu += p.cpuSec / float64(apis[i].ok) * 1000
 		}
-		add("| API, %d conns, log %s | %s | durable ceiling %s; bare %s | **API/ceiling %.2f** (runs %s), API/bare %.2f (runs %s) | coordinator api: peak RSS %.1f MB, %.3f CPU s per 1,000 orders |",
-			c, o.logLevel, api, ceiling, bare, api.rps/ceiling.rps, ratios(apis, ceilings), api.rps/bare.rps, ratios(apis, bares),
+		add("| API, %d conns, log %s | %s | durable ceiling %s; bare %s | **API/ceiling %.2f** (median of runs %s), API/bare %.2f (median of runs %s) | coordinator api: peak RSS %.1f MB, %.3f CPU s per 1,000 orders |",
+			c, o.logLevel, api, ceiling, bare, medianRatio(apis, ceilings), ratios(apis, ceilings), medianRatio(apis, bares), ratios(apis, bares),
 			rssMB, cpu/float64(len(procs)))
 		add("| API %d conns, each run (req/s) | API %s | ceiling %s; bare %s | | |", c, rates(apis), rates(ceilings), rates(bares))
 	}
@@ -316,14 +325,15 @@ func bench(ctx context.Context, o options) error {
 				o.drainN, lat, serversLabel(srv), m.rate, floats(all), m.tokens, m.accounts, o.drainN, ratio, m.proc.rssMB, m.proc.cpuSec/float64(o.drainN)*1000)
 		}
 	}
-	// 3. Together.
-	if want("together") {
+	// 3. Together, at each concurrency asked for.
+	for _, conc := range runIf(want("together"), o.togetherConcs) {
+		e.o.togetherConc = conc
 		t, err := e.measureTogether(ctx)
 		if err != nil {
 			return err
 		}
 		add("| together, offered %d/s for %v, log %s, worker.concurrency %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
-			o.rate, o.togetherDur, o.logLevel, concLabel(o.togetherConc), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
+			o.rate, o.togetherDur, o.logLevel, concLabel(conc), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
 	}
 
 	fmt.Println("| run | result | reference (same session) | ratio | process |")
@@ -361,6 +371,15 @@ func cmpFloat(a, b float64) int {
 		return 1
 	}
 	return 0
+}
+
+// medianRatio is the median of the per-run ratios of a's throughput to b's.
+func medianRatio(a, b []stats) float64 {
+	r := make([]float64, len(a))
+	for i := range a {
+		r[i] = a[i].rps / b[i].rps
+	}
+	return r[medianIndex(r)]
 }
 
 // ratios are the per-run ratios of a's throughput to b's (same run).
