@@ -95,7 +95,7 @@ func main() {
 	flag.StringVar(&togetherConc, "together-concurrency", "0,600", "worker.concurrency and lms.max_concurrency of each together run (0: the binary's defaults)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log.level of the coordinator processes (their logs go to a file, as to a collector)")
 	var servers string
-	flag.StringVar(&servers, "worker-servers", "0", "worker.servers settings for the drain runs, compared in alternation (0: the binary's default)")
+	flag.StringVar(&servers, "worker-servers", "0", "worker.servers settings the drain and together runs compare (0: the binary's default)")
 	flag.IntVar(&o.repeat, "repeat", 1, "measure each API and drain setting this many times, alternating; report medians")
 	flag.Parse()
 	for _, c := range strings.Split(conns, ",") {
@@ -325,16 +325,19 @@ func bench(ctx context.Context, o options) error {
 				o.drainN, lat, serversLabel(srv), m.rate, floats(all), m.tokens, m.accounts, o.drainN, ratio, m.proc.rssMB, m.proc.cpuSec/float64(o.drainN)*1000)
 		}
 	}
-	// 3. Together, at each concurrency asked for.
+	// 3. Together, at each concurrency and worker.servers setting asked for.
 	for _, conc := range runIf(want("together"), o.togetherConcs) {
-		e.o.togetherConc = conc
-		t, err := e.measureTogether(ctx)
-		if err != nil {
-			return err
+		for _, srv := range o.drainServers {
+			e.o.togetherConc, e.o.servers = conc, srv
+			t, err := e.measureTogether(ctx)
+			if err != nil {
+				return err
+			}
+			add("| together, offered %d/s for %v, log %s, worker.concurrency %s, worker.servers %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
+				o.rate, o.togetherDur, o.logLevel, concLabel(conc), serversLabel(srv), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
 		}
-		add("| together, offered %d/s for %v, log %s, worker.concurrency %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
-			o.rate, o.togetherDur, o.logLevel, concLabel(conc), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
 	}
+	e.o.servers = 0
 
 	fmt.Println("| run | result | reference (same session) | ratio | process |")
 	fmt.Println("|---|---|---|---|---|")
