@@ -134,13 +134,9 @@ const defaultWorkerServers = 1
 
 // Worker configures task processing.
 type Worker struct {
-	Concurrency int `yaml:"concurrency"`
-	// Servers is how many asynq servers a worker process runs, sharing
-	// worker.concurrency and one Redis client: each takes one task per
-	// round trip, so several drain faster (docs/performance.md).
-	Servers int    `yaml:"servers"`
-	Queue   string `yaml:"queue"`
-	Retry   Retry  `yaml:"retry"`
+	Concurrency int    `yaml:"concurrency"`
+	Queue       string `yaml:"queue"`
+	Retry       Retry  `yaml:"retry"`
 	// HTTPAddr is where `coordinator worker` serves /health and /metrics,
 	// apart from http.addr so that an API and a worker can share a host
 	// and a config file.
@@ -148,6 +144,10 @@ type Worker struct {
 	// Retention is how long a finished task is kept in Redis, so that repeats
 	// of the request are recognised and GET /orders/{n} can answer.
 	Retention Duration `yaml:"retention"`
+	// Servers is how many asynq servers a worker process runs, sharing
+	// worker.concurrency and one Redis client: each takes one task per
+	// Redis round trip, several take them in parallel (docs/performance.md).
+	Servers int `yaml:"servers"`
 }
 
 // Retry bounds the retries of transient failures.

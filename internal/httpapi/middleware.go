@@ -73,10 +73,10 @@ func requestID(next http.Handler) http.Handler {
 }
 
 // accessLog logs one line per request, http_request, with its route, status
-// and duration and the fields its handler added (LogAttrs), and measures it. Labels and log fields come from fixed sets (the route
-// pattern or "unmatched", a known method or "other"), never from the raw
-// request, so no caller can grow the metrics or break them with bytes that
-// are not UTF-8.
+// and duration and the fields its handler added (LogAttrs), and measures it.
+// Labels and log fields come from fixed sets (the route pattern or
+// "unmatched", a known method or "other"), never from the raw request, so no
+// caller can grow the metrics or break them with bytes that are not UTF-8.
 // probeRoutes are logged at debug: orchestrators and scrapers call them all
 // the time, and a not-ready answer is what the probe is for.
 var probeRoutes = map[string]bool{"/health": true, "/health/live": true, "/health/ready": true, "/metrics": true}
