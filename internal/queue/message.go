@@ -16,6 +16,10 @@ import (
 // internal/proto and internal/rdb before this constant is changed.
 const asynqVersion = "v0.26.0"
 
+// asynqDefaultTimeout is the timeout asynq.Client gives a task enqueued with
+// neither a timeout nor a deadline (client.go's defaultTimeout).
+const asynqDefaultTimeout = 30 * time.Minute
+
 // taskMessage encodes asynq's protobuf TaskMessage (internal/proto) the way
 // proto.Marshal does for what asynq.Client.Enqueue writes: fields in number
 // order, zero values left out. Only the fields an enqueue sets are written:

@@ -62,6 +62,24 @@ func TestTaskMessagePinned(t *testing.T) {
 		t.Fatalf("task message differs from asynq.Client's:\n ours   %x\n theirs %x", got, theirs["msg"])
 	}
 
+	// Asynq's defaults (25 retries, a 30-minute timeout, no retention), as
+	// a second set of fields.
+	j2 := job(t, "pong", "EDX-PIN")
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("test:pong", j2.Payload),
+		asynq.TaskID(j2.ID), asynq.Queue(name)); err != nil {
+		t.Fatal(err)
+	}
+	theirs2, err := rdb.HGet(ctx, "asynq:{"+name+"}:t:"+j2.ID, "msg").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := queue.TaskMessage("test:pong", j2.Payload, j2.ID, name, 25, 30*time.Minute, 0); string(got) != theirs2 {
+		t.Fatalf("task message with asynq's defaults differs:\n ours   %x\n theirs %x", got, theirs2)
+	}
+	if err := insp.DeleteTask(name, j2.ID); err != nil {
+		t.Fatal(err)
+	}
+
 	// Ours, through Enqueue.
 	if id, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil || id != j.ID {
 		t.Fatalf("enqueue: %q %v", id, err)

@@ -92,7 +92,11 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	}
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
-	msg := taskMessage(k.TaskType, j.Payload, j.ID, q.name, q.maxRetry, q.timeout, q.retention)
+	timeout := q.timeout
+	if timeout <= 0 {
+		timeout = asynqDefaultTimeout // what asynq.Client sets without a timeout or deadline
+	}
+	msg := taskMessage(k.TaskType, j.Payload, j.ID, q.name, q.maxRetry, timeout, q.retention)
 	keys := []string{q.taskKey(j.ID), q.pendingKey(), q.orderKey(j.Ref.Site, j.Ref.OrderNumber)}
 	if o.UnlessExists != "" {
 		keys = append(keys, q.taskKey(o.UnlessExists))
