@@ -50,10 +50,15 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $(FUZZTIME) ./internal/httpapi
 
 # The load benchmark (docs/performance.md): the real binary against this
-# machine's Redis and an in-process fake LMS, then the hot-path Go benchmarks.
+# machine's Redis and an in-process fake LMS — the API against the bare
+# handler and the durable ceiling of the same session, three alternating runs
+# each; the drain at LMS 0 ms and 50 ms with worker.servers 1 and 4, three
+# alternating runs; the together run at the default concurrency and at 600,
+# each with worker.servers 1 and 4 — then the hot-path Go benchmarks. About
+# 8 minutes on a quiet machine.
 bench: setup build
 	$(GO) build -o $(BIN)/loadgen ./cmd/loadgen
-	$(BIN)/loadgen -bin $(BIN)/coordinator
+	$(BIN)/loadgen -bin $(BIN)/coordinator -repeat 3 -conns 32 -worker-servers 1,4
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/fulfillment ./internal/lms ./internal/httpapi ./internal/queue
 
 clean:

@@ -335,6 +335,7 @@ func (a *app) worker() *queue.Worker {
 	return queue.NewWorker(a.rdb, a.kinds, a.pipe, queue.WorkerOptions{
 		Queue:           a.cfg.Worker.Queue,
 		Concurrency:     a.cfg.Worker.Concurrency,
+		Servers:         a.cfg.Worker.Servers,
 		InitialDelay:    a.cfg.Worker.Retry.InitialDelay.D(),
 		MaxDelay:        a.cfg.Worker.Retry.MaxDelay.D(),
 		ShutdownTimeout: a.cfg.ShutdownTimeout.D(),

@@ -1,9 +1,13 @@
 // Command loadgen is Coordinator's reproducible benchmark (make bench): it
 // starts the real binary against the machine's Redis and an in-process fake
 // LMS, drives it from 127.0.0.1 for bounded times and counts, and prints one
-// table: API throughput and latency against a bare net/http handler, backlog
-// drain rate at two LMS latencies, API and worker together under a steady
-// load, and each process's peak RSS and CPU time.
+// table: API throughput and latency against two references measured in the
+// same session — a bare net/http handler, and the "durable ceiling" (the same
+// validation and the same group-committed Redis write of the task, nothing
+// else) — backlog drain rate at two LMS latencies, API and worker together
+// under a steady load, and each process's peak RSS and CPU time. With
+// -repeat n each API and drain measurement is made n times, alternating, and
+// the medians are reported with every run's figure.
 package main
 
 import (
@@ -46,22 +50,32 @@ const (
 )
 
 type options struct {
-	bin          string
-	redisURL     string
-	apiDuration  time.Duration
-	conns        []int
-	drainN       int
-	drainLatency []time.Duration
-	rate         int
-	togetherDur  time.Duration
-	concurrency  int
-	runs         string
-	profile      string
+	bin           string
+	redisURL      string
+	apiDuration   time.Duration
+	conns         []int
+	drainN        int
+	drainLatency  []time.Duration
+	rate          int
+	togetherDur   time.Duration
+	concurrency   int
+	runs          string
+	profile       string
+	logLevel      string
+	servers       int   // worker.servers of the process being started (0: default)
+	drainServers  []int // worker.servers settings the drain runs compare
+	repeat        int
+	togetherConc  int   // of the together run being made
+	togetherConcs []int // the together runs to make
 }
 
 func main() {
 	if len(os.Args) == 3 && os.Args[1] == "--bare-server" {
 		bareServer(os.Args[2])
+		return
+	}
+	if len(os.Args) == 5 && os.Args[1] == "--ceiling-server" {
+		ceilingServer(os.Args[2], os.Args[3], os.Args[4])
 		return
 	}
 	var o options
@@ -74,9 +88,15 @@ func main() {
 	flag.StringVar(&lat, "drain-latency", "0s,50ms", "fake LMS latencies for the drain runs")
 	flag.IntVar(&o.rate, "rate", 3000, "offered orders per second in the together run")
 	flag.DurationVar(&o.togetherDur, "together-duration", 30*time.Second, "length of the together run")
-	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of coordinator api during the first API run to this file")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile to this file: of coordinator api during the first API run, of the worker during the first drain with -runs drain")
 	flag.StringVar(&o.runs, "runs", "api,drain,together", "which runs to make")
-	flag.IntVar(&o.concurrency, "worker-concurrency", 600, "worker.concurrency and lms.max_concurrency for the drain and together runs")
+	flag.IntVar(&o.concurrency, "worker-concurrency", 600, "worker.concurrency and lms.max_concurrency for the drain runs")
+	var togetherConc string
+	flag.StringVar(&togetherConc, "together-concurrency", "0,600", "worker.concurrency and lms.max_concurrency of each together run (0: the binary's defaults)")
+	flag.StringVar(&o.logLevel, "log-level", "info", "log.level of the coordinator processes (their logs go to a file, as to a collector)")
+	var servers string
+	flag.StringVar(&servers, "worker-servers", "0", "worker.servers settings the drain and together runs compare (0: the binary's default)")
+	flag.IntVar(&o.repeat, "repeat", 1, "measure each API and drain setting this many times, alternating; report medians")
 	flag.Parse()
 	for _, c := range strings.Split(conns, ",") {
 		n, err := strconv.Atoi(c)
@@ -84,6 +104,20 @@ func main() {
 			fatal(fmt.Errorf("-conns: %w", err))
 		}
 		o.conns = append(o.conns, n)
+	}
+	for _, v := range strings.Split(togetherConc, ",") {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			fatal(fmt.Errorf("-together-concurrency: %q", v))
+		}
+		o.togetherConcs = append(o.togetherConcs, n)
+	}
+	for _, v := range strings.Split(servers, ",") {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			fatal(fmt.Errorf("-worker-servers: %q", v))
+		}
+		o.drainServers = append(o.drainServers, n)
 	}
 	for _, l := range strings.Split(lat, ",") {
 		d, err := time.ParseDuration(l)
@@ -109,6 +143,56 @@ func bareServer(addr string) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"ok":true}`))
+	})
+	fatal((&http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}).ListenAndServe())
+}
+
+// ceilingServer is the durable ceiling: what Coordinator must do for an
+// accepted order and nothing else — verify the HS256 JWT (same parser
+// options, audience and admin claim), validate the order, and write its task
+// through the same group-committed Redis pipeline (pipeline.Accept over
+// queue.Queue: the enqueue script with its index write and checks) before
+// answering 200. No router, middleware, signals, logging or metrics.
+func ceilingServer(addr, redisURL, queueName string) {
+	ropt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		fatal(err)
+	}
+	rdb := redis.NewClient(ropt)
+	kinds := pipeline.NewKinds(lms.Kinds(nil, nil)...)
+	acc := pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
+		Queue: queue.New(rdb, kinds, queue.Options{Name: queueName, MaxAttempts: 20, Retention: 7 * 24 * time.Hour, TaskTimeout: time.Minute})})
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{"HS256", "RS256", "RS512"}), jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(), jwt.WithLeeway(30*time.Second), jwt.WithAudience(audience), jwt.WithIssuer(issuer))
+	key := []byte(jwtSecret)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			return
+		}
+		claims := jwt.MapClaims{}
+		_, raw, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if _, err := parser.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return key, nil }); err != nil || claims["administrator"] != true {
+			http.Error(w, `{"detail":"unauthenticated"}`, http.StatusUnauthorized)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+		if err != nil {
+			http.Error(w, `{"detail":"body"}`, http.StatusBadRequest)
+			return
+		}
+		o, err := fulfillment.Parse(body, func(s string) bool { return s == fulfillment.DefaultSite })
+		if err != nil {
+			http.Error(w, `{"detail":"invalid"}`, http.StatusBadRequest)
+			return
+		}
+		o.RequestID, o.AcceptedAt = "ceiling", time.Now().UTC()
+		id, err := acc.Accept(r.Context(), lms.KindEnroll, o.Ref(), o)
+		if err != nil {
+			http.Error(w, `{"detail":"unavailable"}`, http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"task_id":"` + id + `"}`))
 	})
 	fatal((&http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}).ListenAndServe())
 }
@@ -168,44 +252,176 @@ func bench(ctx context.Context, o options) error {
 	}
 
 	want := func(run string) bool { return slices.Contains(strings.Split(o.runs, ","), run) }
-	// 1. API against the bare handler.
+	// 1. API against the bare handler and the durable ceiling, alternating.
 	for _, c := range runIf(want("api"), o.conns) {
-		bare, err := e.measureBare(ctx, c)
-		if err != nil {
-			return err
+		var bares, ceilings, apis []stats
+		var procs []usage
+		for range o.repeat {
+			bare, err := e.measureBare(ctx, c)
+			if err != nil {
+				return err
+			}
+			ceiling, err := e.measureCeiling(ctx, c)
+			if err != nil {
+				return err
+			}
+			api, proc, err := e.measureAPI(ctx, c)
+			if err != nil {
+				return err
+			}
+			bares, ceilings, apis, procs = append(bares, bare), append(ceilings, ceiling), append(apis, api), append(procs, proc)
+			fmt.Fprintf(os.Stderr, "loadgen: API %d conns, run %d: API %s | ceiling %s | bare %s | API/ceiling %.2f, API/bare %.2f | API CPU %.1f µs/order, RSS %.1f MB\n",
+				c, len(apis), api, ceiling, bare, api.rps/ceiling.rps, api.rps/bare.rps, proc.cpuSec/float64(max(1, api.ok))*1e6, proc.rssMB)
 		}
-		api, proc, err := e.measureAPI(ctx, c)
-		if err != nil {
-			return err
+		api, ceiling, bare := medianStats(apis), medianStats(ceilings), medianStats(bares)
+		var rssMB, cpu float64
+		for i, p := range procs {
+			rssMB = max(rssMB, p.rssMB)
+			cpu += p.cpuSec / float64(apis[i].ok) * 1000
 		}
-		add("| API, %d conns | %s | %s | ratio %.2f of bare | coordinator api: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
-			c, api, bare, api.rps/bare.rps, proc.rssMB, proc.cpuSec/float64(api.ok)*1000)
+		add("| API, %d conns, log %s | %s | durable ceiling %s; bare %s | **API/ceiling %.2f** (median of runs %s), API/bare %.2f (median of runs %s) | coordinator api: peak RSS %.1f MB, %.3f CPU s per 1,000 orders |",
+			c, o.logLevel, api, ceiling, bare, medianRatio(apis, ceilings), ratios(apis, ceilings), medianRatio(apis, bares), ratios(apis, bares),
+			rssMB, cpu/float64(len(procs)))
+		add("| API %d conns, each run (req/s) | API %s | ceiling %s; bare %s | | |", c, rates(apis), rates(ceilings), rates(bares))
 	}
-	// 2. Drain.
+	// 2. Drain, alternating the latencies and the worker.servers settings.
+	type drainKey struct {
+		lat     time.Duration
+		servers int
+	}
+	drains := map[drainKey][]drain{}
+	for range runIf(want("drain"), make([]struct{}, o.repeat)) {
+		for _, srv := range o.drainServers {
+			for _, lat := range o.drainLatency {
+				e.o.servers = srv
+				d, err := e.measureDrain(ctx, lat)
+				if err != nil {
+					return err
+				}
+				k := drainKey{lat, srv}
+				drains[k] = append(drains[k], d)
+				fmt.Fprintf(os.Stderr, "loadgen: drain LMS %v, worker.servers %s, run %d: %.0f tasks/s, %.2f CPU s per 1,000\n",
+					lat, serversLabel(srv), len(drains[k]), d.rate, d.proc.cpuSec/float64(o.drainN)*1000)
+			}
+		}
+	}
+	e.o.servers = 0
 	for _, lat := range runIf(want("drain"), o.drainLatency) {
-		d, err := e.measureDrain(ctx, lat)
-		if err != nil {
-			return err
+		var first float64
+		for i, srv := range o.drainServers {
+			ds := drains[drainKey{lat, srv}]
+			all := make([]float64, len(ds))
+			for i, d := range ds {
+				all[i] = d.rate
+			}
+			m := ds[medianIndex(all)]
+			ratio := "—"
+			if i == 0 {
+				first = m.rate
+			} else {
+				ratio = fmt.Sprintf("%.2f of worker.servers %s", m.rate/first, serversLabel(o.drainServers[0]))
+			}
+			add("| drain %d tasks, LMS %v, worker.servers %s | **%.0f tasks/s** (runs %s) | %d token requests, %d account look-ups for %d learners | %s | coordinator worker: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
+				o.drainN, lat, serversLabel(srv), m.rate, floats(all), m.tokens, m.accounts, o.drainN, ratio, m.proc.rssMB, m.proc.cpuSec/float64(o.drainN)*1000)
 		}
-		add("| drain %d tasks, LMS %v | %.0f tasks/s | %d token requests, %d account look-ups for %d learners | coordinator worker: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
-			o.drainN, lat, d.rate, d.tokens, d.accounts, o.drainN, d.proc.rssMB, d.proc.cpuSec/float64(o.drainN)*1000)
 	}
-	// 3. Together.
-	if want("together") {
-		t, err := e.measureTogether(ctx)
-		if err != nil {
-			return err
+	// 3. Together, at each concurrency and worker.servers setting asked for.
+	for _, conc := range runIf(want("together"), o.togetherConcs) {
+		for _, srv := range o.drainServers {
+			e.o.togetherConc, e.o.servers = conc, srv
+			t, err := e.measureTogether(ctx)
+			if err != nil {
+				return err
+			}
+			add("| together, offered %d/s for %v, log %s, worker.concurrency %s, worker.servers %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
+				o.rate, o.togetherDur, o.logLevel, concLabel(conc), serversLabel(srv), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
 		}
-		add("| together, offered %d/s for %v | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
-			o.rate, o.togetherDur, t.acceptedRate, t.deliveredRate, t.errors, t.backlog, t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
 	}
+	e.o.servers = 0
 
-	fmt.Println("| run | result | comparison | notes |")
-	fmt.Println("|---|---|---|---|")
+	fmt.Println("| run | result | reference (same session) | ratio | process |")
+	fmt.Println("|---|---|---|---|---|")
 	for _, r := range rows {
 		fmt.Println(r)
 	}
 	return nil
+}
+
+// medianStats is the run of median throughput.
+func medianStats(runs []stats) stats {
+	r := make([]float64, len(runs))
+	for i, s := range runs {
+		r[i] = s.rps
+	}
+	return runs[medianIndex(r)]
+}
+
+// medianIndex is the index of the median (the lower one of an even count).
+func medianIndex(v []float64) int {
+	idx := make([]int, len(v))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmpFloat(v[a], v[b]) })
+	return idx[(len(v)-1)/2]
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// medianRatio is the median of the per-run ratios of a's throughput to b's.
+func medianRatio(a, b []stats) float64 {
+	r := make([]float64, len(a))
+	for i := range a {
+		r[i] = a[i].rps / b[i].rps
+	}
+	return r[medianIndex(r)]
+}
+
+// ratios are the per-run ratios of a's throughput to b's (same run).
+func ratios(a, b []stats) string {
+	var out []string
+	for i := range a {
+		out = append(out, fmt.Sprintf("%.2f", a[i].rps/b[i].rps))
+	}
+	return strings.Join(out, " · ")
+}
+
+func rates(runs []stats) string {
+	var out []string
+	for _, s := range runs {
+		out = append(out, fmt.Sprintf("%.0f", s.rps))
+	}
+	return strings.Join(out, " · ")
+}
+
+func floats(v []float64) string {
+	var out []string
+	for _, f := range v {
+		out = append(out, fmt.Sprintf("%.0f", f))
+	}
+	return strings.Join(out, " · ")
+}
+
+func concLabel(n int) string {
+	if n == 0 {
+		return "default"
+	}
+	return strconv.Itoa(n)
+}
+
+func serversLabel(n int) string {
+	if n == 0 {
+		return "default"
+	}
+	return strconv.Itoa(n)
 }
 
 // runIf is the settings to run with, or none when the run is not wanted.
@@ -250,10 +466,17 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-// process is a running child process.
+// process is a running child process; its logs go to a file, as to a log
+// collector (an in-memory buffer would grow with every info line).
 type process struct {
-	cmd  *exec.Cmd
-	logs bytes.Buffer
+	cmd     *exec.Cmd
+	logFile *os.File
+}
+
+// logs returns the end of the process's logs.
+func (p *process) logs() string {
+	b, _ := os.ReadFile(p.logFile.Name())
+	return tail(string(b))
 }
 
 type usage struct {
@@ -262,31 +485,46 @@ type usage struct {
 }
 
 // start runs the coordinator binary with a generated config.
-func (e *env) start(command, addr string, latency time.Duration) (*process, error) {
+// concurrency sets worker.concurrency and lms.max_concurrency; 0 leaves
+// both at the binary's defaults.
+func (e *env) start(command, addr string, latency time.Duration, concurrency int) (*process, error) {
+	servers, workerConc, lmsConc := "", "", ""
+	if e.o.servers > 0 {
+		servers = fmt.Sprintf("servers: %d, ", e.o.servers)
+	}
+	if concurrency > 0 {
+		workerConc = fmt.Sprintf("concurrency: %d, ", concurrency)
+		lmsConc = fmt.Sprintf("max_concurrency: %d, ", concurrency)
+	}
 	cfg := fmt.Sprintf(`
 http: {addr: %q, pprof: true}
 shutdown_timeout: 10s
-log: {level: warn}
+log: {level: %s}
 redis: {url: %q}
-lms: {url: %q, client_secret: %q, timeout: 5s, max_concurrency: %d, rate_per_minute: 100000000}
+lms: {url: %q, client_secret: %q, timeout: 5s, %srate_per_minute: 100000000}
 auth: {jwt: [{issuer: %q, audience: %q, secret: %q}]}
-worker: {queue: %q, concurrency: %d, retry: {initial_delay: 1s, max_delay: 10s}}
+worker: {queue: %q, http_addr: %q, %s%sretry: {initial_delay: 1s, max_delay: 10s}}
 signals: {fulfill_order_placed: [lms.fulfill_order_placed_send_enroll_in_course]}
-`, addr, e.o.redisURL, e.lmsURL, lmsSecret, e.o.concurrency, issuer, audience, jwtSecret, e.queue, e.o.concurrency)
+`, addr, e.o.logLevel, e.o.redisURL, e.lmsURL, lmsSecret, lmsConc, issuer, audience, jwtSecret, e.queue, addr, workerConc, servers)
 	path := filepath.Join(e.dir, command+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
 	e.fake.SetLatency(latency)
-	p := &process{cmd: exec.Command(e.o.bin, "--config", path, command)}
-	p.cmd.Stderr = &p.logs
+	lf, err := os.Create(filepath.Join(e.dir, command+".log"))
+	if err != nil {
+		return nil, err
+	}
+	p := &process{cmd: exec.Command(e.o.bin, "--config", path, command), logFile: lf}
+	p.cmd.Stdout, p.cmd.Stderr = lf, lf
 	if err := p.cmd.Start(); err != nil {
+		lf.Close()
 		return nil, err
 	}
 	if command != "worker" {
 		if err := waitHTTP("http://" + addr + "/health"); err != nil {
 			p.stop()
-			return nil, fmt.Errorf("%s: %w\n%s", command, err, p.logs.String())
+			return nil, fmt.Errorf("%s: %w\n%s", command, err, p.logs())
 		}
 	}
 	return p, nil
@@ -337,6 +575,8 @@ func (p *process) stop() {
 		_ = p.cmd.Process.Kill()
 		<-done
 	}
+	p.logFile.Close()
+	_ = os.Remove(p.logFile.Name())
 }
 
 // stats is one HTTP load run's result.
@@ -418,10 +658,42 @@ func (e *env) measureBare(_ context.Context, conns int) (stats, error) {
 	return load("http://"+addr+"/", e.token, conns, e.o.apiDuration, func(int, int) []byte { return []byte(`{}`) }), nil
 }
 
+func (e *env) measureCeiling(_ context.Context, conns int) (stats, error) {
+	defer e.deleteQueue()
+	addr := freeAddr()
+	self, _ := os.Executable()
+	cmd := exec.Command(self, "--ceiling-server", addr, e.o.redisURL, e.queue)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return stats{}, err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	if err := waitHTTP("http://" + addr + "/health"); err != nil {
+		return stats{}, fmt.Errorf("ceiling server: %w", err)
+	}
+	run := time.Now().UnixNano()
+	s := load("http://"+addr+"/orders/fulfill", e.token, conns, e.o.apiDuration, func(w, i int) []byte {
+		return fmt.Appendf(nil, `{"course_id":%q,"course_mode":"verified","order_placed":1714566902,"edx_lms_user_id":3,"email_opt_in":true,"order_number":"CEIL-%d-%d-%d"}`, course, run, w, i)
+	})
+	return s, e.checkQueued("ceiling", s)
+}
+
+// checkQueued fails a run unless every 200 is a task in Redis.
+func (e *env) checkQueued(run string, s stats) error {
+	info, err := asynq.NewInspectorFromRedisClient(e.rdb).GetQueueInfo(e.queue)
+	if err != nil {
+		return fmt.Errorf("queue after %s run: %w", run, err)
+	}
+	if info.Size != s.ok {
+		return fmt.Errorf("%s run: %d answered 200 but %d tasks in Redis", run, s.ok, info.Size)
+	}
+	return nil
+}
+
 func (e *env) measureAPI(_ context.Context, conns int) (stats, usage, error) {
 	defer e.deleteQueue()
 	addr := freeAddr()
-	p, err := e.start("api", addr, 0)
+	p, err := e.start("api", addr, 0, 0)
 	if err != nil {
 		return stats{}, usage{}, err
 	}
@@ -434,12 +706,8 @@ func (e *env) measureAPI(_ context.Context, conns int) (stats, usage, error) {
 		return fmt.Appendf(nil, `{"course_id":%q,"course_mode":"verified","order_placed":1714566902,"edx_lms_user_id":3,"email_opt_in":true,"order_number":"API-%d-%d-%d"}`, course, run, w, i)
 	})
 	// Every 200 must really be in Redis.
-	info, err := asynq.NewInspectorFromRedisClient(e.rdb).GetQueueInfo(e.queue)
-	if err != nil {
-		return s, usage{}, fmt.Errorf("queue after API run: %w", err)
-	}
-	if info.Size != s.ok {
-		return s, usage{}, fmt.Errorf("API run: %d answered 200 but %d tasks in Redis", s.ok, info.Size)
+	if err := e.checkQueued("API", s); err != nil {
+		return s, usage{}, err
 	}
 	return s, p.usage(), nil
 }
@@ -494,15 +762,22 @@ func (e *env) measureDrain(ctx context.Context, latency time.Duration) (drain, e
 	}
 	e.resetCounts()
 	tokens0, accounts0 := e.fake.Count(lmstest.Token), e.fake.Count(lmstest.Account)
-	p, err := e.start("worker", freeAddr(), latency)
+	addr := freeAddr()
+	p, err := e.start("worker", addr, latency, e.o.concurrency)
 	if err != nil {
 		return drain{}, err
 	}
 	defer p.stop()
+	if e.o.profile != "" && e.o.runs == "drain" {
+		if err := waitHTTP("http://" + addr + "/health"); err != nil {
+			return drain{}, err
+		}
+		go e.fetchProfile("http://"+addr+"/debug/pprof/profile?seconds=%d", 3*time.Second)
+	}
 	deadline := time.Now().Add(5 * time.Minute)
 	for e.enrolls.Load() < int64(e.o.drainN) {
 		if time.Now().After(deadline) {
-			return drain{}, fmt.Errorf("drain: %d of %d delivered in 5 minutes\n%s", e.enrolls.Load(), e.o.drainN, tail(p.logs.String()))
+			return drain{}, fmt.Errorf("drain: %d of %d delivered in 5 minutes\n%s", e.enrolls.Load(), e.o.drainN, p.logs())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -526,7 +801,7 @@ type together struct {
 func (e *env) measureTogether(_ context.Context) (together, error) {
 	defer e.deleteQueue()
 	addr := freeAddr()
-	p, err := e.start("all", addr, 0)
+	p, err := e.start("all", addr, 0, e.o.togetherConc)
 	if err != nil {
 		return together{}, err
 	}

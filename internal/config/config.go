@@ -132,6 +132,10 @@ type BasicAuthUser struct {
 	PasswordBcrypt string `yaml:"password_bcrypt"`
 }
 
+// defaultWorkerServers is worker.servers' default, chosen by measurement
+// (docs/performance.md).
+const defaultWorkerServers = 1
+
 // Worker configures task processing.
 type Worker struct {
 	Concurrency int    `yaml:"concurrency"`
@@ -144,6 +148,10 @@ type Worker struct {
 	// Retention is how long a finished task is kept in Redis, so that repeats
 	// of the request are recognised and GET /orders/{n} can answer.
 	Retention Duration `yaml:"retention"`
+	// Servers is how many asynq servers a worker process runs, sharing
+	// worker.concurrency and one Redis client: each takes one task per
+	// Redis round trip, several take them in parallel (docs/performance.md).
+	Servers int `yaml:"servers"`
 }
 
 // Retry bounds the retries of transient failures.
@@ -231,6 +239,7 @@ func Defaults() Config {
 		Auth: Auth{AdminClaim: "administrator", MaxTokenLifetime: Duration(24 * time.Hour)},
 		Worker: Worker{
 			Concurrency: 50,
+			Servers:     defaultWorkerServers,
 			Queue:       "fulfillment",
 			Retry: Retry{
 				MaxAttempts:  20,
@@ -678,6 +687,8 @@ func (c *Config) Validate() error {
 	switch {
 	case w.Concurrency <= 0:
 		return keyErr("worker.concurrency", "must be positive")
+	case w.Servers <= 0 || w.Servers > 64:
+		return keyErr("worker.servers", "must be 1-64")
 	case !queueName.MatchString(w.Queue):
 		return keyErr("worker.queue", "must be 1-100 of letters, digits, '_', '.' and '-'")
 	case w.Retry.MaxAttempts <= 0:

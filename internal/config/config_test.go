@@ -66,6 +66,7 @@ func TestParseRefusals(t *testing.T) {
 		{"zero attempts", "worker: {retry: {max_attempts: 0}}\n", "worker.retry.max_attempts: must be positive"},
 		{"max below initial", "worker: {retry: {initial_delay: 1m, max_delay: 1s}}\n", "worker.retry.max_delay: must be at least"},
 		{"bad queue", "worker: {queue: 'a b'}\n", "worker.queue:"},
+		{"no servers", "worker: {servers: 0}\n", "worker.servers: must be 1-64"},
 		{"bad secret key", "database: {secret_key: short}\n", "database.secret_key: must be 32 bytes"},
 		{"bad log level", "log: {level: loud}\n", "log.level:"},
 		{"not yaml", "lms: [\n", "not valid YAML"},

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,71 @@ type Authenticator struct {
 	adminClaim  string
 	maxLifetime time.Duration
 	parser      *jwt.Parser
+	verified    verifiedTokens
+	now         func() time.Time
+}
+
+// verifiedTokens remembers tokens that passed every check, by the SHA-256 of
+// the whole token, so that a shop's repeated token is not parsed and
+// verified again on every request: never beyond the token's exp, at most
+// verifiedTTL (so a key removed from an issuer's JWKS stops working within
+// it), at most maxVerified tokens. Only verified tokens enter it, so no
+// caller without a valid token can grow it.
+type verifiedTokens struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]verifiedToken
+}
+
+type verifiedToken struct {
+	claims jwt.MapClaims // read-only once cached
+	until  time.Time
+}
+
+const (
+	verifiedTTL = time.Minute
+	maxVerified = 1024
+)
+
+func (v *verifiedTokens) get(key [sha256.Size]byte, now time.Time) (jwt.MapClaims, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	t, ok := v.m[key]
+	if !ok {
+		return nil, false
+	}
+	if !now.Before(t.until) {
+		delete(v.m, key)
+		return nil, false
+	}
+	return t.claims, true
+}
+
+func (v *verifiedTokens) put(key [sha256.Size]byte, claims jwt.MapClaims, now time.Time) {
+	until := now.Add(verifiedTTL)
+	if exp, err := claims.GetExpirationTime(); err != nil || exp == nil {
+		return
+	} else if exp.Before(until) {
+		until = exp.Time
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil {
+		v.m = map[[sha256.Size]byte]verifiedToken{}
+	}
+	if len(v.m) >= maxVerified {
+		for k, t := range v.m { // expired ones first, else any
+			if !now.Before(t.until) {
+				delete(v.m, k)
+			}
+		}
+		for k := range v.m {
+			if len(v.m) < maxVerified {
+				break
+			}
+			delete(v.m, k)
+		}
+	}
+	v.m[key] = verifiedToken{claims: claims, until: until}
 }
 
 type issuer struct {
@@ -72,6 +138,7 @@ func NewAuthenticator(a AuthOptions, hc *http.Client) *Authenticator {
 		issuers:     map[string]*issuer{},
 		adminClaim:  a.AdminClaim,
 		maxLifetime: a.MaxTokenLifetime,
+		now:         time.Now,
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{"HS256", "RS256", "RS512"}),
 			jwt.WithExpirationRequired(),
@@ -101,9 +168,15 @@ func (a *Authenticator) Verify(ctx context.Context, header string) (jwt.MapClaim
 	if !ok || (!strings.EqualFold(scheme, "JWT") && !strings.EqualFold(scheme, "Bearer")) {
 		return nil, fmt.Errorf("%w: expected Authorization: JWT <token>", ErrUnauthenticated)
 	}
+	raw = strings.TrimSpace(raw)
+	key := sha256.Sum256([]byte(raw))
+	now := a.now()
+	if claims, ok := a.verified.get(key, now); ok {
+		return claims, nil
+	}
 	var iss *issuer
 	claims := jwt.MapClaims{}
-	_, err := a.parser.ParseWithClaims(strings.TrimSpace(raw), claims, func(t *jwt.Token) (any, error) {
+	_, err := a.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
 		name, _ := claims.GetIssuer()
 		iss = a.issuers[name]
 		if iss == nil {
@@ -134,6 +207,7 @@ func (a *Authenticator) Verify(ctx context.Context, header string) (jwt.MapClaim
 	if admin, _ := claims[a.adminClaim].(bool); !admin {
 		return nil, ErrNotAdmin
 	}
+	a.verified.put(key, claims, now)
 	return claims, nil
 }
 

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -36,6 +38,7 @@ func handleLine[T lineRequest](
 		ctx := r.Context()
 		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 			obs.Fulfill(false, "unsupported_media_type")
+			LogAttrs(ctx, slog.String("refused", "unsupported_media_type"))
 			encode(w, http.StatusUnsupportedMediaType, detail(`Unsupported media type in request: use "application/json".`))
 			return
 		}
@@ -43,6 +46,7 @@ func handleLine[T lineRequest](
 		if err != nil {
 			var tooBig *http.MaxBytesError
 			obs.Fulfill(false, "body")
+			LogAttrs(ctx, slog.String("refused", "body"))
 			if errors.As(err, &tooBig) {
 				encode(w, http.StatusRequestEntityTooLarge, detail("Request body is larger than "+strconv.FormatInt(maxBody, 10)+" bytes."))
 				return
@@ -68,32 +72,38 @@ func handleLine[T lineRequest](
 			var fe fulfillment.FieldErrors
 			errors.As(err, &fe)
 			obs.Fulfill(false, "invalid")
+			LogAttrs(ctx, slog.String("refused", "invalid"), slog.Any("invalid_fields", slices.Sorted(maps.Keys(fe))))
 			encode(w, http.StatusBadRequest, fe)
 			return
 		}
 		stamp(&req, RequestID(ctx), time.Now().UTC())
 		ref := req.Ref()
 
+		LogAttrs(ctx, slog.String("signal", sig.Name()), slog.String("order_number", ref.OrderNumber),
+			slog.String("course_id", ref.CourseID), slog.String("site", ref.Site))
+
 		results := sig.Send(ctx, req)
 		out := make(map[string]receiverResult, len(results))
+		logged := make([]any, 0, len(results))
 		failed := false
 		for _, res := range results {
 			if res.Err == nil {
 				out[res.Receiver] = receiverResult{Response: res.Response}
+				logged = append(logged, slog.String(res.Receiver, res.Response))
 				continue
 			}
 			failed = true
 			out[res.Receiver] = receiverResult{Response: receiverMessage(res.Err), Error: true}
-			log.ErrorContext(ctx, "receiver_failed", "request_id", ref.RequestID, "signal", sig.Name(), "receiver", res.Receiver,
-				"order_number", ref.OrderNumber, "course_id", ref.CourseID, "err", res.Err.Error())
+			logged = append(logged, slog.String(res.Receiver, "error: "+res.Err.Error()))
 		}
+		// Each receiver's result — its task id, or its error — in the
+		// request's one log line (logged at error for the 503).
+		LogAttrs(ctx, slog.Group("receivers", logged...))
 		if failed {
 			obs.Fulfill(false, "unavailable")
 			unavailable(w, out)
 			return
 		}
-		log.InfoContext(ctx, "line_accepted", "request_id", ref.RequestID, "signal", sig.Name(), "order_number", ref.OrderNumber,
-			"course_id", ref.CourseID, "site", ref.Site)
 		obs.Fulfill(true, "")
 		encode(w, http.StatusOK, out)
 	}

@@ -62,6 +62,12 @@ func jwksServer(t testing.TB) string {
 // newTestAPI returns the API over the given Redis and queue.
 func newTestAPI(t testing.TB, rdb redis.UniversalClient, q string) http.Handler {
 	t.Helper()
+	return newTestAPILog(t, rdb, q, slog.New(slog.DiscardHandler))
+}
+
+// newTestAPILog is newTestAPI logging to log.
+func newTestAPILog(t testing.TB, rdb redis.UniversalClient, q string, log *slog.Logger) http.Handler {
+	t.Helper()
 	// The production receivers over a Redis-only pipeline; the LMS
 	// handlers never run here (no worker).
 	kinds := pipeline.NewKinds(lms.Kinds(nil, nil)...)
@@ -78,7 +84,7 @@ func newTestAPI(t testing.TB, rdb redis.UniversalClient, q string) http.Handler 
 		{Issuer: rsIssuer, Audience: audience, JWKSURL: jwksServer(t) + "/jwks"},
 	}}, &http.Client{Timeout: 2 * time.Second})
 	return NewHandler(Deps{
-		Logger:       slog.New(slog.DiscardHandler),
+		Logger:       log,
 		Auth:         auth,
 		FulfillOrder: placed,
 		ReturnOrder:  returned,
@@ -301,11 +307,18 @@ func FuzzFulfill(f *testing.F) {
 func BenchmarkVerifyHS256(b *testing.B) {
 	a := NewAuthenticator(AuthOptions{AdminClaim: "administrator", Issuers: []Issuer{{Issuer: hsIssuer, Audience: audience, Secret: hsSecret}}}, http.DefaultClient)
 	header := "JWT " + hs(b, claims(nil))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := a.Verify(context.Background(), header); err != nil {
-			b.Fatal(err)
-		}
+	for _, cached := range []bool{false, true} {
+		b.Run(map[bool]string{false: "parsed", true: "cached"}[cached], func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if !cached {
+					a.verified.m = nil
+				}
+				if _, err := a.Verify(context.Background(), header); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -21,10 +22,35 @@ type ctxKey int
 
 const requestIDKey ctxKey = iota
 
+// requestInfo is what the middleware keeps of a request in its context:
+// its id, and the fields handlers add to the request's one http_request log
+// line (LogAttrs).
+type requestInfo struct {
+	id    string
+	mu    sync.Mutex
+	attrs []slog.Attr
+}
+
 // RequestID returns the request's X-Request-ID.
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
+	if ri, ok := ctx.Value(requestIDKey).(*requestInfo); ok {
+		return ri.id
+	}
+	return ""
+}
+
+// LogAttrs adds fields to the request's http_request log line: the one wide
+// line per request that carries everything support needs (its order, course,
+// site, each receiver's result), logged by the middleware when the handler
+// returns, with the status and duration. Handlers call it instead of logging
+// lines of their own; it is safe for concurrent use and does nothing outside
+// a request. Values must come from validated input or fixed sets.
+func LogAttrs(ctx context.Context, attrs ...slog.Attr) {
+	if ri, ok := ctx.Value(requestIDKey).(*requestInfo); ok {
+		ri.mu.Lock()
+		ri.attrs = append(ri.attrs, attrs...)
+		ri.mu.Unlock()
+	}
 }
 
 // validRequestID keeps caller-chosen ids to a safe alphabet, so they can be
@@ -42,15 +68,15 @@ func requestID(next http.Handler) http.Handler {
 			id = hex.EncodeToString(b)
 		}
 		w.Header().Set("X-Request-ID", id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey, id)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey, &requestInfo{id: id})))
 	})
 }
 
-// accessLog logs one line per request with its route, status and duration,
-// and measures it. Labels and log fields come from fixed sets (the route
-// pattern or "unmatched", a known method or "other"), never from the raw
-// request, so no caller can grow the metrics or break them with bytes that
-// are not UTF-8.
+// accessLog logs one line per request, http_request, with its route, status
+// and duration and the fields its handler added (LogAttrs), and measures it.
+// Labels and log fields come from fixed sets (the route pattern or
+// "unmatched", a known method or "other"), never from the raw request, so no
+// caller can grow the metrics or break them with bytes that are not UTF-8.
 // probeRoutes are logged at debug: orchestrators and scrapers call them all
 // the time, and a not-ready answer is what the probe is for.
 var probeRoutes = map[string]bool{"/health": true, "/health/live": true, "/health/ready": true, "/metrics": true}
@@ -82,6 +108,11 @@ func accessLog(log *slog.Logger, obs Observer) func(http.Handler) http.Handler {
 			if route == unmatchedRoute {
 				// What was asked for helps an operator, but only so much of it.
 				attrs = append(attrs, slog.String("path", clip(r.URL.EscapedPath(), maxLoggedPath)))
+			}
+			if ri, ok := r.Context().Value(requestIDKey).(*requestInfo); ok {
+				ri.mu.Lock()
+				attrs = append(attrs, ri.attrs...)
+				ri.mu.Unlock()
 			}
 			log.LogAttrs(r.Context(), level, "http_request", attrs...)
 		})

@@ -101,6 +101,12 @@ func NewHandler(d Deps) http.Handler {
 	}
 
 	if d.OpsOnly {
+		if d.Pprof { // a worker's profile, behind the admin JWT as the API's
+			r.Group(func(r chi.Router) {
+				r.Use(requireAdmin(d.Auth, d.Logger))
+				r.Mount("/debug", middleware.Profiler())
+			})
+		}
 		return r
 	}
 	ops := newOperators(d.Auth, d.BasicAuth, d.Dashboard)

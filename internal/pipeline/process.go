@@ -53,7 +53,9 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	if err != nil {
 		lastErr = err.Error()
 	}
-	// One line per attempt, with everything support needs.
+	// One line per attempt, task_attempt, with everything support needs:
+	// the task, its line, the learner's LMS id (never the email), the
+	// request that accepted it, the attempt, its outcome, error and duration.
 	level := slog.LevelInfo
 	switch state {
 	case fulfillment.StateRetrying:
@@ -69,10 +71,14 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		attrs := []slog.Attr{slog.String("task_id", j.ID), slog.String("kind", j.Kind),
 			slog.String("state", s.outcome(k, state)), slog.String("order_number", j.Ref.OrderNumber),
 			slog.String("course_id", j.Ref.CourseID), slog.String("site", j.Ref.Site),
-			slog.String("request_id", j.Ref.RequestID), slog.Int("attempt", a.Number),
+			slog.String("course_mode", j.Ref.CourseMode), slog.String("request_id", j.Ref.RequestID),
+			slog.Int("attempt", a.Number), slog.Bool("last_attempt", a.Last),
 			slog.Int64("duration_ms", time.Since(start).Milliseconds())}
 		if j.Ref.Event != "" {
 			attrs = append(attrs, slog.String("event", j.Ref.Event))
+		}
+		if j.Ref.LMSUserID != 0 {
+			attrs = append(attrs, slog.Int64("lms_user_id", j.Ref.LMSUserID))
 		}
 		if j.Ref.Email != "" { // personal data: masked in logs (docs/security.md)
 			attrs = append(attrs, slog.String("learner_email", fulfillment.MaskEmail(j.Ref.Email)))

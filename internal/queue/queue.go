@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -22,7 +23,6 @@ import (
 // implements pipeline.Queue.
 type Queue struct {
 	rdb       redis.UniversalClient
-	client    *asynq.Client
 	inspector *asynq.Inspector
 	kinds     *pipeline.Kinds
 	byType    map[string]pipeline.Kind
@@ -30,8 +30,9 @@ type Queue struct {
 	maxRetry  int
 	retention time.Duration
 	timeout   time.Duration
-	batch     *batcher // the accepts' index writes, at once
-	checks    *batcher // the workers' checks, lingering for company
+	batch     *batcher    // the accepts' enqueues, at once
+	checks    *batcher    // the workers' checks, lingering for company
+	published atomic.Bool // the queue is named in asynq:queues
 }
 
 // Options configure a Queue.
@@ -46,7 +47,6 @@ type Options struct {
 func New(rdb redis.UniversalClient, kinds *pipeline.Kinds, o Options) *Queue {
 	q := &Queue{
 		rdb:       rdb,
-		client:    asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		kinds:     kinds,
 		byType:    map[string]pipeline.Kind{},
@@ -58,7 +58,7 @@ func New(rdb redis.UniversalClient, kinds *pipeline.Kinds, o Options) *Queue {
 	for _, k := range kinds.All() {
 		q.byType[k.TaskType] = k
 	}
-	q.batch = newBatcher(rdb, 0)
+	q.batch = newBatcher(rdb, 0, enqueueScript)
 	q.checks = newBatcher(rdb, checkLinger)
 	return q
 }
@@ -77,9 +77,14 @@ const enqueueTimeout = 3 * time.Second
 // an earlier version queued for the same line and kind that is still in
 // effect, that id is returned and nothing is queued; when the task
 // o.UnlessExists exists, nothing is queued and the error is
-// pipeline.ErrSuperseded. Both checks ride in the round trip that indexes the
-// task under its order. An unreachable Redis yields an error wrapping
+// pipeline.ErrSuperseded. An unreachable Redis yields an error wrapping
 // fulfillment.ErrUnavailable.
+//
+// The task is written by enqueueScript inside the accepts' group commit:
+// one command, in a pipeline shared with concurrent accepts, indexes the task
+// under its order, makes both checks and queues the task as asynq's client
+// would (message.go). The id is returned only after Redis answered that
+// command; a batch that failed fails every accept in it.
 func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueOptions) (string, error) {
 	k, ok := q.kinds.Get(j.Kind)
 	if !ok {
@@ -87,53 +92,63 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	}
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
-	// Index the task under its order before queueing it, so that every
-	// queued task is findable; the same round trip tells whether an
-	// earlier version indexed the line under its legacy id, and whether
-	// the superseding task exists.
-	var legacy *redis.BoolCmd
-	var superseded *redis.IntCmd
-	key := q.orderKey(j.Ref.Site, j.Ref.OrderNumber)
-	err := q.batch.do(ctx, func(ctx context.Context, p redis.Pipeliner) {
-		if o.LegacyID != "" {
-			legacy = p.SIsMember(ctx, key, o.LegacyID)
-		}
-		if o.UnlessExists != "" {
-			superseded = p.Exists(ctx, q.taskKey(o.UnlessExists))
-		}
-		p.SAdd(ctx, key, j.ID)
-		p.Expire(ctx, key, q.indexTTL())
-	})
-	if err != nil {
-		return "", fmt.Errorf("index %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
+	timeout := q.timeout
+	if timeout <= 0 {
+		timeout = asynqDefaultTimeout // what asynq.Client sets without a timeout or deadline
 	}
-	if superseded != nil && superseded.Val() == 1 {
-		return j.ID, pipeline.ErrSuperseded
+	msg := taskMessage(k.TaskType, j.Payload, j.ID, q.name, q.maxRetry, timeout, q.retention)
+	keys := []string{q.taskKey(j.ID), q.pendingKey(), q.orderKey(j.Ref.Site, j.Ref.OrderNumber)}
+	if o.UnlessExists != "" {
+		keys = append(keys, q.taskKey(o.UnlessExists))
 	}
-	if legacy != nil && legacy.Val() {
-		info, err := q.inspector.GetTaskInfo(q.name, o.LegacyID)
-		switch {
-		case err == nil && info.State != asynq.TaskStateArchived:
-			return o.LegacyID, nil
-		case err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound):
-			return "", fmt.Errorf("inspect %s: %w: %v", o.LegacyID, fulfillment.ErrUnavailable, err)
-		}
-	}
-	task := asynq.NewTask(k.TaskType, j.Payload)
+	ttl := int64(q.indexTTL() / time.Second)
+	legacyID := o.LegacyID
 	// A few rounds cover a failed task deleted by a concurrent repeat
 	// between our conflict and our look-up.
 	for range 3 {
-		_, err := q.client.EnqueueContext(ctx, task,
-			asynq.TaskID(j.ID), asynq.Queue(q.name), asynq.MaxRetry(q.maxRetry),
-			asynq.Retention(q.retention), asynq.Timeout(q.timeout))
-		if err == nil {
-			return j.ID, nil
+		if !q.published.Load() {
+			// asynq's client names the queue in asynq:queues before its
+			// first enqueue (Inspector and asynqmon look queues up there).
+			if err := q.rdb.SAdd(ctx, allQueues, q.name).Err(); err != nil {
+				return "", fmt.Errorf("enqueue %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
+			}
+			q.published.Store(true)
 		}
-		if !errors.Is(err, asynq.ErrTaskIDConflict) {
+		var res *redis.Cmd
+		err := q.batch.do(ctx, func(ctx context.Context, p redis.Pipeliner) {
+			res = enqueueScript.EvalSha(ctx, p, keys, msg, j.ID, time.Now().UnixNano(), ttl, legacyID)
+		})
+		if err != nil {
 			return "", fmt.Errorf("enqueue %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
 		}
+		n, err := res.Int()
+		if err != nil {
+			return "", fmt.Errorf("enqueue %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
+		}
+		switch n {
+		case enqueueQueued:
+			return j.ID, nil
+		case enqueueSuperseded:
+			return j.ID, pipeline.ErrSuperseded
+		case enqueueLegacy:
+			info, err := q.inspector.GetTaskInfo(q.name, legacyID)
+			switch {
+			case err == nil && info.State != asynq.TaskStateArchived:
+				return legacyID, nil
+			case err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound):
+				return "", fmt.Errorf("inspect %s: %w: %v", legacyID, fulfillment.ErrUnavailable, err)
+			}
+			legacyID = "" // not in effect: queue ours
+			continue
+		}
+		// A task of this id exists (or the reply was unreadable): look.
 		info, err := q.inspector.GetTaskInfo(q.name, j.ID)
 		switch {
+		case errors.Is(err, asynq.ErrQueueNotFound):
+			// Redis lost asynq:queues (flushed, restored): name the queue
+			// again, then look again.
+			q.published.Store(false)
+			continue
 		case errors.Is(err, asynq.ErrTaskNotFound):
 			continue // finished and expired, or deleted: enqueue again
 		case err != nil:

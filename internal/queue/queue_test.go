@@ -27,7 +27,7 @@ func testKinds(handle func(context.Context, pipeline.Job) error) *pipeline.Kinds
 	)
 }
 
-func job(t *testing.T, kind, order string) pipeline.Job {
+func job(t testing.TB, kind, order string) pipeline.Job {
 	t.Helper()
 	ref := fulfillment.Ref{Site: "default", OrderNumber: order, CourseID: "course-v1:a+b+c", CourseMode: "audit",
 		AcceptedAt: time.Now().UTC().Truncate(time.Second)}
@@ -171,7 +171,7 @@ func TestWorkerRunsEveryKind(t *testing.T) {
 		}
 		return fulfillment.StateDone, nil
 	})
-	w := queue.NewWorker(rdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 2, InitialDelay: time.Second,
+	w := queue.NewWorker(rdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 3, Servers: 2, InitialDelay: time.Second,
 		MaxDelay: time.Second, ShutdownTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -85,8 +86,12 @@ func RetryDelay(initial, maxDelay time.Duration) asynq.RetryDelayFunc {
 
 // WorkerOptions configure a Worker.
 type WorkerOptions struct {
-	Queue           string
-	Concurrency     int
+	Queue       string
+	Concurrency int // tasks in flight in all, split between the servers
+	// Servers is how many asynq servers share the process and its Redis
+	// client (default 1). One asynq server takes one task per Redis round
+	// trip; several take tasks in parallel (docs/performance.md).
+	Servers         int
 	InitialDelay    time.Duration
 	MaxDelay        time.Duration
 	ShutdownTimeout time.Duration
@@ -95,46 +100,66 @@ type WorkerOptions struct {
 
 // Worker processes the queue's tasks of every registered kind.
 type Worker struct {
-	srv *asynq.Server
-	mux *asynq.ServeMux
+	srvs []*asynq.Server
+	mux  *asynq.ServeMux
 }
 
 // NewWorker returns a worker that hands the tasks of every kind to proc.
 func NewWorker(rdb redis.UniversalClient, kinds *pipeline.Kinds, proc Processor, o WorkerOptions) *Worker {
-	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:    o.Concurrency,
-		Queues:         map[string]int{o.Queue: 1},
-		RetryDelayFunc: RetryDelay(o.InitialDelay, o.MaxDelay),
-		// A store outage or a wait for another task is retried without
-		// counting as an attempt (asynq leaves the retry counter alone).
-		IsFailure:       func(err error) bool { return !pipeline.IsHold(err) },
-		ShutdownTimeout: o.ShutdownTimeout,
-		Logger:          slogAdapter{o.Logger},
-		LogLevel:        asynq.WarnLevel,
-		HealthCheckFunc: func(err error) {
-			if err != nil {
-				o.Logger.Warn("worker_redis_unhealthy", "err", err)
-			}
-		},
-	})
-	mux := asynq.NewServeMux()
-	for _, k := range kinds.All() {
-		mux.Handle(k.TaskType, handler{kind: k.Name, proc: proc, log: o.Logger})
+	n := max(1, min(o.Servers, o.Concurrency))
+	w := &Worker{mux: asynq.NewServeMux()}
+	for i := range n {
+		// The concurrency is split evenly; the first servers take the rest.
+		c := o.Concurrency / n
+		if i < o.Concurrency%n {
+			c++
+		}
+		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(rdb, asynq.Config{
+			Concurrency:    c,
+			Queues:         map[string]int{o.Queue: 1},
+			RetryDelayFunc: RetryDelay(o.InitialDelay, o.MaxDelay),
+			// A store outage or a wait for another task is retried without
+			// counting as an attempt (asynq leaves the retry counter alone).
+			IsFailure:       func(err error) bool { return !pipeline.IsHold(err) },
+			ShutdownTimeout: o.ShutdownTimeout,
+			Logger:          slogAdapter{o.Logger},
+			LogLevel:        asynq.WarnLevel,
+			HealthCheckFunc: func(err error) {
+				if err != nil {
+					o.Logger.Warn("worker_redis_unhealthy", "err", err)
+				}
+			},
+		}))
 	}
-	return &Worker{srv: srv, mux: mux}
+	for _, k := range kinds.All() {
+		w.mux.Handle(k.TaskType, handler{kind: k.Name, proc: proc, log: o.Logger})
+	}
+	return w
 }
 
 // Start begins processing in the background.
 func (w *Worker) Start() error {
-	if err := w.srv.Start(w.mux); err != nil {
-		return fmt.Errorf("start worker: %w", err)
+	for i, srv := range w.srvs {
+		if err := srv.Start(w.mux); err != nil {
+			for _, started := range w.srvs[:i] {
+				started.Shutdown()
+			}
+			return fmt.Errorf("start worker: %w", err)
+		}
 	}
 	return nil
 }
 
 // Shutdown stops taking tasks and waits up to the shutdown timeout for those
-// in flight; unfinished ones go back to the queue.
-func (w *Worker) Shutdown() { w.srv.Shutdown() }
+// in flight; unfinished ones go back to the queue. The servers stop in
+// parallel, so the whole takes one shutdown timeout, not one per server.
+func (w *Worker) Shutdown() {
+	var wg sync.WaitGroup
+	for _, srv := range w.srvs {
+		wg.Go(srv.Shutdown)
+	}
+	wg.Wait()
+}
 
 // slogAdapter lets asynq log through slog.
 type slogAdapter struct{ l *slog.Logger }
