@@ -29,6 +29,7 @@ type requestInfo struct {
 	id    string
 	mu    sync.Mutex
 	attrs []slog.Attr
+	level slog.Level // at least; LogLevel raises it
 }
 
 // RequestID returns the request's X-Request-ID.
@@ -49,6 +50,17 @@ func LogAttrs(ctx context.Context, attrs ...slog.Attr) {
 	if ri, ok := ctx.Value(requestIDKey).(*requestInfo); ok {
 		ri.mu.Lock()
 		ri.attrs = append(ri.attrs, attrs...)
+		ri.mu.Unlock()
+	}
+}
+
+// LogLevel raises the level of the request's http_request line to at least
+// l (a refused shop delivery is a warning an operator should see even when
+// its status is a 4xx). 5xx answers are logged at error whatever it says.
+func LogLevel(ctx context.Context, l slog.Level) {
+	if ri, ok := ctx.Value(requestIDKey).(*requestInfo); ok {
+		ri.mu.Lock()
+		ri.level = max(ri.level, l)
 		ri.mu.Unlock()
 	}
 }
@@ -112,6 +124,9 @@ func accessLog(log *slog.Logger, obs Observer) func(http.Handler) http.Handler {
 			if ri, ok := r.Context().Value(requestIDKey).(*requestInfo); ok {
 				ri.mu.Lock()
 				attrs = append(attrs, ri.attrs...)
+				if level != slog.LevelDebug {
+					level = max(level, ri.level)
+				}
 				ri.mu.Unlock()
 			}
 			log.LogAttrs(r.Context(), level, "http_request", attrs...)

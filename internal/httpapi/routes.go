@@ -128,7 +128,7 @@ func NewHandler(d Deps) http.Handler {
 	}
 	// Shops deliver order and refund events here; the signature is the
 	// authentication (webhooks.go).
-	webhook := handleWebhook(d.Shops, d.FulfillOrder, d.ReturnOrder, d.Orders, d.KnownSite, d.Logger, d.Webhooks, d.WebhookReads)
+	webhook := handleWebhook(d.Shops, d.FulfillOrder, d.ReturnOrder, d.Orders, d.KnownSite, d.Webhooks, d.WebhookReads)
 	r.Post("/webhooks/{name}", webhook)
 	r.Post("/webhooks/{name}/", webhook)
 	r.Group(func(r chi.Router) {

@@ -84,7 +84,7 @@ type webhookResult struct {
 // are idempotent per line). An event that cannot be read gets 400 with the
 // reason, one that asks for nothing 200 with why.
 func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillment.Order],
-	returned *signals.Signal[fulfillment.Return], lines shop.LineReader, knownSite SiteChecker, log *slog.Logger, obs WebhookObserver,
+	returned *signals.Signal[fulfillment.Return], lines shop.LineReader, knownSite SiteChecker, obs WebhookObserver,
 	maxReads int,
 ) http.HandlerFunc {
 	if obs == nil {
@@ -103,9 +103,9 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			return
 		}
 		reqID := RequestID(ctx)
-		attrs := []any{"request_id", reqID, "integration", s.Name()}
+		LogAttrs(ctx, slog.String("integration", s.Name()))
 		if r.ContentLength > WebhookMaxBodyBytes {
-			tooLarge(ctx, w, s.Name(), obs, log, attrs)
+			tooLarge(ctx, w, s.Name(), obs)
 			return
 		}
 		select {
@@ -114,7 +114,7 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			// Full: answered without reading the body; the shop delivers
 			// again.
 			obs.Webhook(s.Name(), "busy")
-			log.WarnContext(ctx, "webhook_busy", append(attrs, "reading", maxReads)...)
+			outcome(ctx, slog.LevelWarn, "busy", slog.Int("reading", maxReads))
 			w.Header().Set("Connection", "close")
 			unavailable(w, detail("Too many deliveries at once; deliver again later."))
 			return
@@ -122,43 +122,45 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 		body, tooBig, err := readBody(r, WebhookMaxBodyBytes)
 		<-reading
 		if tooBig {
-			tooLarge(ctx, w, s.Name(), obs, log, attrs)
+			tooLarge(ctx, w, s.Name(), obs)
 			return
 		}
 		if err != nil {
 			obs.Webhook(s.Name(), "invalid")
+			outcome(ctx, slog.LevelWarn, "invalid", slog.String("reason", "could not read the body"))
 			encode(w, http.StatusBadRequest, detail("Could not read the request body."))
 			return
 		}
 		if s.Ping(r.Header, body) {
 			obs.Webhook(s.Name(), "ping")
-			log.InfoContext(ctx, "webhook_ping", attrs...)
+			outcome(ctx, slog.LevelInfo, "ping")
 			encode(w, http.StatusOK, detail("Webhook reachable."))
 			return
 		}
 		if err := s.Verify(r.Header, body, time.Now()); err != nil {
 			obs.Webhook(s.Name(), "refused")
-			log.WarnContext(ctx, "webhook_refused", append(attrs, "reason", err.Error())...)
+			outcome(ctx, slog.LevelWarn, "refused", slog.String("reason", err.Error()))
 			encode(w, http.StatusUnauthorized, detail("Missing or invalid signature."))
 			return
 		}
 		ev, err := s.Event(ctx, r.Header, body)
-		attrs = append(attrs, "event", ev.Topic)
+		LogAttrs(ctx, slog.String("event", ev.Topic))
 		if err != nil {
-			obs.Webhook(s.Name(), webhookError(ctx, w, err, log, attrs))
+			obs.Webhook(s.Name(), webhookError(ctx, w, err))
 			return
 		}
 		out := webhookResult{Integration: s.Name(), Event: ev.Topic, Lines: []webhookLine{}}
 		if ev.OrderID != "" {
 			out.OrderNumber = s.OrderNumber(ev.OrderID)
-			attrs = append(attrs, "order_number", out.OrderNumber)
+			LogAttrs(ctx, slog.String("order_number", out.OrderNumber))
 		}
+		notes := []string{}
 		if ev.Note != "" {
-			log.WarnContext(ctx, "webhook_note", append(attrs, "note", ev.Note)...)
+			notes = append(notes, ev.Note)
 		}
 		if ev.Ignored != "" {
 			obs.Webhook(s.Name(), "ignored")
-			log.InfoContext(ctx, "webhook_ignored", append(attrs, "reason", ev.Ignored)...)
+			outcome(ctx, noteLevel(notes), "ignored", slog.String("reason", ev.Ignored), notesAttr(notes))
 			out.Ignored = ev.Ignored
 			encode(w, http.StatusOK, out)
 			return
@@ -167,74 +169,104 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 		// table is the operator's to fix; until then the shop redelivers.
 		if ok, err := knownSite(ctx, s.Site()); err != nil || !ok {
 			obs.Webhook(s.Name(), "unavailable")
-			log.ErrorContext(ctx, "webhook_site_unavailable", append(attrs, "site", s.Site(), "known", ok)...)
+			outcome(ctx, slog.LevelError, "site_unavailable", slog.String("site", s.Site()), slog.Bool("known", ok))
 			unavailable(w, detail("Temporarily unavailable; deliver again later."))
 			return
 		}
 		now := time.Now().UTC()
 		failed := false
+		var receivers []map[string]string // each line's receivers' results, for the log line
 		for _, o := range s.Orders(ev, reqID, now) {
-			l, ok := sendLine(ctx, placed, o, log, attrs)
-			out.Lines, failed = append(out.Lines, l), failed || !ok
+			l, logged, ok := sendLine(ctx, placed, o)
+			out.Lines, failed, receivers = append(out.Lines, l), failed || !ok, append(receivers, logged)
 		}
 		if ev.ReturnAll || len(ev.Returned) > 0 {
 			rets, note, err := s.Returns(ctx, ev, lines, reqID, now)
 			if err != nil {
-				obs.Webhook(s.Name(), webhookError(ctx, w, err, log, attrs))
+				LogAttrs(ctx, notesAttr(notes))
+				obs.Webhook(s.Name(), webhookError(ctx, w, err))
 				return
 			}
 			if note != "" {
-				log.WarnContext(ctx, "webhook_note", append(attrs, "note", note)...)
+				notes = append(notes, note)
 			}
 			for _, ret := range rets {
-				l, ok := sendLine(ctx, returned, ret, log, attrs)
-				out.Lines, failed = append(out.Lines, l), failed || !ok
+				l, logged, ok := sendLine(ctx, returned, ret)
+				out.Lines, failed, receivers = append(out.Lines, l), failed || !ok, append(receivers, logged)
 			}
 		}
+		LogAttrs(ctx, slog.Int("lines", len(out.Lines)), slog.Any("receivers", receivers))
 		if failed {
 			obs.Webhook(s.Name(), "unavailable")
+			outcome(ctx, slog.LevelError, "unavailable", notesAttr(notes))
 			unavailable(w, out)
 			return
 		}
 		obs.Webhook(s.Name(), "accepted")
-		log.InfoContext(ctx, "webhook_accepted", append(attrs, "lines", len(out.Lines))...)
+		outcome(ctx, noteLevel(notes), "accepted", notesAttr(notes))
 		encode(w, http.StatusOK, out)
 	}
 }
 
+// outcome puts a delivery's result, and what explains it, in the request's
+// one http_request log line (`webhook_result`), at level at least l.
+func outcome(ctx context.Context, l slog.Level, result string, attrs ...slog.Attr) {
+	LogAttrs(ctx, append(attrs, slog.String("webhook_result", result))...)
+	LogLevel(ctx, l)
+}
+
+// notesAttr is the event's notes (what a shop owner should know of an
+// accepted event: extra emails, unclear refunds) for the log line.
+func notesAttr(notes []string) slog.Attr {
+	if len(notes) == 0 {
+		return slog.Attr{}
+	}
+	return slog.Any("webhook_note", notes)
+}
+
+// noteLevel is warn when there are notes, else info.
+func noteLevel(notes []string) slog.Level {
+	if len(notes) > 0 {
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
+}
+
 // sendLine sends one line on its signal and reports every receiver's
-// answer; ok is false when any receiver failed.
-func sendLine[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T, log *slog.Logger, attrs []any) (webhookLine, bool) {
+// answer, and the same for the log line; ok is false when any receiver
+// failed.
+func sendLine[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (webhookLine, map[string]string, bool) {
 	ref := v.Ref()
 	l := webhookLine{OrderNumber: ref.OrderNumber, CourseID: ref.CourseID, Signal: sig.Name(), Receivers: map[string]receiverResult{}}
+	logged := map[string]string{"signal": sig.Name(), "order_number": ref.OrderNumber, "course_id": ref.CourseID}
 	ok := true
 	for _, res := range sig.Send(ctx, v) {
 		if res.Err == nil {
 			l.Receivers[res.Receiver] = receiverResult{Response: res.Response}
+			logged[res.Receiver] = res.Response
 			continue
 		}
 		ok = false
 		l.Receivers[res.Receiver] = receiverResult{Response: receiverMessage(res.Err), Error: true}
-		log.ErrorContext(ctx, "receiver_failed", append(attrs, "signal", sig.Name(), "receiver", res.Receiver,
-			"line_order_number", ref.OrderNumber, "course_id", ref.CourseID, "err", res.Err.Error())...)
+		logged[res.Receiver] = "error: " + res.Err.Error()
 	}
-	return l, ok
+	return l, logged, ok
 }
 
 // webhookError answers an event that could not be read or planned: 400 with
 // the reason for what the shop sent, 503 for what may pass (Stripe's API, our
 // stores). Never a 500: the shop would only deliver the same body again. It
 // returns the result it answered, for the metrics.
-func webhookError(ctx context.Context, w http.ResponseWriter, err error, log *slog.Logger, attrs []any) string {
+func webhookError(ctx context.Context, w http.ResponseWriter, err error) string {
 	var bad *shop.BadEvent
 	var unexpected *shop.UnexpectedEvent
 	switch {
 	case errors.As(err, &bad), errors.As(err, &unexpected):
-		log.WarnContext(ctx, "webhook_invalid", append(attrs, "reason", err.Error())...)
+		outcome(ctx, slog.LevelWarn, "invalid", slog.String("reason", err.Error()))
 		encode(w, http.StatusBadRequest, detail(err.Error()))
 		return "invalid"
 	default:
-		log.ErrorContext(ctx, "webhook_unavailable", append(attrs, "err", err.Error())...)
+		outcome(ctx, slog.LevelError, "unavailable", slog.String("reason", err.Error()))
 		unavailable(w, detail("Temporarily unavailable; deliver again later."))
 		return "unavailable"
 	}
@@ -242,9 +274,9 @@ func webhookError(ctx context.Context, w http.ResponseWriter, err error, log *sl
 
 // tooLarge answers a delivery over WebhookMaxBodyBytes, closing the
 // connection rather than reading the rest.
-func tooLarge(ctx context.Context, w http.ResponseWriter, name string, obs WebhookObserver, log *slog.Logger, attrs []any) {
+func tooLarge(ctx context.Context, w http.ResponseWriter, name string, obs WebhookObserver) {
 	obs.Webhook(name, "too_large")
-	log.WarnContext(ctx, "webhook_too_large", attrs...)
+	outcome(ctx, slog.LevelWarn, "too_large")
 	w.Header().Set("Connection", "close")
 	encode(w, http.StatusRequestEntityTooLarge, detail("Request body is larger than "+strconv.Itoa(WebhookMaxBodyBytes)+" bytes."))
 }

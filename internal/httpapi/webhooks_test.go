@@ -324,3 +324,54 @@ func TestWebhookReadsBounded(t *testing.T) {
 		t.Errorf("Content-Length over the limit: %d, want 413", w.Code)
 	}
 }
+
+// A shop delivery is one http_request log line, like every request: its
+// integration, event, order and result, each line's receivers, and the
+// level an operator needs (warn for a refused signature).
+func TestWebhookOneLogLine(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	h, _ := webhookAPI(t, &recorder{}, func(d *Deps) { d.Logger = log })
+	tests := []struct {
+		name        string
+		sign        bool
+		status      int
+		level       string
+		result      string
+		wantOrder   bool
+		wantReceive bool
+	}{
+		// The fixture's order has two refunds the body cannot place: a
+		// note the shop owner should see, so a warning.
+		{"accepted with a note", true, http.StatusOK, "WARN", "accepted", true, true},
+		{"bad signature", false, http.StatusUnauthorized, "WARN", "refused", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if w := deliver(h, "woo", "order.updated", wooCourseOrder(t), tt.sign); w.Code != tt.status {
+				t.Fatalf("status %d, want %d: %s", w.Code, tt.status, w.Body)
+			}
+			lines := buf.lines(t)
+			if len(lines) != 1 {
+				t.Fatalf("%d log lines, want 1: %v", len(lines), lines)
+			}
+			l := lines[0]
+			if l["msg"] != "http_request" || l["level"] != tt.level || l["webhook_result"] != tt.result || l["integration"] != "woo" {
+				t.Errorf("log line %v: want http_request at %s with webhook_result %s for woo", l, tt.level, tt.result)
+			}
+			if _, ok := l["order_number"]; ok != tt.wantOrder {
+				t.Errorf("order_number logged %v, want %v: %v", ok, tt.wantOrder, l)
+			}
+			rs, _ := l["receivers"].([]any)
+			if (len(rs) == 1) != tt.wantReceive {
+				t.Errorf("receivers %v, want one line's: %v", l["receivers"], tt.wantReceive)
+			}
+			if tt.wantReceive && rs[0].(map[string]any)["test.placed"] != "task-woo-723" {
+				t.Errorf("receivers %v: want test.placed's task id", rs)
+			}
+			if notes, _ := l["webhook_note"].([]any); tt.wantReceive && len(notes) != 1 {
+				t.Errorf("webhook_note %v, want the refunds' note", l["webhook_note"])
+			}
+		})
+	}
+}
