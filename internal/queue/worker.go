@@ -122,8 +122,12 @@ func NewWorker(rdb redis.UniversalClient, kinds *pipeline.Kinds, proc Processor,
 			// counting as an attempt (asynq leaves the retry counter alone).
 			IsFailure:       func(err error) bool { return !pipeline.IsHold(err) },
 			ShutdownTimeout: o.ShutdownTimeout,
-			Logger:          slogAdapter{o.Logger},
-			LogLevel:        asynq.WarnLevel,
+			// A task that waits for another (a subscriber's earlier event, a
+			// running enrollment) goes back to the retry set; asynq's default
+			// 5 s between moves of due tasks would add up to 5 s per wait.
+			DelayedTaskCheckInterval: time.Second,
+			Logger:                   slogAdapter{o.Logger},
+			LogLevel:                 asynq.WarnLevel,
 			HealthCheckFunc: func(err error) {
 				if err != nil {
 					o.Logger.Warn("worker_redis_unhealthy", "err", err)
