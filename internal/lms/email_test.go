@@ -303,3 +303,31 @@ func TestUnenrollByEmailOrEnrollment(t *testing.T) {
 		}
 	})
 }
+
+// everyTask is a line's tasks kept for good (the ledger tier).
+type everyTask struct{ tasksOf }
+
+func (everyTask) KeepsEveryTask() bool { return true }
+
+// A return naming nobody whose line has no enrollment on record: only a store
+// that keeps every task proves nothing was enrolled; without it (Redis only,
+// the enrollment forgotten after worker.retention) it fails for support.
+func TestReturnNamingNobodyWithoutEnrollment(t *testing.T) {
+	ret := fulfillment.Return{Site: "default", OrderNumber: "SHOP-1", CourseID: demoCourse, CourseMode: "verified",
+		Integration: "shopify", ReturnedAt: time.Now().UTC()}
+	t.Run("redis only: learner unknown, failed", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		fake.Register(200, "alice", "alice@example.com")
+		fake.Enroll(lmstest.Enrollment{User: "alice", CourseID: demoCourse, Mode: "verified", IsActive: true})
+		err := run(t, newClient(t, fake, nil), tasksOf{}, KindUnenroll, ret)
+		if !errors.Is(err, ErrLearnerUnknown) || !pipeline.IsPermanent(err) {
+			t.Fatalf("err %v, want permanent %q", err, ErrLearnerUnknown)
+		}
+	})
+	t.Run("ledger: nothing was enrolled, done", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		if err := run(t, newClient(t, fake, nil), everyTask{tasksOf{}}, KindUnenroll, ret); err != nil {
+			t.Fatalf("err %v, want none", err)
+		}
+	})
+}

@@ -144,6 +144,24 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 		out = append(out, ret)
 	}
 	addKnown := func(k known) { add(k.number, k.line.CourseID, k.line.CourseMode, k.who, "") }
+	var notes []string
+	// finish notes the returns that name no learner, which no known line
+	// names either: their unenrollment needs the line's enrollment on record
+	// (the ledger, or within worker.retention in Redis), else it fails
+	// "learner unknown" for support.
+	finish := func() ([]fulfillment.Return, string, error) {
+		var nobody []string
+		for _, r := range out {
+			if r.LMSUserID == 0 && r.Username == "" && r.Email == "" {
+				nobody = append(nobody, r.OrderNumber+" "+r.CourseID)
+			}
+		}
+		if len(nobody) > 0 {
+			notes = append(notes, fmt.Sprintf("the refund names no learner for %s and no known line gives one: unenrolled only if the line's enrollment is still on record, else failed (learner unknown); POST /orders/return with the learner",
+				strings.Join(nobody, ", ")))
+		}
+		return out, strings.Join(notes, "; "), nil
+	}
 	if ev.ReturnAll {
 		// Every known line; the event's lines only for the courses not
 		// known yet (a refund before the payment), numbered as the paid
@@ -162,7 +180,7 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 		for _, n := range number(base, unknown) {
 			add(n.number, n.line.CourseID, n.line.Mode, fulfillment.Ref{}, n.line.Email)
 		}
-		return out, "", nil
+		return finish()
 	}
 	var courses []string
 	byCourse := map[string][]Line{}
@@ -173,7 +191,6 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 		byCourse[l.CourseID] = append(byCourse[l.CourseID], l)
 	}
 	var unknown []Line
-	var notes []string
 	for _, course := range courses {
 		var ofCourse []known
 		for _, k := range knownLines {
@@ -220,5 +237,5 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 	for _, n := range number(base, unknown) {
 		add(n.number, n.line.CourseID, n.line.Mode, fulfillment.Ref{}, n.line.Email)
 	}
-	return out, strings.Join(notes, "; "), nil
+	return finish()
 }

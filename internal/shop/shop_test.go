@@ -749,3 +749,18 @@ func TestStripeMaxSeats(t *testing.T) {
 		t.Errorf("1200 seats: %d placed, %v; want BadEvent", len(ev.Placed), err)
 	}
 }
+
+// H3: a refund that names no learner, of a line no known line gives one for
+// (a Shopify refund after the Redis-only tier forgot the order), is noted.
+func TestReturnsNamingNobodyNoted(t *testing.T) {
+	s := mustShop(t, Integration{Type: TypeStripe})
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	rets, note, err := s.Returns(t.Context(), Event{OrderID: "11", ReturnAll: true, Returned: []Line{{CourseID: demoCourse, Mode: "verified"}}}, fakeLines{}, "req", now)
+	if err != nil || len(rets) != 1 || !strings.Contains(note, "names no learner") || !strings.Contains(note, "POST /orders/return") {
+		t.Errorf("returns %+v, note %q, err %v; want one return and a note that it names no learner", rets, note, err)
+	}
+	known := fakeLines{s.OrderNumber("11"): {knownLine(demoCourse, "verified", "a@example.com")}}
+	if _, note, err := s.Returns(t.Context(), Event{OrderID: "11", ReturnAll: true}, known, "req", now); err != nil || note != "" {
+		t.Errorf("note %q, err %v; want none: the known line names the learner", note, err)
+	}
+}
