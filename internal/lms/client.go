@@ -315,7 +315,7 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, token, r
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, withoutQuery(err)
 	}
 	req.Header.Set("Authorization", "JWT "+token)
 	req.Header.Set("Accept", "application/json")
@@ -330,7 +330,7 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, token, r
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, withoutQuery(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -338,6 +338,22 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, token, r
 		return 0, nil, nil, fmt.Errorf("read answer: %w", err)
 	}
 	return resp.StatusCode, b, resp.Header, nil
+}
+
+// withoutQuery drops the query from the URL a transport error names: it may
+// carry a learner's email (GET /api/user/v1/accounts?email=), which would
+// reach last_error and task_attempt logs, percent-encoded past their
+// masking. The error stays a *url.Error (Timeout() still works).
+func withoutQuery(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	u := ue.URL
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		u = u[:i]
+	}
+	return &url.Error{Op: ue.Op, URL: u, Err: ue.Err}
 }
 
 // message extracts the LMS's message from an error body: {"message": ...} or

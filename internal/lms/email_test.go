@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -330,4 +331,33 @@ func TestReturnNamingNobodyWithoutEnrollment(t *testing.T) {
 			t.Fatalf("err %v, want none", err)
 		}
 	})
+}
+
+// M1: a transport error of the account look-up (a timeout) carries no URL
+// query: the learner's email, raw or percent-encoded, stays out of errors and
+// so out of task_attempt logs.
+func TestAccountLookupErrorHasNoEmail(t *testing.T) {
+	fake := lmstest.NewDemo("s")
+	// Released when the client gives up; once for the look-up, once for
+	// the enrollment's.
+	fake.Script(lmstest.Account, lmstest.Reply{Delay: time.Minute}, lmstest.Reply{Delay: time.Minute})
+	c := newClient(t, fake, nil)
+	email := "alice+shop@example.com"
+	_, err := c.UsernameByEmail(context.Background(), email, "req")
+	if err == nil {
+		t.Fatal("no error from an LMS that does not answer")
+	}
+	for _, s := range []string{email, url.QueryEscape(email), "example.com", "?email="} {
+		if strings.Contains(err.Error(), s) {
+			t.Errorf("error %q contains %q", err, s)
+		}
+	}
+	var ue *url.Error
+	if !errors.As(err, &ue) || !ue.Timeout() {
+		t.Errorf("error %v (%T): want a timeout *url.Error still", err, err)
+	}
+	err = run(t, c, nil, KindEnroll, emailOrder(email, false, time.Now()))
+	if err == nil || strings.Contains(err.Error(), url.QueryEscape(email)) || strings.Contains(err.Error(), email) {
+		t.Errorf("enroll's error %v: want one without the email", err)
+	}
 }
