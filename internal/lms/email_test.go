@@ -294,9 +294,9 @@ func TestUnenrollByEmailOrEnrollment(t *testing.T) {
 			})
 		}
 	})
-	t.Run("naming nobody, the line never enrolled: done without a call", func(t *testing.T) {
+	t.Run("naming nobody, the line never enrolled (on record): done without a call", func(t *testing.T) {
 		fake := lmstest.NewDemo("s")
-		if err := run(t, newClient(t, fake, nil), tasksOf{}, KindUnenroll, ret(fulfillment.Learner{})); err != nil {
+		if err := run(t, newClient(t, fake, nil), everyTask{tasksOf{}}, KindUnenroll, ret(fulfillment.Learner{})); err != nil {
 			t.Fatal(err)
 		}
 		if n := len(fake.Calls()); n != 0 {
