@@ -176,9 +176,36 @@ func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
 	err = c.post(ctx, "unenroll", NewUnenrollmentData(r, user), r.RequestID)
 	var le *Error
 	if errors.As(err, &le) && le.Status == http.StatusBadRequest && strings.HasPrefix(le.Message, "Enrollment mode mismatch") {
-		return nil
+		return c.unenrollAutoEnrolled(ctx, r, user, got)
 	}
 	return err
+}
+
+// unenrollAutoEnrolled handles a return whose learner is enrolled in another
+// mode than the line's. Usually that seat is not the line's (the learner
+// audits on their own) and is kept. But when the line waited for the
+// learner's account (enroll_unregistered), the LMS enrolled them in the
+// course's default mode on registering, from the enrollment_allowed
+// Coordinator registered; refunded before the look that would have moved
+// them to the mode bought, that seat is the line's: while an
+// enrollment_allowed for the learner's email and the course is on record,
+// the enrollment is deactivated in its own mode, then the allowed removed
+// (in that order: a retry after a failure still sees the allowed).
+func (c *Client) unenrollAutoEnrolled(ctx context.Context, r fulfillment.Return, user string, got *Enrollment) error {
+	email := strings.TrimSpace(r.Email)
+	if email == "" {
+		return nil // named by id or username: no enrollment_allowed to look for
+	}
+	ours, err := c.allowedFor(ctx, email, r.CourseID, r.RequestID)
+	if err != nil || !ours {
+		return err
+	}
+	data := NewUnenrollmentData(r, user)
+	data.Mode = got.Mode
+	if err := c.post(ctx, "unenroll", data, r.RequestID); err != nil {
+		return err
+	}
+	return c.DisallowEnrollment(ctx, email, r.CourseID, r.RequestID)
 }
 
 // Username resolves an LMS user id to a username, from the cache when it can.

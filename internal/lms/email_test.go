@@ -361,3 +361,45 @@ func TestAccountLookupErrorHasNoEmail(t *testing.T) {
 		t.Errorf("enroll's error %v: want one without the email", err)
 	}
 }
+
+// A learner who registered while their line waited for the account was
+// auto-enrolled by the LMS in the default mode (from Coordinator's
+// enrollment_allowed); refunded before the look that moves them to the mode
+// bought, that seat is the line's and is taken back. An enrollment in
+// another mode without an enrollment_allowed (the learner's own) is kept.
+func TestReturnTakesBackTheAutoEnrollment(t *testing.T) {
+	now := time.Now().UTC()
+	ret := fulfillment.Return{Site: "default", OrderNumber: "WOO-1", CourseID: demoCourse, CourseMode: "verified",
+		Email: "new@example.com", Integration: "woo", ReturnedAt: now}
+	t.Run("auto-enrolled from our enrollment_allowed: deactivated, allowed removed", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		c := newClient(t, fake, nil)
+		if err := run(t, c, nil, KindEnroll, emailOrder("new@example.com", true, now)); !pipeline.IsAwaitingAccount(err) {
+			t.Fatalf("enroll: %v, want a wait for the account", err)
+		}
+		fake.Register(300, "newbie", "new@example.com")
+		if e, _ := fake.Enrollment("newbie", demoCourse); !e.IsActive || e.Mode != "audit" {
+			t.Fatalf("auto-enrollment %+v, want active audit", e)
+		}
+		if err := run(t, c, tasksOf{}, KindUnenroll, ret); err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := fake.Enrollment("newbie", demoCourse); e.IsActive {
+			t.Errorf("enrollment %+v, want inactive: the seat came from the line", e)
+		}
+		if got := fake.Allowed("new@example.com"); len(got) != 0 {
+			t.Errorf("enrollment_allowed %+v left", got)
+		}
+	})
+	t.Run("the learner's own enrollment in another mode: kept", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		fake.Register(300, "newbie", "new@example.com")
+		fake.Enroll(lmstest.Enrollment{User: "newbie", CourseID: demoCourse, Mode: "audit", IsActive: true})
+		if err := run(t, newClient(t, fake, nil), tasksOf{}, KindUnenroll, ret); err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := fake.Enrollment("newbie", demoCourse); !e.IsActive || e.Mode != "audit" {
+			t.Errorf("enrollment %+v, want the learner's own audit kept", e)
+		}
+	})
+}
