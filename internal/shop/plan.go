@@ -221,7 +221,9 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 			// other lines of the course, which the refund does not
 			// carry. Numbering them from the refund alone would record
 			// bob's refund on alice's line.
-			notes = append(notes, fmt.Sprintf("%s: refund before the order: which participant is unknown, none returned; POST /orders/return the line once the order is in", course))
+			// The same when the order's lines were forgotten (Redis
+			// only, after worker.retention): nobody is known either.
+			notes = append(notes, fmt.Sprintf("%s: no line of the course on record (a refund before the order, or after its lines were forgotten without the ledger): which participant is unknown, none returned; POST /orders/return with the learner", course))
 			continue
 		}
 		matched := map[int]bool{}

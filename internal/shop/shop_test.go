@@ -777,7 +777,7 @@ func TestRefundBeforeTheOrderNamesWhichParticipant(t *testing.T) {
 		{Item: "2", CourseID: demoCourse, Mode: "verified", Email: "bob@example.com"}}
 	for name, bob := range map[string]Line{"named": placed[1], "unnamed": {Item: "2", CourseID: demoCourse, Mode: "verified"}} {
 		rets, note, err := s.Returns(t.Context(), Event{OrderID: "12", Returned: []Line{bob}}, fakeLines{}, "req", now)
-		if err != nil || len(rets) != 0 || !strings.Contains(note, "refund before the order") || !strings.Contains(note, "POST /orders/return") {
+		if err != nil || len(rets) != 0 || !strings.Contains(note, "which participant is unknown") || !strings.Contains(note, "POST /orders/return") {
 			t.Errorf("%s: returns %+v, note %q, err %v; want none and a note", name, rets, note, err)
 		}
 	}
