@@ -462,8 +462,12 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 		}
 	})
 
-	// Finding 3: a refund before the payment, two participants of a course.
-	t.Run("Shopify refund before the order with two participants: neither is enrolled later", func(t *testing.T) {
+	// Finding 3, M3: a Shopify refund before the payment does not carry the
+	// order's other lines of the course, so which participant number each
+	// refunded seat will have is unknown: nothing is returned (a
+	// webhook_note says so; support uses POST /orders/return once the order
+	// is in), rather than a return on another participant's line.
+	t.Run("Shopify refund before the order with two participants: nothing returned, noted", func(t *testing.T) {
 		const id = 820982911946154603
 		refund := derive(t, webhookFixture(t, "shopify-refunds-create.json"), func(m map[string]any) {
 			m["order_id"] = int64(id)
@@ -473,19 +477,12 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 			it["sku"], it["quantity"] = demoCourse, 2
 			it["properties"] = []any{map[string]any{"name": "Learner email", "value": "p1@example.com,q1@example.com"}}
 		})
-		if r := e.post(t, "shopify", refund, shopifyHeaders("refunds/create", refund)); r.Status != 200 || len(r.Lines) != 2 {
-			t.Fatalf("refund: %+v, want two returns", r)
-		}
-		paid := derive(t, shopifyOrder(t, "p1@example.com,q1@example.com"), func(m map[string]any) {
-			m["id"] = int64(id)
-			m["line_items"].([]any)[0].(map[string]any)["quantity"] = 2
-		})
-		if a := e.post(t, "shopify", paid, shopifyHeaders("orders/paid", paid)); a.Status != 200 {
-			t.Fatalf("paid: %+v, want 200", a)
+		if r := e.post(t, "shopify", refund, shopifyHeaders("refunds/create", refund)); r.Status != 200 || len(r.Lines) != 0 {
+			t.Fatalf("refund: %+v, want 200 and no returns", r)
 		}
 		for _, n := range []string{"shopify-820982911946154603", "shopify-820982911946154603-p2"} {
-			if got := strings.Join(e.kinds(t, n), ","); !strings.Contains(got, demoCourse+" "+lms.KindUnenroll) {
-				t.Errorf("order %s tasks %s: the participant's return is missing", n, got)
+			if status, _ := e.order(t, "GET", n); status != 404 {
+				t.Errorf("order %s: %d, want 404 (nothing recorded)", n, status)
 			}
 		}
 	})

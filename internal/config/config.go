@@ -16,10 +16,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
 // Config is the whole configuration file.
@@ -396,20 +397,9 @@ var listIndex = regexp.MustCompile(`\[\d+\]`)
 // isSecretKey reports whether key (e.g. "auth.jwt[0].secret") holds a secret.
 func isSecretKey(key string) bool { return secretKeys[listIndex.ReplaceAllString(key, "[]")] }
 
-// clip cuts s to at most n bytes on a rune boundary, marking the cut, and
-// replaces invalid UTF-8: what a file or the environment holds is only
-// ever echoed bounded.
-func clip(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\ufffd")
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
+// clip cuts what a file or the environment holds for an error message
+// (fulfillment.Clip).
+func clip(s string, n int) string { return fulfillment.Clip(s, n) }
 
 var userinfo = regexp.MustCompile(`//[^/@\s]*@`)
 

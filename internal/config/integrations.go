@@ -67,11 +67,7 @@ const DefaultStripeAPIURL = "https://api.stripe.com"
 // generate long ones, and a short one could be guessed to forge paid orders.
 const MinWebhookSecretBytes = 16
 
-var (
-	integrationName = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
-	// modeSlug is fulfillment's rule for course_mode (SPEC §4).
-	modeSlug = regexp.MustCompile(`^[a-z0-9_-]{1,100}$`)
-)
+var integrationName = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
 
 // normalizeIntegrations drops secrets that expanded to nothing (a rotation's
 // old secret left unset) and fills in defaults.
@@ -143,7 +139,7 @@ func (c *Config) validateIntegrations() error {
 			}
 		}
 		prefixes = append(prefixes, prefixOf{in.Name, in.Site, in.OrderPrefix})
-		if !modeSlug.MatchString(in.CourseMode) {
+		if !fulfillment.ValidMode(in.CourseMode) {
 			return valueErr(k+".course_mode", in.CourseMode, "is not a mode slug such as verified or audit")
 		}
 		if err := validateProducts(k+".products", in.Products); err != nil {
@@ -173,7 +169,7 @@ func validateProducts(k string, products map[string]Product) error {
 			return keyErr(pk, "a product key (SKU or id) must not be blank")
 		case !fulfillment.ValidCourseKey(p.CourseID):
 			return valueErr(pk+".course_id", p.CourseID, "is not a course run key such as course-v1:edX+DemoX+Demo_Course")
-		case p.Mode != "" && !modeSlug.MatchString(p.Mode):
+		case p.Mode != "" && !fulfillment.ValidMode(p.Mode):
 			return valueErr(pk+".mode", p.Mode, "is not a mode slug such as verified or audit")
 		}
 	}

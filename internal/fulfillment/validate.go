@@ -68,6 +68,10 @@ var (
 	siteName        = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,100}$`)
 )
 
+// ValidMode reports whether s is a course mode slug (SPEC §4): lower-case
+// letters, digits, '_' and '-', 1 to 100 of them.
+func ValidMode(s string) bool { return modeSlug.MatchString(s) }
+
 // ValidCourseKey reports whether s is an Open edX course run key, new style
 // (course-v1:Org+Course+Run) or legacy (Org/Course/Run), as opaque-keys
 // accepts them (LMS.md §6). Block, branch and version suffixes are refused.

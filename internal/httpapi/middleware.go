@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"regexp"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
 type ctxKey int
@@ -161,20 +161,9 @@ func methodLabel(m string) string {
 	return "other"
 }
 
-// clip returns s cut to at most n bytes, on a rune boundary, with invalid
-// UTF-8 replaced, marking a cut with "...". It bounds what a caller's input
-// can add to a log line or an error message.
-func clip(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\ufffd")
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
+// clip bounds what a caller's input adds to a log line or an error
+// message (fulfillment.Clip).
+func clip(s string, n int) string { return fulfillment.Clip(s, n) }
 
 // recoverer turns a handler panic into a logged 500 instead of a dropped
 // connection. No request input should reach it; it is the last line.

@@ -22,11 +22,57 @@ import (
 // a few hundred lines fits); more gets 413.
 const WebhookMaxBodyBytes = 512 << 10
 
-// WebhookMaxReads bounds the webhook bodies being read at once: the
-// route is unauthenticated until the body is read and its signature checked,
-// so at most WebhookMaxReads × WebhookMaxBodyBytes (32 MiB) is held for
-// bodies; a delivery beyond that gets 503 with Retry-After, unread.
+// WebhookMaxReads bounds the webhook bodies being read at once, per
+// integration: the route is unauthenticated until the body is read and its
+// signature checked, so at most WebhookMaxReads × WebhookMaxBodyBytes (32
+// MiB) per integration is held for bodies. Slots are per integration (their
+// names come from the config), so slow senders posting to one integration
+// cannot take another's. A delivery that finds its integration's slots
+// taken waits up to WebhookSlotWait for one, then gets 503 with
+// Retry-After, unread.
 const WebhookMaxReads = 64
+
+// WebhookSlotWait is how long a delivery waits for a read slot of its
+// integration before 503: real deliveries read in milliseconds.
+const WebhookSlotWait = 2 * time.Second
+
+// WebhookBodyTimeout bounds the read of a delivery's whole body (a read
+// deadline on the connection, not the server's 30 s ReadTimeout): shops send
+// small bodies at once, so a sender trickling its body loses its slot soon.
+const WebhookBodyTimeout = 10 * time.Second
+
+// webhookLimits are the bounds on reading deliveries' bodies.
+type webhookLimits struct {
+	reads    int           // per integration; 0: WebhookMaxReads
+	wait     time.Duration // for a slot; 0: WebhookSlotWait, < 0: none
+	bodyRead time.Duration // 0: WebhookBodyTimeout
+	waiting  func()        // tests: called when a delivery starts waiting for a slot
+}
+
+// slot takes one of the read slots within wait, or reports false.
+func slot(ctx context.Context, slots chan struct{}, wait time.Duration, waiting func()) bool {
+	select {
+	case slots <- struct{}{}:
+		return true
+	default:
+	}
+	if wait <= 0 {
+		return false
+	}
+	if waiting != nil {
+		waiting()
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case slots <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
 
 // readBody reads a delivery of at most limit bytes into a buffer sized from
 // its Content-Length (capped), so that a slow sender cannot make it grow
@@ -85,15 +131,27 @@ type webhookResult struct {
 // reason, one that asks for nothing 200 with why.
 func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillment.Order],
 	returned *signals.Signal[fulfillment.Return], lines shop.LineReader, knownSite SiteChecker, obs WebhookObserver,
-	maxReads int,
+	lim webhookLimits,
 ) http.HandlerFunc {
 	if obs == nil {
 		obs = noWebhookObserver{}
 	}
+	maxReads := lim.reads
 	if maxReads <= 0 {
 		maxReads = WebhookMaxReads
 	}
-	reading := make(chan struct{}, maxReads)
+	if lim.wait == 0 {
+		lim.wait = WebhookSlotWait
+	}
+	if lim.bodyRead <= 0 {
+		lim.bodyRead = WebhookBodyTimeout
+	}
+	// One set of slots per integration: the names are the config's, so the
+	// map is bounded.
+	reading := make(map[string]chan struct{}, len(shops))
+	for name := range shops {
+		reading[name] = make(chan struct{}, maxReads)
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		s, ok := shops[chi.URLParam(r, "name")]
@@ -108,9 +166,8 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			tooLarge(ctx, w, s.Name(), obs)
 			return
 		}
-		select {
-		case reading <- struct{}{}:
-		default:
+		slots := reading[chi.URLParam(r, "name")]
+		if !slot(ctx, slots, lim.wait, lim.waiting) {
 			// Full: answered without reading the body; the shop delivers
 			// again.
 			obs.Webhook(s.Name(), "busy")
@@ -119,13 +176,24 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			unavailable(w, detail("Too many deliveries at once; deliver again later."))
 			return
 		}
+		// The whole body within lim.bodyRead: a trickling sender gives
+		// its slot back soon. (Unsupported, as in tests with a recorder:
+		// the server's ReadTimeout still bounds it.)
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(lim.bodyRead))
 		body, tooBig, err := readBody(r, WebhookMaxBodyBytes)
-		<-reading
+		<-slots
+		// No deadline for the rest: a past one would end the request's
+		// context through the server's background read.
+		_ = rc.SetReadDeadline(time.Time{})
 		if tooBig {
 			tooLarge(ctx, w, s.Name(), obs)
 			return
 		}
 		if err != nil {
+			// Closed after the answer: the server would otherwise wait
+			// for the rest of the body before answering.
+			w.Header().Set("Connection", "close")
 			obs.Webhook(s.Name(), "invalid")
 			outcome(ctx, slog.LevelWarn, "invalid", slog.String("reason", "could not read the body"))
 			encode(w, http.StatusBadRequest, detail("Could not read the request body."))

@@ -1,12 +1,14 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -283,7 +285,7 @@ func (f *firstRead) Read(p []byte) (int, error) {
 // written.
 func TestWebhookReadsBounded(t *testing.T) {
 	rec := &recorder{}
-	h, _ := webhookAPI(t, rec, func(d *Deps) { d.WebhookReads = 1 })
+	h, _ := webhookAPI(t, rec, func(d *Deps) { d.WebhookReads, d.WebhookSlotWait = 1, -1 })
 	body := wooCourseOrder(t)
 	request := func(r io.Reader) *http.Request {
 		req := httptest.NewRequest(http.MethodPost, "/webhooks/woo", r)
@@ -307,6 +309,10 @@ func TestWebhookReadsBounded(t *testing.T) {
 	h.ServeHTTP(w, request(second))
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" || second.reads != 0 {
 		t.Errorf("second delivery while full: %d Retry-After=%q, %d reads; want 503 with Retry-After, body unread", w.Code, w.Header().Get("Retry-After"), second.reads)
+	}
+	// M2: another integration's slots are its own.
+	if w := deliver(h, "shopify", "orders/paid", fixtureBody(t, "shopify-orders-paid.json"), true); w.Code == http.StatusServiceUnavailable {
+		t.Errorf("another integration while woo is full: %d %s, want it read", w.Code, w.Body)
 	}
 	if _, err := pw.Write(body); err != nil {
 		t.Fatal(err)
@@ -373,5 +379,82 @@ func TestWebhookOneLogLine(t *testing.T) {
 				t.Errorf("webhook_note %v, want the refunds' note", l["webhook_note"])
 			}
 		})
+	}
+}
+
+// M2: a delivery that finds its integration's slots taken waits for one
+// (here as long as it takes) instead of a 503 at once.
+func TestWebhookWaitsForASlot(t *testing.T) {
+	waiting := make(chan struct{}, 1)
+	h, _ := webhookAPI(t, &recorder{}, func(d *Deps) {
+		d.WebhookReads, d.WebhookSlotWait = 1, time.Hour
+		d.webhookWaiting = func() { waiting <- struct{}{} }
+	})
+	body := wooCourseOrder(t)
+	pr, pw := io.Pipe()
+	slow := &firstRead{r: pr, started: make(chan struct{})}
+	first := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		w := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/webhooks/woo", slow)
+		req.Header.Set(shop.HeaderWooTopic, "order.updated")
+		req.Header.Set(shop.HeaderWooSignature, shop.SignBase64HMAC(body, shopSecret))
+		h.ServeHTTP(w, req)
+		first <- w
+	}()
+	<-slow.started
+	second := make(chan *httptest.ResponseRecorder, 1)
+	go func() { second <- deliver(h, "woo", "order.updated", body, true) }()
+	<-waiting // the second delivery waits for the slot the first holds
+	if _, err := pw.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	for name, c := range map[string]chan *httptest.ResponseRecorder{"first": first, "second": second} {
+		if w := <-c; w.Code != http.StatusOK {
+			t.Errorf("%s delivery: %d %s, want 200", name, w.Code, w.Body)
+		}
+	}
+}
+
+// M2: a sender trickling its body loses the connection's read within the
+// webhook body timeout, not the server's ReadTimeout (none here), and gives
+// its slot back.
+func TestWebhookBodyReadDeadline(t *testing.T) {
+	h, _ := webhookAPI(t, &recorder{}, func(d *Deps) {
+		d.WebhookReads, d.WebhookSlotWait, d.WebhookBodyTimeout = 1, -1, 50*time.Millisecond
+	})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Headers and part of the body, then nothing: the server must not wait
+	// for the rest forever. (The client's deadline only keeps a failing
+	// test from hanging.)
+	fmt.Fprintf(conn, "POST /webhooks/woo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nX-WC-Webhook-Topic: order.updated\r\n\r\n{\"id\":")
+	_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("stalled body: %d, want 400", resp.StatusCode)
+	}
+	// The slot is free again: the next delivery is read.
+	body := wooCourseOrder(t)
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/webhooks/woo", bytes.NewReader(body))
+	req.Header.Set(shop.HeaderWooTopic, "order.updated")
+	req.Header.Set(shop.HeaderWooSignature, shop.SignBase64HMAC(body, shopSecret))
+	r2, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.StatusCode != http.StatusOK {
+		t.Errorf("after the stalled delivery: %d, want 200", r2.StatusCode)
 	}
 }

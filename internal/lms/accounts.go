@@ -148,6 +148,35 @@ func (c *Client) DisallowEnrollment(ctx context.Context, email, courseID, reques
 	return allowedError(status, resp)
 }
 
+// allowedFor reports whether an enrollment_allowed for email and courseID
+// is on record (GET ?email=, LMS.md §9).
+func (c *Client) allowedFor(ctx context.Context, email, courseID, requestID string) (bool, error) {
+	const op = "enrollment_allowed"
+	release, err := c.acquire(ctx, op)
+	if err != nil {
+		return false, err
+	}
+	defer release()
+	u := c.base + allowedPath + "?" + url.Values{"email": {email}}.Encode()
+	status, resp, _, err := c.call(ctx, op, http.MethodGet, u, nil, requestID)
+	if err != nil {
+		return false, err
+	}
+	if status != http.StatusOK {
+		return false, allowedError(status, resp)
+	}
+	var list []allowedBody
+	if err := json.Unmarshal(resp, &list); err != nil {
+		return false, &Error{Op: op, Status: status, Class: Transient, Message: "unexpected enrollment_allowed answer"}
+	}
+	for _, a := range list {
+		if a.CourseID == courseID {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // allowedCall makes one call to the enrollment_allowed API, under the same
 // concurrency and rate limits as enrollments (the LMS throttles the
 // enrollment API per caller).

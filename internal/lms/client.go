@@ -176,9 +176,36 @@ func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
 	err = c.post(ctx, "unenroll", NewUnenrollmentData(r, user), r.RequestID)
 	var le *Error
 	if errors.As(err, &le) && le.Status == http.StatusBadRequest && strings.HasPrefix(le.Message, "Enrollment mode mismatch") {
-		return nil
+		return c.unenrollAutoEnrolled(ctx, r, user, got)
 	}
 	return err
+}
+
+// unenrollAutoEnrolled handles a return whose learner is enrolled in another
+// mode than the line's. Usually that seat is not the line's (the learner
+// audits on their own) and is kept. But when the line waited for the
+// learner's account (enroll_unregistered), the LMS enrolled them in the
+// course's default mode on registering, from the enrollment_allowed
+// Coordinator registered; refunded before the look that would have moved
+// them to the mode bought, that seat is the line's: while an
+// enrollment_allowed for the learner's email and the course is on record,
+// the enrollment is deactivated in its own mode, then the allowed removed
+// (in that order: a retry after a failure still sees the allowed).
+func (c *Client) unenrollAutoEnrolled(ctx context.Context, r fulfillment.Return, user string, got *Enrollment) error {
+	email := strings.TrimSpace(r.Email)
+	if email == "" {
+		return nil // named by id or username: no enrollment_allowed to look for
+	}
+	ours, err := c.allowedFor(ctx, email, r.CourseID, r.RequestID)
+	if err != nil || !ours {
+		return err
+	}
+	data := NewUnenrollmentData(r, user)
+	data.Mode = got.Mode
+	if err := c.post(ctx, "unenroll", data, r.RequestID); err != nil {
+		return err
+	}
+	return c.DisallowEnrollment(ctx, email, r.CourseID, r.RequestID)
 }
 
 // Username resolves an LMS user id to a username, from the cache when it can.
@@ -315,7 +342,7 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, token, r
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, withoutQuery(err)
 	}
 	req.Header.Set("Authorization", "JWT "+token)
 	req.Header.Set("Accept", "application/json")
@@ -330,7 +357,7 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, token, r
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, withoutQuery(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -338,6 +365,22 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, token, r
 		return 0, nil, nil, fmt.Errorf("read answer: %w", err)
 	}
 	return resp.StatusCode, b, resp.Header, nil
+}
+
+// withoutQuery drops the query from the URL a transport error names: it may
+// carry a learner's email (GET /api/user/v1/accounts?email=), which would
+// reach last_error and task_attempt logs, percent-encoded past their
+// masking. The error stays a *url.Error (Timeout() still works).
+func withoutQuery(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	u := ue.URL
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		u = u[:i]
+	}
+	return &url.Error{Op: ue.Op, URL: u, Err: ue.Err}
 }
 
 // message extracts the LMS's message from an error body: {"message": ...} or

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -293,13 +294,112 @@ func TestUnenrollByEmailOrEnrollment(t *testing.T) {
 			})
 		}
 	})
-	t.Run("naming nobody, the line never enrolled: done without a call", func(t *testing.T) {
+	t.Run("naming nobody, the line never enrolled (on record): done without a call", func(t *testing.T) {
 		fake := lmstest.NewDemo("s")
-		if err := run(t, newClient(t, fake, nil), tasksOf{}, KindUnenroll, ret(fulfillment.Learner{})); err != nil {
+		if err := run(t, newClient(t, fake, nil), everyTask{tasksOf{}}, KindUnenroll, ret(fulfillment.Learner{})); err != nil {
 			t.Fatal(err)
 		}
 		if n := len(fake.Calls()); n != 0 {
 			t.Errorf("%d LMS calls, want none", n)
+		}
+	})
+}
+
+// everyTask is a line's tasks kept for good (the ledger tier).
+type everyTask struct{ tasksOf }
+
+func (everyTask) KeepsEveryTask() bool { return true }
+
+// A return naming nobody whose line has no enrollment on record: only a store
+// that keeps every task proves nothing was enrolled; without it (Redis only,
+// the enrollment forgotten after worker.retention) it fails for support.
+func TestReturnNamingNobodyWithoutEnrollment(t *testing.T) {
+	ret := fulfillment.Return{Site: "default", OrderNumber: "SHOP-1", CourseID: demoCourse, CourseMode: "verified",
+		Integration: "shopify", ReturnedAt: time.Now().UTC()}
+	t.Run("redis only: learner unknown, failed", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		fake.Register(200, "alice", "alice@example.com")
+		fake.Enroll(lmstest.Enrollment{User: "alice", CourseID: demoCourse, Mode: "verified", IsActive: true})
+		err := run(t, newClient(t, fake, nil), tasksOf{}, KindUnenroll, ret)
+		if !errors.Is(err, ErrLearnerUnknown) || !pipeline.IsPermanent(err) {
+			t.Fatalf("err %v, want permanent %q", err, ErrLearnerUnknown)
+		}
+	})
+	t.Run("ledger: nothing was enrolled, done", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		if err := run(t, newClient(t, fake, nil), everyTask{tasksOf{}}, KindUnenroll, ret); err != nil {
+			t.Fatalf("err %v, want none", err)
+		}
+	})
+}
+
+// M1: a transport error of the account look-up (a timeout) carries no URL
+// query: the learner's email, raw or percent-encoded, stays out of errors and
+// so out of task_attempt logs.
+func TestAccountLookupErrorHasNoEmail(t *testing.T) {
+	fake := lmstest.NewDemo("s")
+	// Released when the client gives up; once for the look-up, once for
+	// the enrollment's.
+	fake.Script(lmstest.Account, lmstest.Reply{Delay: time.Minute}, lmstest.Reply{Delay: time.Minute})
+	c := newClient(t, fake, nil)
+	email := "alice+shop@example.com"
+	_, err := c.UsernameByEmail(context.Background(), email, "req")
+	if err == nil {
+		t.Fatal("no error from an LMS that does not answer")
+	}
+	for _, s := range []string{email, url.QueryEscape(email), "example.com", "?email="} {
+		if strings.Contains(err.Error(), s) {
+			t.Errorf("error %q contains %q", err, s)
+		}
+	}
+	var ue *url.Error
+	if !errors.As(err, &ue) || !ue.Timeout() {
+		t.Errorf("error %v (%T): want a timeout *url.Error still", err, err)
+	}
+	err = run(t, c, nil, KindEnroll, emailOrder(email, false, time.Now()))
+	if err == nil || strings.Contains(err.Error(), url.QueryEscape(email)) || strings.Contains(err.Error(), email) {
+		t.Errorf("enroll's error %v: want one without the email", err)
+	}
+}
+
+// A learner who registered while their line waited for the account was
+// auto-enrolled by the LMS in the default mode (from Coordinator's
+// enrollment_allowed); refunded before the look that moves them to the mode
+// bought, that seat is the line's and is taken back. An enrollment in
+// another mode without an enrollment_allowed (the learner's own) is kept.
+func TestReturnTakesBackTheAutoEnrollment(t *testing.T) {
+	now := time.Now().UTC()
+	ret := fulfillment.Return{Site: "default", OrderNumber: "WOO-1", CourseID: demoCourse, CourseMode: "verified",
+		Email: "new@example.com", Integration: "woo", ReturnedAt: now}
+	t.Run("auto-enrolled from our enrollment_allowed: deactivated, allowed removed", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		c := newClient(t, fake, nil)
+		if err := run(t, c, nil, KindEnroll, emailOrder("new@example.com", true, now)); !pipeline.IsAwaitingAccount(err) {
+			t.Fatalf("enroll: %v, want a wait for the account", err)
+		}
+		fake.Register(300, "newbie", "new@example.com")
+		if e, _ := fake.Enrollment("newbie", demoCourse); !e.IsActive || e.Mode != "audit" {
+			t.Fatalf("auto-enrollment %+v, want active audit", e)
+		}
+		if err := run(t, c, tasksOf{}, KindUnenroll, ret); err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := fake.Enrollment("newbie", demoCourse); e.IsActive {
+			t.Errorf("enrollment %+v, want inactive: the seat came from the line", e)
+		}
+		if got := fake.Allowed("new@example.com"); len(got) != 0 {
+			t.Errorf("enrollment_allowed %+v left", got)
+		}
+	})
+	t.Run("the learner's own enrollment in another mode: kept", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		fake.Register(300, "newbie", "new@example.com")
+		fake.Enroll(lmstest.Enrollment{User: "newbie", CourseID: demoCourse, Mode: "audit", IsActive: true})
+		if err := run(t, newClient(t, fake, nil), tasksOf{}, KindUnenroll, ret); err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := fake.Enrollment("newbie", demoCourse); !e.IsActive || e.Mode != "audit" {
+			t.Errorf("enrollment %+v, want the learner's own audit kept", e)
 		}
 	})
 }

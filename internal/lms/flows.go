@@ -37,6 +37,26 @@ type Tasks interface {
 	Find(ctx context.Context, kind string, key fulfillment.Key) (t fulfillment.Task, found bool, err error)
 }
 
+// Complete is a Tasks that may say it keeps every task for good (the ledger
+// tier): only then does a line without an enrollment task prove that nothing
+// was enrolled. Without it (Redis only), a finished enrollment is forgotten
+// after worker.retention, and a return that names nobody cannot tell "never
+// enrolled" from "enrolled, then forgotten".
+type Complete interface {
+	KeepsEveryTask() bool
+}
+
+// ErrLearnerUnknown is the permanent failure of a return that names no
+// learner when the line's enrollment is not on record (any more): support
+// returns the seat with the learner named (POST /orders/return).
+var ErrLearnerUnknown = errors.New("learner unknown: the line's enrollment is no longer on record; POST /orders/return with the learner")
+
+// keepsEveryTask reports whether tasks says it keeps every task for good.
+func keepsEveryTask(tasks Tasks) bool {
+	c, ok := tasks.(Complete)
+	return ok && c.KeepsEveryTask()
+}
+
 // Kinds returns the LMS task kinds: enroll, and unenroll, which waits for a
 // running enrollment of its line and cancels a waiting one, and whose
 // existence cancels a later enrollment of the line. tasks may be nil when no
@@ -79,8 +99,14 @@ func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
 					if err != nil {
 						return pipeline.Hold(fmt.Errorf("read the line's enrollment: %w", err))
 					}
-					if !found {
+					if !found && keepsEveryTask(tasks) {
 						return nil // nothing was enrolled: nothing to take back
+					}
+					if !found {
+						// Redis only: the enrollment may have been
+						// forgotten (worker.retention); the learner may
+						// still hold the seat. Support decides.
+						return pipeline.Permanent(ErrLearnerUnknown)
 					}
 					r.LMSUserID, r.Username, r.Email = t.Ref.LMSUserID, t.Ref.Username, t.Ref.Email
 				}

@@ -108,14 +108,18 @@ func (s *Shop) knownLines(ctx context.Context, base string, r LineReader) ([]kno
 
 // Returns are the return requests a refund event makes, and a note for the
 // log about seats it could not tell apart. A whole-order refund returns every
-// known line of the order and every line the event names. A partial refund
-// returns at most the refunded seats (one Line each) of each course: the
-// known lines whose learner the refund names; then, for the seats it names no
-// known learner of, the course's other known lines only when there are no
-// more of them than such seats — else which ones is unclear, nothing more is
-// returned and the note says so (the operator uses POST /orders/return). For
-// a course not known yet, the seats are numbered as a paid order's would be
-// (SPEC §9: a later fulfill then enrolls nobody).
+// known line of the order and every line the event names: for a course not
+// known yet (a refund before the payment), the event carries the order's
+// whole line list (a WooCommerce refunded order, a Stripe full refund read
+// through the API), so its seats are numbered as a paid order's would be
+// (SPEC §9: a later fulfill then enrolls nobody). A partial refund returns
+// at most the refunded seats (one Line each) of each course: the known lines
+// whose learner the refund names; then, for the seats it names no known
+// learner of, the course's other known lines only when there are no more of
+// them than such seats — else which ones is unclear, nothing more is
+// returned and the note says so (the operator uses POST /orders/return). A
+// partial refund of a course not known yet returns nothing for it, with a
+// note, unless the event also carries the paid order's lines (Placed).
 func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID string, now time.Time) ([]fulfillment.Return, string, error) {
 	base := s.OrderNumber(ev.OrderID)
 	knownLines, err := s.knownLines(ctx, base, r)
@@ -144,6 +148,24 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 		out = append(out, ret)
 	}
 	addKnown := func(k known) { add(k.number, k.line.CourseID, k.line.CourseMode, k.who, "") }
+	var notes []string
+	// finish notes the returns that name no learner, which no known line
+	// names either: their unenrollment needs the line's enrollment on record
+	// (the ledger, or within worker.retention in Redis), else it fails
+	// "learner unknown" for support.
+	finish := func() ([]fulfillment.Return, string, error) {
+		var nobody []string
+		for _, r := range out {
+			if r.LMSUserID == 0 && r.Username == "" && r.Email == "" {
+				nobody = append(nobody, r.OrderNumber+" "+r.CourseID)
+			}
+		}
+		if len(nobody) > 0 {
+			notes = append(notes, fmt.Sprintf("the refund names no learner for %s and no known line gives one: unenrolled only if the line's enrollment is still on record, else failed (learner unknown); POST /orders/return with the learner",
+				strings.Join(nobody, ", ")))
+		}
+		return out, strings.Join(notes, "; "), nil
+	}
 	if ev.ReturnAll {
 		// Every known line; the event's lines only for the courses not
 		// known yet (a refund before the payment), numbered as the paid
@@ -162,7 +184,21 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 		for _, n := range number(base, unknown) {
 			add(n.number, n.line.CourseID, n.line.Mode, fulfillment.Ref{}, n.line.Email)
 		}
-		return out, "", nil
+		return finish()
+	}
+	// A partial refund: the seats of a course not known yet can be told
+	// apart only by the order's whole line list for it, which the event
+	// carries when it is also the paid order (a WooCommerce order body with
+	// refunds): its lines count as known, numbered as Orders numbers them.
+	knownCourse := map[string]bool{}
+	for _, k := range knownLines {
+		knownCourse[k.line.CourseID] = true
+	}
+	for _, n := range number(base, ev.Placed) {
+		if !knownCourse[n.line.CourseID] {
+			knownLines = append(knownLines, known{number: n.number,
+				line: fulfillment.Line{CourseID: n.line.CourseID, CourseMode: n.line.Mode}, who: fulfillment.Ref{Email: n.line.Email}})
+		}
 	}
 	var courses []string
 	byCourse := map[string][]Line{}
@@ -172,8 +208,6 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 		}
 		byCourse[l.CourseID] = append(byCourse[l.CourseID], l)
 	}
-	var unknown []Line
-	var notes []string
 	for _, course := range courses {
 		var ofCourse []known
 		for _, k := range knownLines {
@@ -182,7 +216,14 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 			}
 		}
 		if len(ofCourse) == 0 {
-			unknown = append(unknown, byCourse[course]...)
+			// A refund before the order, naming some of its seats:
+			// which participant number each has depends on the order's
+			// other lines of the course, which the refund does not
+			// carry. Numbering them from the refund alone would record
+			// bob's refund on alice's line.
+			// The same when the order's lines were forgotten (Redis
+			// only, after worker.retention): nobody is known either.
+			notes = append(notes, fmt.Sprintf("%s: no line of the course on record (a refund before the order, or after its lines were forgotten without the ledger): which participant is unknown, none returned; POST /orders/return with the learner", course))
 			continue
 		}
 		matched := map[int]bool{}
@@ -217,8 +258,5 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 				course, unnamed, len(rest)))
 		}
 	}
-	for _, n := range number(base, unknown) {
-		add(n.number, n.line.CourseID, n.line.Mode, fulfillment.Ref{}, n.line.Email)
-	}
-	return out, strings.Join(notes, "; "), nil
+	return finish()
 }

@@ -299,18 +299,9 @@ func validEmail(s string) bool {
 // maxSeats bounds the course lines one event may carry: every one is a task.
 const maxSeats = 1000
 
-// clip cuts a shop-supplied string for a message or a log line.
-func clip(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\ufffd")
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
+// clip cuts a shop-supplied string for a message or a log line
+// (fulfillment.Clip).
+func clip(s string, n int) string { return fulfillment.Clip(s, n) }
 
 // joinNotes joins two notes for the log.
 func joinNotes(a, b string) string {
