@@ -261,10 +261,11 @@ func newService(t *testing.T, withLedger bool) (*Service, *fakeQueue, *fakeLedge
 	}
 	var mu sync.Mutex
 	var completed []fulfillment.Completed
-	o.Completed = func(_ context.Context, c fulfillment.Completed) {
+	o.Completed = func(_ context.Context, c fulfillment.Completed) error {
 		mu.Lock()
 		completed = append(completed, c)
 		mu.Unlock()
+		return nil
 	}
 	return New(o), q, l, f, &completed
 }

@@ -21,7 +21,7 @@ type Attempt struct {
 // Process runs one attempt of a task: it records it, orders it against the
 // line's other flows (a canceled task does nothing; a task waits for the
 // running task of its After kind), runs the kind's handler, classifies the
-// outcome and records it, and tells Completed of a final state. It returns
+// outcome, tells Completed of a final state and records it. It returns
 // the task's new state — done, canceled, retrying, awaiting_account or failed
 // — and the handler's error.
 func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, error) {
@@ -49,6 +49,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	if err != nil && (state == fulfillment.StateRetrying || state == fulfillment.StateAwaitingAccount) && (IsPermanent(err) || a.Last) {
 		state = fulfillment.StateFailed
 	}
+	state, err = s.complete(ctx, k, j, a, state, err)
 	lastErr := ""
 	if err != nil {
 		lastErr = err.Error()
@@ -94,23 +95,45 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	s.record(ctx, j, func(ctx context.Context, l Ledger) error {
 		return l.Finished(ctx, j, state, lastErr)
 	})
-	if (state == fulfillment.StateDone || state == fulfillment.StateFailed) && s.o.Completed != nil && !k.Aside {
-		final := state
-		if state == fulfillment.StateDone {
-			final = k.Done
-		}
-		c := fulfillment.Completed{
-			Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseMode: j.Ref.CourseMode,
-			Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username, Email: j.Ref.Email},
-			Kind:    j.Kind, State: final, Attempts: a.Number, LastError: lastErr, TaskID: j.ID,
-			RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
-			Integration: j.Ref.Integration,
-		}
-		if final == fulfillment.StateReturned && !j.Ref.ReturnedAt.IsZero() {
-			r := j.Ref.ReturnedAt
-			c.ReturnedAt = &r
-		}
-		s.o.Completed(ctx, c)
+	return state, err
+}
+
+// complete sends fulfillment_completed for a task that reached a final state,
+// before that state is recorded anywhere: its receivers only queue tasks
+// (deliveries, an order's completion), each deduplicated by its task id, so
+// that sending it twice is harmless and not sending it is not. It runs
+// outside the attempt's deadline and retries a store's failures (steady);
+// if a receiver still fails, the attempt is held: the task runs again
+// without an attempt counted, and sends the same event again (same task id,
+// same state, same attempt number). Until then the task is retrying.
+func (s *Service) complete(ctx context.Context, k Kind, j Job, a Attempt, state fulfillment.State, err error) (fulfillment.State, error) {
+	if (state != fulfillment.StateDone && state != fulfillment.StateFailed) || s.o.Completed == nil || k.Aside {
+		return state, err
+	}
+	final := state
+	if state == fulfillment.StateDone {
+		final = k.Done
+	}
+	lastErr := ""
+	if err != nil {
+		lastErr = err.Error()
+	}
+	c := fulfillment.Completed{
+		Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseMode: j.Ref.CourseMode,
+		Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username, Email: j.Ref.Email},
+		Kind:    j.Kind, State: final, Attempts: a.Number, LastError: lastErr, TaskID: j.ID,
+		RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
+		Integration: j.Ref.Integration,
+	}
+	if final == fulfillment.StateReturned && !j.Ref.ReturnedAt.IsZero() {
+		r := j.Ref.ReturnedAt
+		c.ReturnedAt = &r
+	}
+	// The attempt's deadline or a shutdown must not cut the sending short.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), steadyFor+5*time.Second)
+	defer cancel()
+	if cerr := s.steady(cctx, func() error { return s.o.Completed(cctx, c) }); cerr != nil {
+		return fulfillment.StateRetrying, Hold(fmt.Errorf("%s not sent (%s %s): %w", fulfillment.SignalLineCompleted, j.Kind, final, cerr))
 	}
 	return state, err
 }
@@ -282,8 +305,9 @@ func (s *Service) exists(ctx context.Context, kind string, key fulfillment.Key) 
 	return s.o.Queue.Exists(ctx, TaskID(kind, key))
 }
 
-// steadyFor bounds how long steady retries a store's errors.
-const steadyFor = 15 * time.Second
+// steadyFor bounds how long steady retries a store's errors (a variable for
+// the tests).
+var steadyFor = 15 * time.Second
 
 // steady calls f until it succeeds, for up to steadyFor (or ctx's end), with
 // a growing pause: a store that fails over for a few seconds must not cost a

@@ -104,8 +104,11 @@ type Options struct {
 	Queue  Queue
 	Ledger Ledger // nil without the Postgres tier
 	// Completed is told of every line that reached a final state (the
-	// fulfillment_completed signal); nil: nobody is.
-	Completed func(ctx context.Context, c fulfillment.Completed)
+	// fulfillment_completed signal), before the state is recorded; nil:
+	// nobody is. An error holds the attempt: the task runs again and tells
+	// it again, so Completed must be idempotent (its receivers queue tasks
+	// by id).
+	Completed func(ctx context.Context, c fulfillment.Completed) error
 	Logger    *slog.Logger
 	Observer  Observer // nil: not measured
 	// WaitPoll and WaitMax bound how a task waits for a running task of

@@ -105,12 +105,13 @@ func start(t *testing.T) env {
 	returned := signals.New[fulfillment.Return](fulfillment.SignalOrderReturned, lms.ReceiverUnenroll)
 	completed := signals.New[fulfillment.Completed](fulfillment.SignalLineCompleted)
 	e.pipe = pipeline.New(pipeline.Options{Kinds: kinds, Queue: q, Logger: log,
-		Completed: func(ctx context.Context, c fulfillment.Completed) {
+		Completed: func(ctx context.Context, c fulfillment.Completed) error {
 			for _, r := range completed.Send(ctx, c) {
 				if r.Err != nil {
 					t.Errorf("receiver %s: %v", r.Receiver, r.Err)
 				}
 			}
+			return nil
 		}})
 	lms.Register(e.pipe, e.placed, returned)
 	completer.Register(e.pipe, completed)
