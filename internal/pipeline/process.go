@@ -15,7 +15,11 @@ import (
 type Attempt struct {
 	Job    Job
 	Number int  // counted from 1
-	Last   bool // no attempt follows a failure of this one
+	Last   bool // no attempt follows a failure of this one (a Hold is run again)
+	// Final says the queue ends the task whatever the attempt returns, a
+	// Hold too: a task whose worker died during its last attempt, or one
+	// queued by an earlier version at its last attempt.
+	Final bool
 }
 
 // Process runs one attempt of a task: it records it, orders it against the
@@ -32,7 +36,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	}
 	// A task that must wait (for a line's earlier task, for a free slot)
 	// goes back to the queue before it counts as an attempt anywhere.
-	release, err := s.admit(ctx, k, j, a.Last)
+	release, err := s.admit(ctx, k, j)
 	if err != nil {
 		return s.notAdmitted(ctx, j, a, err)
 	}
@@ -44,9 +48,12 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		// Shut down or timed out mid-attempt: asynq runs the task again.
 		err = Hold(err)
 	}
-	// The queue ends a task at its last attempt even when the attempt was a
-	// wait (asynq checks the count first): it is failed, and says so.
-	if err != nil && (state == fulfillment.StateRetrying || state == fulfillment.StateAwaitingAccount) && (IsPermanent(err) || a.Last) {
+	// A failure at the last attempt ends the task; a Hold (a wait, a
+	// store's failure, an account not there yet) does not, unless the queue
+	// ends the task whatever it is told (Final): then it is failed, and
+	// says so.
+	if err != nil && (state == fulfillment.StateRetrying || state == fulfillment.StateAwaitingAccount) &&
+		(IsPermanent(err) || (a.Last && !IsHold(err)) || a.Final) {
 		state = fulfillment.StateFailed
 	}
 	state, err = s.complete(ctx, k, j, a, state, err)
@@ -133,6 +140,11 @@ func (s *Service) complete(ctx context.Context, k Kind, j Job, a Attempt, state 
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), steadyFor+5*time.Second)
 	defer cancel()
 	if cerr := s.steady(cctx, func() error { return s.o.Completed(cctx, c) }); cerr != nil {
+		if a.Final { // the queue ends the task whatever it is told
+			s.o.Logger.ErrorContext(ctx, "completed_not_sent", "task_id", j.ID, "kind", j.Kind,
+				"order_number", j.Ref.OrderNumber, "state", string(final), "err", cerr.Error())
+			return state, err
+		}
 		return fulfillment.StateRetrying, Hold(fmt.Errorf("%s not sent (%s %s): %w", fulfillment.SignalLineCompleted, j.Kind, final, cerr))
 	}
 	return state, err
@@ -185,48 +197,25 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 }
 
 // admit lets a task of a kind with Behind or Slots run, or says why it must
-// wait; release frees its slot. On a task's last attempt it waits here
-// instead (up to WaitMax for Behind): the queue ends a task put back at its
-// last attempt, wait or not.
-func (s *Service) admit(ctx context.Context, k Kind, j Job, last bool) (release func(), err error) {
-	release = func() {}
-	// The slot first: it costs nothing to check, Behind costs look-ups.
-	if sem, ok := s.slots[k.Name]; ok {
-		if last {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return nil, Wait(busyErr{k.Name})
-			}
-		} else {
-			select {
-			case sem <- struct{}{}:
-			default:
-				return nil, Wait(busyErr{k.Name})
-			}
-		}
-		release = func() { <-sem }
-	}
-	if k.Behind == nil {
-		return release, nil
-	}
-	deadline := time.Now().Add(s.o.WaitMax)
-	for {
-		err := s.behind(ctx, k, j)
-		var b behindErr
-		if err == nil {
-			return release, nil
-		}
-		if !last || !errors.As(err, &b) || time.Now().After(deadline) {
-			release()
+// wait; release frees its slot. It never blocks, at the last attempt too (a
+// wait is put back without an attempt counted, and the queue runs a held
+// last attempt again): Behind first, so that a task that may not run yet
+// never takes a slot from the one it waits for.
+func (s *Service) admit(ctx context.Context, k Kind, j Job) (release func(), err error) {
+	if k.Behind != nil {
+		if err := s.behind(ctx, k, j); err != nil {
 			return nil, err
 		}
-		select {
-		case <-ctx.Done():
-			release()
-			return nil, err
-		case <-time.After(s.o.WaitPoll):
-		}
+	}
+	sem, ok := s.slots[k.Name]
+	if !ok {
+		return func() {}, nil
+	}
+	select {
+	case sem <- struct{}{}:
+		return func() { <-sem }, nil
+	default:
+		return nil, Wait(busyErr{k.Name})
 	}
 }
 
@@ -242,7 +231,7 @@ func (s *Service) notAdmitted(ctx context.Context, j Job, a Attempt, err error) 
 	if !isWait(err) {
 		err, level = Hold(err), slog.LevelWarn
 	}
-	if a.Last {
+	if a.Final {
 		// The queue ends the task now whatever it is told: it failed,
 		// and the ledger says so.
 		err, level = Permanent(fmt.Errorf("still not admitted at the last attempt: %w", err)), slog.LevelError
@@ -256,7 +245,7 @@ func (s *Service) notAdmitted(ctx context.Context, j Job, a Attempt, err error) 
 			slog.String("event", j.Ref.Event), slog.String("order_number", j.Ref.OrderNumber),
 			slog.String("request_id", j.Ref.RequestID), slog.Int("attempt", a.Number), slog.String("err", err.Error()))
 	}
-	if a.Last {
+	if a.Final {
 		return fulfillment.StateFailed, err
 	}
 	return fulfillment.StateRetrying, err
