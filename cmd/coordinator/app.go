@@ -125,6 +125,14 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		// The reconciler leaves a task alone for one interval after its last
 		// change: an accept or a retry may be between ledger and queue.
 		ReconcileQuiet: cfg.Database.ReconcileInterval.D(),
+		// A delivery kind no subscriber provides any more: its tasks
+		// will never run (asynq has no handler for them either).
+		Orphaned: func(kind string) string {
+			if strings.HasPrefix(kind, config.WebhookReceiverPrefix) {
+				return "subscriber removed from the configuration"
+			}
+			return ""
+		},
 	})
 	lms.Register(a.pipe, a.placed, a.returned)
 	if a.shops, err = newShops(cfg); err != nil {

@@ -400,9 +400,7 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 	err = s.o.Ledger.Open(ctx, s.o.ReconcileQuiet, func(e Entry) error {
 		res.Checked++
 		if _, ok := s.o.Kinds.Get(e.Job.Kind); !ok {
-			// Written by a newer version (before a rollback): not ours to run.
-			s.o.Logger.WarnContext(ctx, "reconcile_skipped", "task_id", e.Job.ID, "kind", e.Job.Kind, "err", "unknown kind")
-			return nil
+			return s.orphan(ctx, e, &res)
 		}
 		q, found, err := s.o.Queue.Task(ctx, e.Job.ID)
 		switch {
@@ -426,6 +424,39 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 		return nil
 	})
 	return res, err
+}
+
+// OrphanAfter is how long an open task of a kind no longer configured is
+// left alone before the reconciler fails it: longer than any rollout of a
+// configuration, during which another process may still run it.
+const OrphanAfter = 24 * time.Hour
+
+// orphan handles an open ledger task of a kind this process does not know:
+// one written by a newer version (before a rollback) is not ours to run and
+// is skipped; one of a kind Options.Orphaned says is gone (a removed
+// subscriber's delivery) is failed, with the reason, once it was left alone
+// for OrphanAfter, so that it neither stays open forever nor is warned
+// about at every pass. An operator's retry of its order reopens it (and
+// it fails again, until the kind is configured again).
+func (s *Service) orphan(ctx context.Context, e Entry, res *ReconcileResult) error {
+	reason := ""
+	if s.o.Orphaned != nil {
+		reason = s.o.Orphaned(e.Job.Kind)
+	}
+	if reason == "" {
+		s.o.Logger.WarnContext(ctx, "reconcile_skipped", "task_id", e.Job.ID, "kind", e.Job.Kind, "err", "unknown kind")
+		return nil
+	}
+	if time.Since(e.Task.UpdatedAt) < OrphanAfter {
+		return nil // a process with the kind may still run it (a rollout)
+	}
+	if err := s.o.Ledger.Finished(ctx, e.Job, fulfillment.StateFailed, reason); err != nil {
+		return err
+	}
+	s.o.Logger.InfoContext(ctx, "reconcile_orphaned", "task_id", e.Job.ID, "kind", e.Job.Kind,
+		"order_number", e.Job.Ref.OrderNumber, "reason", reason)
+	res.Synced++
+	return nil
 }
 
 // RunReconciler reconciles every interval until ctx ends.

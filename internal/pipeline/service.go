@@ -118,6 +118,12 @@ type Options struct {
 	// the reconciler acts on it, so that it never races an accept or a
 	// retry between its ledger write and its enqueue (default 30 s).
 	ReconcileQuiet time.Duration
+	// Orphaned, when set, says why the open ledger tasks of a kind this
+	// process does not know will never run anywhere (a subscriber removed
+	// from the configuration): the reconciler fails those left alone for
+	// OrphanAfter, with that reason. "" (or nil): the kind may be a newer
+	// version's, and its tasks are left alone.
+	Orphaned func(kind string) string
 	// Settle is how long after a failed attempt of an After task it is
 	// still waited for: the LMS may apply a call that timed out on our
 	// side (set it to the LMS timeout; default 10 s).
