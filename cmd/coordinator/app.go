@@ -105,13 +105,18 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	a.placed, a.returned, a.done = newSignals()
 	a.pipe = pipeline.New(pipeline.Options{
 		Kinds: a.kinds, Queue: a.queue, Ledger: ledger, Logger: log, Observer: a.met,
-		Completed: func(ctx context.Context, c fulfillment.Completed) {
+		// The receivers only queue tasks, by id: the pipeline sends again
+		// (every receiver) until all of them took the event.
+		Completed: func(ctx context.Context, c fulfillment.Completed) error {
+			var errs []error
 			for _, res := range a.done.Send(ctx, c) {
 				if res.Err != nil {
-					log.ErrorContext(ctx, "receiver_failed", "signal", a.done.Name(), "receiver", res.Receiver,
+					log.WarnContext(ctx, "receiver_failed", "signal", a.done.Name(), "receiver", res.Receiver,
 						"task_id", c.TaskID, "order_number", c.OrderNumber, "err", res.Err.Error())
+					errs = append(errs, fmt.Errorf("%s: %w", res.Receiver, res.Err))
 				}
 			}
+			return errors.Join(errs...)
 		},
 		// A return waits for a running enrollment (a wait costs no attempt),
 		// and for lms.timeout after a failed one: the LMS may still apply it.
@@ -120,6 +125,14 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		// The reconciler leaves a task alone for one interval after its last
 		// change: an accept or a retry may be between ledger and queue.
 		ReconcileQuiet: cfg.Database.ReconcileInterval.D(),
+		// A delivery kind no subscriber provides any more: its tasks
+		// will never run (asynq has no handler for them either).
+		Orphaned: func(kind string) string {
+			if strings.HasPrefix(kind, config.WebhookReceiverPrefix) {
+				return "subscriber removed from the configuration"
+			}
+			return ""
+		},
 	})
 	lms.Register(a.pipe, a.placed, a.returned)
 	if a.shops, err = newShops(cfg); err != nil {

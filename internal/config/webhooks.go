@@ -3,6 +3,8 @@ package config
 import (
 	"encoding/base64"
 	"fmt"
+	"net/netip"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -136,8 +138,20 @@ func (c *Config) validateCompleteOrder() error {
 		if err := HTTPURL(k+".api_url", in.APIURL); err != nil {
 			return keyErr(k+".api_url", "required: the store's base URL (https://shop.example.com), as %s calls its REST API", CompleteOrderReceiver)
 		}
+		if u, _ := url.Parse(in.APIURL); u.Scheme != "https" && !loopback(u.Hostname()) {
+			return keyErr(k+".api_url", "must be https: %s sends the consumer key and secret with every call (plain http only to a loopback address)", CompleteOrderReceiver)
+		}
 	}
 	return nil
+}
+
+// loopback reports whether host is this machine: localhost or a loopback IP.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // webhookURL checks a subscriber's URL without echoing it.

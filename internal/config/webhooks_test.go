@@ -80,6 +80,13 @@ integrations:
 		{`, consumer_key: ck, consumer_secret: "${NOPE}"}`, "integrations[0].consumer_secret:"},
 		{`, consumer_key: ck, consumer_secret: cs}`, "integrations[0].api_url: required"},
 		{`, consumer_key: ck, consumer_secret: cs, api_url: "https://127.0.0.1:9"}`, ""},
+		// The key and secret travel in every call: never in cleartext
+		// beyond this machine.
+		{`, consumer_key: ck, consumer_secret: cs, api_url: "http://shop.example.com"}`, "integrations[0].api_url: must be https"},
+		{`, consumer_key: ck, consumer_secret: cs, api_url: "http://10.0.0.5:8080"}`, "integrations[0].api_url: must be https"},
+		{`, consumer_key: ck, consumer_secret: cs, api_url: "http://127.0.0.1:9"}`, ""},
+		{`, consumer_key: ck, consumer_secret: cs, api_url: "http://[::1]:9"}`, ""},
+		{`, consumer_key: ck, consumer_secret: cs, api_url: "http://localhost:9"}`, ""},
 	}
 	for _, tt := range tests {
 		_, err := Parse([]byte(base+tt.extra+"\n"), webhookEnv)

@@ -75,14 +75,21 @@ func TestAwaitingAccount(t *testing.T) {
 	}
 }
 
-// The queue ends a task at its last counted attempt even when it was a
-// wait; the pipeline says failed rather than leave it awaiting.
-func TestAwaitingOnLastAttemptFails(t *testing.T) {
+// A wait for an account at the last counted attempt is no failure: the
+// queue runs a held attempt again (its bound has a spare retry), so that
+// worker.retry.max_attempts: 1 still waits. Only when the queue ends the
+// task whatever it is told (Final) does the pipeline say failed rather than
+// leave it awaiting.
+func TestAwaitingOnLastAttemptWaits(t *testing.T) {
 	s, q, _, f, completed := newService(t, true)
 	f.err["place"] = AwaitAccount(errors.New("no LMS account for jane@example.com yet"), time.Minute)
 	id := accept(t, s, "place", "AW-2")
-	if state, _ := run(t, s, q, id, true); state != fulfillment.StateFailed || len(*completed) != 1 {
-		t.Errorf("state %q, completed %+v; want failed and told", state, *completed)
+	if state, err := run(t, s, q, id, true); state != fulfillment.StateAwaitingAccount || !IsHold(err) || len(*completed) != 0 {
+		t.Errorf("last attempt: state %q (%v), completed %+v; want awaiting_account, held, not told", state, err, *completed)
+	}
+	e, _, _ := q.Task(context.Background(), id)
+	if state, _ := s.Process(context.Background(), Attempt{Job: e.Job, Number: 1, Last: true, Final: true}); state != fulfillment.StateFailed || len(*completed) != 1 {
+		t.Errorf("final attempt: state %q, completed %+v; want failed and told", state, *completed)
 	}
 }
 

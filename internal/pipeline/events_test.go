@@ -185,36 +185,75 @@ func TestSlots(t *testing.T) {
 	if task, _, _ := l.Find(context.Background(), "place", ref("SL-2").Key()); task.Attempts != 0 || task.State != fulfillment.StateQueued {
 		t.Errorf("waiting task in the ledger: %+v, want queued with no attempt", task)
 	}
-	// At its last attempt a task waits here for the slot instead: the
-	// queue would end it if it were put back.
-	last := make(chan fulfillment.State)
-	go func() {
-		st, _ := s.Process(context.Background(), Attempt{Job: mustJob(t, q, second), Number: 2, Last: true})
-		last <- st
-	}()
+	// At its last attempt too: it never blocks a worker for the slot (the
+	// queue runs a held last attempt again).
+	if st, err := s.Process(context.Background(), Attempt{Job: mustJob(t, q, second), Number: 2, Last: true}); st != fulfillment.StateRetrying || !isWait(err) {
+		t.Errorf("second task at its last attempt while the only slot is taken: %s %v, want a wait", st, err)
+	}
 	close(f.hold)
 	if st := <-done; st != fulfillment.StateDone {
 		t.Fatalf("first task: %s", st)
 	}
-	if st := <-last; st != fulfillment.StateDone {
-		t.Errorf("second task at its last attempt: %s, want done once the slot is free", st)
+	if st, err := s.Process(context.Background(), Attempt{Job: mustJob(t, q, second), Number: 2, Last: true}); st != fulfillment.StateDone {
+		t.Errorf("second task at its last attempt: %s %v, want done once the slot is free", st, err)
 	}
 }
 
-// At its last attempt, a task still behind another after WaitMax fails, and
-// the ledger says so (the queue would end it anyway).
+// At its last attempt, a task behind another is put back like at any other
+// (the queue runs a held last attempt again); only when the queue ends the
+// task whatever it is told (Final) does it fail, and the ledger says so.
 func TestBehindAtLastAttempt(t *testing.T) {
 	s, q, _, _ := newEventService(t, true)
 	acceptEvent(t, s, "EV-4", "a")
 	idB := acceptEvent(t, s, "EV-4", "b")
 	st, err := s.Process(context.Background(), Attempt{Job: mustJob(t, q, idB), Number: 3, Last: true})
+	if st != fulfillment.StateRetrying || !isWait(err) {
+		t.Fatalf("b behind a at its last attempt: %s %v, want a wait", st, err)
+	}
+	st, err = s.Process(context.Background(), Attempt{Job: mustJob(t, q, idB), Number: 3, Last: true, Final: true})
 	if st != fulfillment.StateFailed || !IsPermanent(err) {
-		t.Fatalf("b behind a at its last attempt: %s %v, want failed", st, err)
+		t.Fatalf("b behind a at its final attempt: %s %v, want failed", st, err)
 	}
 	es, _ := s.o.Ledger.Order(context.Background(), "default", "EV-4")
 	for _, e := range es {
 		if e.Job.ID == idB && e.Task.State != fulfillment.StateFailed {
 			t.Errorf("ledger: %s, want failed", e.Task.State)
 		}
+	}
+}
+
+// A subscriber with max_concurrency 1 and two events of a line at their
+// last attempt: the later one never takes the only slot while it waits for
+// the earlier one, nor blocks a worker, nor fails; both are delivered, in
+// order.
+func TestOrderedEventsOneSlotLastAttempt(t *testing.T) {
+	s, q, f, _ := newEventService(t, true)
+	kinds := s.o.Kinds.All()
+	for i := range kinds {
+		if kinds[i].Name == "note" {
+			kinds[i].Slots = 1
+		}
+	}
+	o := s.o
+	o.Kinds = NewKinds(kinds...)
+	s = New(o)
+	idA := acceptEvent(t, s, "EV-5", "a")
+	idB := acceptEvent(t, s, "EV-5", "b")
+	// b first: it waits for a, without an attempt, and without the slot.
+	st, err := s.Process(context.Background(), Attempt{Job: mustJob(t, q, idB), Number: 5, Last: true})
+	if st != fulfillment.StateRetrying || !isWait(err) {
+		t.Fatalf("b before a at its last attempt: %s %v, want a wait", st, err)
+	}
+	q.set(idB, fulfillment.StateRetrying)
+	for _, id := range []string{idA, idB} {
+		q.set(id, fulfillment.StateRunning)
+		st, err := s.Process(context.Background(), Attempt{Job: mustJob(t, q, id), Number: 5, Last: true})
+		q.set(id, st)
+		if st != fulfillment.StateDone || err != nil {
+			t.Fatalf("%s at its last attempt: %s %v, want delivered", id, st, err)
+		}
+	}
+	if got := f.called(); len(got) != 2 || got[0] != "note EV-5" {
+		t.Errorf("handled %v, want a then b", got)
 	}
 }

@@ -261,10 +261,11 @@ func newService(t *testing.T, withLedger bool) (*Service, *fakeQueue, *fakeLedge
 	}
 	var mu sync.Mutex
 	var completed []fulfillment.Completed
-	o.Completed = func(_ context.Context, c fulfillment.Completed) {
+	o.Completed = func(_ context.Context, c fulfillment.Completed) error {
 		mu.Lock()
 		completed = append(completed, c)
 		mu.Unlock()
+		return nil
 	}
 	return New(o), q, l, f, &completed
 }
@@ -731,7 +732,8 @@ func TestUndoSettlesAfterFailedPlacement(t *testing.T) {
 }
 
 // A failure of Coordinator's own stores is held: retried, never counted as
-// the LMS's failure, except that asynq ends the last attempt anyway.
+// the LMS's failure, at the last attempt too; only when the queue ends the
+// task whatever it is told (Final) is it failed.
 func TestStoreFailureIsHeld(t *testing.T) {
 	s, q, _, f, completed := newService(t, false)
 	f.err["place"] = fmt.Errorf("site north: %w: connection refused", fulfillment.ErrUnavailable)
@@ -740,8 +742,12 @@ func TestStoreFailureIsHeld(t *testing.T) {
 		t.Errorf("store failure: %q %v, want a held retry", state, err)
 	}
 	q.set(id, fulfillment.StateQueued)
-	if state, _ := run(t, s, q, id, true); state != fulfillment.StateFailed {
-		t.Errorf("store failure on the last attempt: %q, want failed", state)
+	if state, err := run(t, s, q, id, true); state != fulfillment.StateRetrying || !IsHold(err) || len(*completed) != 0 {
+		t.Errorf("store failure on the last attempt: %q %v, want a held retry", state, err)
+	}
+	e, _, _ := q.Task(context.Background(), id)
+	if state, _ := s.Process(context.Background(), Attempt{Job: e.Job, Number: 1, Last: true, Final: true}); state != fulfillment.StateFailed {
+		t.Errorf("store failure on the final attempt: %q, want failed", state)
 	}
 	if len(*completed) != 1 {
 		t.Errorf("completed %+v, want one failed", *completed)

@@ -15,13 +15,17 @@ import (
 type Attempt struct {
 	Job    Job
 	Number int  // counted from 1
-	Last   bool // no attempt follows a failure of this one
+	Last   bool // no attempt follows a failure of this one (a Hold is run again)
+	// Final says the queue ends the task whatever the attempt returns, a
+	// Hold too: a task whose worker died during its last attempt, or one
+	// queued by an earlier version at its last attempt.
+	Final bool
 }
 
 // Process runs one attempt of a task: it records it, orders it against the
 // line's other flows (a canceled task does nothing; a task waits for the
 // running task of its After kind), runs the kind's handler, classifies the
-// outcome and records it, and tells Completed of a final state. It returns
+// outcome, tells Completed of a final state and records it. It returns
 // the task's new state — done, canceled, retrying, awaiting_account or failed
 // — and the handler's error.
 func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, error) {
@@ -32,7 +36,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	}
 	// A task that must wait (for a line's earlier task, for a free slot)
 	// goes back to the queue before it counts as an attempt anywhere.
-	release, err := s.admit(ctx, k, j, a.Last)
+	release, err := s.admit(ctx, k, j)
 	if err != nil {
 		return s.notAdmitted(ctx, j, a, err)
 	}
@@ -44,11 +48,15 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		// Shut down or timed out mid-attempt: asynq runs the task again.
 		err = Hold(err)
 	}
-	// The queue ends a task at its last attempt even when the attempt was a
-	// wait (asynq checks the count first): it is failed, and says so.
-	if err != nil && (state == fulfillment.StateRetrying || state == fulfillment.StateAwaitingAccount) && (IsPermanent(err) || a.Last) {
+	// A failure at the last attempt ends the task; a Hold (a wait, a
+	// store's failure, an account not there yet) does not, unless the queue
+	// ends the task whatever it is told (Final): then it is failed, and
+	// says so.
+	if err != nil && (state == fulfillment.StateRetrying || state == fulfillment.StateAwaitingAccount) &&
+		(IsPermanent(err) || (a.Last && !IsHold(err)) || a.Final) {
 		state = fulfillment.StateFailed
 	}
+	state, err = s.complete(ctx, k, j, a, state, err)
 	lastErr := ""
 	if err != nil {
 		lastErr = err.Error()
@@ -94,23 +102,50 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	s.record(ctx, j, func(ctx context.Context, l Ledger) error {
 		return l.Finished(ctx, j, state, lastErr)
 	})
-	if (state == fulfillment.StateDone || state == fulfillment.StateFailed) && s.o.Completed != nil && !k.Aside {
-		final := state
-		if state == fulfillment.StateDone {
-			final = k.Done
+	return state, err
+}
+
+// complete sends fulfillment_completed for a task that reached a final state,
+// before that state is recorded anywhere: its receivers only queue tasks
+// (deliveries, an order's completion), each deduplicated by its task id, so
+// that sending it twice is harmless and not sending it is not. It runs
+// outside the attempt's deadline and retries a store's failures (steady);
+// if a receiver still fails, the attempt is held: the task runs again
+// without an attempt counted, and sends the same event again (same task id,
+// same state, same attempt number). Until then the task is retrying.
+func (s *Service) complete(ctx context.Context, k Kind, j Job, a Attempt, state fulfillment.State, err error) (fulfillment.State, error) {
+	if (state != fulfillment.StateDone && state != fulfillment.StateFailed) || s.o.Completed == nil || k.Aside {
+		return state, err
+	}
+	final := state
+	if state == fulfillment.StateDone {
+		final = k.Done
+	}
+	lastErr := ""
+	if err != nil {
+		lastErr = err.Error()
+	}
+	c := fulfillment.Completed{
+		Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseMode: j.Ref.CourseMode,
+		Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username, Email: j.Ref.Email},
+		Kind:    j.Kind, State: final, Attempts: a.Number, LastError: lastErr, TaskID: j.ID,
+		RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
+		Integration: j.Ref.Integration,
+	}
+	if final == fulfillment.StateReturned && !j.Ref.ReturnedAt.IsZero() {
+		r := j.Ref.ReturnedAt
+		c.ReturnedAt = &r
+	}
+	// The attempt's deadline or a shutdown must not cut the sending short.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), steadyFor+5*time.Second)
+	defer cancel()
+	if cerr := s.steady(cctx, func() error { return s.o.Completed(cctx, c) }); cerr != nil {
+		if a.Final { // the queue ends the task whatever it is told
+			s.o.Logger.ErrorContext(ctx, "completed_not_sent", "task_id", j.ID, "kind", j.Kind,
+				"order_number", j.Ref.OrderNumber, "state", string(final), "err", cerr.Error())
+			return state, err
 		}
-		c := fulfillment.Completed{
-			Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseMode: j.Ref.CourseMode,
-			Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username, Email: j.Ref.Email},
-			Kind:    j.Kind, State: final, Attempts: a.Number, LastError: lastErr, TaskID: j.ID,
-			RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
-			Integration: j.Ref.Integration,
-		}
-		if final == fulfillment.StateReturned && !j.Ref.ReturnedAt.IsZero() {
-			r := j.Ref.ReturnedAt
-			c.ReturnedAt = &r
-		}
-		s.o.Completed(ctx, c)
+		return fulfillment.StateRetrying, Hold(fmt.Errorf("%s not sent (%s %s): %w", fulfillment.SignalLineCompleted, j.Kind, final, cerr))
 	}
 	return state, err
 }
@@ -162,48 +197,25 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 }
 
 // admit lets a task of a kind with Behind or Slots run, or says why it must
-// wait; release frees its slot. On a task's last attempt it waits here
-// instead (up to WaitMax for Behind): the queue ends a task put back at its
-// last attempt, wait or not.
-func (s *Service) admit(ctx context.Context, k Kind, j Job, last bool) (release func(), err error) {
-	release = func() {}
-	// The slot first: it costs nothing to check, Behind costs look-ups.
-	if sem, ok := s.slots[k.Name]; ok {
-		if last {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return nil, Wait(busyErr{k.Name})
-			}
-		} else {
-			select {
-			case sem <- struct{}{}:
-			default:
-				return nil, Wait(busyErr{k.Name})
-			}
-		}
-		release = func() { <-sem }
-	}
-	if k.Behind == nil {
-		return release, nil
-	}
-	deadline := time.Now().Add(s.o.WaitMax)
-	for {
-		err := s.behind(ctx, k, j)
-		var b behindErr
-		if err == nil {
-			return release, nil
-		}
-		if !last || !errors.As(err, &b) || time.Now().After(deadline) {
-			release()
+// wait; release frees its slot. It never blocks, at the last attempt too (a
+// wait is put back without an attempt counted, and the queue runs a held
+// last attempt again): Behind first, so that a task that may not run yet
+// never takes a slot from the one it waits for.
+func (s *Service) admit(ctx context.Context, k Kind, j Job) (release func(), err error) {
+	if k.Behind != nil {
+		if err := s.behind(ctx, k, j); err != nil {
 			return nil, err
 		}
-		select {
-		case <-ctx.Done():
-			release()
-			return nil, err
-		case <-time.After(s.o.WaitPoll):
-		}
+	}
+	sem, ok := s.slots[k.Name]
+	if !ok {
+		return func() {}, nil
+	}
+	select {
+	case sem <- struct{}{}:
+		return func() { <-sem }, nil
+	default:
+		return nil, Wait(busyErr{k.Name})
 	}
 }
 
@@ -219,7 +231,7 @@ func (s *Service) notAdmitted(ctx context.Context, j Job, a Attempt, err error) 
 	if !isWait(err) {
 		err, level = Hold(err), slog.LevelWarn
 	}
-	if a.Last {
+	if a.Final {
 		// The queue ends the task now whatever it is told: it failed,
 		// and the ledger says so.
 		err, level = Permanent(fmt.Errorf("still not admitted at the last attempt: %w", err)), slog.LevelError
@@ -233,7 +245,7 @@ func (s *Service) notAdmitted(ctx context.Context, j Job, a Attempt, err error) 
 			slog.String("event", j.Ref.Event), slog.String("order_number", j.Ref.OrderNumber),
 			slog.String("request_id", j.Ref.RequestID), slog.Int("attempt", a.Number), slog.String("err", err.Error()))
 	}
-	if a.Last {
+	if a.Final {
 		return fulfillment.StateFailed, err
 	}
 	return fulfillment.StateRetrying, err
@@ -282,8 +294,9 @@ func (s *Service) exists(ctx context.Context, kind string, key fulfillment.Key) 
 	return s.o.Queue.Exists(ctx, TaskID(kind, key))
 }
 
-// steadyFor bounds how long steady retries a store's errors.
-const steadyFor = 15 * time.Second
+// steadyFor bounds how long steady retries a store's errors (a variable for
+// the tests).
+var steadyFor = 15 * time.Second
 
 // steady calls f until it succeeds, for up to steadyFor (or ctx's end), with
 // a growing pause: a store that fails over for a few seconds must not cost a
@@ -387,9 +400,7 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 	err = s.o.Ledger.Open(ctx, s.o.ReconcileQuiet, func(e Entry) error {
 		res.Checked++
 		if _, ok := s.o.Kinds.Get(e.Job.Kind); !ok {
-			// Written by a newer version (before a rollback): not ours to run.
-			s.o.Logger.WarnContext(ctx, "reconcile_skipped", "task_id", e.Job.ID, "kind", e.Job.Kind, "err", "unknown kind")
-			return nil
+			return s.orphan(ctx, e, &res)
 		}
 		q, found, err := s.o.Queue.Task(ctx, e.Job.ID)
 		switch {
@@ -413,6 +424,39 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 		return nil
 	})
 	return res, err
+}
+
+// OrphanAfter is how long an open task of a kind no longer configured is
+// left alone before the reconciler fails it: longer than any rollout of a
+// configuration, during which another process may still run it.
+const OrphanAfter = 24 * time.Hour
+
+// orphan handles an open ledger task of a kind this process does not know:
+// one written by a newer version (before a rollback) is not ours to run and
+// is skipped; one of a kind Options.Orphaned says is gone (a removed
+// subscriber's delivery) is failed, with the reason, once it was left alone
+// for OrphanAfter, so that it neither stays open forever nor is warned
+// about at every pass. An operator's retry of its order reopens it (and
+// it fails again, until the kind is configured again).
+func (s *Service) orphan(ctx context.Context, e Entry, res *ReconcileResult) error {
+	reason := ""
+	if s.o.Orphaned != nil {
+		reason = s.o.Orphaned(e.Job.Kind)
+	}
+	if reason == "" {
+		s.o.Logger.WarnContext(ctx, "reconcile_skipped", "task_id", e.Job.ID, "kind", e.Job.Kind, "err", "unknown kind")
+		return nil
+	}
+	if time.Since(e.Task.UpdatedAt) < OrphanAfter {
+		return nil // a process with the kind may still run it (a rollout)
+	}
+	if err := s.o.Ledger.Finished(ctx, e.Job, fulfillment.StateFailed, reason); err != nil {
+		return err
+	}
+	s.o.Logger.InfoContext(ctx, "reconcile_orphaned", "task_id", e.Job.ID, "kind", e.Job.Kind,
+		"order_number", e.Job.Ref.OrderNumber, "reason", reason)
+	res.Synced++
+	return nil
 }
 
 // RunReconciler reconciles every interval until ctx ends.

@@ -104,8 +104,11 @@ type Options struct {
 	Queue  Queue
 	Ledger Ledger // nil without the Postgres tier
 	// Completed is told of every line that reached a final state (the
-	// fulfillment_completed signal); nil: nobody is.
-	Completed func(ctx context.Context, c fulfillment.Completed)
+	// fulfillment_completed signal), before the state is recorded; nil:
+	// nobody is. An error holds the attempt: the task runs again and tells
+	// it again, so Completed must be idempotent (its receivers queue tasks
+	// by id).
+	Completed func(ctx context.Context, c fulfillment.Completed) error
 	Logger    *slog.Logger
 	Observer  Observer // nil: not measured
 	// WaitPoll and WaitMax bound how a task waits for a running task of
@@ -115,6 +118,12 @@ type Options struct {
 	// the reconciler acts on it, so that it never races an accept or a
 	// retry between its ledger write and its enqueue (default 30 s).
 	ReconcileQuiet time.Duration
+	// Orphaned, when set, says why the open ledger tasks of a kind this
+	// process does not know will never run anywhere (a subscriber removed
+	// from the configuration): the reconciler fails those left alone for
+	// OrphanAfter, with that reason. "" (or nil): the kind may be a newer
+	// version's, and its tasks are left alone.
+	Orphaned func(kind string) string
 	// Settle is how long after a failed attempt of an After task it is
 	// still waited for: the LMS may apply a call that timed out on our
 	// side (set it to the LMS timeout; default 10 s).

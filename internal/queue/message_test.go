@@ -45,9 +45,10 @@ func TestTaskMessagePinned(t *testing.T) {
 	j := job(t, "ping", "EDX-PIN")
 	taskKey := "asynq:{" + name + "}:t:" + j.ID
 
-	// What asynq's own client writes for the same task.
+	// What asynq's own client writes for the same task: 4 attempts are 3
+	// retries, and the bound has one retry to spare (queue.spareRetry).
 	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("test:ping", j.Payload),
-		asynq.TaskID(j.ID), asynq.Queue(name), asynq.MaxRetry(3), asynq.Retention(o.Retention),
+		asynq.TaskID(j.ID), asynq.Queue(name), asynq.MaxRetry(4), asynq.Retention(o.Retention),
 		asynq.Timeout(o.TaskTimeout)); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func TestTaskMessagePinned(t *testing.T) {
 	if err := insp.DeleteTask(name, j.ID); err != nil {
 		t.Fatal(err)
 	}
-	if got := queue.TaskMessage("test:ping", j.Payload, j.ID, name, 3, o.TaskTimeout, o.Retention); string(got) != theirs["msg"] {
+	if got := queue.TaskMessage("test:ping", j.Payload, j.ID, name, 4, o.TaskTimeout, o.Retention); string(got) != theirs["msg"] {
 		t.Fatalf("task message differs from asynq.Client's:\n ours   %x\n theirs %x", got, theirs["msg"])
 	}
 
@@ -103,7 +104,7 @@ func TestTaskMessagePinned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Type != "test:ping" || string(info.Payload) != string(j.Payload) || info.Queue != name || info.MaxRetry != 3 ||
+	if info.Type != "test:ping" || string(info.Payload) != string(j.Payload) || info.Queue != name || info.MaxRetry != 4 ||
 		info.Timeout != o.TaskTimeout || info.Retention != o.Retention || info.State != asynq.TaskStatePending {
 		t.Fatalf("Inspector reads %+v", info)
 	}
@@ -131,7 +132,7 @@ func TestTaskMessagePinned(t *testing.T) {
 	defer srv.Shutdown()
 	select {
 	case s := <-ran:
-		if s.id != j.ID || s.payload != string(j.Payload) || s.maxRetry != 3 ||
+		if s.id != j.ID || s.payload != string(j.Payload) || s.maxRetry != 4 ||
 			time.Until(s.deadline) > o.TaskTimeout || time.Until(s.deadline) < o.TaskTimeout-30*time.Second {
 			t.Fatalf("server ran %+v", s)
 		}

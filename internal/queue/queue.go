@@ -63,6 +63,18 @@ func New(rdb redis.UniversalClient, kinds *pipeline.Kinds, o Options) *Queue {
 	return q
 }
 
+// spareRetry is how many retries asynq's bound on a task (its message's
+// max retry) has beyond worker.retry.max_attempts. asynq archives a task
+// whose retries reached the bound whatever its handler returns, a Hold too;
+// a Hold does not count as a retry, so with one spare the attempt the
+// pipeline treats as the last (Attempt.Last) can still be held — put back
+// for a wait (Behind, Slots, an account) or a store's failure — and run
+// again without being archived. The pipeline itself ends a task whose last
+// attempt failed (permanent: archived at once); the spare is used only by
+// asynq's recoverer (a worker that died mid-attempt counts one), after
+// which Attempt.Final is set.
+const spareRetry = 1
+
 // checkLinger is how long a worker's check waits for others to share its
 // round trip: nothing next to an LMS call, much in Redis load at thousands of
 // tasks a second.
@@ -96,7 +108,7 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	if timeout <= 0 {
 		timeout = asynqDefaultTimeout // what asynq.Client sets without a timeout or deadline
 	}
-	msg := taskMessage(k.TaskType, j.Payload, j.ID, q.name, q.maxRetry, timeout, q.retention)
+	msg := taskMessage(k.TaskType, j.Payload, j.ID, q.name, q.maxRetry+spareRetry, timeout, q.retention)
 	keys := []string{q.taskKey(j.ID), q.pendingKey(), q.orderKey(j.Ref.Site, j.Ref.OrderNumber)}
 	if o.UnlessExists != "" {
 		keys = append(keys, q.taskKey(o.UnlessExists))

@@ -41,9 +41,11 @@ func (h handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.log.ErrorContext(ctx, "task_payload_invalid", "task_id", id, "err", err)
 		return permanent{fmt.Errorf("decode payload: %w", err)}
 	}
+	// The message's bound has a spare retry (spareRetry); a task queued by
+	// an earlier version has none, and so one attempt fewer.
 	state, err := h.proc.Process(ctx, pipeline.Attempt{
 		Job:    pipeline.Job{Kind: h.kind, ID: id, Ref: ref, Payload: t.Payload()},
-		Number: retried + 1, Last: retried >= maxRetry,
+		Number: retried + 1, Last: retried >= maxRetry-spareRetry, Final: retried >= maxRetry,
 	})
 	switch state {
 	case fulfillment.StateFailed:

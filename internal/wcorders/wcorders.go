@@ -21,6 +21,7 @@ import (
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/pipeline"
+	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/signals"
 )
 
@@ -118,7 +119,9 @@ func (c *Completer) pipeline() (Orders, error) {
 // receive queues the order's completion when an enrollment of one of its
 // lines ended enrolled and every other course line is enrolled too, or
 // still running (two lines finishing at once both see the other running:
-// both queue the one task of the order, which waits for them).
+// both queue the one task of the order, which waits for them). An order's
+// lines include those of its extra participants ("<order>-p<k>", shop
+// package): the one task is the base order's.
 func (c *Completer) receive(ctx context.Context, done fulfillment.Completed) (string, error) {
 	if _, ok := c.shops[done.Integration]; !ok || done.State != fulfillment.StateEnrolled {
 		return "", nil // not a line of a WooCommerce shop, or not an enrollment
@@ -127,27 +130,34 @@ func (c *Completer) receive(ctx context.Context, done fulfillment.Completed) (st
 	if err != nil {
 		return "", err
 	}
-	lines, err := orders.Lines(ctx, done.Site, done.OrderNumber)
+	base := shop.BaseOrderNumber(done.OrderNumber)
+	lines, err := shop.OrderLines(ctx, orders, done.Site, base)
 	if err != nil {
-		return "", fmt.Errorf("complete order %s: %w", done.OrderNumber, err)
+		return "", fmt.Errorf("complete order %s: %w", base, err)
 	}
-	for _, l := range courseLines(lines) {
-		if l.CourseID != done.CourseID && l.State != fulfillment.StateEnrolled && l.State != fulfillment.StateRunning {
+	lines = courseLines(lines)
+	for _, l := range lines {
+		self := l.OrderNumber == done.OrderNumber && l.Line.CourseID == done.CourseID
+		if !self && l.Line.State != fulfillment.StateEnrolled && l.Line.State != fulfillment.StateRunning {
 			return "", nil // not the last line: its own enrollment queues the completion
 		}
 	}
-	first := courseLines(lines)[0]
-	ref := fulfillment.Ref{Site: done.Site, OrderNumber: done.OrderNumber, CourseID: first.CourseID, CourseMode: first.CourseMode,
+	first := fulfillment.Line{CourseID: done.CourseID, CourseMode: done.CourseMode}
+	if i := slices.IndexFunc(lines, func(l shop.NumberedLine) bool { return l.OrderNumber == base }); i >= 0 {
+		first = lines[i].Line
+	}
+	ref := fulfillment.Ref{Site: done.Site, OrderNumber: base, CourseID: first.CourseID, CourseMode: first.CourseMode,
 		LMSUserID: done.Learner.LMSUserID, Username: done.Learner.Username, Email: done.Learner.Email,
 		Integration: done.Integration, RequestID: done.RequestID, AcceptedAt: time.Now().UTC(), Event: Event}
 	return orders.Accept(ctx, Kind, ref, ref)
 }
 
 // courseLines are an order's lines with an enrollment (not those known only
-// by asides), sorted by course: the first one carries the order's task.
-func courseLines(lines []fulfillment.Line) []fulfillment.Line {
-	out := slices.DeleteFunc(slices.Clone(lines), func(l fulfillment.Line) bool {
-		return !slices.ContainsFunc(l.Tasks, func(t fulfillment.Task) bool { return t.Event == "" && t.Kind != Kind })
+// by asides), the base order's sorted by course first: the first one carries
+// the order's task.
+func courseLines(lines []shop.NumberedLine) []shop.NumberedLine {
+	out := slices.DeleteFunc(slices.Clone(lines), func(l shop.NumberedLine) bool {
+		return !slices.ContainsFunc(l.Line.Tasks, func(t fulfillment.Task) bool { return t.Event == "" && t.Kind != Kind })
 	})
 	if len(out) == 0 {
 		return lines
@@ -161,36 +171,46 @@ type notYet struct{ course string }
 func (n notYet) Error() string          { return "waiting for the enrollment in " + n.course }
 func (n notYet) RetryIn() time.Duration { return 2 * time.Second }
 
-// handle completes the order once every course line is enrolled.
+// handle completes the order once every course line, of every participant,
+// is enrolled.
 func (c *Completer) handle(ctx context.Context, j pipeline.Job) error {
-	shop, ok := c.shops[j.Ref.Integration]
+	shopIn, ok := c.shops[j.Ref.Integration]
 	if !ok {
 		return pipeline.Permanent(fmt.Errorf("complete order %s: integration %q is not a configured WooCommerce shop", j.Ref.OrderNumber, j.Ref.Integration))
 	}
-	id, ok := strings.CutPrefix(j.Ref.OrderNumber, shop.OrderPrefix)
+	// A task queued by an earlier version may name a participant's number.
+	base := shop.BaseOrderNumber(j.Ref.OrderNumber)
+	id, ok := strings.CutPrefix(base, shopIn.OrderPrefix)
 	if _, err := strconv.ParseUint(id, 10, 64); !ok || err != nil {
-		return pipeline.Permanent(fmt.Errorf("complete order %s: not %q and a WooCommerce order id", j.Ref.OrderNumber, shop.OrderPrefix))
+		return pipeline.Permanent(fmt.Errorf("complete order %s: not %q and a WooCommerce order id", j.Ref.OrderNumber, shopIn.OrderPrefix))
 	}
 	orders, err := c.pipeline()
 	if err != nil {
 		return err
 	}
-	lines, err := orders.Lines(ctx, j.Ref.Site, j.Ref.OrderNumber)
+	lines, err := shop.OrderLines(ctx, orders, j.Ref.Site, base)
+	if err == nil && len(lines) == 0 {
+		err = fmt.Errorf("order %s: %w", base, fulfillment.ErrNotFound)
+	}
 	if err != nil {
-		return fmt.Errorf("complete order %s: %w", j.Ref.OrderNumber, err)
+		return fmt.Errorf("complete order %s: %w", base, err)
 	}
 	for _, l := range courseLines(lines) {
-		switch l.State {
+		switch l.Line.State {
 		case fulfillment.StateEnrolled:
 		case fulfillment.StateRunning:
-			return pipeline.Wait(notYet{l.CourseID})
+			return pipeline.Wait(notYet{l.Line.CourseID})
 		default:
 			// A line that is enrolled later queues this task again (an
 			// accept reopens a failed task).
-			return pipeline.Permanent(fmt.Errorf("complete order %s: %s is %s, not enrolled", j.Ref.OrderNumber, l.CourseID, l.State))
+			who := l.Line.CourseID
+			if l.OrderNumber != base {
+				who += " (" + l.OrderNumber + ")"
+			}
+			return pipeline.Permanent(fmt.Errorf("complete order %s: %s is %s, not enrolled", base, who, l.Line.State))
 		}
 	}
-	return c.complete(ctx, shop, id)
+	return c.complete(ctx, shopIn, id)
 }
 
 // complete PUTs the order's status. Completing a completed order changes

@@ -105,12 +105,13 @@ func start(t *testing.T) env {
 	returned := signals.New[fulfillment.Return](fulfillment.SignalOrderReturned, lms.ReceiverUnenroll)
 	completed := signals.New[fulfillment.Completed](fulfillment.SignalLineCompleted)
 	e.pipe = pipeline.New(pipeline.Options{Kinds: kinds, Queue: q, Logger: log,
-		Completed: func(ctx context.Context, c fulfillment.Completed) {
+		Completed: func(ctx context.Context, c fulfillment.Completed) error {
 			for _, r := range completed.Send(ctx, c) {
 				if r.Err != nil {
 					t.Errorf("receiver %s: %v", r.Receiver, r.Err)
 				}
 			}
+			return nil
 		}})
 	lms.Register(e.pipe, e.placed, returned)
 	completer.Register(e.pipe, completed)
@@ -220,6 +221,48 @@ func TestCompleteOrder(t *testing.T) {
 	e.final(t, "woo-1000")
 	if n := e.woo.count("1000"); n != 1 {
 		t.Errorf("after a redelivery: %d completions, want still 1", n)
+	}
+	if e.woo.refused != 0 {
+		t.Errorf("the fake WooCommerce refused %d calls", e.woo.refused)
+	}
+}
+
+// An order with two seats of a course has two lines, the second numbered
+// "<order>-p2" (the shop package): the order is completed once, under its own
+// number, only when both participants are enrolled — here the second one
+// later, once the learner's account exists and an operator retried it.
+func TestCompleteOrderWithParticipants(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	const user2 = 300 // no LMS account yet: the enrollment fails
+	e.place(t, "woo", "woo-5000", demo, 170)
+	e.place(t, "woo", "woo-5000-p2", demo, user2)
+	e.final(t, "woo-5000")
+	p2 := e.final(t, "woo-5000-p2")
+	if len(p2) != 1 || p2[0].State != fulfillment.StateFailed {
+		t.Fatalf("participant 2: %+v, want failed", p2)
+	}
+	if n := e.woo.count("5000"); n != 0 {
+		t.Fatalf("order completed %d times while participant 2 is not enrolled", n)
+	}
+
+	e.fake.AddUser(user2, "learner300")
+	if _, err := e.pipe.RetryFailed(context.Background(), "default", "woo-5000-p2"); err != nil {
+		t.Fatal(err)
+	}
+	if p2 = e.final(t, "woo-5000-p2"); p2[0].State != fulfillment.StateEnrolled {
+		t.Fatalf("participant 2 after the retry: %+v, want enrolled", p2)
+	}
+	lines := e.final(t, "woo-5000")
+	if n := e.woo.count("5000"); n != 1 {
+		t.Errorf("order completed %d times, want once (lines %+v)", n, lines)
+	}
+	for _, l := range p2 {
+		for _, tk := range l.Tasks {
+			if tk.Kind == wcorders.Kind {
+				t.Errorf("participant 2 has a completion task of its own: %+v", tk)
+			}
+		}
 	}
 	if e.woo.refused != 0 {
 		t.Errorf("the fake WooCommerce refused %d calls", e.woo.refused)
