@@ -150,6 +150,10 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 // after the kinds that need it and before any task runs.
 type appTasks struct{ a *app }
 
+// KeepsEveryTask reports whether the app keeps every task for good (the
+// ledger tier).
+func (t appTasks) KeepsEveryTask() bool { return t.a.pool != nil }
+
 func (t appTasks) Find(ctx context.Context, kind string, key fulfillment.Key) (fulfillment.Task, bool, error) {
 	return t.a.pipe.Find(ctx, kind, key)
 }

@@ -143,6 +143,9 @@ func (s oneSite) Client(context.Context, string) (*Client, error) { return s.c, 
 // tasksOf is a line's tasks by kind, as the pipeline would find them.
 type tasksOf map[string]fulfillment.Task
 
+// KeepsEveryTask is false: the Redis-only tier.
+func (tasksOf) KeepsEveryTask() bool { return false }
+
 func (m tasksOf) Find(_ context.Context, kind string, _ fulfillment.Key) (fulfillment.Task, bool, error) {
 	t, ok := m[kind]
 	return t, ok, nil

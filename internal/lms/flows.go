@@ -35,14 +35,12 @@ type Sites interface {
 // enrollment task names.
 type Tasks interface {
 	Find(ctx context.Context, kind string, key fulfillment.Key) (t fulfillment.Task, found bool, err error)
-}
-
-// Complete is a Tasks that may say it keeps every task for good (the ledger
-// tier): only then does a line without an enrollment task prove that nothing
-// was enrolled. Without it (Redis only), a finished enrollment is forgotten
-// after worker.retention, and a return that names nobody cannot tell "never
-// enrolled" from "enrolled, then forgotten".
-type Complete interface {
+	// KeepsEveryTask reports whether Find sees every task for good (the
+	// ledger tier): only then does a line without an enrollment task prove
+	// that nothing was enrolled. Without it (Redis only), a finished
+	// enrollment is forgotten after worker.retention, and a return that
+	// names nobody cannot tell "never enrolled" from "enrolled, then
+	// forgotten".
 	KeepsEveryTask() bool
 }
 
@@ -50,12 +48,6 @@ type Complete interface {
 // learner when the line's enrollment is not on record (any more): support
 // returns the seat with the learner named (POST /orders/return).
 var ErrLearnerUnknown = errors.New("learner unknown: the line's enrollment is no longer on record; POST /orders/return with the learner")
-
-// keepsEveryTask reports whether tasks says it keeps every task for good.
-func keepsEveryTask(tasks Tasks) bool {
-	c, ok := tasks.(Complete)
-	return ok && c.KeepsEveryTask()
-}
 
 // Kinds returns the LMS task kinds: enroll, and unenroll, which waits for a
 // running enrollment of its line and cancels a waiting one, and whose
@@ -99,7 +91,7 @@ func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
 					if err != nil {
 						return pipeline.Hold(fmt.Errorf("read the line's enrollment: %w", err))
 					}
-					if !found && keepsEveryTask(tasks) {
+					if !found && tasks.KeepsEveryTask() {
 						return nil // nothing was enrolled: nothing to take back
 					}
 					if !found {
