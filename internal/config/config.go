@@ -283,7 +283,7 @@ func Parse(data []byte, getenv func(string) string) (Config, error) {
 func parse(data []byte, getenv func(string) string) (Config, []string, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return Config{}, nil, fmt.Errorf("not valid YAML: %s", clip(err.Error(), 200))
+		return Config{}, nil, fmt.Errorf("not valid YAML: %s", fulfillment.Clip(err.Error(), 200))
 	}
 	cfg := Defaults()
 	cfg.dev = getenv("COORDINATOR_DEV") == "1"
@@ -303,7 +303,7 @@ func parse(data []byte, getenv func(string) string) (Config, []string, error) {
 		return Config{}, nil, w.redact(err)
 	}
 	if err := root.Decode(&cfg); err != nil {
-		return Config{}, nil, fmt.Errorf("decode: %s", clip(err.Error(), 200))
+		return Config{}, nil, fmt.Errorf("decode: %s", fulfillment.Clip(err.Error(), 200))
 	}
 	cfg.normalize()
 	if err := cfg.Validate(); err != nil {
@@ -361,7 +361,7 @@ func (e *KeyError) Error() string {
 	if !e.hasValue {
 		return e.Key + ": " + e.Reason
 	}
-	v := fmt.Sprintf("%q", redactUserinfo(clip(e.value, 64)))
+	v := fmt.Sprintf("%q", redactUserinfo(fulfillment.Clip(e.value, 64)))
 	if e.hidden != "" {
 		v = "the value " + e.hidden
 	}
@@ -397,10 +397,6 @@ var listIndex = regexp.MustCompile(`\[\d+\]`)
 // isSecretKey reports whether key (e.g. "auth.jwt[0].secret") holds a secret.
 func isSecretKey(key string) bool { return secretKeys[listIndex.ReplaceAllString(key, "[]")] }
 
-// clip cuts what a file or the environment holds for an error message
-// (fulfillment.Clip).
-func clip(s string, n int) string { return fulfillment.Clip(s, n) }
-
 var userinfo = regexp.MustCompile(`//[^/@\s]*@`)
 
 // redactUserinfo hides the user and password of URLs in s.
@@ -423,7 +419,7 @@ func keyName(k string) string {
 	if plainKey.MatchString(k) {
 		return k
 	}
-	return fmt.Sprintf("%q", clip(k, 32))
+	return fmt.Sprintf("%q", fulfillment.Clip(k, 32))
 }
 
 var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)

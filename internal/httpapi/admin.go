@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
 // BasicAuthUser is an operator who may sign in to /admin/ with a password,
@@ -348,7 +350,7 @@ func crossSite(r *http.Request) string {
 		if site == "same-origin" || site == "none" {
 			return ""
 		}
-		return "sec-fetch-site " + clip(site, 16)
+		return "sec-fetch-site " + fulfillment.Clip(site, 16)
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
 		if u, err := url.Parse(origin); err == nil && u.Host != "" && u.Host == r.Host {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
 // Authenticator verifies caller JWTs: signed by a configured issuer (HS256
@@ -280,9 +281,9 @@ func (j *jwks) key(ctx context.Context, kid string) (*rsa.PublicKey, error) {
 		j.mu.Unlock()
 		if wait == nil || round == 2 {
 			if err != nil {
-				return nil, fmt.Errorf("no key %q: %w", clip(kid, maxLoggedKid), err)
+				return nil, fmt.Errorf("no key %q: %w", fulfillment.Clip(kid, maxLoggedKid), err)
 			}
-			return nil, fmt.Errorf("no key %q in JWKS", clip(kid, maxLoggedKid))
+			return nil, fmt.Errorf("no key %q in JWKS", fulfillment.Clip(kid, maxLoggedKid))
 		}
 		select {
 		case <-wait:

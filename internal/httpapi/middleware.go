@@ -119,7 +119,7 @@ func accessLog(log *slog.Logger, obs Observer) func(http.Handler) http.Handler {
 			}
 			if route == unmatchedRoute {
 				// What was asked for helps an operator, but only so much of it.
-				attrs = append(attrs, slog.String("path", clip(r.URL.EscapedPath(), maxLoggedPath)))
+				attrs = append(attrs, slog.String("path", fulfillment.Clip(r.URL.EscapedPath(), maxLoggedPath)))
 			}
 			if ri, ok := r.Context().Value(requestIDKey).(*requestInfo); ok {
 				ri.mu.Lock()
@@ -161,10 +161,6 @@ func methodLabel(m string) string {
 	return "other"
 }
 
-// clip bounds what a caller's input adds to a log line or an error
-// message (fulfillment.Clip).
-func clip(s string, n int) string { return fulfillment.Clip(s, n) }
-
 // recoverer turns a handler panic into a logged 500 instead of a dropped
 // connection. No request input should reach it; it is the last line.
 func recoverer(log *slog.Logger) func(http.Handler) http.Handler {
@@ -197,7 +193,7 @@ func requireAdmin(a *Authenticator, log *slog.Logger) func(http.Handler) http.Ha
 				encode(w, http.StatusForbidden, detail("You do not have permission to perform this action."))
 				return
 			case err != nil:
-				log.InfoContext(r.Context(), "auth_refused", "request_id", RequestID(r.Context()), "reason", clip(err.Error(), 200))
+				log.InfoContext(r.Context(), "auth_refused", "request_id", RequestID(r.Context()), "reason", fulfillment.Clip(err.Error(), 200))
 				w.Header().Set("WWW-Authenticate", `JWT realm="api"`)
 				encode(w, http.StatusUnauthorized, detail("Authentication credentials were not provided or are invalid."))
 				return

@@ -48,7 +48,7 @@ func Operator(ctx context.Context) string {
 func jwtOperator(c jwt.MapClaims) string {
 	for _, name := range []string{"sub", "preferred_username", "username"} {
 		if v, _ := c[name].(string); v != "" {
-			return "jwt:" + clip(v, 100)
+			return "jwt:" + fulfillment.Clip(v, 100)
 		}
 	}
 	return "jwt:(no subject)"
@@ -188,7 +188,7 @@ func handleRetryLines(p Problems, knownSite SiteChecker, log *slog.Logger) http.
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&in); err != nil && !errors.Is(err, io.EOF) {
 			encode(w, http.StatusBadRequest, fulfillment.FieldErrors{fulfillment.NonFieldErrors: {
-				"A JSON object with state, site, course_id, learner and since (all optional): " + clip(err.Error(), 200)}})
+				"A JSON object with state, site, course_id, learner and since (all optional): " + fulfillment.Clip(err.Error(), 200)}})
 			return
 		}
 		errs := fulfillment.FieldErrors{}

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
 // verifyBase64HMAC checks a base64 HMAC-SHA256 of the raw body, as
@@ -67,7 +69,7 @@ func jsonProblem(err error) string {
 	case *json.SyntaxError:
 		return fmt.Sprintf("invalid JSON at byte %d", e.Offset)
 	case *json.UnmarshalTypeError:
-		return fmt.Sprintf("field %s is a JSON %s, not the expected type", clip(e.Field, 80), e.Value)
+		return fmt.Sprintf("field %s is a JSON %s, not the expected type", fulfillment.Clip(e.Field, 80), e.Value)
 	}
 	return "invalid JSON"
 }
@@ -93,7 +95,7 @@ func (i *id) UnmarshalJSON(b []byte) error {
 			return err
 		}
 		if _, err := n.Int64(); err != nil {
-			return fmt.Errorf("id %s is not an integer", clip(string(b), 30))
+			return fmt.Errorf("id %s is not an integer", fulfillment.Clip(string(b), 30))
 		}
 		*i = id(n.String())
 	}

@@ -94,7 +94,7 @@ type BadEvent struct{ Reason string }
 func (e *BadEvent) Error() string { return e.Reason }
 
 func badEvent(format string, args ...any) error {
-	return &BadEvent{Reason: clip(fmt.Sprintf(format, args...), 300)}
+	return &BadEvent{Reason: fulfillment.Clip(fmt.Sprintf(format, args...), 300)}
 }
 
 // UnexpectedEvent is a verified delivery of a topic Coordinator does not
@@ -225,7 +225,7 @@ func seats(item string, p Product, participants []string, buyer string, needEmai
 			extra = append(extra[:10], "...")
 		}
 		note = fmt.Sprintf("line item %s (%s): quantity %d but %d more learner emails (%s): they get no seat",
-			clip(item, 40), p.CourseID, n, len(seen)-len(emails), strings.Join(extra, ", "))
+			fulfillment.Clip(item, 40), p.CourseID, n, len(seen)-len(emails), strings.Join(extra, ", "))
 	}
 	if len(emails) == 0 {
 		if b := strings.TrimSpace(buyer); validEmail(b) {
@@ -234,7 +234,7 @@ func seats(item string, p Product, participants []string, buyer string, needEmai
 	}
 	if len(emails) == 0 {
 		if needEmail {
-			return nil, note, badEvent("line item %s (%s): no learner email in the order", clip(item, 40), p.CourseID)
+			return nil, note, badEvent("line item %s (%s): no learner email in the order", fulfillment.Clip(item, 40), p.CourseID)
 		}
 		// A refund that names no learner: one anonymous seat per unit.
 		emails = make([]string, min(n, maxSeats+1))
@@ -269,7 +269,7 @@ func (ev *Event) addNote(note string) {
 	switch {
 	case note == "", strings.HasSuffix(ev.Note, "..."):
 	case len(ev.Note)+len(note) > maxNote:
-		ev.Note = clip(ev.Note+"; "+note, maxNote)
+		ev.Note = fulfillment.Clip(ev.Note+"; "+note, maxNote)
 		if !strings.HasSuffix(ev.Note, "...") {
 			ev.Note += "; ..."
 		}
@@ -298,10 +298,6 @@ func validEmail(s string) bool {
 
 // maxSeats bounds the course lines one event may carry: every one is a task.
 const maxSeats = 1000
-
-// clip cuts a shop-supplied string for a message or a log line
-// (fulfillment.Clip).
-func clip(s string, n int) string { return fulfillment.Clip(s, n) }
 
 // joinNotes joins two notes for the log.
 func joinNotes(a, b string) string {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
 // Shopify webhooks: an order (orders/paid, orders/create, orders/updated) or
@@ -67,7 +69,7 @@ type shopifyRefund struct {
 
 func (sh shopify) event(_ context.Context, h http.Header, body []byte) (Event, error) {
 	topic := h.Get(HeaderShopifyTopic)
-	ev := Event{Topic: clip(topic, 64)}
+	ev := Event{Topic: fulfillment.Clip(topic, 64)}
 	switch topic {
 	case "orders/paid", "orders/create", "orders/updated":
 		return sh.order(ev, body)
@@ -103,7 +105,7 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 		ev.Ignored = "order cancelled"
 	case o.FinancialStatus == "paid", o.FinancialStatus == "partially_refunded":
 	default:
-		ev.Ignored = "financial_status " + clip(o.FinancialStatus, 32) + ": not paid"
+		ev.Ignored = "financial_status " + fulfillment.Clip(o.FinancialStatus, 32) + ": not paid"
 	}
 	if ev.Ignored != "" {
 		return ev, nil
@@ -157,7 +159,7 @@ func (sh shopify) refund(ev Event, body []byte) (Event, error) {
 		// Part of a line refunded: which of its seats is not said.
 		if len(lines) > 0 && seatCount(rl.Quantity) < seatCount(rl.LineItem.Quantity) {
 			ev.addNote(fmt.Sprintf("line item %s (%s): %d of %d units refunded: unclear which seats, none returned; return them with POST /orders/return",
-				clip(rl.LineItem.ID.String(), 40), lines[0].CourseID, seatCount(rl.Quantity), seatCount(rl.LineItem.Quantity)))
+				fulfillment.Clip(rl.LineItem.ID.String(), 40), lines[0].CourseID, seatCount(rl.Quantity), seatCount(rl.LineItem.Quantity)))
 			continue
 		}
 		ev.Returned = append(ev.Returned, lines...)

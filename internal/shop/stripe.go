@@ -130,7 +130,7 @@ func (st stripeShop) event(ctx context.Context, _ http.Header, body []byte) (Eve
 	if err := decode(body, &e, "a Stripe event"); err != nil {
 		return Event{}, err
 	}
-	ev := Event{Topic: clip(e.Type, 64), At: time.Unix(e.Created, 0).UTC()}
+	ev := Event{Topic: fulfillment.Clip(e.Type, 64), At: time.Unix(e.Created, 0).UTC()}
 	if e.Created <= 0 || e.Created > maxUnix {
 		ev.At = time.Now().UTC() // Stripe always sets it; a forged-looking one is not kept
 	}
@@ -156,7 +156,7 @@ func (st stripeShop) event(ctx context.Context, _ http.Header, body []byte) (Eve
 		ev.Ignored = "test-mode event (accept_test_orders is false)"
 		return ev, nil
 	case e.Type == "checkout.session.completed" && cs.PaymentStatus != "paid":
-		ev.Ignored = "payment_status " + clip(cs.PaymentStatus, 32) + ": not paid (yet)"
+		ev.Ignored = "payment_status " + fulfillment.Clip(cs.PaymentStatus, 32) + ": not paid (yet)"
 		return ev, nil
 	case ev.OrderID == "":
 		ev.Ignored = "the session has no payment_intent (not a one-time payment)"
@@ -255,10 +255,10 @@ func (st stripeShop) sessionLines(ctx context.Context, session string, participa
 		var se *stripe.Error
 		if errors.As(err, &se) && se.HTTPStatusCode == http.StatusNotFound {
 			return nil, "", fmt.Errorf("stripe api: checkout session %s not found (api_key of another account, or test and live mode mixed): %w",
-				clip(session, 80), ErrUnavailable)
+				fulfillment.Clip(session, 80), ErrUnavailable)
 		}
 		if err != nil {
-			return nil, "", stripeErr("list line items of "+clip(session, 80), err)
+			return nil, "", stripeErr("list line items of "+fulfillment.Clip(session, 80), err)
 		}
 		if n++; n > maxSeats {
 			return nil, "", badEvent("more than %d line items in one session", maxSeats)

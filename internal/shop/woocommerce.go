@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
 // WooCommerce webhooks: an order's whole REST representation, signed with
@@ -62,7 +64,7 @@ type wooItem struct {
 
 func (w wooCommerce) event(_ context.Context, h http.Header, body []byte) (Event, error) {
 	topic := h.Get(HeaderWooTopic)
-	ev := Event{Topic: clip(topic, 64)}
+	ev := Event{Topic: fulfillment.Clip(topic, 64)}
 	switch topic {
 	case "order.created", "order.updated", "order.restored":
 	case "order.deleted":
@@ -135,7 +137,7 @@ func (w wooCommerce) event(_ context.Context, h http.Header, body []byte) (Event
 			ev.Returned = append(ev.Returned, lines...)
 		}
 	default:
-		ev.Ignored = "status " + clip(o.Status, 32) + ": not paid"
+		ev.Ignored = "status " + fulfillment.Clip(o.Status, 32) + ": not paid"
 	}
 	if len(ev.Placed)+len(ev.Returned) > maxSeats {
 		return ev, badEvent("more than %d course seats in one order", maxSeats)
