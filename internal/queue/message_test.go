@@ -216,7 +216,11 @@ func TestEnqueueAcrossRedisRestart(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	srv.Kill()
-	time.Sleep(300 * time.Millisecond)
+	// Down until accepts have seen it (dials are retried, so how long that
+	// takes depends on the machine's load), then back.
+	for deadline := time.Now().Add(30 * time.Second); failed.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	srv.Start()
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
