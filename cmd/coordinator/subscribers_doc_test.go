@@ -126,10 +126,7 @@ echo verify($d["secret"], $h["webhook-id"], $h["webhook-timestamp"], $h["webhook
 	}
 	for lang, h := range harness {
 		t.Run(lang, func(t *testing.T) {
-			bin, err := exec.LookPath(h.bin)
-			if err != nil {
-				t.Skipf("%s not installed", h.bin)
-			}
+			bin := requireTool(t, h.bin, map[string]string{"python3": "python3", "node": "nodejs", "php": "php-cli"}[h.bin])
 			if !strings.Contains(code[lang], "verify(") {
 				t.Fatalf("no %s snippet in docs/subscribers.md", lang)
 			}

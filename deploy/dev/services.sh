@@ -3,7 +3,8 @@
 # this machine: Redis and PostgreSQL (started if not answering) and memcached
 # (installed from Debian's packages and started if missing); with --browser
 # Debian's Chromium for the dashboard's browser test, and with --tools the
-# tools the deployment tests run (kubectl, promtool, systemd-analyze).
+# tools the deployment tests run (kubectl, promtool, systemd-analyze) and
+# the interpreters of the subscriber docs' snippets (python3, node, php).
 # Idempotent; a service already answering is left alone.
 set -eu
 
@@ -73,12 +74,16 @@ if [ "$tools" = yes ]; then
 	command -v kubectl >/dev/null 2>&1 || missing="$missing kubernetes-client"
 	command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+	# The subscriber docs' signature snippets run in Python, Node and PHP.
+	command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+	command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+	command -v php >/dev/null 2>&1 || missing="$missing php-cli"
 	if [ -n "$missing" ]; then
 		echo "services: installing$missing"
 		# shellcheck disable=SC2086
 		apt_install --no-install-recommends $missing
 	fi
-	for tool in kubectl promtool systemd-analyze; do
+	for tool in kubectl promtool systemd-analyze python3 node php; do
 		command -v $tool >/dev/null 2>&1 || { echo "services: $tool missing after install" >&2; exit 1; }
 	done
 	echo "services: deployment tools OK"
