@@ -183,9 +183,18 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 		_ = rc.SetReadDeadline(time.Now().Add(lim.bodyRead))
 		body, tooBig, err := readBody(r, WebhookMaxBodyBytes)
 		<-slots
-		// No deadline for the rest: a past one would end the request's
-		// context through the server's background read.
-		_ = rc.SetReadDeadline(time.Time{})
+		if tooBig || err != nil {
+			// Part of the body is unread, and the server drains it after
+			// the answer: a second more for that, then the connection
+			// ends (no deadline would keep a stalled sender's connection
+			// open for good).
+			_ = rc.SetReadDeadline(time.Now().Add(time.Second))
+		} else {
+			// Read to the end: no deadline for the rest (a past one would
+			// end the request's context through the server's background
+			// read; the server sets its own for the next request).
+			_ = rc.SetReadDeadline(time.Time{})
+		}
 		if tooBig {
 			tooLarge(ctx, w, s.Name(), obs)
 			return

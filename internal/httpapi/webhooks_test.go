@@ -444,6 +444,11 @@ func TestWebhookBodyReadDeadline(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("stalled body: %d, want 400", resp.StatusCode)
 	}
+	// And the connection is closed, not kept waiting for the rest of the
+	// body (the server drains an unread body after answering).
+	if n, err := io.Copy(io.Discard, conn); err != nil {
+		t.Errorf("connection of a stalled body still open after the answer (%d bytes, %v)", n, err)
+	}
 	// The slot is free again: the next delivery is read.
 	body := wooCourseOrder(t)
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/webhooks/woo", bytes.NewReader(body))
