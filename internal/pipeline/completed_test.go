@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -13,10 +14,12 @@ import (
 // flakyCompleted is a Completed whose receivers fail while down is set, as
 // a receiver does when Redis or PostgreSQL blips.
 type flakyCompleted struct {
-	mu    sync.Mutex
-	down  int // calls left that fail; -1: all of them
-	calls int
-	sent  []fulfillment.Completed
+	mu   sync.Mutex
+	down int // calls left that fail; -1: all of them
+	// broken: they fail with an error that is no store's outage.
+	broken bool
+	calls  int
+	sent   []fulfillment.Completed
 }
 
 func (f *flakyCompleted) completed(_ context.Context, c fulfillment.Completed) error {
@@ -27,7 +30,10 @@ func (f *flakyCompleted) completed(_ context.Context, c fulfillment.Completed) e
 		if f.down > 0 {
 			f.down--
 		}
-		return errors.New("webhook.crm: enqueue: redis: connection refused")
+		if f.broken {
+			return errors.New("webhook.crm: payload refused")
+		}
+		return fmt.Errorf("webhook.crm: enqueue: %w: redis: connection refused", fulfillment.ErrUnavailable)
 	}
 	f.sent = append(f.sent, c)
 	return nil
@@ -90,5 +96,46 @@ func TestCompletedFailureHoldsTheAttempt(t *testing.T) {
 		if state, err := run(t, s2, q2, id2, false); state != fulfillment.StateDone || err != nil || len(f2.sent) != 1 {
 			t.Errorf("ledger %v: blip: %s, %v, sent %d", withLedger, state, err, len(f2.sent))
 		}
+	}
+}
+
+// A receiver that fails for another reason than a store's outage (it would
+// fail the same way on every run) costs attempts: the task does not run for
+// good, and at its last attempt the line's final state is recorded without
+// the event.
+func TestCompletedBrokenReceiverCounts(t *testing.T) {
+	defer func(d time.Duration) { steadyFor = d }(steadyFor)
+	steadyFor = 100 * time.Millisecond
+	for _, withLedger := range []bool{false, true} {
+		s, q, l, _, _ := newService(t, withLedger)
+		f := &flakyCompleted{down: -1, broken: true}
+		s.o.Completed = f.completed
+		id := accept(t, s, "place", "O-1")
+		e, _, _ := q.Task(context.Background(), id)
+		state, err := s.Process(context.Background(), Attempt{Job: e.Job, Number: 1})
+		if state != fulfillment.StateRetrying || err == nil || IsHold(err) {
+			t.Fatalf("ledger %v: broken receiver: %s, %v; want retrying, counted", withLedger, state, err)
+		}
+		state, err = s.Process(context.Background(), Attempt{Job: e.Job, Number: 2, Last: true})
+		if state != fulfillment.StateDone || err != nil {
+			t.Fatalf("ledger %v: last attempt: %s, %v; want done without the event", withLedger, state, err)
+		}
+		if len(f.sent) != 0 {
+			t.Errorf("ledger %v: sent %v", withLedger, f.sent)
+		}
+		if withLedger {
+			if row := l.rows[rowKey("place", ref("O-1").Key())]; row.Task.State != fulfillment.StateDone {
+				t.Errorf("ledger: row %s, want done", row.Task.State)
+			}
+		}
+	}
+}
+
+func TestErrText(t *testing.T) {
+	if got := errText(errors.New("lms: \x00\xff gzip")); got != "lms: \uFFFD\uFFFD gzip" {
+		t.Errorf("errText = %q", got)
+	}
+	if errText(nil) != "" {
+		t.Error("errText(nil) not empty")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
@@ -57,10 +58,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 		state = fulfillment.StateFailed
 	}
 	state, err = s.complete(ctx, k, j, a, state, err)
-	lastErr := ""
-	if err != nil {
-		lastErr = err.Error()
-	}
+	lastErr := errText(err)
 	// One line per attempt, task_attempt, with everything support needs:
 	// the task, its line, the learner's LMS id (never the email), the
 	// request that accepted it, the attempt, its outcome, error and duration.
@@ -121,10 +119,7 @@ func (s *Service) complete(ctx context.Context, k Kind, j Job, a Attempt, state 
 	if state == fulfillment.StateDone {
 		final = k.Done
 	}
-	lastErr := ""
-	if err != nil {
-		lastErr = err.Error()
-	}
+	lastErr := errText(err)
 	c := fulfillment.Completed{
 		Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseMode: j.Ref.CourseMode,
 		Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username, Email: j.Ref.Email},
@@ -140,12 +135,20 @@ func (s *Service) complete(ctx context.Context, k Kind, j Job, a Attempt, state 
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), steadyFor+5*time.Second)
 	defer cancel()
 	if cerr := s.steady(cctx, func() error { return s.o.Completed(cctx, c) }); cerr != nil {
-		if a.Final { // the queue ends the task whatever it is told
+		// A store's outage is held like any (no attempt used); any other
+		// failure of a receiver counts, so that one that always fails ends
+		// at the last attempt instead of running the task for good.
+		outage := errors.Is(cerr, fulfillment.ErrUnavailable)
+		if a.Final || (a.Last && !outage) { // the task ends here whatever it is told
 			s.o.Logger.ErrorContext(ctx, "completed_not_sent", "task_id", j.ID, "kind", j.Kind,
 				"order_number", j.Ref.OrderNumber, "state", string(final), "err", cerr.Error())
 			return state, err
 		}
-		return fulfillment.StateRetrying, Hold(fmt.Errorf("%s not sent (%s %s): %w", fulfillment.SignalLineCompleted, j.Kind, final, cerr))
+		werr := fmt.Errorf("%s not sent (%s %s): %w", fulfillment.SignalLineCompleted, j.Kind, final, cerr)
+		if outage {
+			werr = Hold(werr)
+		}
+		return fulfillment.StateRetrying, werr
 	}
 	return state, err
 }
@@ -480,4 +483,14 @@ func (s *Service) RunReconciler(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+// errText is err's message as stored and sent: valid UTF-8 without NUL
+// bytes, which PostgreSQL's text and jsonb refuse (an LMS that answers a
+// binary body must not make a task's outcome unrecordable).
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(err.Error(), "\uFFFD"), "\x00", "\uFFFD")
 }
