@@ -353,6 +353,7 @@ func (a *app) worker() *queue.Worker {
 		Queue:           a.cfg.Worker.Queue,
 		Concurrency:     a.cfg.Worker.Concurrency,
 		Servers:         a.cfg.Worker.Servers,
+		MaxAttempts:     a.cfg.Worker.Retry.MaxAttempts,
 		InitialDelay:    a.cfg.Worker.Retry.InitialDelay.D(),
 		MaxDelay:        a.cfg.Worker.Retry.MaxDelay.D(),
 		ShutdownTimeout: a.cfg.ShutdownTimeout.D(),

@@ -257,3 +257,45 @@ func TestOrderedEventsOneSlotLastAttempt(t *testing.T) {
 		t.Errorf("handled %v, want a then b", got)
 	}
 }
+
+// At the queue's final attempt nothing can be put back: a delivery behind
+// an earlier event, or without a free slot, waits in the attempt (Behind up
+// to WaitMax, a slot until the attempt's deadline) and then runs.
+func TestFinalAttemptWaits(t *testing.T) {
+	s, q, _, _ := newEventService(t, true)
+	kinds := s.o.Kinds.All()
+	for i := range kinds {
+		if kinds[i].Name == "note" {
+			kinds[i].Slots = 1
+		}
+	}
+	o := s.o
+	o.Kinds, o.WaitMax = NewKinds(kinds...), time.Minute
+	s = New(o)
+	idA := acceptEvent(t, s, "EV-6", "a")
+	idB := acceptEvent(t, s, "EV-6", "b")
+	// The only slot is taken (another delivery running) while a is open.
+	hold := s.slots["note"]
+	hold <- struct{}{}
+	type result struct {
+		st  fulfillment.State
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := s.Process(context.Background(), Attempt{Job: mustJob(t, q, idB), Number: 6, Last: true, Final: true})
+		done <- result{st, err}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case r := <-done:
+		t.Fatalf("b at its final attempt returned while a is open and the slot taken: %s %v, want a wait", r.st, r.err)
+	default:
+	}
+	q.set(idA, fulfillment.StateDone) // a is delivered ...
+	<-hold                            // ... and the slot is free
+	r := <-done
+	if r.st != fulfillment.StateDone || r.err != nil {
+		t.Fatalf("b at its final attempt: %s %v, want it delivered after waiting", r.st, r.err)
+	}
+}

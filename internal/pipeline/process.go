@@ -37,7 +37,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	}
 	// A task that must wait (for a line's earlier task, for a free slot)
 	// goes back to the queue before it counts as an attempt anywhere.
-	release, err := s.admit(ctx, k, j)
+	release, err := s.admit(ctx, k, j, a.Final)
 	if err != nil {
 		return s.notAdmitted(ctx, j, a, err)
 	}
@@ -204,9 +204,20 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 // wait is put back without an attempt counted, and the queue runs a held
 // last attempt again): Behind first, so that a task that may not run yet
 // never takes a slot from the one it waits for.
-func (s *Service) admit(ctx context.Context, k Kind, j Job) (release func(), err error) {
+func (s *Service) admit(ctx context.Context, k Kind, j Job, final bool) (release func(), err error) {
 	if k.Behind != nil {
-		if err := s.behind(ctx, k, j); err != nil {
+		err := s.behind(ctx, k, j)
+		// At the queue's final attempt nothing is put back: wait here for
+		// the earlier event (up to WaitMax, without holding a slot).
+		for deadline := time.Now().Add(s.o.WaitMax); final && isBehind(err) && time.Now().Before(deadline); {
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(s.o.WaitPoll):
+			}
+			err = s.behind(ctx, k, j)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -214,12 +225,26 @@ func (s *Service) admit(ctx context.Context, k Kind, j Job) (release func(), err
 	if !ok {
 		return func() {}, nil
 	}
+	if final { // likewise for a slot, until the attempt's deadline
+		select {
+		case sem <- struct{}{}:
+			return func() { <-sem }, nil
+		case <-ctx.Done():
+			return nil, Wait(busyErr{k.Name})
+		}
+	}
 	select {
 	case sem <- struct{}{}:
 		return func() { <-sem }, nil
 	default:
 		return nil, Wait(busyErr{k.Name})
 	}
+}
+
+// isBehind reports whether err is a wait for a line's earlier task.
+func isBehind(err error) bool {
+	var b behindErr
+	return errors.As(err, &b)
 }
 
 // notAdmitted puts a task that may not run yet back, without an attempt:

@@ -68,3 +68,41 @@ func TestHeldLastAttemptRunsAgain(t *testing.T) {
 		}
 	}
 }
+
+// A task queued with a bound one short (by a version without the spare
+// retry) still gets worker.retry.max_attempts attempts: the worker reads its
+// last attempt from the configuration, not from the task.
+func TestOlderTaskGetsEveryAttempt(t *testing.T) {
+	t.Parallel()
+	rdb, name := queuetest.Redis(t)
+	kinds := testKinds(noop)
+	// Bound 2: what the older version wrote for max_attempts 3.
+	q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 2, Retention: time.Hour, TaskTimeout: time.Minute})
+	var mu sync.Mutex
+	var seen []pipeline.Attempt
+	proc := processorFunc(func(_ context.Context, a pipeline.Attempt) (fulfillment.State, error) {
+		mu.Lock()
+		seen = append(seen, a)
+		mu.Unlock()
+		if a.Last {
+			return fulfillment.StateFailed, errors.New("LMS 500")
+		}
+		return fulfillment.StateRetrying, errors.New("LMS 500")
+	})
+	w := queue.NewWorker(rdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 1, MaxAttempts: 3, InitialDelay: 10 * time.Millisecond,
+		MaxDelay: 10 * time.Millisecond, ShutdownTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Shutdown()
+	j := job(t, "ping", "OLD")
+	if _, err := q.Enqueue(context.Background(), j, pipeline.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, q, j.ID, func(tk fulfillment.Task) bool { return !tk.State.Open() })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 3 || !seen[2].Last || seen[1].Last {
+		t.Fatalf("attempts %+v: want 3, the third the last", seen)
+	}
+}

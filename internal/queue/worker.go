@@ -24,9 +24,10 @@ type Processor interface {
 
 // handler adapts one kind's tasks to the processor.
 type handler struct {
-	kind string
-	proc Processor
-	log  *slog.Logger
+	kind        string
+	proc        Processor
+	log         *slog.Logger
+	maxAttempts int // worker.retry.max_attempts; 0: read from the task's bound
 }
 
 // ProcessTask runs the task's attempt. A failed task is returned marked
@@ -41,11 +42,16 @@ func (h handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.log.ErrorContext(ctx, "task_payload_invalid", "task_id", id, "err", err)
 		return permanent{fmt.Errorf("decode payload: %w", err)}
 	}
-	// The message's bound has a spare retry (spareRetry); a task queued by
-	// an earlier version has none, and so one attempt fewer.
+	// The message's bound has a spare retry (spareRetry): the configured
+	// last attempt is Last, asynq's own bound Final. (A task queued by an
+	// earlier version has no spare: its Last is its Final.)
+	last := retried >= maxRetry-spareRetry
+	if h.maxAttempts > 0 {
+		last = retried+1 >= h.maxAttempts
+	}
 	state, err := h.proc.Process(ctx, pipeline.Attempt{
 		Job:    pipeline.Job{Kind: h.kind, ID: id, Ref: ref, Payload: t.Payload()},
-		Number: retried + 1, Last: retried >= maxRetry-spareRetry, Final: retried >= maxRetry,
+		Number: retried + 1, Last: last || retried >= maxRetry, Final: retried >= maxRetry,
 	})
 	switch state {
 	case fulfillment.StateFailed:
@@ -93,7 +99,10 @@ type WorkerOptions struct {
 	// Servers is how many asynq servers share the process and its Redis
 	// client (default 1). One asynq server takes one task per Redis round
 	// trip; several take tasks in parallel (docs/performance.md).
-	Servers         int
+	Servers int
+	// MaxAttempts is worker.retry.max_attempts, the attempts a failing
+	// task gets whatever bound it was queued with (0: the task's bound).
+	MaxAttempts     int
 	InitialDelay    time.Duration
 	MaxDelay        time.Duration
 	ShutdownTimeout time.Duration
@@ -138,7 +147,7 @@ func NewWorker(rdb redis.UniversalClient, kinds *pipeline.Kinds, proc Processor,
 		}))
 	}
 	for _, k := range kinds.All() {
-		w.mux.Handle(k.TaskType, handler{kind: k.Name, proc: proc, log: o.Logger})
+		w.mux.Handle(k.TaskType, handler{kind: k.Name, proc: proc, log: o.Logger, maxAttempts: o.MaxAttempts})
 	}
 	return w
 }
