@@ -170,8 +170,17 @@ func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
 		return err
 	}
 	got, err := c.ReadEnrollment(ctx, user, r.CourseID, r.RequestID)
-	if err != nil || got == nil || !got.IsActive {
+	if err != nil {
 		return err
+	}
+	if got == nil || !got.IsActive {
+		if email := strings.TrimSpace(r.Email); email != "" && got != nil {
+			// Deactivated already — perhaps by an earlier attempt of this
+			// return that then failed to remove the enrollment_allowed
+			// (unenrollAutoEnrolled): remove it now (404: none, done).
+			return c.DisallowEnrollment(ctx, email, r.CourseID, r.RequestID)
+		}
+		return nil
 	}
 	err = c.post(ctx, "unenroll", NewUnenrollmentData(r, user), r.RequestID)
 	var le *Error
@@ -190,7 +199,8 @@ func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
 // them to the mode bought, that seat is the line's: while an
 // enrollment_allowed for the learner's email and the course is on record,
 // the enrollment is deactivated in its own mode, then the allowed removed
-// (in that order: a retry after a failure still sees the allowed).
+// (a retry after a failure between the two finds the enrollment inactive and
+// removes the allowed: Unenroll).
 func (c *Client) unenrollAutoEnrolled(ctx context.Context, r fulfillment.Return, user string, got *Enrollment) error {
 	email := strings.TrimSpace(r.Email)
 	if email == "" {

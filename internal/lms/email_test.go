@@ -394,6 +394,31 @@ func TestReturnTakesBackTheAutoEnrollment(t *testing.T) {
 			t.Errorf("enrollment_allowed %+v left", got)
 		}
 	})
+	t.Run("the allowed's removal fails once: the retry removes it", func(t *testing.T) {
+		fake := lmstest.NewDemo("s")
+		c := newClient(t, fake, nil)
+		if err := run(t, c, nil, KindEnroll, emailOrder("new@example.com", true, now)); !pipeline.IsAwaitingAccount(err) {
+			t.Fatalf("enroll: %v, want a wait for the account", err)
+		}
+		fake.Register(300, "newbie", "new@example.com")
+		// The look-up answers as the LMS does; the DELETE after the
+		// deactivation fails.
+		fake.Script(lmstest.Allowed,
+			lmstest.Reply{Status: 200, Body: `[{"email":"new@example.com","course_id":"` + demoCourse + `","auto_enroll":true}]`},
+			lmstest.Reply{Status: 500, Body: "oops"})
+		if err := run(t, c, tasksOf{}, KindUnenroll, ret); err == nil {
+			t.Fatal("unenroll with the allowed's removal failing: no error")
+		}
+		if e, _ := fake.Enrollment("newbie", demoCourse); e.IsActive {
+			t.Fatalf("enrollment %+v, want inactive after the first attempt", e)
+		}
+		if err := run(t, c, tasksOf{}, KindUnenroll, ret); err != nil {
+			t.Fatal(err)
+		}
+		if got := fake.Allowed("new@example.com"); len(got) != 0 {
+			t.Errorf("enrollment_allowed %+v left after the retry", got)
+		}
+	})
 	t.Run("the learner's own enrollment in another mode: kept", func(t *testing.T) {
 		fake := lmstest.NewDemo("s")
 		fake.Register(300, "newbie", "new@example.com")
