@@ -775,3 +775,26 @@ func TestReturnedAtIsTheShops(t *testing.T) {
 		t.Errorf("completed %+v, want returned_at %v", *completed, r.ReturnedAt)
 	}
 }
+
+// A final state the ledger never got (the worker died after the queue ended
+// the task) is synced with its fulfillment_completed: the event is sent
+// before the row is closed, so it is not lost with the worker.
+func TestReconcileSendsCompleted(t *testing.T) {
+	ctx := context.Background()
+	s, q, l, _, completed := newService(t, true)
+	id := accept(t, s, "place", "O-1")
+	q.set(id, fulfillment.StateDone)
+	if res, err := s.Reconcile(ctx); err != nil || res.Synced != 1 {
+		t.Fatalf("reconcile %+v %v", res, err)
+	}
+	if len(*completed) != 1 || (*completed)[0].TaskID != id || (*completed)[0].State != fulfillment.StateEnrolled {
+		t.Fatalf("sent %+v, want one enrolled event of %s", *completed, id)
+	}
+	// Closed: the next pass neither syncs nor sends again.
+	if res, err := s.Reconcile(ctx); err != nil || res.Synced != 0 || len(*completed) != 1 {
+		t.Errorf("second pass %+v %v, sent %d", res, err, len(*completed))
+	}
+	if row, _, _ := l.Find(ctx, "place", ref("O-1").Key()); row.State != fulfillment.StateDone {
+		t.Errorf("row %q, want done", row.State)
+	}
+}

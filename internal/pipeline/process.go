@@ -115,22 +115,8 @@ func (s *Service) complete(ctx context.Context, k Kind, j Job, a Attempt, state 
 	if (state != fulfillment.StateDone && state != fulfillment.StateFailed) || s.o.Completed == nil || k.Aside {
 		return state, err
 	}
-	final := state
-	if state == fulfillment.StateDone {
-		final = k.Done
-	}
-	lastErr := errText(err)
-	c := fulfillment.Completed{
-		Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseMode: j.Ref.CourseMode,
-		Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username, Email: j.Ref.Email},
-		Kind:    j.Kind, State: final, Attempts: a.Number, LastError: lastErr, TaskID: j.ID,
-		RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
-		Integration: j.Ref.Integration,
-	}
-	if final == fulfillment.StateReturned && !j.Ref.ReturnedAt.IsZero() {
-		r := j.Ref.ReturnedAt
-		c.ReturnedAt = &r
-	}
+	c := completedOf(k, j, state, a.Number, errText(err))
+	final := c.State
 	// The attempt's deadline or a shutdown must not cut the sending short.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), steadyFor+5*time.Second)
 	defer cancel()
@@ -151,6 +137,27 @@ func (s *Service) complete(ctx context.Context, k Kind, j Job, a Attempt, state 
 		return fulfillment.StateRetrying, werr
 	}
 	return state, err
+}
+
+// completedOf is the fulfillment_completed event of a task of kind k that
+// ended in state (done or failed) after attempts.
+func completedOf(k Kind, j Job, state fulfillment.State, attempts int, lastErr string) fulfillment.Completed {
+	final := state
+	if state == fulfillment.StateDone {
+		final = k.Done
+	}
+	c := fulfillment.Completed{
+		Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseMode: j.Ref.CourseMode,
+		Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username, Email: j.Ref.Email},
+		Kind:    j.Kind, State: final, Attempts: attempts, LastError: lastErr, TaskID: j.ID,
+		RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
+		Integration: j.Ref.Integration,
+	}
+	if final == fulfillment.StateReturned && !j.Ref.ReturnedAt.IsZero() {
+		r := j.Ref.ReturnedAt
+		c.ReturnedAt = &r
+	}
+	return c
 }
 
 // outcome names a new state for logs and metrics: a kind's own name for done.
@@ -444,6 +451,19 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 			}
 			res.Requeued++
 		case !q.Task.State.Open():
+			// The worker sends fulfillment_completed before it records a
+			// final state; a task whose final state the ledger never got
+			// (the worker died, or asynq archived it at its final attempt)
+			// may not have sent it: sent here, first (receivers take an
+			// event once: the same task id).
+			k, _ := s.o.Kinds.Get(e.Job.Kind)
+			if st := q.Task.State; (st == fulfillment.StateDone || st == fulfillment.StateFailed) && s.o.Completed != nil && !k.Aside {
+				c := completedOf(k, e.Job, st, q.Task.Attempts, q.Task.LastError)
+				if err := s.o.Completed(ctx, c); err != nil {
+					s.o.Logger.WarnContext(ctx, "reconcile_completed_not_sent", "task_id", e.Job.ID, "err", err.Error())
+					return nil // the next pass tries again
+				}
+			}
 			if err := s.o.Ledger.Finished(ctx, e.Job, q.Task.State, q.Task.LastError); err != nil {
 				return err
 			}
