@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -24,6 +22,7 @@ import (
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 	"github.com/openedx/coordinator/internal/shop"
+	"github.com/openedx/coordinator/internal/shop/shoptest"
 	"github.com/openedx/coordinator/internal/shop/stripetest"
 	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
 )
@@ -96,31 +95,6 @@ func startShops(t *testing.T, command string, ledger bool, from int64, n int) sh
 	return shopEnv{instance: in, stripe: st}
 }
 
-// webhookFixture reads a shared fixture body (internal/shop/testdata/webhooks/SOURCES.md).
-func webhookFixture(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "internal", "shop", "testdata", "webhooks", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// derive changes the named fields of a fixture body, keeping every number's
-// digits (Shopify ids exceed 2^53).
-func derive(t *testing.T, body []byte, edit func(m map[string]any)) []byte {
-	t.Helper()
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		t.Fatal(err)
-	}
-	edit(m)
-	out, _ := json.Marshal(m)
-	return out
-}
-
 // webhookAnswer is what POST /webhooks/{name} answers.
 type webhookAnswer struct {
 	Status      int
@@ -188,7 +162,7 @@ func stripeHeaders(body []byte, at time.Time) http.Header {
 // course through the products map, and a T-shirt line is added. email is
 // the billing email.
 func wooOrder(t *testing.T, id int, email string) []byte {
-	return derive(t, webhookFixture(t, "woocommerce-order-partially-refunded.wcdocs.json"), func(m map[string]any) {
+	return shoptest.Patch(t, shoptest.Fixture(t, "woocommerce-order-partially-refunded.wcdocs.json"), func(m map[string]any) {
 		m["id"], m["date_paid_gmt"], m["refunds"] = id, "2017-03-21T19:20:00", []any{}
 		m["billing"].(map[string]any)["email"] = email
 		items := m["line_items"].([]any)
@@ -202,7 +176,7 @@ func wooOrder(t *testing.T, id int, email string) []byte {
 // voided test order as published), its first two lines selling courses,
 // the first to a participant named in a line property.
 func shopifyOrder(t *testing.T, participant string) []byte {
-	return derive(t, webhookFixture(t, "shopify-orders-paid.json"), func(m map[string]any) {
+	return shoptest.Patch(t, shoptest.Fixture(t, "shopify-orders-paid.json"), func(m map[string]any) {
 		m["financial_status"], m["test"], m["cancelled_at"] = "paid", false, nil
 		items := m["line_items"].([]any)
 		items[0].(map[string]any)["sku"] = demoCourse
@@ -294,7 +268,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 		if bytes.Equal(tampered, body) {
 			t.Fatal("tampering changed nothing")
 		}
-		stripeBody := webhookFixture(t, "stripe-checkout.session.completed.json")
+		stripeBody := shoptest.Fixture(t, "stripe-checkout.session.completed.json")
 		cases := []struct {
 			name, integration string
 			body              []byte
@@ -329,9 +303,9 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 	})
 
 	t.Run("unpaid, test or no course: nobody", func(t *testing.T) {
-		sample := webhookFixture(t, "shopify-orders-paid.json") // a voided, cancelled test order
-		noCourse := derive(t, sample, func(m map[string]any) { m["financial_status"], m["test"], m["cancelled_at"] = "paid", false, nil })
-		pending := derive(t, wooOrder(t, 726, "cy@example.com"), func(m map[string]any) { m["status"], m["date_paid_gmt"] = "pending", nil })
+		sample := shoptest.Fixture(t, "shopify-orders-paid.json") // a voided, cancelled test order
+		noCourse := shoptest.Patch(t, sample, func(m map[string]any) { m["financial_status"], m["test"], m["cancelled_at"] = "paid", false, nil })
+		pending := shoptest.Patch(t, wooOrder(t, 726, "cy@example.com"), func(m map[string]any) { m["status"], m["date_paid_gmt"] = "pending", nil })
 		for name, a := range map[string]webhookAnswer{
 			"Shopify's sample":    e.post(t, "shopify", sample, shopifyHeaders("orders/paid", sample)),
 			"no course SKU":       e.post(t, "shopify", noCourse, shopifyHeaders("orders/paid", noCourse)),
@@ -349,7 +323,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 	})
 
 	t.Run("Stripe checkout: line items through the API; full refund returns them", func(t *testing.T) {
-		body := webhookFixture(t, "stripe-checkout.session.completed.json")
+		body := shoptest.Fixture(t, "stripe-checkout.session.completed.json")
 		a := e.post(t, "stripe", body, stripeHeaders(body, time.Now()))
 		order := "stripe-" + stripeIntent
 		if a.Status != 200 || a.OrderNumber != order || len(a.Lines) != 1 || a.Lines[0].CourseID != demoCourse {
@@ -358,7 +332,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 		if ref := e.queuedRef(t, a.taskIDs()[0]); ref.Email != "example@example.com" || ref.CourseMode != "verified" {
 			t.Errorf("queued %+v", ref)
 		}
-		refund := derive(t, webhookFixture(t, "stripe-charge.refunded.json"), func(m map[string]any) {
+		refund := shoptest.Patch(t, shoptest.Fixture(t, "stripe-charge.refunded.json"), func(m map[string]any) {
 			m["data"].(map[string]any)["object"].(map[string]any)["payment_intent"] = stripeIntent
 		})
 		r := e.post(t, "stripe", refund, stripeHeaders(refund, time.Now()))
@@ -387,7 +361,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 				t.Errorf("queued %+v, want learner %s", ref, want)
 			}
 		}
-		refund := derive(t, webhookFixture(t, "shopify-refunds-create.json"), func(m map[string]any) {
+		refund := shoptest.Patch(t, shoptest.Fixture(t, "shopify-refunds-create.json"), func(m map[string]any) {
 			m["refund_line_items"].([]any)[0].(map[string]any)["line_item"].(map[string]any)["sku"] = demoCourse
 		})
 		r := e.post(t, "shopify", refund, shopifyHeaders("refunds/create", refund))
@@ -404,7 +378,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 	})
 
 	t.Run("WooCommerce refunded: every course line returned", func(t *testing.T) {
-		body := derive(t, wooOrder(t, 723, "joao.silva@example.com"), func(m map[string]any) { m["status"] = "refunded" })
+		body := shoptest.Patch(t, wooOrder(t, 723, "joao.silva@example.com"), func(m map[string]any) { m["status"] = "refunded" })
 		a := e.post(t, "woo", body, wooHeaders("order.updated", body, wooSecret))
 		if a.Status != 200 || len(a.Lines) != 2 {
 			t.Fatalf("%+v, want two returns", a)
@@ -417,7 +391,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 	})
 
 	t.Run("a refund before the order: recorded, the later order enrolls nobody", func(t *testing.T) {
-		body := derive(t, wooOrder(t, 727, "dee@example.com"), func(m map[string]any) { m["status"] = "refunded" })
+		body := shoptest.Patch(t, wooOrder(t, 727, "dee@example.com"), func(m map[string]any) { m["status"] = "refunded" })
 		if a := e.post(t, "woo", body, wooHeaders("order.updated", body, wooSecret)); a.Status != 200 || len(a.Lines) != 2 {
 			t.Fatalf("%+v, want two returns", a)
 		}
@@ -437,7 +411,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 
 	// Findings 1 and 2 of the issue-12 review, end to end.
 	t.Run("Shopify: a line gives at most its quantity of seats; a draft order replayed as orders/paid enrolls nobody", func(t *testing.T) {
-		body := derive(t, shopifyOrder(t, "a1@example.com, b1@example.com, c1@example.com"), func(m map[string]any) {
+		body := shoptest.Patch(t, shopifyOrder(t, "a1@example.com, b1@example.com, c1@example.com"), func(m map[string]any) {
 			m["id"] = int64(820982911946154601)
 		})
 		a := e.post(t, "shopify", body, shopifyHeaders("orders/paid", body))
@@ -449,7 +423,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 				t.Errorf("order %s: %d, want 404 (no unpaid seat)", n, status)
 			}
 		}
-		draft := derive(t, shopifyOrder(t, "d1@example.com"), func(m map[string]any) {
+		draft := shoptest.Patch(t, shopifyOrder(t, "d1@example.com"), func(m map[string]any) {
 			m["id"] = int64(820982911946154602)
 			delete(m, "financial_status")
 			delete(m, "order_number")
@@ -469,7 +443,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 	// is in), rather than a return on another participant's line.
 	t.Run("Shopify refund before the order with two participants: nothing returned, noted", func(t *testing.T) {
 		const id = 820982911946154603
-		refund := derive(t, webhookFixture(t, "shopify-refunds-create.json"), func(m map[string]any) {
+		refund := shoptest.Patch(t, shoptest.Fixture(t, "shopify-refunds-create.json"), func(m map[string]any) {
 			m["order_id"] = int64(id)
 			rl := m["refund_line_items"].([]any)[0].(map[string]any)
 			rl["quantity"] = 2
@@ -556,7 +530,7 @@ func TestShopWebhooksEnrollByEmail(t *testing.T) {
 		o, ok2 := e.lms.Enrollment("learner62000", otherCourse)
 		return ok1 && ok2 && d.IsActive && o.IsActive && d.Mode == "verified" && o.Mode == "professional"
 	})
-	refund := derive(t, body, func(m map[string]any) { m["status"] = "refunded" })
+	refund := shoptest.Patch(t, body, func(m map[string]any) { m["status"] = "refunded" })
 	if a := e.post(t, "woo", refund, wooHeaders("order.updated", refund, wooSecret)); a.Status != 200 || len(a.Lines) != 2 {
 		t.Fatalf("%+v", a)
 	}

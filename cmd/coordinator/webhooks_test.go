@@ -20,6 +20,7 @@ import (
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
+	"github.com/openedx/coordinator/internal/wcorders/wcorderstest"
 	"github.com/openedx/coordinator/internal/webhooks/webhookstest"
 )
 
@@ -388,35 +389,6 @@ func TestWebhookPing(t *testing.T) {
 	}
 }
 
-// wooStore is a fake WooCommerce REST API: it counts each order's
-// completions, with the integration's key and secret.
-type wooStore struct {
-	mu          sync.Mutex
-	completions map[string]int
-	refused     int
-}
-
-func (w *wooStore) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
-	id, ok := strings.CutPrefix(r.URL.Path, "/wp-json/wc/v3/orders/")
-	user, pass, _ := r.BasicAuth()
-	body, _ := io.ReadAll(r.Body)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !ok || r.Method != http.MethodPut || user != "ck_e2e" || pass != "cs_e2e_secret" || string(body) != `{"status":"completed"}` {
-		w.refused++
-		rw.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	w.completions[id]++
-	fmt.Fprintf(rw, `{"id":%s,"status":"completed"}`, id)
-}
-
-func (w *wooStore) count(id string) (int, int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.completions[id], w.refused
-}
-
 // The whole path of a WooCommerce order: the shop's signed webhook places
 // its two course lines, both are enrolled, and woocommerce.complete_order
 // marks the order completed in the store exactly once — also after the shop
@@ -428,7 +400,7 @@ func TestWooCommerceOrderCompleted(t *testing.T) {
 	addLearners(fake, 76000, 1)
 	fake.AddCourse(otherCourse, lmstest.CourseRun{Name: "Other", Modes: []string{"audit", "verified", "professional"}})
 	fake.SetLatency(20 * time.Millisecond) // the two enrollments overlap
-	store := &wooStore{completions: map[string]int{}}
+	store := wcorderstest.New("ck_e2e", "cs_e2e_secret")
 	storeURL := httptest.NewServer(store)
 	t.Cleanup(storeURL.Close)
 	sub := webhookstest.New(hookSecretNew)
@@ -452,7 +424,7 @@ webhooks:
 	if a := e.post(t, "woo", body, wooHeaders("order.created", body, wooSecret)); a.Status != 200 || len(a.Lines) != 2 {
 		t.Fatalf("shop webhook: %+v", a)
 	}
-	waitFor(t, "the order completed in the store", 60*time.Second, func() bool { n, _ := store.count("7001"); return n > 0 })
+	waitFor(t, "the order completed in the store", 60*time.Second, func() bool { return store.Completions("7001") > 0 })
 	waitFor(t, "both enrollments' events delivered", 60*time.Second, func() bool { return len(sub.Delivered()) == 2 })
 	checkSchemas(t, sub.Delivered(), "fulfillment_completed") // a shop's line: the learner by email, the integration
 	if d := sub.Delivered()[0].Data; d["integration"] != "woo" {
@@ -476,7 +448,7 @@ webhooks:
 	if len(completion) != 1 || completion[0].State != fulfillment.StateDone {
 		t.Errorf("completion tasks %+v, want one, done", completion)
 	}
-	if n, refused := store.count("7001"); n != 1 || refused != 0 {
+	if n, refused := store.Completions("7001"), store.Refused(); n != 1 || refused != 0 {
 		t.Errorf("store saw %d completions of order 7001 (%d refused calls), want exactly 1", n, refused)
 	}
 }

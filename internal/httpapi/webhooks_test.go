@@ -11,8 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/shop"
+	"github.com/openedx/coordinator/internal/shop/shoptest"
 	"github.com/openedx/coordinator/internal/shop/stripetest"
 	"github.com/openedx/coordinator/internal/signals"
 )
@@ -138,19 +137,10 @@ func deliver(h http.Handler, name, topic string, body []byte, sign bool) *httpte
 	return w
 }
 
-func fixtureBody(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "shop", "testdata", "webhooks", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // wooCourseOrder is the WooCommerce docs' order 723, paid, its first line a
 // course run key.
 func wooCourseOrder(t testing.TB) []byte {
-	b := fixtureBody(t, "woocommerce-order-partially-refunded.wcdocs.json")
+	b := shoptest.Fixture(t, "woocommerce-order-partially-refunded.wcdocs.json")
 	b = bytes.Replace(b, []byte(`"date_paid_gmt": null`), []byte(`"date_paid_gmt": "2017-03-21T19:20:00"`), 1)
 	return bytes.Replace(b, []byte(`"sku": ""`), []byte(`"sku": "`+demoCourse+`"`), 1)
 }
@@ -173,11 +163,11 @@ func TestWebhookStatuses(t *testing.T) {
 		{"paid order", "woo", "order.updated", paid, false, 200, 1, `"order_number":"woo-723"`},
 		{"unexpected topic", "woo", "coupon.created", []byte(`{}`), false, 400, 0, "unexpected event"},
 		{"not JSON", "shopify", "orders/paid", []byte(`{"id":`), false, 400, 0, "does not parse"},
-		{"unpaid Shopify sample", "shopify", "orders/paid", fixtureBody(t, "shopify-orders-paid.json"), false, 200, 0, `"ignored"`},
-		{"Stripe checkout", "stripe", "", fixtureBody(t, "stripe-checkout.session.completed.json"), false, 200, 1, `"order_number":"stripe-pi_00000000000000"`},
+		{"unpaid Shopify sample", "shopify", "orders/paid", shoptest.Fixture(t, "shopify-orders-paid.json"), false, 200, 0, `"ignored"`},
+		{"Stripe checkout", "stripe", "", shoptest.Fixture(t, "stripe-checkout.session.completed.json"), false, 200, 1, `"order_number":"stripe-pi_00000000000000"`},
 		{"too large", "woo", "order.updated", bytes.Repeat([]byte(" "), WebhookMaxBodyBytes+1), false, 413, 0, "larger"},
 		// Finding 6: a paid session the API does not know is not lost.
-		{"Stripe session not found", "stripe", "", bytes.Replace(fixtureBody(t, "stripe-checkout.session.completed.json"),
+		{"Stripe session not found", "stripe", "", bytes.Replace(shoptest.Fixture(t, "stripe-checkout.session.completed.json"),
 			[]byte(`"cs_00000000000000"`), []byte(`"cs_unknown"`), 1), false, 503, 0, "deliver again"},
 	}
 	for _, tt := range tests {
@@ -208,7 +198,7 @@ func TestWebhookStatuses(t *testing.T) {
 	})
 	t.Run("Stripe API down: 503", func(t *testing.T) {
 		fake.Fail(1)
-		if w := deliver(h, "stripe", "", fixtureBody(t, "stripe-checkout.session.completed.json"), true); w.Code != 503 {
+		if w := deliver(h, "stripe", "", shoptest.Fixture(t, "stripe-checkout.session.completed.json"), true); w.Code != 503 {
 			t.Errorf("%d %s, want 503", w.Code, w.Body)
 		}
 	})
@@ -235,7 +225,7 @@ func FuzzWebhook(f *testing.F) {
 		{"stripe", "", "stripe-checkout.session.completed.json"},
 		{"stripe", "", "stripe-charge.refunded.json"},
 	} {
-		f.Add(s.integration, s.topic, fixtureBody(f, s.file), true)
+		f.Add(s.integration, s.topic, shoptest.Fixture(f, s.file), true)
 	}
 	f.Add("woo", "order.created", wooCourseOrder(f), true)
 	f.Add("woo", "", []byte("webhook_id=1"), false)
@@ -311,7 +301,7 @@ func TestWebhookReadsBounded(t *testing.T) {
 		t.Errorf("second delivery while full: %d Retry-After=%q, %d reads; want 503 with Retry-After, body unread", w.Code, w.Header().Get("Retry-After"), second.reads)
 	}
 	// M2: another integration's slots are its own.
-	if w := deliver(h, "shopify", "orders/paid", fixtureBody(t, "shopify-orders-paid.json"), true); w.Code == http.StatusServiceUnavailable {
+	if w := deliver(h, "shopify", "orders/paid", shoptest.Fixture(t, "shopify-orders-paid.json"), true); w.Code == http.StatusServiceUnavailable {
 		t.Errorf("another integration while woo is full: %d %s, want it read", w.Code, w.Body)
 	}
 	if _, err := pw.Write(body); err != nil {

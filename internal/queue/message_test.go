@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -205,7 +206,7 @@ func TestEnqueueAcrossRedisRestart(t *testing.T) {
 					return
 				default:
 				}
-				j := job(t, "ping", "M-"+string(rune('a'+g))+"-"+itoa(i))
+				j := job(t, "ping", "M-"+string(rune('a'+g))+"-"+strconv.Itoa(i))
 				if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err == nil {
 					ok.Store(j.ID, true)
 				} else {
@@ -239,14 +240,6 @@ func TestEnqueueAcrossRedisRestart(t *testing.T) {
 	t.Logf("%d accepts answered and found, %d failed while Redis was down", answered, failed.Load())
 }
 
-func itoa(i int) string {
-	const digits = "0123456789"
-	if i < 10 {
-		return digits[i : i+1]
-	}
-	return itoa(i/10) + digits[i%10:i%10+1]
-}
-
 func BenchmarkTaskMessage(b *testing.B) {
 	payload := []byte(`{"site":"default","order_number":"EDX-1","course_id":"course-v1:edX+DemoX+Demo_Course","course_mode":"verified","edx_lms_user_id":42}`)
 	b.ReportAllocs()
@@ -266,7 +259,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	b.SetParallelism(16)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			j := job(b, "ping", "B-"+itoa(int(n.Add(1))))
+			j := job(b, "ping", "B-"+strconv.Itoa(int(n.Add(1))))
 			if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{UnlessExists: "pong_x", LegacyID: "ping-x"}); err != nil {
 				b.Fatal(err)
 			}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/shop/shoptest"
 )
 
 // fuzzEvent reads any body as the shop's event: it may be refused, but only
@@ -31,7 +32,7 @@ func fuzzEvent(t *testing.T, s *Shop, h http.Header, body []byte) {
 }
 
 func FuzzWooCommerce(f *testing.F) {
-	f.Add("order.updated", fixture(f, "woocommerce-order-partially-refunded.wcdocs.json"))
+	f.Add("order.updated", shoptest.Fixture(f, "woocommerce-order-partially-refunded.wcdocs.json"))
 	f.Add("order.created", wooPaid(f))
 	f.Add("order.updated", []byte(`{"id":1,"status":"refunded","line_items":[{"id":2,"sku":"a/b/c","meta_data":[{"key":"e","value":[{"_value":"x@y"}]}]}]}`))
 	s := mustShop(f, Integration{Type: TypeWooCommerce, Products: wooProducts, LearnerEmailField: "e"})
@@ -41,9 +42,9 @@ func FuzzWooCommerce(f *testing.F) {
 }
 
 func FuzzShopify(f *testing.F) {
-	f.Add("orders/paid", fixture(f, "shopify-orders-paid.json"))
+	f.Add("orders/paid", shoptest.Fixture(f, "shopify-orders-paid.json"))
 	f.Add("orders/paid", shopifyPaid(f))
-	f.Add("refunds/create", fixture(f, "shopify-refunds-create.json"))
+	f.Add("refunds/create", shoptest.Fixture(f, "shopify-refunds-create.json"))
 	s := mustShop(f, Integration{Type: TypeShopify, Products: wooProducts, LearnerEmailField: "Learner email", AcceptTestOrders: true})
 	f.Fuzz(func(t *testing.T, topic string, body []byte) {
 		fuzzEvent(t, s, headers(HeaderShopifyTopic, topic), body)
@@ -51,8 +52,8 @@ func FuzzShopify(f *testing.F) {
 }
 
 func FuzzStripe(f *testing.F) {
-	f.Add(fixture(f, "stripe-checkout.session.completed.json"))
-	f.Add(fixture(f, "stripe-charge.refunded.json"))
+	f.Add(shoptest.Fixture(f, "stripe-checkout.session.completed.json"))
+	f.Add(shoptest.Fixture(f, "stripe-charge.refunded.json"))
 	f.Add([]byte(`{"type":"charge.refunded","livemode":true,"data":{"object":{"payment_intent":{"id":"pi_00000000000000"},"refunded":true}}}`))
 	_, url := startStripe(f)
 	s := stripeShopFor(f, url, nil)

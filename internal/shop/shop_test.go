@@ -3,12 +3,9 @@ package shop
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +14,7 @@ import (
 	"github.com/stripe/stripe-go/v82/webhook"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/shop/shoptest"
 	"github.com/openedx/coordinator/internal/shop/stripetest"
 )
 
@@ -27,34 +25,6 @@ const (
 	oldSecret   = "old-shop-secret-for-tests-98765"
 	stripeKey   = "sk_test_coordinator"
 )
-
-// fixture reads a body copied from the shared fixtures (testdata/webhooks/SOURCES.md).
-func fixture(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "webhooks", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// patch derives a body from a fixture, changing only what edit changes;
-// numbers keep their digits (Shopify's ids exceed 2^53).
-func patch(t testing.TB, body []byte, edit func(m map[string]any)) []byte {
-	t.Helper()
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		t.Fatal(err)
-	}
-	edit(m)
-	out, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 func mustShop(t testing.TB, in Integration) *Shop {
 	t.Helper()
@@ -87,7 +57,7 @@ func headers(kv ...string) http.Header {
 // SKUs: line 311 a course run key, line 313 a SKU the products map knows,
 // and a T-shirt line added.
 func wooPaid(t testing.TB) []byte {
-	return patch(t, fixture(t, "woocommerce-order-partially-refunded.wcdocs.json"), func(m map[string]any) {
+	return shoptest.Patch(t, shoptest.Fixture(t, "woocommerce-order-partially-refunded.wcdocs.json"), func(m map[string]any) {
 		m["date_paid_gmt"] = "2017-03-21T19:20:00"
 		m["refunds"] = []any{}
 		items := m["line_items"].([]any)
@@ -115,11 +85,11 @@ func TestWooCommerce(t *testing.T) {
 			}}},
 		// The docs' body as it is: completed, but date_paid_gmt null.
 		{"completed without date_paid_gmt: not paid", "order.updated",
-			fixture(t, "woocommerce-order-partially-refunded.wcdocs.json"),
+			shoptest.Fixture(t, "woocommerce-order-partially-refunded.wcdocs.json"),
 			Event{Topic: "order.updated", OrderID: "723", Ignored: "status completed without date_paid_gmt: not paid"}},
-		{"pending", "order.created", patch(t, wooPaid(t), func(m map[string]any) { m["status"] = "pending" }),
+		{"pending", "order.created", shoptest.Patch(t, wooPaid(t), func(m map[string]any) { m["status"] = "pending" }),
 			Event{Topic: "order.created", OrderID: "723", Ignored: "status pending: not paid"}},
-		{"refunded: every course line", "order.updated", patch(t, wooPaid(t), func(m map[string]any) { m["status"] = "refunded" }),
+		{"refunded: every course line", "order.updated", shoptest.Patch(t, wooPaid(t), func(m map[string]any) { m["status"] = "refunded" }),
 			Event{Topic: "order.updated", OrderID: "723", ReturnAll: true, At: time.Date(2017, 3, 21, 19, 54, 51, 0, time.UTC), Returned: []Line{
 				{Item: "311", CourseID: demoCourse, Mode: "verified", Email: "joao.silva@example.com"},
 				{Item: "313", CourseID: otherCourse, Mode: "professional", Email: "joao.silva@example.com"},
@@ -144,14 +114,14 @@ func TestWooCommerce(t *testing.T) {
 // line_items returns those.
 func TestWooCommercePartialRefunds(t *testing.T) {
 	s := mustShop(t, Integration{Type: TypeWooCommerce, Products: wooProducts})
-	body := patch(t, wooPaid(t), func(m map[string]any) {
+	body := shoptest.Patch(t, wooPaid(t), func(m map[string]any) {
 		m["refunds"] = []any{map[string]any{"id": 726, "refund": "", "total": "-10.00"}}
 	})
 	ev, err := s.Event(t.Context(), headers(HeaderWooTopic, "order.updated"), body)
 	if err != nil || len(ev.Placed) != 2 || len(ev.Returned) != 0 || ev.Note == "" {
 		t.Errorf("unitemized refund: %+v %v; want 2 placed, none returned, a note", ev, err)
 	}
-	body = patch(t, wooPaid(t), func(m map[string]any) {
+	body = shoptest.Patch(t, wooPaid(t), func(m map[string]any) {
 		m["refunds"] = []any{map[string]any{"id": 726, "total": "-20.00", "line_items": []any{
 			map[string]any{"id": 401, "product_id": 34, "sku": "OTHER-VERIFIED", "quantity": -1}}}}
 	})
@@ -166,7 +136,7 @@ func TestWooCommercePartialRefunds(t *testing.T) {
 // field objects with the email in _value, one per seat; a plain string meta.
 func TestWooCommerceLearnerEmailField(t *testing.T) {
 	s := mustShop(t, Integration{Type: TypeWooCommerce, Products: wooProducts, LearnerEmailField: "Participant email"})
-	body := patch(t, wooPaid(t), func(m map[string]any) {
+	body := shoptest.Patch(t, wooPaid(t), func(m map[string]any) {
 		items := m["line_items"].([]any)
 		items[0].(map[string]any)["quantity"] = 2
 		items[0].(map[string]any)["meta_data"] = []any{map[string]any{"id": 1, "key": "Participant email", "value": []any{
@@ -196,7 +166,7 @@ func TestWooCommerceRefusals(t *testing.T) {
 	if _, err := s.Event(t.Context(), headers(HeaderWooTopic, "product.updated"), []byte(`{}`)); !errors.As(err, &unexpected) {
 		t.Errorf("product topic: %v, want UnexpectedEvent", err)
 	}
-	noEmail := patch(t, wooPaid(t), func(m map[string]any) { m["billing"].(map[string]any)["email"] = "" })
+	noEmail := shoptest.Patch(t, wooPaid(t), func(m map[string]any) { m["billing"].(map[string]any)["email"] = "" })
 	for name, body := range map[string][]byte{"not JSON": []byte(`webhook_id=5x`), "array": []byte(`[1]`),
 		"wrong types": []byte(`{"id":"x","line_items":{}}`), "no email": noEmail} {
 		if _, err := s.Event(t.Context(), headers(HeaderWooTopic, "order.updated"), body); !errors.As(err, &bad) {
@@ -243,7 +213,7 @@ func TestHMACSignatures(t *testing.T) {
 // shopifyPaid is Shopify's generic order sample made a real paid order:
 // financial_status paid, not a test, not cancelled; two lines sell courses.
 func shopifyPaid(t testing.TB) []byte {
-	return patch(t, fixture(t, "shopify-orders-paid.json"), func(m map[string]any) {
+	return shoptest.Patch(t, shoptest.Fixture(t, "shopify-orders-paid.json"), func(m map[string]any) {
 		m["financial_status"], m["test"], m["cancelled_at"] = "paid", false, nil
 		items := m["line_items"].([]any)
 		items[0].(map[string]any)["sku"] = demoCourse
@@ -262,13 +232,13 @@ func TestShopify(t *testing.T) {
 		want        Event
 	}{
 		// The sample as Shopify sends it: a voided, cancelled test order.
-		{"the sample: a test order", "orders/paid", s, fixture(t, "shopify-orders-paid.json"),
+		{"the sample: a test order", "orders/paid", s, shoptest.Fixture(t, "shopify-orders-paid.json"),
 			Event{Topic: "orders/paid", OrderID: "820982911946154508", Ignored: "test order (accept_test_orders is false)"}},
-		{"the sample, tests accepted: cancelled", "orders/paid", staging, fixture(t, "shopify-orders-paid.json"),
+		{"the sample, tests accepted: cancelled", "orders/paid", staging, shoptest.Fixture(t, "shopify-orders-paid.json"),
 			Event{Topic: "orders/paid", OrderID: "820982911946154508", Ignored: "order cancelled"}},
-		{"voided", "orders/updated", staging, patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = "voided" }),
+		{"voided", "orders/updated", staging, shoptest.Patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = "voided" }),
 			Event{Topic: "orders/updated", OrderID: "820982911946154508", Ignored: "financial_status voided: not paid"}},
-		{"pending", "orders/create", s, patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = "pending" }),
+		{"pending", "orders/create", s, shoptest.Patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = "pending" }),
 			Event{Topic: "orders/create", OrderID: "820982911946154508", Ignored: "financial_status pending: not paid"}},
 		{"paid", "orders/paid", s, shopifyPaid(t), Event{Topic: "orders/paid", OrderID: "820982911946154508", At: at, Placed: []Line{
 			{Item: "487817672276298554", CourseID: demoCourse, Mode: "verified", Email: "jon@example.com"},
@@ -276,7 +246,7 @@ func TestShopify(t *testing.T) {
 		}}},
 		// refunds/create as Shopify's sample has it, its first two items
 		// given course SKUs: only those are returned.
-		{"refund", "refunds/create", s, patch(t, fixture(t, "shopify-refunds-create.json"), func(m map[string]any) {
+		{"refund", "refunds/create", s, shoptest.Patch(t, shoptest.Fixture(t, "shopify-refunds-create.json"), func(m map[string]any) {
 			items := m["refund_line_items"].([]any)
 			items[0].(map[string]any)["line_item"].(map[string]any)["sku"] = demoCourse
 			items[1].(map[string]any)["line_item"].(map[string]any)["sku"] = "OTHER-VERIFIED"
@@ -284,7 +254,7 @@ func TestShopify(t *testing.T) {
 			{Item: "487817672276298554", CourseID: demoCourse, Mode: "verified"},
 			{Item: "789012345678901234", CourseID: otherCourse, Mode: "professional"},
 		}}},
-		{"the refund sample: no course items", "refunds/create", s, fixture(t, "shopify-refunds-create.json"),
+		{"the refund sample: no course items", "refunds/create", s, shoptest.Fixture(t, "shopify-refunds-create.json"),
 			Event{Topic: "refunds/create", OrderID: "820982911946154508", At: at, Ignored: "no course lines refunded"}},
 	}
 	for _, tt := range tests {
@@ -303,7 +273,7 @@ func TestShopify(t *testing.T) {
 // Shopify line-item properties name the participant.
 func TestShopifyLearnerProperty(t *testing.T) {
 	s := mustShop(t, Integration{Type: TypeShopify, LearnerEmailField: "Learner email"})
-	body := patch(t, shopifyPaid(t), func(m map[string]any) {
+	body := shoptest.Patch(t, shopifyPaid(t), func(m map[string]any) {
 		m["line_items"].([]any)[0].(map[string]any)["properties"] = []any{
 			map[string]any{"name": "Gift note", "value": "enjoy"}, map[string]any{"name": "Learner email", "value": "kid@example.com"}}
 	})
@@ -342,7 +312,7 @@ func stripeShopFor(t testing.TB, url string, edit func(*Integration)) *Shop {
 func TestStripe(t *testing.T) {
 	fake, url := startStripe(t)
 	s := stripeShopFor(t, url, nil)
-	completed := fixture(t, "stripe-checkout.session.completed.json")
+	completed := shoptest.Fixture(t, "stripe-checkout.session.completed.json")
 	created := time.Unix(1326853478, 0).UTC()
 	t.Run("paid checkout: line items through the API", func(t *testing.T) {
 		ev, err := s.Event(t.Context(), nil, completed)
@@ -359,7 +329,7 @@ func TestStripe(t *testing.T) {
 			in.Products = map[string]Product{"prod_other": {CourseID: otherCourse, Mode: "audit"}}
 			in.LearnerEmailField = "learner_email"
 		})
-		body := patch(t, completed, func(m map[string]any) {
+		body := shoptest.Patch(t, completed, func(m map[string]any) {
 			m["type"] = "checkout.session.async_payment_succeeded"
 			m["data"].(map[string]any)["object"].(map[string]any)["metadata"] = map[string]any{"learner_email": "kid@example.com"}
 		})
@@ -377,7 +347,7 @@ func TestStripe(t *testing.T) {
 		}
 	})
 	t.Run("unpaid", func(t *testing.T) {
-		body := patch(t, completed, func(m map[string]any) {
+		body := shoptest.Patch(t, completed, func(m map[string]any) {
 			m["data"].(map[string]any)["object"].(map[string]any)["payment_status"] = "unpaid"
 		})
 		if ev, err := s.Event(t.Context(), nil, body); err != nil || ev.Ignored != "payment_status unpaid: not paid (yet)" || len(ev.Placed) != 0 {
@@ -387,7 +357,7 @@ func TestStripe(t *testing.T) {
 	// Finding 6: the order is paid; ignoring it would lose it. Stripe
 	// delivers again for 3 days while the key is fixed.
 	t.Run("unknown session: unavailable", func(t *testing.T) {
-		body := patch(t, completed, func(m map[string]any) { m["data"].(map[string]any)["object"].(map[string]any)["id"] = "cs_unknown" })
+		body := shoptest.Patch(t, completed, func(m map[string]any) { m["data"].(map[string]any)["object"].(map[string]any)["id"] = "cs_unknown" })
 		if ev, err := s.Event(t.Context(), nil, body); !errors.Is(err, fulfillment.ErrUnavailable) || ev.Ignored != "" {
 			t.Errorf("%+v %v, want ErrUnavailable", ev, err)
 		}
@@ -405,12 +375,12 @@ func TestStripe(t *testing.T) {
 		}
 	})
 	t.Run("refund without payment_intent (the CLI sample): ignored", func(t *testing.T) {
-		if ev, err := s.Event(t.Context(), nil, fixture(t, "stripe-charge.refunded.json")); err != nil || ev.Ignored == "" {
+		if ev, err := s.Event(t.Context(), nil, shoptest.Fixture(t, "stripe-charge.refunded.json")); err != nil || ev.Ignored == "" {
 			t.Errorf("%+v %v, want ignored", ev, err)
 		}
 	})
 	t.Run("full refund of a Checkout payment: the whole order", func(t *testing.T) {
-		body := patch(t, fixture(t, "stripe-charge.refunded.json"), func(m map[string]any) {
+		body := shoptest.Patch(t, shoptest.Fixture(t, "stripe-charge.refunded.json"), func(m map[string]any) {
 			m["data"].(map[string]any)["object"].(map[string]any)["payment_intent"] = "pi_00000000000000"
 		})
 		ev, err := s.Event(t.Context(), nil, body)
@@ -419,7 +389,7 @@ func TestStripe(t *testing.T) {
 		}
 	})
 	t.Run("partial refund: ignored", func(t *testing.T) {
-		body := patch(t, fixture(t, "stripe-charge.refunded.json"), func(m map[string]any) {
+		body := shoptest.Patch(t, shoptest.Fixture(t, "stripe-charge.refunded.json"), func(m map[string]any) {
 			o := m["data"].(map[string]any)["object"].(map[string]any)
 			o["payment_intent"], o["amount_refunded"], o["refunded"] = "pi_00000000000000", 40, false
 		})
@@ -437,7 +407,7 @@ func TestStripe(t *testing.T) {
 
 func TestStripeSignature(t *testing.T) {
 	s := mustShop(t, Integration{Type: TypeStripe, APIKey: stripeKey, APIURL: "http://127.0.0.1:1", Secrets: []string{"whsec_new_0123456789abcdef", "whsec_old_0123456789abcdef"}})
-	body := fixture(t, "stripe-checkout.session.completed.json")
+	body := shoptest.Fixture(t, "stripe-checkout.session.completed.json")
 	now := time.Now()
 	cases := []struct {
 		name string
@@ -557,7 +527,7 @@ func TestSeatsBoundedByQuantity(t *testing.T) {
 	}
 	t.Run("woocommerce", func(t *testing.T) {
 		s := mustShop(t, Integration{Type: TypeWooCommerce, Products: wooProducts, LearnerEmailField: "Participant email"})
-		body := patch(t, wooPaid(t), func(m map[string]any) {
+		body := shoptest.Patch(t, wooPaid(t), func(m map[string]any) {
 			items := m["line_items"].([]any)
 			items[0].(map[string]any)["quantity"] = 1
 			items[0].(map[string]any)["meta_data"] = []any{map[string]any{"id": 1, "key": "Participant email", "value": "ana@example.com, z@example.com; y@example.com"}}
@@ -570,7 +540,7 @@ func TestSeatsBoundedByQuantity(t *testing.T) {
 	})
 	t.Run("shopify", func(t *testing.T) {
 		s := mustShop(t, Integration{Type: TypeShopify, Products: wooProducts, LearnerEmailField: "Learner email"})
-		body := patch(t, shopifyPaid(t), func(m map[string]any) {
+		body := shoptest.Patch(t, shopifyPaid(t), func(m map[string]any) {
 			it := m["line_items"].([]any)[0].(map[string]any)
 			it["quantity"] = 2
 			it["properties"] = []any{map[string]any{"name": "Learner email", "value": "a@example.com,b@example.com,z@example.com"}}
@@ -581,7 +551,7 @@ func TestSeatsBoundedByQuantity(t *testing.T) {
 	t.Run("stripe", func(t *testing.T) {
 		_, url := startStripe(t)
 		s := stripeShopFor(t, url, func(in *Integration) { in.LearnerEmailField = "learner_email" })
-		body := patch(t, fixture(t, "stripe-checkout.session.completed.json"), func(m map[string]any) {
+		body := shoptest.Patch(t, shoptest.Fixture(t, "stripe-checkout.session.completed.json"), func(m map[string]any) {
 			m["data"].(map[string]any)["object"].(map[string]any)["metadata"] = map[string]any{"learner_email": "kid@example.com,z@example.com"}
 		})
 		ev, err := s.Event(t.Context(), nil, body)
@@ -596,13 +566,13 @@ func TestShopifyTopicNotTrusted(t *testing.T) {
 	s := mustShop(t, Integration{Type: TypeShopify, Products: wooProducts})
 	var bad *BadEvent
 	for name, body := range map[string][]byte{
-		"draft order (no financial_status, no order_number)": patch(t, shopifyPaid(t), func(m map[string]any) {
+		"draft order (no financial_status, no order_number)": shoptest.Patch(t, shopifyPaid(t), func(m map[string]any) {
 			delete(m, "financial_status")
 			delete(m, "order_number")
 			m["status"] = "completed"
 		}),
-		"checkout (no order_number)": patch(t, shopifyPaid(t), func(m map[string]any) { delete(m, "order_number") }),
-		"financial_status null":      patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = nil }),
+		"checkout (no order_number)": shoptest.Patch(t, shopifyPaid(t), func(m map[string]any) { delete(m, "order_number") }),
+		"financial_status null":      shoptest.Patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = nil }),
 	} {
 		for _, topic := range []string{"orders/paid", "orders/updated"} {
 			if ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, topic), body); !errors.As(err, &bad) || len(ev.Placed) != 0 {
@@ -610,16 +580,16 @@ func TestShopifyTopicNotTrusted(t *testing.T) {
 			}
 		}
 	}
-	empty := patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = "" })
+	empty := shoptest.Patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = "" })
 	if ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "orders/paid"), empty); err != nil || ev.Ignored == "" || len(ev.Placed) != 0 {
 		t.Errorf("orders/paid with empty financial_status: %+v %v, want ignored", ev, err)
 	}
-	partly := patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = "partially_refunded" })
+	partly := shoptest.Patch(t, shopifyPaid(t), func(m map[string]any) { m["financial_status"] = "partially_refunded" })
 	if ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "orders/updated"), partly); err != nil || len(ev.Placed) != 2 {
 		t.Errorf("partially_refunded: %+v %v, want its lines placed", ev, err)
 	}
 	order := shopifyPaid(t)
-	noItems := patch(t, fixture(t, "shopify-refunds-create.json"), func(m map[string]any) { delete(m, "refund_line_items") })
+	noItems := shoptest.Patch(t, shoptest.Fixture(t, "shopify-refunds-create.json"), func(m map[string]any) { delete(m, "refund_line_items") })
 	for name, body := range map[string][]byte{"an order as a refund": order, "refund without refund_line_items": noItems} {
 		if _, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "refunds/create"), body); !errors.As(err, &bad) {
 			t.Errorf("%s: %v, want BadEvent", name, err)
@@ -672,7 +642,7 @@ func TestReturnsPartOfALine(t *testing.T) {
 
 	// Shopify: refund_line_items[].quantity 1 of a line of 3.
 	sh := mustShop(t, Integration{Type: TypeShopify, Products: wooProducts, LearnerEmailField: "Learner email"})
-	body := patch(t, fixture(t, "shopify-refunds-create.json"), func(m map[string]any) {
+	body := shoptest.Patch(t, shoptest.Fixture(t, "shopify-refunds-create.json"), func(m map[string]any) {
 		rl := m["refund_line_items"].([]any)[0].(map[string]any)
 		rl["quantity"] = 1
 		it := rl["line_item"].(map[string]any)
@@ -683,7 +653,7 @@ func TestReturnsPartOfALine(t *testing.T) {
 	if err != nil || len(ev.Returned) != 0 || !strings.Contains(ev.Note, "1 of 3 units") {
 		t.Errorf("Shopify refund of 1 of 3 units: %+v %v; want nothing returned and a note", ev, err)
 	}
-	whole := patch(t, body, func(m map[string]any) { m["refund_line_items"].([]any)[0].(map[string]any)["quantity"] = 3 })
+	whole := shoptest.Patch(t, body, func(m map[string]any) { m["refund_line_items"].([]any)[0].(map[string]any)["quantity"] = 3 })
 	ev, err = sh.Event(t.Context(), headers(HeaderShopifyTopic, "refunds/create"), whole)
 	if err != nil || len(ev.Returned) != 3 {
 		t.Errorf("Shopify refund of the whole line: %+v %v; want its 3 seats", ev, err)
@@ -706,12 +676,12 @@ func TestOrderIDShapes(t *testing.T) {
 		body  []byte
 		field string
 	}{
-		{"woo participant suffix", woo, "order.updated", nil, patch(t, wooPaid(t), func(m map[string]any) { m["id"] = "9002-p2" }), "id"},
-		{"woo negative", woo, "order.updated", nil, patch(t, wooPaid(t), func(m map[string]any) { m["id"] = -3 }), "id"},
-		{"woo leading zero", woo, "order.updated", nil, patch(t, wooPaid(t), func(m map[string]any) { m["id"] = "0723" }), "id"},
-		{"shopify path", sh, "orders/paid", nil, patch(t, shopifyPaid(t), func(m map[string]any) { m["id"] = "12/../../x?y#z" }), "id"},
-		{"shopify refund order_id", sh, "refunds/create", nil, patch(t, fixture(t, "shopify-refunds-create.json"), func(m map[string]any) { m["order_id"] = "12 x" }), "order_id"},
-		{"stripe payment intent", st, "", nil, patch(t, fixture(t, "stripe-checkout.session.completed.json"), func(m map[string]any) {
+		{"woo participant suffix", woo, "order.updated", nil, shoptest.Patch(t, wooPaid(t), func(m map[string]any) { m["id"] = "9002-p2" }), "id"},
+		{"woo negative", woo, "order.updated", nil, shoptest.Patch(t, wooPaid(t), func(m map[string]any) { m["id"] = -3 }), "id"},
+		{"woo leading zero", woo, "order.updated", nil, shoptest.Patch(t, wooPaid(t), func(m map[string]any) { m["id"] = "0723" }), "id"},
+		{"shopify path", sh, "orders/paid", nil, shoptest.Patch(t, shopifyPaid(t), func(m map[string]any) { m["id"] = "12/../../x?y#z" }), "id"},
+		{"shopify refund order_id", sh, "refunds/create", nil, shoptest.Patch(t, shoptest.Fixture(t, "shopify-refunds-create.json"), func(m map[string]any) { m["order_id"] = "12 x" }), "order_id"},
+		{"stripe payment intent", st, "", nil, shoptest.Patch(t, shoptest.Fixture(t, "stripe-checkout.session.completed.json"), func(m map[string]any) {
 			m["data"].(map[string]any)["object"].(map[string]any)["payment_intent"] = "pi_1/../x"
 		}), "payment_intent"},
 	} {
@@ -724,7 +694,7 @@ func TestOrderIDShapes(t *testing.T) {
 			t.Errorf("%s: %+v %v, want BadEvent naming %s", c.name, ev, err, c.field)
 		}
 	}
-	if ev, err := woo.Event(t.Context(), headers(HeaderWooTopic, "order.updated"), patch(t, wooPaid(t), func(m map[string]any) { m["id"] = "723" })); err != nil || ev.OrderID != "723" {
+	if ev, err := woo.Event(t.Context(), headers(HeaderWooTopic, "order.updated"), shoptest.Patch(t, wooPaid(t), func(m map[string]any) { m["id"] = "723" })); err != nil || ev.OrderID != "723" {
 		t.Errorf("digit string id: %+v %v, want order 723", ev, err)
 	}
 }
@@ -741,7 +711,7 @@ func TestStripeMaxSeats(t *testing.T) {
 	for i := range 600 {
 		emails = append(emails, fmt.Sprintf("l%d@example.com", i))
 	}
-	body := patch(t, fixture(t, "stripe-checkout.session.completed.json"), func(m map[string]any) {
+	body := shoptest.Patch(t, shoptest.Fixture(t, "stripe-checkout.session.completed.json"), func(m map[string]any) {
 		m["data"].(map[string]any)["object"].(map[string]any)["metadata"] = map[string]any{"learners": strings.Join(emails, ",")}
 	})
 	var bad *BadEvent

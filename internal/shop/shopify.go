@@ -1,6 +1,7 @@
 package shop
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -117,7 +118,7 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 		}
 	}
 	ev.At = at
-	buyer := firstNonEmpty(o.Email, o.ContactEmail, o.Customer.Email)
+	buyer := cmp.Or(o.Email, o.ContactEmail, o.Customer.Email)
 	for _, it := range o.LineItems {
 		lines, note, err := sh.lines(it, buyer, true)
 		if err != nil {
@@ -149,7 +150,7 @@ func (sh shopify) refund(ev Event, body []byte) (Event, error) {
 	if p := orderIDProblem("order_id", ev.OrderID, intOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
-	ev.At, _ = parseShopTime(firstNonEmpty(r.ProcessedAt, r.CreatedAt))
+	ev.At, _ = parseShopTime(cmp.Or(r.ProcessedAt, r.CreatedAt))
 	for _, rl := range r.RefundLineItems {
 		lines, note, err := sh.lines(rl.LineItem, "", false)
 		if err != nil {
@@ -191,15 +192,6 @@ func (sh shopify) lines(it shopifyItem, buyer string, needEmail bool) ([]Line, s
 		}
 	}
 	return seats(it.ID.String(), p, participants, buyer, needEmail, it.Quantity)
-}
-
-func firstNonEmpty(ss ...string) string {
-	for _, s := range ss {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
 }
 
 // requireFields refuses a body that lacks one of fields (absent or null):

@@ -2,13 +2,9 @@ package wcorders_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +18,7 @@ import (
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 	"github.com/openedx/coordinator/internal/signals"
 	"github.com/openedx/coordinator/internal/wcorders"
+	"github.com/openedx/coordinator/internal/wcorders/wcorderstest"
 )
 
 const (
@@ -30,43 +27,6 @@ const (
 	missing = "course-v1:edX+Nope+2024"
 	secret  = "cs_0123456789abcdef"
 )
-
-// wooAPI is a fake WooCommerce REST API: it counts the completions of each
-// order and checks the consumer key and secret.
-type wooAPI struct {
-	mu          sync.Mutex
-	completions map[string]int
-	refused     int
-}
-
-func (w *wooAPI) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
-	id, ok := strings.CutPrefix(r.URL.Path, "/wp-json/wc/v3/orders/")
-	user, pass, auth := r.BasicAuth()
-	body, _ := io.ReadAll(r.Body)
-	var req struct {
-		Status string `json:"status"`
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	switch {
-	case !auth || user != "ck_test" || pass != secret:
-		w.refused++
-		rw.WriteHeader(http.StatusUnauthorized)
-		fmt.Fprint(rw, `{"code":"woocommerce_rest_cannot_view","message":"Sorry, you cannot list resources."}`)
-	case r.Method != http.MethodPut || !ok || json.Unmarshal(body, &req) != nil || req.Status != "completed":
-		w.refused++
-		rw.WriteHeader(http.StatusBadRequest)
-	default:
-		w.completions[id]++
-		fmt.Fprintf(rw, `{"id":%s,"status":"completed"}`, id)
-	}
-}
-
-func (w *wooAPI) count(id string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.completions[id]
-}
 
 // site is the one LMS client of the test.
 type site struct{ c *lms.Client }
@@ -77,14 +37,14 @@ func (s site) Client(context.Context, string) (*lms.Client, error) { return s.c,
 // a fake LMS and a fake WooCommerce.
 type env struct {
 	fake   *lmstest.Server
-	woo    *wooAPI
+	woo    *wcorderstest.Store
 	placed *signals.Signal[fulfillment.Order]
 	pipe   *pipeline.Service
 }
 
 func start(t *testing.T) env {
 	t.Helper()
-	e := env{fake: lmstest.NewDemo("lms-secret"), woo: &wooAPI{completions: map[string]int{}}}
+	e := env{fake: lmstest.NewDemo("lms-secret"), woo: wcorderstest.New("ck_test", secret)}
 	for u := int64(100); u < 200; u++ {
 		e.fake.AddUser(u, fmt.Sprintf("learner%d", u))
 	}
@@ -187,7 +147,7 @@ func TestCompleteOrder(t *testing.T) {
 	for i := range orders {
 		order := fmt.Sprintf("woo-%d", 1000+i)
 		lines := e.final(t, order)
-		if n := e.woo.count(fmt.Sprint(1000 + i)); n != 1 {
+		if n := e.woo.Completions(fmt.Sprint(1000 + i)); n != 1 {
 			t.Errorf("order %s: %d completions, want 1 (lines %+v)", order, n, lines)
 		}
 		var task *fulfillment.Task
@@ -208,10 +168,10 @@ func TestCompleteOrder(t *testing.T) {
 	for _, order := range []string{"woo-2000", "3000", "woo-4000"} {
 		e.final(t, order)
 	}
-	if n := e.woo.count("2000"); n != 0 {
+	if n := e.woo.Completions("2000"); n != 0 {
 		t.Errorf("order with a failed line: %d completions, want none", n)
 	}
-	if n := e.woo.count("3000") + e.woo.count("4000"); n != 0 {
+	if n := e.woo.Completions("3000") + e.woo.Completions("4000"); n != 0 {
 		t.Errorf("orders of no WooCommerce integration: %d completions, want none", n)
 	}
 
@@ -219,11 +179,11 @@ func TestCompleteOrder(t *testing.T) {
 	e.place(t, "woo", "woo-1000", demo, 100)
 	e.place(t, "woo", "woo-1000", legacy, 100)
 	e.final(t, "woo-1000")
-	if n := e.woo.count("1000"); n != 1 {
+	if n := e.woo.Completions("1000"); n != 1 {
 		t.Errorf("after a redelivery: %d completions, want still 1", n)
 	}
-	if e.woo.refused != 0 {
-		t.Errorf("the fake WooCommerce refused %d calls", e.woo.refused)
+	if n := e.woo.Refused(); n != 0 {
+		t.Errorf("the fake WooCommerce refused %d calls", n)
 	}
 }
 
@@ -242,7 +202,7 @@ func TestCompleteOrderWithParticipants(t *testing.T) {
 	if len(p2) != 1 || p2[0].State != fulfillment.StateFailed {
 		t.Fatalf("participant 2: %+v, want failed", p2)
 	}
-	if n := e.woo.count("5000"); n != 0 {
+	if n := e.woo.Completions("5000"); n != 0 {
 		t.Fatalf("order completed %d times while participant 2 is not enrolled", n)
 	}
 
@@ -254,7 +214,7 @@ func TestCompleteOrderWithParticipants(t *testing.T) {
 		t.Fatalf("participant 2 after the retry: %+v, want enrolled", p2)
 	}
 	lines := e.final(t, "woo-5000")
-	if n := e.woo.count("5000"); n != 1 {
+	if n := e.woo.Completions("5000"); n != 1 {
 		t.Errorf("order completed %d times, want once (lines %+v)", n, lines)
 	}
 	for _, l := range p2 {
@@ -264,7 +224,7 @@ func TestCompleteOrderWithParticipants(t *testing.T) {
 			}
 		}
 	}
-	if e.woo.refused != 0 {
-		t.Errorf("the fake WooCommerce refused %d calls", e.woo.refused)
+	if n := e.woo.Refused(); n != 0 {
+		t.Errorf("the fake WooCommerce refused %d calls", n)
 	}
 }
