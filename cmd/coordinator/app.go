@@ -64,7 +64,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	if a.rdb, err = newRedisClient(cfg.Redis); err != nil {
 		return nil, err
 	}
-	a.cache = cache.NewMemory(100_000)
+	a.cache = cache.NewMemory(memoryCacheEntries)
 	if len(cfg.Cache.Memcached) > 0 {
 		a.mc = cache.NewMemcached(cfg.Cache.Memcached)
 		a.cache = a.mc
@@ -343,6 +343,15 @@ func (a *app) dashboard(opsOnly bool) http.Handler {
 type sharedRedis struct{ c redis.UniversalClient }
 
 func (s sharedRedis) MakeRedisClient() any { return s.c }
+
+// memoryCacheEntries bounds the in-process cache (tokens, usernames, site
+// settings) without memcached: about 150 bytes an entry, so 3 MB. It serves
+// what a cache is for here — an order's other lines, a task's retries, a
+// learner's next purchase soon after — while a day of new learners at
+// thousands of orders a second would otherwise hold 100,000 usernames
+// (15 MB, two thirds of the process's heap under load). Operators who want
+// a day of usernames share memcached (cache.memcached).
+const memoryCacheEntries = 20_000
 
 // taskTimeout bounds one attempt: an account look-up, an enrollment and a
 // read-back, each bounded by lms.timeout, plus waiting for the rate limiter.

@@ -87,7 +87,13 @@ func New(opts Options) *Client {
 	tr := opts.Transport
 	if tr == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
+		// Every call in flight may return its connection to the pool:
+		// DefaultTransport's 100 idle connections in all would close the
+		// rest, and each call beyond them would dial again (at
+		// lms.max_concurrency 600, a fifth of the worker's CPU went to
+		// dialing).
 		t.MaxIdleConnsPerHost = opts.MaxConcurrency + 4
+		t.MaxIdleConns = t.MaxIdleConnsPerHost
 		tr = t
 	}
 	hc := &http.Client{Transport: tr, Timeout: opts.Timeout,

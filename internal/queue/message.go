@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,43 +21,140 @@ const asynqVersion = "v0.26.0"
 // neither a timeout nor a deadline (client.go's defaultTimeout).
 const asynqDefaultTimeout = 30 * time.Minute
 
-// taskMessage encodes asynq's protobuf TaskMessage (internal/proto) the way
-// proto.Marshal does for what asynq.Client.Enqueue writes: fields in number
-// order, zero values left out. Only the fields an enqueue sets are written:
-// type 1, payload 2, id 3, queue 4, retry 5, timeout 8 (seconds), retention
-// 12 (seconds). No deadline (0), no unique key, no group, no headers.
+// taskMessage encodes the TaskMessage asynq.Client.Enqueue writes for a task
+// with these fields (msg.encode): no deadline, unique key, group or headers.
 func taskMessage(typ string, payload []byte, id, queue string, retry int, timeout, retention time.Duration) []byte {
-	n := len(typ) + len(payload) + len(id) + len(queue) + 40
-	b := make([]byte, 0, n)
-	if typ != "" {
-		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendString(b, typ)
+	return msg{Type: typ, Payload: payload, ID: id, Queue: queue, Retry: int32(retry),
+		Timeout: int64(timeout.Seconds()), Retention: int64(retention.Seconds())}.encode()
+}
+
+// msg is asynq's protobuf TaskMessage (internal/proto/asynq.proto), read and
+// written by hand for the enqueue in the group commit and for the worker's
+// batched path (fetch.go), which both write what asynq's client and server
+// write. Headers (field 15) are kept as their encoded entries, verbatim.
+type msg struct {
+	Type         string // 1
+	Payload      []byte // 2
+	ID           string // 3
+	Queue        string // 4
+	Retry        int32  // 5
+	Retried      int32  // 6
+	ErrorMsg     string // 7
+	Timeout      int64  // 8, seconds
+	Deadline     int64  // 9, Unix seconds
+	UniqueKey    string // 10
+	LastFailedAt int64  // 11, Unix seconds
+	Retention    int64  // 12, seconds
+	CompletedAt  int64  // 13, Unix seconds
+	GroupKey     string // 14
+	headers      []byte // 15, each entry's tag and bytes as read
+}
+
+// encode writes m the way proto.Marshal does: fields in number order, zero
+// values left out.
+func (m msg) encode() []byte {
+	b := make([]byte, 0, len(m.Type)+len(m.Payload)+len(m.ID)+len(m.Queue)+len(m.ErrorMsg)+
+		len(m.UniqueKey)+len(m.GroupKey)+len(m.headers)+80)
+	str := func(num protowire.Number, v string) {
+		if v != "" {
+			b = protowire.AppendTag(b, num, protowire.BytesType)
+			b = protowire.AppendString(b, v)
+		}
 	}
-	if len(payload) > 0 {
+	varint := func(num protowire.Number, v int64) {
+		if v != 0 { // an int32 is sign-extended to 64 bits, as proto does
+			b = protowire.AppendTag(b, num, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(v))
+		}
+	}
+	str(1, m.Type)
+	if len(m.Payload) > 0 {
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
-		b = protowire.AppendBytes(b, payload)
+		b = protowire.AppendBytes(b, m.Payload)
 	}
-	if id != "" {
-		b = protowire.AppendTag(b, 3, protowire.BytesType)
-		b = protowire.AppendString(b, id)
+	str(3, m.ID)
+	str(4, m.Queue)
+	varint(5, int64(m.Retry))
+	varint(6, int64(m.Retried))
+	str(7, m.ErrorMsg)
+	varint(8, m.Timeout)
+	varint(9, m.Deadline)
+	str(10, m.UniqueKey)
+	varint(11, m.LastFailedAt)
+	varint(12, m.Retention)
+	varint(13, m.CompletedAt)
+	str(14, m.GroupKey)
+	return append(b, m.headers...)
+}
+
+// decodeMsg reads a TaskMessage. Fields this release of asynq does not
+// define are an error: a message written by a newer asynq is not ours to
+// rewrite.
+func decodeMsg(b []byte) (msg, error) {
+	var m msg
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return msg{}, fmt.Errorf("task message: %w", protowire.ParseError(n))
+		}
+		field := b
+		b = b[n:]
+		switch typ {
+		case protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return msg{}, fmt.Errorf("task message field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case 5:
+				m.Retry = int32(v)
+			case 6:
+				m.Retried = int32(v)
+			case 8:
+				m.Timeout = int64(v)
+			case 9:
+				m.Deadline = int64(v)
+			case 11:
+				m.LastFailedAt = int64(v)
+			case 12:
+				m.Retention = int64(v)
+			case 13:
+				m.CompletedAt = int64(v)
+			default:
+				return msg{}, fmt.Errorf("task message: unknown varint field %d", num)
+			}
+		case protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return msg{}, fmt.Errorf("task message field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case 1:
+				m.Type = string(v)
+			case 2:
+				m.Payload = v
+			case 3:
+				m.ID = string(v)
+			case 4:
+				m.Queue = string(v)
+			case 7:
+				m.ErrorMsg = string(v)
+			case 10:
+				m.UniqueKey = string(v)
+			case 14:
+				m.GroupKey = string(v)
+			case 15:
+				m.headers = append(m.headers, field[:len(field)-len(b)]...)
+			default:
+				return msg{}, fmt.Errorf("task message: unknown field %d", num)
+			}
+		default:
+			return msg{}, fmt.Errorf("task message: field %d has wire type %d", num, typ)
+		}
 	}
-	if queue != "" {
-		b = protowire.AppendTag(b, 4, protowire.BytesType)
-		b = protowire.AppendString(b, queue)
-	}
-	if retry != 0 { // int32: a negative value is sign-extended to 64 bits
-		b = protowire.AppendTag(b, 5, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(int64(int32(retry))))
-	}
-	if s := int64(timeout.Seconds()); s != 0 {
-		b = protowire.AppendTag(b, 8, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(s))
-	}
-	if s := int64(retention.Seconds()); s != 0 {
-		b = protowire.AppendTag(b, 12, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(s))
-	}
-	return b
+	return m, nil
 }
 
 // pendingKey is asynq's list of a queue's pending task ids.

@@ -30,17 +30,16 @@ type handler struct {
 	maxAttempts int // worker.retry.max_attempts; 0: read from the task's bound
 }
 
-// ProcessTask runs the task's attempt. A failed task is returned marked
-// permanent, so asynq archives it at once; a retrying one returns its error,
-// which asynq retries with backoff; a canceled one leaves that as its result.
-func (h handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	id, _ := asynq.GetTaskID(ctx)
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
+// attempt runs one attempt of a task and returns what asynq's processor
+// expects of a handler: nil when the task is done, permanent when it failed
+// for good (archived at once), another error to retry it with backoff.
+// canceled reports a task canceled by its order's return, which keeps that
+// as its result.
+func (h handler) attempt(ctx context.Context, id string, retried, maxRetry int, payload []byte) (canceled bool, err error) {
 	var ref fulfillment.Ref
-	if err := json.Unmarshal(t.Payload(), &ref); err != nil {
+	if err := json.Unmarshal(payload, &ref); err != nil {
 		h.log.ErrorContext(ctx, "task_payload_invalid", "task_id", id, "err", err)
-		return permanent{fmt.Errorf("decode payload: %w", err)}
+		return false, permanent{fmt.Errorf("decode payload: %w", err)}
 	}
 	// The message's bound has a spare retry (spareRetry): the configured
 	// last attempt is Last, asynq's own bound Final. (A task queued by an
@@ -50,20 +49,43 @@ func (h handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		last = retried+1 >= h.maxAttempts
 	}
 	state, err := h.proc.Process(ctx, pipeline.Attempt{
-		Job:    pipeline.Job{Kind: h.kind, ID: id, Ref: ref, Payload: t.Payload()},
+		Job:    pipeline.Job{Kind: h.kind, ID: id, Ref: ref, Payload: payload},
 		Number: retried + 1, Last: last || retried >= maxRetry, Final: retried >= maxRetry,
 	})
 	switch state {
 	case fulfillment.StateFailed:
-		return permanent{err}
+		return false, permanent{err}
 	case fulfillment.StateRetrying, fulfillment.StateAwaitingAccount:
-		return err // a wait for an account is held: it costs no attempt
+		return false, err // a wait for an account is held: it costs no attempt
 	case fulfillment.StateCanceled:
-		if w := t.ResultWriter(); w != nil {
-			_, _ = w.Write(canceledResult)
-		}
+		return true, nil
 	}
-	return nil
+	return false, nil
+}
+
+// asynqHandler runs the tasks asynq's own server takes (worker.go's
+// NewWorker) in a slot shared with the batched fetch, so the two together
+// never run more than worker.concurrency attempts.
+type asynqHandler struct {
+	h     handler
+	slots chan struct{}
+}
+
+func (a asynqHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	select {
+	case a.slots <- struct{}{}:
+		defer func() { <-a.slots }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	id, _ := asynq.GetTaskID(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	canceled, err := a.h.attempt(ctx, id, retried, maxRetry, t.Payload())
+	if w := t.ResultWriter(); canceled && w != nil {
+		_, _ = w.Write(canceledResult)
+	}
+	return err
 }
 
 // permanent marks an error asynq must not retry (it is asynq.SkipRetry to
@@ -95,10 +117,9 @@ func RetryDelay(initial, maxDelay time.Duration) asynq.RetryDelayFunc {
 // WorkerOptions configure a Worker.
 type WorkerOptions struct {
 	Queue       string
-	Concurrency int // tasks in flight in all, split between the servers
-	// Servers is how many asynq servers share the process and its Redis
-	// client (default 1). One asynq server takes one task per Redis round
-	// trip; several take tasks in parallel (docs/performance.md).
+	Concurrency int // attempts in flight in all
+	// Servers is how many fetch loops take tasks off the queue (default 1),
+	// each many tasks per Redis round trip (fetch.go).
 	Servers int
 	// MaxAttempts is worker.retry.max_attempts, the attempts a failing
 	// task gets whatever bound it was queued with (0: the task's bound).
@@ -109,70 +130,73 @@ type WorkerOptions struct {
 	Logger          *slog.Logger
 }
 
-// Worker processes the queue's tasks of every registered kind.
+// Worker processes the queue's tasks of every registered kind. Tasks are
+// taken many per Redis round trip by the fetch loops of fetch.go, and their
+// outcomes written in shared pipelines, with asynq v0.26.0's own scripts
+// (leases, retries, archiving and statistics as asynq's processor keeps
+// them). One asynq.Server runs beside them for what asynq does per queue
+// rather than per task — moving due retries to pending, recovering tasks
+// whose lease expired (a worker that died), deleting expired completed
+// tasks, announcing the server to asynqmon — and takes tasks too, one at a
+// time, in the same slots.
 type Worker struct {
-	srvs []*asynq.Server
-	mux  *asynq.ServeMux
+	srv   *asynq.Server
+	mux   *asynq.ServeMux
+	fetch *fetcher
 }
 
 // NewWorker returns a worker that hands the tasks of every kind to proc.
 func NewWorker(rdb redis.UniversalClient, kinds *pipeline.Kinds, proc Processor, o WorkerOptions) *Worker {
-	n := max(1, min(o.Servers, o.Concurrency))
+	slots := make(chan struct{}, max(1, o.Concurrency))
+	retryDelay := RetryDelay(o.InitialDelay, o.MaxDelay)
+	// A store outage or a wait for another task is retried without counting
+	// as an attempt (asynq leaves the retry counter alone).
+	isFailure := func(err error) bool { return !pipeline.IsHold(err) }
 	w := &Worker{mux: asynq.NewServeMux()}
-	for i := range n {
-		// The concurrency is split evenly; the first servers take the rest.
-		c := o.Concurrency / n
-		if i < o.Concurrency%n {
-			c++
-		}
-		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(rdb, asynq.Config{
-			Concurrency:    c,
-			Queues:         map[string]int{o.Queue: 1},
-			RetryDelayFunc: RetryDelay(o.InitialDelay, o.MaxDelay),
-			// A store outage or a wait for another task is retried without
-			// counting as an attempt (asynq leaves the retry counter alone).
-			IsFailure:       func(err error) bool { return !pipeline.IsHold(err) },
-			ShutdownTimeout: o.ShutdownTimeout,
-			// A task that waits for another (a subscriber's earlier event, a
-			// running enrollment) goes back to the retry set; asynq's default
-			// 5 s between moves of due tasks would add up to 5 s per wait.
-			DelayedTaskCheckInterval: time.Second,
-			Logger:                   slogAdapter{o.Logger},
-			LogLevel:                 asynq.WarnLevel,
-			HealthCheckFunc: func(err error) {
-				if err != nil {
-					o.Logger.Warn("worker_redis_unhealthy", "err", err)
-				}
-			},
-		}))
-	}
+	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:     1,
+		Queues:          map[string]int{o.Queue: 1},
+		RetryDelayFunc:  retryDelay,
+		IsFailure:       isFailure,
+		ShutdownTimeout: o.ShutdownTimeout,
+		// A task that waits for another (a subscriber's earlier event, a
+		// running enrollment) goes back to the retry set; asynq's default
+		// 5 s between moves of due tasks would add up to 5 s per wait.
+		DelayedTaskCheckInterval: time.Second,
+		Logger:                   slogAdapter{o.Logger},
+		LogLevel:                 asynq.WarnLevel,
+		HealthCheckFunc: func(err error) {
+			if err != nil {
+				o.Logger.Warn("worker_redis_unhealthy", "err", err)
+			}
+		},
+	})
+	handlers := map[string]handler{}
 	for _, k := range kinds.All() {
-		w.mux.Handle(k.TaskType, handler{kind: k.Name, proc: proc, log: o.Logger, maxAttempts: o.MaxAttempts})
+		h := handler{kind: k.Name, proc: proc, log: o.Logger, maxAttempts: o.MaxAttempts}
+		handlers[k.TaskType] = h
+		w.mux.Handle(k.TaskType, asynqHandler{h: h, slots: slots})
 	}
+	w.fetch = newFetcher(rdb, o.Queue, handlers, slots, max(1, o.Servers), retryDelay, isFailure, o.ShutdownTimeout, o.Logger)
 	return w
 }
 
 // Start begins processing in the background.
 func (w *Worker) Start() error {
-	for i, srv := range w.srvs {
-		if err := srv.Start(w.mux); err != nil {
-			for _, started := range w.srvs[:i] {
-				started.Shutdown()
-			}
-			return fmt.Errorf("start worker: %w", err)
-		}
+	if err := w.srv.Start(w.mux); err != nil {
+		return fmt.Errorf("start worker: %w", err)
 	}
+	w.fetch.start()
 	return nil
 }
 
 // Shutdown stops taking tasks and waits up to the shutdown timeout for those
-// in flight; unfinished ones go back to the queue. The servers stop in
-// parallel, so the whole takes one shutdown timeout, not one per server.
+// in flight; unfinished ones go back to the queue. asynq's server and the
+// fetch stop in parallel, so the whole takes one shutdown timeout.
 func (w *Worker) Shutdown() {
 	var wg sync.WaitGroup
-	for _, srv := range w.srvs {
-		wg.Go(srv.Shutdown)
-	}
+	wg.Go(w.srv.Shutdown)
+	wg.Go(w.fetch.shutdown)
 	wg.Wait()
 }
 

@@ -1,0 +1,581 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// What asynq v0.26.0's server uses and this file must match (internal/rdb,
+// processor.go, heartbeat.go, server.go).
+const (
+	leaseDuration      = 30 * time.Second    // rdb.LeaseDuration
+	leaseEvery         = 5 * time.Second     // the heartbeater's interval, which extends leases
+	statsTTL           = 90 * 24 * time.Hour // rdb.statsTTL
+	maxArchiveSize     = 10000               // rdb.maxArchiveSize
+	archivedFor        = 90 * 24 * time.Hour // rdb.archivedExpirationInDays
+	taskDefaultTimeout = 30 * time.Minute    // processor's defaultTimeout
+	defaultShutdown    = 8 * time.Second     // server's defaultShutdownTimeout
+)
+
+// fetchMax bounds the tasks one dequeue takes; idleWait is the mean pause of
+// a fetch loop that found the queue empty (asynq's is 1 s).
+const (
+	fetchMax = 100
+	idleWait = 250 * time.Millisecond
+)
+
+// fetcher is the worker's batched path: each fetch loop takes as many tasks
+// as there are free slots (up to fetchMax) in one script, and the outcomes
+// of concurrent attempts share pipelined round trips (a batcher). What it
+// writes is exactly what asynq's processor writes for the same outcome —
+// the scripts below are asynq v0.26.0's, taking an optional unique key
+// instead of coming in two variants — so asynq's recoverer, forwarder,
+// janitor, Inspector and asynqmon see tasks as if asynq had run them:
+//   - a task taken is active with a lease of 30 s, extended every 5 s while
+//     its attempt runs; a lease that could not be extended and ran out
+//     cancels the attempt and writes nothing (asynq's recoverer retries the
+//     task, as for a worker that died);
+//   - done: deleted, or kept as completed for its retention, and counted
+//     as processed;
+//   - an error: retried after RetryDelay (its retry counted unless it is a
+//     Hold), or archived when it is asynq.SkipRetry (permanent) or the
+//     retries reached the task's bound;
+//   - at shutdown, attempts still running after the shutdown timeout are
+//     canceled and their tasks put back at the head of the queue.
+//
+// A write that fails for want of Redis is tried again each second until
+// the task's lease ends, as asynq's syncer does; then the recoverer has it.
+type fetcher struct {
+	rdb        redis.UniversalClient
+	name       string
+	handlers   map[string]handler // by task type
+	slots      chan struct{}      // one per attempt in flight, shared with asynq's server
+	loops      int
+	retryDelay asynq.RetryDelayFunc
+	isFailure  func(error) bool
+	grace      time.Duration // the shutdown timeout
+	log        *slog.Logger
+	writes     *batcher
+
+	base    context.Context    // the attempts' parent
+	abort   context.CancelFunc // cancels base: the shutdown timeout is up
+	quit    chan struct{}      // closed at shutdown: take no more tasks
+	stopped chan struct{}      // closed when the last attempt ended
+	loopsWG sync.WaitGroup
+	tasksWG sync.WaitGroup
+
+	mu      sync.Mutex
+	running map[*task]struct{}
+}
+
+// task is a task taken by a fetch loop, while its attempt runs and its
+// outcome is written.
+type task struct {
+	m      msg
+	cancel context.CancelFunc
+	lease  atomic.Int64 // when the lease ends, Unix ns
+}
+
+func newFetcher(rdb redis.UniversalClient, name string, handlers map[string]handler, slots chan struct{}, loops int,
+	retryDelay asynq.RetryDelayFunc, isFailure func(error) bool, grace time.Duration, log *slog.Logger) *fetcher {
+	if grace <= 0 {
+		grace = defaultShutdown
+	}
+	f := &fetcher{
+		rdb: rdb, name: name, handlers: handlers, slots: slots, loops: loops,
+		retryDelay: retryDelay, isFailure: isFailure, grace: grace, log: log,
+		writes:  newBatcher(rdb, 0, doneScript, completeScript, retryScript, archiveScript, requeueScript),
+		quit:    make(chan struct{}),
+		stopped: make(chan struct{}),
+		running: map[*task]struct{}{},
+	}
+	f.base, f.abort = context.WithCancel(context.Background())
+	return f
+}
+
+// key is asynq's key of the queue's named structure.
+func (f *fetcher) key(s string) string { return "asynq:{" + f.name + "}:" + s }
+
+func (f *fetcher) start() {
+	for range f.loops {
+		f.loopsWG.Add(1)
+		go f.loop()
+	}
+	go f.leases()
+}
+
+// shutdown stops taking tasks, waits up to the shutdown timeout for the
+// attempts running, then cancels the rest and puts their tasks back.
+func (f *fetcher) shutdown() {
+	close(f.quit)
+	f.loopsWG.Wait()
+	ended := make(chan struct{})
+	go func() { f.tasksWG.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(f.grace):
+		f.abort()
+		<-ended
+	}
+	f.abort()
+	close(f.stopped)
+}
+
+// loop takes tasks while there are free slots: at least one, and every other
+// slot free at that moment, up to fetchMax.
+func (f *fetcher) loop() {
+	defer f.loopsWG.Done()
+	var logged time.Time
+	for {
+		select {
+		case <-f.quit:
+			return
+		case f.slots <- struct{}{}:
+		}
+		n := 1
+	more:
+		for n < fetchMax {
+			select {
+			case f.slots <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		tasks, err := f.dequeue(n)
+		for range n - len(tasks) {
+			<-f.slots
+		}
+		for _, t := range tasks {
+			f.tasksWG.Add(1)
+			go f.run(t)
+		}
+		switch {
+		case err != nil:
+			if time.Since(logged) > 10*time.Second {
+				f.log.Warn("worker_dequeue_failed", "queue", f.name, "err", err)
+				logged = time.Now()
+			}
+			f.pause(time.Second)
+		case len(tasks) == 0:
+			f.pause(idleWait/2 + rand.N(idleWait))
+		}
+	}
+}
+
+func (f *fetcher) pause(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-f.quit:
+	case <-t.C:
+	}
+}
+
+// dequeue takes up to n tasks off the queue.
+func (f *fetcher) dequeue(n int) ([]*task, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
+	defer cancel()
+	ends := time.Now().Add(leaseDuration)
+	res, err := dequeueScript.Run(ctx, f.rdb,
+		[]string{f.key("pending"), f.key("paused"), f.key("active"), f.key("lease")},
+		ends.Unix(), f.key("t:"), n).Slice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("dequeue from %s: %w", f.name, err)
+	}
+	tasks := make([]*task, 0, len(res)/2)
+	for i := 0; i+1 < len(res); i += 2 {
+		id, _ := res[i].(string)
+		raw, _ := res[i+1].(string)
+		m, err := decodeMsg([]byte(raw))
+		if err == nil && raw == "" {
+			err = errors.New("no task message")
+		}
+		if err != nil {
+			// asynq's Dequeue fails on such a task too and leaves it
+			// active: when its lease ends the recoverer retries it.
+			f.log.Error("task_message_invalid", "queue", f.name, "task_id", id, "err", err)
+			continue
+		}
+		t := &task{m: m}
+		t.lease.Store(ends.UnixNano())
+		tasks = append(tasks, t)
+	}
+	return tasks, nil
+}
+
+// run runs the task's attempt and writes its outcome, holding its slot.
+func (f *fetcher) run(t *task) {
+	defer f.tasksWG.Done()
+	defer func() { <-f.slots }()
+	ctx, cancel := context.WithDeadline(f.base, deadline(t.m, time.Now()))
+	defer cancel()
+	t.cancel = cancel
+	f.mu.Lock()
+	f.running[t] = struct{}{}
+	f.mu.Unlock()
+	canceled, err := f.perform(ctx, t)
+	f.mu.Lock()
+	delete(f.running, t)
+	f.mu.Unlock()
+	f.finish(t, canceled, err)
+}
+
+// deadline is asynq's computeDeadline: the earlier of now + the task's
+// timeout and its deadline.
+func deadline(m msg, now time.Time) time.Time {
+	switch {
+	case m.Timeout != 0 && m.Deadline != 0:
+		return time.Unix(min(now.Unix()+m.Timeout, m.Deadline), 0)
+	case m.Timeout != 0:
+		return now.Add(time.Duration(m.Timeout) * time.Second)
+	case m.Deadline != 0:
+		return time.Unix(m.Deadline, 0)
+	}
+	return now.Add(taskDefaultTimeout)
+}
+
+// perform calls the task's handler; a panic is an error, as in asynq.
+func (f *fetcher) perform(ctx context.Context, t *task) (canceled bool, err error) {
+	h, ok := f.handlers[t.m.Type]
+	if !ok {
+		return false, fmt.Errorf("handler not found for task %q", t.m.Type) // asynq's NotFound
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	defer func() {
+		if x := recover(); x != nil {
+			f.log.Error("task_panic", "task_id", t.m.ID, "panic", fmt.Sprint(x), "stack", string(debug.Stack()))
+			canceled, err = false, fmt.Errorf("panic: %v", x)
+		}
+	}()
+	return h.attempt(ctx, t.m.ID, int(t.m.Retried), int(t.m.Retry), t.m.Payload)
+}
+
+// finish writes the attempt's outcome, as asynq's processor would.
+func (f *fetcher) finish(t *task, canceled bool, err error) {
+	now := time.Now()
+	leaseEnds := time.Unix(0, t.lease.Load())
+	if !now.Before(leaseEnds) {
+		return // the recoverer has it, as asynq's processor leaves it
+	}
+	m, id := t.m, t.m.ID
+	taskKey := f.key("t:" + id)
+	stats := now.Add(statsTTL).Unix()
+	day := now.UTC().Format("2006-01-02")
+	var op string
+	var add func(ctx context.Context, p redis.Pipeliner)
+	switch {
+	case err != nil && f.base.Err() != nil:
+		// The shutdown timeout is up: back to the head of the queue.
+		op = "requeue"
+		add = func(ctx context.Context, p redis.Pipeliner) {
+			requeueScript.EvalSha(ctx, p, []string{f.key("active"), f.key("lease"), f.key("pending"), taskKey}, id)
+		}
+	case err == nil:
+		keys := []string{f.key("active"), f.key("lease"), taskKey, f.key("processed:" + day), f.key("processed")}
+		script, args := doneScript, []any{id, stats, int64(math.MaxInt64)}
+		op = "done"
+		if m.Retention > 0 {
+			m.CompletedAt = now.Unix()
+			keys = []string{f.key("active"), f.key("lease"), f.key("completed"), taskKey, f.key("processed:" + day), f.key("processed")}
+			script, args = completeScript, []any{id, stats, now.Unix() + m.Retention, m.encode(), int64(math.MaxInt64)}
+			op = "complete"
+		}
+		if m.UniqueKey != "" {
+			keys = append(keys, m.UniqueKey)
+		}
+		add = func(ctx context.Context, p redis.Pipeliner) {
+			if canceled {
+				p.HSet(ctx, taskKey, "result", canceledResult) // asynq's ResultWriter
+			}
+			script.EvalSha(ctx, p, keys, args...)
+		}
+	case errors.Is(err, asynq.SkipRetry) || m.Retried >= m.Retry:
+		op = "archive"
+		m.ErrorMsg, m.LastFailedAt = err.Error(), now.Unix()
+		keys := []string{taskKey, f.key("active"), f.key("lease"), f.key("archived"), f.key("processed:" + day),
+			f.key("failed:" + day), f.key("processed"), f.key("failed"), f.key("t:")}
+		args := []any{id, m.encode(), now.Unix(), now.Add(-archivedFor).Unix(), maxArchiveSize, stats, int64(math.MaxInt64)}
+		add = func(ctx context.Context, p redis.Pipeliner) { archiveScript.EvalSha(ctx, p, keys, args...) }
+	default:
+		op = "retry"
+		failure := f.isFailure(err)
+		at := now.Add(f.retryDelay(int(m.Retried), err, nil))
+		if failure {
+			m.Retried++
+		}
+		m.ErrorMsg, m.LastFailedAt = err.Error(), now.Unix()
+		keys := []string{taskKey, f.key("active"), f.key("lease"), f.key("retry"), f.key("processed:" + day),
+			f.key("failed:" + day), f.key("processed"), f.key("failed")}
+		args := []any{id, m.encode(), at.Unix(), stats, failure, int64(math.MaxInt64)}
+		add = func(ctx context.Context, p redis.Pipeliner) { retryScript.EvalSha(ctx, p, keys, args...) }
+	}
+	f.write(id, op, add, leaseEnds)
+}
+
+// write runs add's commands in a shared round trip, trying again each second
+// while Redis cannot be reached, until the lease ends.
+func (f *fetcher) write(id, op string, add func(ctx context.Context, p redis.Pipeliner), leaseEnds time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), leaseEnds)
+	defer cancel()
+	for n := 0; ; n++ {
+		err := f.writes.do(ctx, add)
+		switch {
+		case err == nil:
+			return
+		case isReply(err):
+			// NOT FOUND: the task is no longer ours (deleted, or recovered
+			// after a lease we could not extend).
+			f.log.Warn("task_write_refused", "task_id", id, "op", op, "err", err)
+			return
+		case n == 0:
+			f.log.Warn("task_write_failed", "task_id", id, "op", op, "err", err)
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			f.log.Error("task_write_abandoned", "task_id", id, "op", op, "err", err,
+				"detail", "the lease ended; asynq's recoverer retries the task")
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// leases extends the leases of the running attempts every leaseEvery, as
+// asynq's heartbeater does for its workers, and cancels an attempt whose
+// lease ended unextended.
+func (f *fetcher) leases() {
+	tick := time.NewTicker(leaseEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-f.stopped:
+			return
+		case <-tick.C:
+		}
+		f.mu.Lock()
+		tasks := make([]*task, 0, len(f.running))
+		for t := range f.running {
+			tasks = append(tasks, t)
+		}
+		f.mu.Unlock()
+		if len(tasks) == 0 {
+			continue
+		}
+		now := time.Now()
+		ends := now.Add(leaseDuration)
+		zs := make([]redis.Z, len(tasks))
+		for i, t := range tasks {
+			zs[i] = redis.Z{Member: t.m.ID, Score: float64(ends.Unix())}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
+		err := f.rdb.ZAddXX(ctx, f.key("lease"), zs...).Err()
+		cancel()
+		if err != nil {
+			f.log.Warn("worker_lease_not_extended", "queue", f.name, "tasks", len(tasks), "err", err)
+		}
+		for _, t := range tasks {
+			if err == nil {
+				t.lease.Store(ends.UnixNano())
+			} else if now.UnixNano() >= t.lease.Load() {
+				t.cancel()
+			}
+		}
+	}
+}
+
+// dequeueScript is asynq's dequeueCmd taking up to ARGV[3] tasks: for each,
+// its id and its message (false when the task's hash is gone).
+//
+// KEYS[1] pending, KEYS[2] paused, KEYS[3] active, KEYS[4] lease.
+// ARGV[1] lease expiration (Unix s), ARGV[2] task key prefix, ARGV[3] n.
+var dequeueScript = redis.NewScript(`
+local out = {}
+if redis.call("EXISTS", KEYS[2]) == 1 then
+	return out
+end
+for i = 1, tonumber(ARGV[3]) do
+	local id = redis.call("RPOPLPUSH", KEYS[1], KEYS[3])
+	if not id then
+		break
+	end
+	local key = ARGV[2] .. id
+	redis.call("HSET", key, "state", "active")
+	redis.call("HDEL", key, "pending_since")
+	redis.call("ZADD", KEYS[4], ARGV[1], id)
+	out[#out + 1] = id
+	out[#out + 1] = redis.call("HGET", key, "msg") or ""
+end
+return out`)
+
+// doneScript is asynq's doneCmd, with doneUniqueCmd's release of the
+// unique lock when KEYS[6] is given.
+//
+// KEYS active, lease, task, processed:<day>, processed[, unique key].
+// ARGV id, stats expiration, max int64.
+var doneScript = redis.NewScript(`
+if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+if redis.call("ZREM", KEYS[2], ARGV[1]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+if redis.call("DEL", KEYS[3]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+local n = redis.call("INCR", KEYS[4])
+if tonumber(n) == 1 then
+	redis.call("EXPIREAT", KEYS[4], ARGV[2])
+end
+local total = redis.call("GET", KEYS[5])
+if tonumber(total) == tonumber(ARGV[3]) then
+	redis.call("SET", KEYS[5], 1)
+else
+	redis.call("INCR", KEYS[5])
+end
+if KEYS[6] and redis.call("GET", KEYS[6]) == ARGV[1] then
+  redis.call("DEL", KEYS[6])
+end
+return redis.status_reply("OK")`)
+
+// completeScript is asynq's markAsCompleteCmd, with the unique variant's
+// release of the lock when KEYS[7] is given.
+//
+// KEYS active, lease, completed, task, processed:<day>, processed[, unique].
+// ARGV id, stats expiration, task expiration (Unix s), message, max int64.
+var completeScript = redis.NewScript(`
+if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+if redis.call("ZREM", KEYS[2], ARGV[1]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+if redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1]) ~= 1 then
+  return redis.error_reply("INTERNAL")
+end
+redis.call("HSET", KEYS[4], "msg", ARGV[4], "state", "completed")
+local n = redis.call("INCR", KEYS[5])
+if tonumber(n) == 1 then
+	redis.call("EXPIREAT", KEYS[5], ARGV[2])
+end
+local total = redis.call("GET", KEYS[6])
+if tonumber(total) == tonumber(ARGV[5]) then
+	redis.call("SET", KEYS[6], 1)
+else
+	redis.call("INCR", KEYS[6])
+end
+if KEYS[7] and redis.call("GET", KEYS[7]) == ARGV[1] then
+  redis.call("DEL", KEYS[7])
+end
+return redis.status_reply("OK")`)
+
+// retryScript is asynq's retryCmd.
+//
+// KEYS task, active, lease, retry, processed:<day>, failed:<day>,
+// processed, failed. ARGV id, message, retry at (Unix s), stats
+// expiration, is failure (1/0), max int64.
+var retryScript = redis.NewScript(`
+if redis.call("LREM", KEYS[2], 0, ARGV[1]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+if redis.call("ZREM", KEYS[3], ARGV[1]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+redis.call("ZADD", KEYS[4], ARGV[3], ARGV[1])
+redis.call("HSET", KEYS[1], "msg", ARGV[2], "state", "retry")
+if tonumber(ARGV[5]) == 1 then
+	local n = redis.call("INCR", KEYS[5])
+	if tonumber(n) == 1 then
+		redis.call("EXPIREAT", KEYS[5], ARGV[4])
+	end
+	local m = redis.call("INCR", KEYS[6])
+	if tonumber(m) == 1 then
+		redis.call("EXPIREAT", KEYS[6], ARGV[4])
+	end
+    local total = redis.call("GET", KEYS[7])
+    if tonumber(total) == tonumber(ARGV[6]) then
+    	redis.call("SET", KEYS[7], 1)
+    	redis.call("SET", KEYS[8], 1)
+    else
+    	redis.call("INCR", KEYS[7])
+    	redis.call("INCR", KEYS[8])
+    end
+end
+return redis.status_reply("OK")`)
+
+// archiveScript is asynq's archiveCmd.
+//
+// KEYS task, active, lease, archived, processed:<day>, failed:<day>,
+// processed, failed, task key prefix. ARGV id, message, died at (Unix s),
+// cutoff (Unix s), archive size, stats expiration, max int64.
+var archiveScript = redis.NewScript(`
+if redis.call("LREM", KEYS[2], 0, ARGV[1]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+if redis.call("ZREM", KEYS[3], ARGV[1]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+redis.call("ZADD", KEYS[4], ARGV[3], ARGV[1])
+local old = redis.call("ZRANGE", KEYS[4], "-inf", ARGV[4], "BYSCORE")
+if #old > 0 then
+	for _, id in ipairs(old) do
+		redis.call("DEL", KEYS[9] .. id)
+	end
+	redis.call("ZREM", KEYS[4], unpack(old))
+end
+
+local extra = redis.call("ZRANGE", KEYS[4], 0, -ARGV[5])
+if #extra > 0 then
+	for _, id in ipairs(extra) do
+		redis.call("DEL", KEYS[9] .. id)
+	end
+	redis.call("ZREM", KEYS[4], unpack(extra))
+end
+
+redis.call("HSET", KEYS[1], "msg", ARGV[2], "state", "archived")
+local n = redis.call("INCR", KEYS[5])
+if tonumber(n) == 1 then
+	redis.call("EXPIREAT", KEYS[5], ARGV[6])
+end
+local m = redis.call("INCR", KEYS[6])
+if tonumber(m) == 1 then
+	redis.call("EXPIREAT", KEYS[6], ARGV[6])
+end
+local total = redis.call("GET", KEYS[7])
+if tonumber(total) == tonumber(ARGV[7]) then
+   	redis.call("SET", KEYS[7], 1)
+   	redis.call("SET", KEYS[8], 1)
+else
+  	redis.call("INCR", KEYS[7])
+   	redis.call("INCR", KEYS[8])
+end
+return redis.status_reply("OK")`)
+
+// requeueScript is asynq's requeueCmd: back to the head of the queue.
+//
+// KEYS active, lease, pending, task. ARGV id.
+var requeueScript = redis.NewScript(`
+if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+if redis.call("ZREM", KEYS[2], ARGV[1]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+redis.call("RPUSH", KEYS[3], ARGV[1])
+redis.call("HSET", KEYS[4], "state", "pending")
+return redis.status_reply("OK")`)
