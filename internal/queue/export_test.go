@@ -9,3 +9,11 @@ const AsynqVersion = asynqVersion
 func TaskMessage(typ string, payload []byte, id, queue string, retry int, timeout, retention time.Duration) []byte {
 	return taskMessage(typ, payload, id, queue, retry, timeout, retention)
 }
+
+// For TestFetchWritesWhatAsynqWrites: asynq's server or the batched fetch
+// alone.
+
+func (w *Worker) StartAsynqOnly() error { return w.srv.Start(w.mux) }
+func (w *Worker) ShutdownAsynqOnly()    { w.srv.Shutdown() }
+func (w *Worker) StartFetchOnly()       { w.fetch.start() }
+func (w *Worker) ShutdownFetchOnly()    { w.fetch.shutdown() }

@@ -171,14 +171,21 @@ func NewWorker(rdb redis.UniversalClient, kinds *pipeline.Kinds, proc Processor,
 			}
 		},
 	})
-	handlers := map[string]handler{}
-	for _, k := range kinds.All() {
-		h := handler{kind: k.Name, proc: proc, log: o.Logger, maxAttempts: o.MaxAttempts}
-		handlers[k.TaskType] = h
-		w.mux.Handle(k.TaskType, asynqHandler{h: h, slots: slots})
+	handlers := handlers(kinds, proc, o)
+	for typ, h := range handlers {
+		w.mux.Handle(typ, asynqHandler{h: h, slots: slots})
 	}
 	w.fetch = newFetcher(rdb, o.Queue, handlers, slots, max(1, o.Servers), retryDelay, isFailure, o.ShutdownTimeout, o.Logger)
 	return w
+}
+
+// handlers returns the handler of each registered kind, by task type.
+func handlers(kinds *pipeline.Kinds, proc Processor, o WorkerOptions) map[string]handler {
+	hs := map[string]handler{}
+	for _, k := range kinds.All() {
+		hs[k.TaskType] = handler{kind: k.Name, proc: proc, log: o.Logger, maxAttempts: o.MaxAttempts}
+	}
+	return hs
 }
 
 // Start begins processing in the background.

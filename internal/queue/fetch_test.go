@@ -1,0 +1,275 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/pipeline"
+	"github.com/openedx/coordinator/internal/queue"
+	"github.com/openedx/coordinator/internal/queue/queuetest"
+)
+
+// The worker's batched fetch (fetch.go) writes asynq's task states itself.
+// The same tasks with the same outcomes, run once by asynq's own server and
+// once by the fetch alone, must leave Redis the same: each task's state,
+// bound, retries, last error, result and timestamps, the queue's lists and
+// sets, and its processed/failed statistics — with and without retention.
+// This pins the fetch's scripts to asynq's processor as TestTaskMessagePinned
+// pins the enqueue to its client.
+func TestFetchWritesWhatAsynqWrites(t *testing.T) {
+	t.Parallel()
+	for _, retention := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprint("retention ", retention), func(t *testing.T) {
+			t.Parallel()
+			theirs := runOutcomes(t, retention, false)
+			ours := runOutcomes(t, retention, true)
+			for _, k := range slices.Sorted(maps.Keys(theirs)) {
+				if ours[k] != theirs[k] {
+					t.Errorf("%s:\n asynq %s\n fetch %s", k, theirs[k], ours[k])
+				}
+			}
+			if len(ours) != len(theirs) {
+				t.Errorf("fetch left %d facts, asynq %d:\n asynq %v\n fetch %v", len(ours), len(theirs), theirs, ours)
+			}
+		})
+	}
+}
+
+// runOutcomes runs one task of each outcome through asynq's server alone or
+// the batched fetch alone, then one that is still running at shutdown, and
+// describes what Redis holds afterwards.
+func runOutcomes(t *testing.T, retention time.Duration, fetch bool) map[string]string {
+	rdb, name := queuetest.Redis(t)
+	kinds := testKinds(noop)
+	q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 3, Retention: retention, TaskTimeout: time.Minute})
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	var mu sync.Mutex
+	runs := map[string]int{}
+	started := make(chan struct{}, 1)
+	proc := processorFunc(func(ctx context.Context, a pipeline.Attempt) (fulfillment.State, error) {
+		mu.Lock()
+		runs[a.Job.Ref.OrderNumber]++
+		n := runs[a.Job.Ref.OrderNumber]
+		mu.Unlock()
+		switch a.Job.Ref.OrderNumber {
+		case "CANCEL":
+			return fulfillment.StateCanceled, nil
+		case "HOLD": // held once: no retry counted
+			if n == 1 {
+				return fulfillment.StateRetrying, pipeline.Hold(errors.New("redis: failing over"))
+			}
+		case "RETRY": // failed once: one retry counted
+			if n == 1 {
+				return fulfillment.StateRetrying, errors.New("LMS answered 503")
+			}
+		case "FAIL":
+			return fulfillment.StateFailed, errors.New("no such user")
+		case "EXHAUST": // archived when its retries reach the bound
+			return fulfillment.StateRetrying, errors.New("LMS answered 502")
+		case "SLOW": // still running at shutdown: put back
+			started <- struct{}{}
+			<-ctx.Done()
+			return fulfillment.StateRetrying, ctx.Err()
+		}
+		return fulfillment.StateDone, nil
+	})
+	w := queue.NewWorker(rdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 4, InitialDelay: 10 * time.Millisecond,
+		MaxDelay: 10 * time.Millisecond, ShutdownTimeout: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	start, stop := w.StartFetchOnly, w.ShutdownFetchOnly
+	if !fetch {
+		start, stop = func() {
+			if err := w.StartAsynqOnly(); err != nil {
+				t.Fatal(err)
+			}
+		}, w.ShutdownAsynqOnly
+	}
+	ctx := context.Background()
+	orders := []string{"OK", "CANCEL", "HOLD", "RETRY", "FAIL", "EXHAUST"}
+	ids := map[string]string{}
+	for _, o := range orders {
+		j := job(t, "ping", o)
+		ids[o] = j.ID
+		if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start()
+	// Neither runs asynq's forwarder alone: retries are moved to pending
+	// the same way for both.
+	for i := 0; ; i++ {
+		if i == 800 {
+			t.Fatalf("tasks not finished within 20 s (fetch %v)", fetch)
+		}
+		if _, err := insp.RunAllRetryTasks(name); err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+			t.Fatal(err)
+		}
+		info, err := insp.GetQueueInfo(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Pending+info.Active+info.Retry == 0 {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	slow := job(t, "pong", "SLOW")
+	ids["SLOW"] = slow.ID
+	if _, err := q.Enqueue(ctx, slow, pipeline.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("SLOW not started (fetch %v)", fetch)
+	}
+	stop()
+
+	facts := map[string]string{}
+	for o, id := range ids {
+		info, err := insp.GetTaskInfo(name, id)
+		if errors.Is(err, asynq.ErrTaskNotFound) {
+			facts["task "+o] = "deleted"
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		facts["task "+o] = fmt.Sprintf("state=%v type=%s max_retry=%d retried=%d err=%q result=%q retention=%v timeout=%v deadline=%v failed_at=%v completed_at=%v",
+			info.State, info.Type, info.MaxRetry, info.Retried, info.LastErr, info.Result, info.Retention, info.Timeout,
+			info.Deadline.IsZero(), recent(info.LastFailedAt), recent(info.CompletedAt))
+		raw, err := rdb.HGetAll(ctx, "asynq:{"+name+"}:t:"+id).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		facts["hash fields "+o] = strings.Join(slices.Sorted(maps.Keys(raw)), ",")
+	}
+	for _, set := range []string{"pending", "active", "lease", "retry", "archived", "completed"} {
+		members, err := members(ctx, rdb, "asynq:{"+name+"}:"+set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var os []string
+		for _, m := range members {
+			for o, id := range ids {
+				if id == m {
+					os = append(os, o)
+				}
+			}
+		}
+		slices.Sort(os)
+		facts["set "+set] = strings.Join(os, ",")
+	}
+	day := time.Now().UTC().Format("2006-01-02")
+	for _, stat := range []string{"processed", "failed", "processed:" + day, "failed:" + day} {
+		v, err := rdb.Get(ctx, "asynq:{"+name+"}:"+stat).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		ttl, _ := rdb.TTL(ctx, "asynq:{"+name+"}:"+stat).Result()
+		facts["stat "+stat] = fmt.Sprintf("%s ttl>80d=%v", v, ttl > 80*24*time.Hour)
+	}
+	mu.Lock()
+	for o, n := range runs {
+		facts["attempts "+o] = fmt.Sprint(n)
+	}
+	mu.Unlock()
+	return facts
+}
+
+// recent tells a timestamp set just now from one not set.
+func recent(ts time.Time) string {
+	switch {
+	case ts.IsZero():
+		return "unset"
+	case time.Since(ts) < time.Minute:
+		return "now"
+	}
+	return ts.String()
+}
+
+// members reads a list or a sorted set.
+func members(ctx context.Context, rdb redis.UniversalClient, key string) ([]string, error) {
+	typ, err := rdb.Type(ctx, key).Result()
+	switch {
+	case err != nil:
+		return nil, err
+	case typ == "list":
+		return rdb.LRange(ctx, key, 0, -1).Result()
+	case typ == "zset":
+		return rdb.ZRange(ctx, key, 0, -1).Result()
+	}
+	return nil, nil
+}
+
+// A task's lease is extended while its attempt runs, as asynq's heartbeater
+// extends its workers' leases, so asynq's recoverer never takes a long
+// attempt for a dead worker's; a paused queue gives the fetch nothing.
+func TestFetchLeaseAndPause(t *testing.T) {
+	t.Parallel()
+	rdb, name := queuetest.Redis(t)
+	kinds := testKinds(noop)
+	q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	release := make(chan struct{})
+	proc := processorFunc(func(ctx context.Context, a pipeline.Attempt) (fulfillment.State, error) {
+		if a.Job.Ref.OrderNumber == "LONG" {
+			<-release
+		}
+		return fulfillment.StateDone, nil
+	})
+	w := queue.NewWorker(rdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 4, InitialDelay: time.Second,
+		MaxDelay: time.Second, ShutdownTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)})
+	ctx := context.Background()
+	long, paused := job(t, "ping", "LONG"), job(t, "ping", "PAUSED")
+	if _, err := q.Enqueue(ctx, long, pipeline.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.StartFetchOnly()
+	defer w.ShutdownFetchOnly()
+	lease := "asynq:{" + name + "}:lease"
+	var first float64
+	for i := 0; ; i++ {
+		s, err := rdb.ZScore(ctx, lease, long.ID).Result()
+		if err == nil {
+			first = s
+			break
+		}
+		if i == 800 {
+			t.Fatal("LONG not taken within 20 s")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	time.Sleep(6 * time.Second) // one lease extension (every 5 s)
+	if s, err := rdb.ZScore(ctx, lease, long.ID).Result(); err != nil || s <= first {
+		t.Errorf("lease of a running attempt: %v %v, want extended beyond %v", s, err, first)
+	}
+	close(release)
+	waitTask(t, q, long.ID, func(tk fulfillment.Task) bool { return tk.State == fulfillment.StateDone })
+
+	if err := insp.PauseQueue(name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Enqueue(ctx, paused, pipeline.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // several fetches
+	if info, err := insp.GetTaskInfo(name, paused.ID); err != nil || info.State != asynq.TaskStatePending {
+		t.Fatalf("task of a paused queue: %+v %v, want pending", info, err)
+	}
+	if err := insp.UnpauseQueue(name); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, q, paused.ID, func(tk fulfillment.Task) bool { return tk.State == fulfillment.StateDone })
+}
