@@ -333,8 +333,8 @@ func bench(ctx context.Context, o options) error {
 			if err != nil {
 				return err
 			}
-			add("| together, offered %d/s for %v, log %s, worker.concurrency %s, worker.servers %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
-				o.rate, o.togetherDur, o.logLevel, concLabel(conc), serversLabel(srv), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
+			add("| together, offered %d/s for %v, log %s, worker.concurrency %s, worker.servers %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d (every 5 s: %s), all enrolled %.1f s after the load | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
+				o.rate, o.togetherDur, o.logLevel, concLabel(conc), serversLabel(srv), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, joinInts(t.backlogs), t.rest.Seconds(), t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
 		}
 	}
 	e.o.servers = 0
@@ -795,6 +795,8 @@ type together struct {
 	accepted, errors            int
 	acceptedRate, deliveredRate float64
 	backlog                     int
+	backlogs                    []int64       // accepted minus enrolled, every 5 s of the run
+	rest                        time.Duration // from the end of the load to the last enrollment
 	proc                        usage
 }
 
@@ -831,12 +833,20 @@ func (e *env) measureTogether(_ context.Context) (together, error) {
 			}
 		})
 	}
-	// Open loop: offer rate/100 orders every 10 ms.
+	// Open loop: offer rate/100 orders every 10 ms. Every 5 s the backlog
+	// (accepted, not yet enrolled) is noted: a backlog that stays flat is a
+	// worker keeping up, one that grows is not.
 	start := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
 	i := 0
+	var backlogs []int64
+	next := start.Add(5 * time.Second)
 	for time.Since(start) < e.o.togetherDur {
 		<-tick.C
+		if now := time.Now(); !now.Before(next) {
+			backlogs = append(backlogs, accepted.Load()-e.enrolls.Load())
+			next = next.Add(5 * time.Second)
+		}
 		due := int(time.Since(start).Seconds() * float64(e.o.rate))
 		for ; i < due; i++ {
 			select {
@@ -854,14 +864,29 @@ func (e *env) measureTogether(_ context.Context) (together, error) {
 	if err != nil {
 		return together{}, err
 	}
+	// How long the rest takes once the load stopped (at most 60 s).
+	stopped := time.Now()
+	for e.enrolls.Load() < accepted.Load() && time.Since(stopped) < time.Minute {
+		time.Sleep(10 * time.Millisecond)
+	}
 	return together{
 		accepted:      int(accepted.Load()),
 		errors:        int(errs.Load()),
 		acceptedRate:  float64(accepted.Load()) / elapsed,
 		deliveredRate: float64(delivered) / elapsed,
 		backlog:       info.Pending + info.Active + info.Scheduled + info.Retry,
+		backlogs:      backlogs,
+		rest:          time.Since(stopped),
 		proc:          p.usage(),
 	}, nil
+}
+
+func joinInts(xs []int64) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.FormatInt(x, 10)
+	}
+	return strings.Join(s, " ")
 }
 
 func tail(s string) string {

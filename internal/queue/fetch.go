@@ -82,9 +82,10 @@ type fetcher struct {
 // task is a task taken by a fetch loop, while its attempt runs and its
 // outcome is written.
 type task struct {
-	m      msg
-	cancel context.CancelFunc
-	lease  atomic.Int64 // when the lease ends, Unix ns
+	m        msg
+	cancel   context.CancelFunc
+	deadline time.Time    // the attempt's
+	lease    atomic.Int64 // when the lease ends, Unix ns
 }
 
 func newFetcher(rdb redis.UniversalClient, name string, handlers map[string]handler, slots chan struct{}, loops int,
@@ -126,7 +127,13 @@ func (f *fetcher) shutdown() {
 	case <-ended:
 	case <-time.After(f.grace):
 		f.abort()
-		<-ended
+		// An attempt that ignores its canceled context is left behind
+		// after a second: its lease, no longer extended, ends, and asynq's
+		// recoverer retries the task.
+		select {
+		case <-ended:
+		case <-time.After(time.Second):
+		}
 	}
 	f.abort()
 	close(f.stopped)
@@ -219,7 +226,8 @@ func (f *fetcher) dequeue(n int) ([]*task, error) {
 func (f *fetcher) run(t *task) {
 	defer f.tasksWG.Done()
 	defer func() { <-f.slots }()
-	ctx, cancel := context.WithDeadline(f.base, deadline(t.m, time.Now()))
+	t.deadline = deadline(t.m, time.Now())
+	ctx, cancel := context.WithDeadline(f.base, t.deadline)
 	defer cancel()
 	t.cancel = cancel
 	f.mu.Lock()
@@ -358,7 +366,7 @@ func (f *fetcher) write(id, op string, add func(ctx context.Context, p redis.Pip
 
 // leases extends the leases of the running attempts every leaseEvery, as
 // asynq's heartbeater does for its workers, and cancels an attempt whose
-// lease ended unextended.
+// lease ended unextended (asynq cancels it too, and writes nothing).
 func (f *fetcher) leases() {
 	tick := time.NewTicker(leaseEvery)
 	defer tick.Stop()
@@ -368,16 +376,21 @@ func (f *fetcher) leases() {
 			return
 		case <-tick.C:
 		}
+		// An attempt past its deadline that has not returned is not
+		// extended: as asynq stops waiting for it, its lease ends and the
+		// recoverer retries the task.
+		now := time.Now()
 		f.mu.Lock()
 		tasks := make([]*task, 0, len(f.running))
 		for t := range f.running {
-			tasks = append(tasks, t)
+			if now.Before(t.deadline) {
+				tasks = append(tasks, t)
+			}
 		}
 		f.mu.Unlock()
 		if len(tasks) == 0 {
 			continue
 		}
-		now := time.Now()
 		ends := now.Add(leaseDuration)
 		zs := make([]redis.Z, len(tasks))
 		for i, t := range tasks {
