@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -414,9 +415,15 @@ func message(body []byte) string {
 			return m.Detail
 		}
 	}
-	s := strings.TrimSpace(string(body))
+	s := strings.ToValidUTF8(strings.TrimSpace(string(body)), "\uFFFD")
 	if len(s) > 200 {
-		s = s[:200] + "..."
+		// Cut on a character's boundary: the text is stored in the task
+		// (asynq's message is protobuf, whose strings must be UTF-8).
+		n := 200
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n] + "..."
 	}
 	return s
 }

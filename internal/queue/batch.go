@@ -51,6 +51,9 @@ func newBatcher(rdb redis.UniversalClient, linger time.Duration, scripts ...*red
 	return b
 }
 
+// close ends the batcher's loop; no call may follow.
+func (b *batcher) close() { close(b.in) }
+
 // do runs add's commands in the next batch and returns once the batch was
 // executed; add's commands can be read then. The error is the call's.
 func (b *batcher) do(ctx context.Context, add func(ctx context.Context, p redis.Pipeliner)) error {

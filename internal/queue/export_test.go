@@ -17,3 +17,12 @@ func (w *Worker) StartAsynqOnly() error { return w.srv.Start(w.mux) }
 func (w *Worker) ShutdownAsynqOnly()    { w.srv.Shutdown() }
 func (w *Worker) StartFetchOnly()       { w.fetch.start() }
 func (w *Worker) ShutdownFetchOnly()    { w.fetch.shutdown() }
+
+// Reencode reads a task message and writes it again, as the fetch does.
+func Reencode(b []byte) ([]byte, error) {
+	m, err := decodeMsg(b)
+	if err != nil {
+		return nil, err
+	}
+	return m.encode(), nil
+}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,16 +128,11 @@ func (f *fetcher) shutdown() {
 	case <-ended:
 	case <-time.After(f.grace):
 		f.abort()
-		// An attempt that ignores its canceled context is left behind
-		// after a second: its lease, no longer extended, ends, and asynq's
-		// recoverer retries the task.
-		select {
-		case <-ended:
-		case <-time.After(time.Second):
-		}
+		<-ended // within about a second: run abandons attempts that do not return
 	}
 	f.abort()
 	close(f.stopped)
+	f.writes.close()
 }
 
 // loop takes tasks while there are free slots: at least one, and every other
@@ -222,10 +218,20 @@ func (f *fetcher) dequeue(n int) ([]*task, error) {
 	return tasks, nil
 }
 
-// run runs the task's attempt and writes its outcome, holding its slot.
+// run runs the task's attempt and writes its outcome, holding its slot. As
+// asynq's processor, it stops waiting for an attempt whose context ended
+// (its deadline, its lease lost, the shutdown timeout): the attempt's own
+// outcome is taken if it comes within a second, else the context's error,
+// and the slot is free again even if the attempt never returns.
 func (f *fetcher) run(t *task) {
 	defer f.tasksWG.Done()
 	defer func() { <-f.slots }()
+	select {
+	case <-f.quit: // taken by a dequeue that crossed the shutdown
+		f.finish(t, false, nil, true)
+		return
+	default:
+	}
 	t.deadline = deadline(t.m, time.Now())
 	ctx, cancel := context.WithDeadline(f.base, t.deadline)
 	defer cancel()
@@ -233,11 +239,33 @@ func (f *fetcher) run(t *task) {
 	f.mu.Lock()
 	f.running[t] = struct{}{}
 	f.mu.Unlock()
-	canceled, err := f.perform(ctx, t)
+	type result struct {
+		canceled bool
+		err      error
+	}
+	done := make(chan result, 1)
+	go func() {
+		canceled, err := f.perform(ctx, t)
+		done <- result{canceled, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		wait := time.NewTimer(time.Second)
+		select {
+		case r = <-done:
+		case <-wait.C:
+			r.err = ctx.Err()
+			f.log.Error("task_attempt_abandoned", "task_id", t.m.ID, "err", r.err,
+				"detail", "the attempt did not return after its context ended")
+		}
+		wait.Stop()
+	}
 	f.mu.Lock()
 	delete(f.running, t)
 	f.mu.Unlock()
-	f.finish(t, canceled, err)
+	f.finish(t, r.canceled, r.err, r.err != nil && f.base.Err() != nil)
 }
 
 // deadline is asynq's computeDeadline: the earlier of now + the task's
@@ -272,8 +300,10 @@ func (f *fetcher) perform(ctx context.Context, t *task) (canceled bool, err erro
 	return h.attempt(ctx, t.m.ID, int(t.m.Retried), int(t.m.Retry), t.m.Payload)
 }
 
-// finish writes the attempt's outcome, as asynq's processor would.
-func (f *fetcher) finish(t *task, canceled bool, err error) {
+// finish writes the attempt's outcome, as asynq's processor would: requeue
+// puts the task back at the head of the queue (the shutdown timeout is up,
+// or it was never started).
+func (f *fetcher) finish(t *task, canceled bool, err error, requeue bool) {
 	now := time.Now()
 	leaseEnds := time.Unix(0, t.lease.Load())
 	if !now.Before(leaseEnds) {
@@ -286,8 +316,7 @@ func (f *fetcher) finish(t *task, canceled bool, err error) {
 	var op string
 	var add func(ctx context.Context, p redis.Pipeliner)
 	switch {
-	case err != nil && f.base.Err() != nil:
-		// The shutdown timeout is up: back to the head of the queue.
+	case requeue:
 		op = "requeue"
 		add = func(ctx context.Context, p redis.Pipeliner) {
 			requeueScript.EvalSha(ctx, p, []string{f.key("active"), f.key("lease"), f.key("pending"), taskKey}, id)
@@ -300,17 +329,15 @@ func (f *fetcher) finish(t *task, canceled bool, err error) {
 			m.CompletedAt = now.Unix()
 			keys = []string{f.key("active"), f.key("lease"), f.key("completed"), taskKey, f.key("processed:" + day), f.key("processed")}
 			script, args = completeScript, []any{id, stats, now.Unix() + m.Retention, m.encode(), int64(math.MaxInt64)}
+			if canceled {
+				args = append(args, canceledResult) // what asynq's ResultWriter writes
+			}
 			op = "complete"
 		}
 		if m.UniqueKey != "" {
 			keys = append(keys, m.UniqueKey)
 		}
-		add = func(ctx context.Context, p redis.Pipeliner) {
-			if canceled {
-				p.HSet(ctx, taskKey, "result", canceledResult) // asynq's ResultWriter
-			}
-			script.EvalSha(ctx, p, keys, args...)
-		}
+		add = func(ctx context.Context, p redis.Pipeliner) { script.EvalSha(ctx, p, keys, args...) }
 	case errors.Is(err, asynq.SkipRetry) || m.Retried >= m.Retry:
 		op = "archive"
 		m.ErrorMsg, m.LastFailedAt = err.Error(), now.Unix()
@@ -321,7 +348,7 @@ func (f *fetcher) finish(t *task, canceled bool, err error) {
 	default:
 		op = "retry"
 		failure := f.isFailure(err)
-		at := now.Add(f.retryDelay(int(m.Retried), err, nil))
+		at := now.Add(f.retryDelay(int(m.Retried), err, asynq.NewTask(m.Type, m.Payload)))
 		if failure {
 			m.Retried++
 		}
@@ -334,8 +361,11 @@ func (f *fetcher) finish(t *task, canceled bool, err error) {
 	f.write(id, op, add, leaseEnds)
 }
 
-// write runs add's commands in a shared round trip, trying again each second
-// while Redis cannot be reached, until the lease ends.
+// write runs add's commands in a shared round trip. Like asynq's syncer, it
+// tries again each second, whatever the error, until the lease ends (or
+// the shutdown timeout is up): only the scripts' own refusals end it, when
+// the task is no longer this attempt's (deleted, or recovered after a lease
+// that could not be extended).
 func (f *fetcher) write(id, op string, add func(ctx context.Context, p redis.Pipeliner), leaseEnds time.Time) {
 	ctx, cancel := context.WithDeadline(context.Background(), leaseEnds)
 	defer cancel()
@@ -344,9 +374,7 @@ func (f *fetcher) write(id, op string, add func(ctx context.Context, p redis.Pip
 		switch {
 		case err == nil:
 			return
-		case isReply(err):
-			// NOT FOUND: the task is no longer ours (deleted, or recovered
-			// after a lease we could not extend).
+		case isRefusal(err):
 			f.log.Warn("task_write_refused", "task_id", id, "op", op, "err", err)
 			return
 		case n == 0:
@@ -355,13 +383,20 @@ func (f *fetcher) write(id, op string, add func(ctx context.Context, p redis.Pip
 		t := time.NewTimer(time.Second)
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			f.log.Error("task_write_abandoned", "task_id", id, "op", op, "err", err,
-				"detail", "the lease ended; asynq's recoverer retries the task")
-			return
+		case <-f.base.Done():
 		case <-t.C:
+			continue
 		}
+		t.Stop()
+		f.log.Error("task_write_abandoned", "task_id", id, "op", op, "err", err,
+			"detail", "asynq's recoverer retries the task when its lease has ended")
+		return
 	}
+}
+
+// isRefusal reports the scripts' answers that writing again cannot change.
+func isRefusal(err error) bool {
+	return isReply(err) && (strings.HasPrefix(err.Error(), "NOT FOUND") || strings.HasPrefix(err.Error(), "INTERNAL"))
 }
 
 // leases extends the leases of the running attempts every leaseEvery, as
@@ -470,7 +505,8 @@ return redis.status_reply("OK")`)
 // release of the lock when KEYS[7] is given.
 //
 // KEYS active, lease, completed, task, processed:<day>, processed[, unique].
-// ARGV id, stats expiration, task expiration (Unix s), message, max int64.
+// ARGV id, stats expiration, task expiration (Unix s), message, max int64[,
+// result] (the result asynq's ResultWriter would have written before).
 var completeScript = redis.NewScript(`
 if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then
   return redis.error_reply("NOT FOUND")
@@ -482,6 +518,9 @@ if redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1]) ~= 1 then
   return redis.error_reply("INTERNAL")
 end
 redis.call("HSET", KEYS[4], "msg", ARGV[4], "state", "completed")
+if ARGV[6] then
+	redis.call("HSET", KEYS[4], "result", ARGV[6])
+end
 local n = redis.call("INCR", KEYS[5])
 if tonumber(n) == 1 then
 	redis.call("EXPIREAT", KEYS[5], ARGV[2])

@@ -273,3 +273,65 @@ func TestFetchLeaseAndPause(t *testing.T) {
 	}
 	waitTask(t, q, paused.ID, func(tk fulfillment.Task) bool { return tk.State == fulfillment.StateDone })
 }
+
+// The fetch rewrites the messages of tasks it retries, completes or
+// archives: a message asynq wrote with every field it has — headers, a
+// unique key, a deadline, a group — is written back byte for byte, and a
+// field this asynq does not know is kept.
+func TestMessageRoundTrip(t *testing.T) {
+	t.Parallel()
+	rdb, name := queuetest.Redis(t)
+	ctx := context.Background()
+	c := asynq.NewClientFromRedisClient(rdb)
+	task := asynq.NewTaskWithHeaders("test:ping", []byte(`{"a":1}`), map[string]string{"trace": "abc"})
+	info, err := c.Enqueue(task, asynq.Queue(name), asynq.Unique(time.Hour), asynq.Deadline(time.Now().Add(time.Hour)),
+		asynq.MaxRetry(7), asynq.Retention(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	grouped, err := c.Enqueue(asynq.NewTask("test:pong", nil), asynq.Queue(name), asynq.Group("g1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{info.ID, grouped.ID} {
+		raw, err := rdb.HGet(ctx, "asynq:{"+name+"}:t:"+id, "msg").Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := queue.Reencode(raw)
+		if err != nil || string(again) != string(raw) {
+			t.Fatalf("task %s: re-encoded %x (%v), want %x", id, again, err, raw)
+		}
+		// Field 99, a varint, appended: kept.
+		future := append(slices.Clone(raw), 0x98, 0x06, 0x2a)
+		if again, err := queue.Reencode(future); err != nil || string(again) != string(future) {
+			t.Fatalf("unknown field: re-encoded %x (%v), want %x", again, err, future)
+		}
+	}
+}
+
+// An error's text is stored in the task's message, whose strings asynq
+// reads as UTF-8: a text cut inside a character must not make the task (and
+// with it asynq's recoverer's listing of the queue) unreadable.
+func TestFetchStoresReadableErrors(t *testing.T) {
+	t.Parallel()
+	rdb, name := queuetest.Redis(t)
+	kinds := testKinds(noop)
+	q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	proc := processorFunc(func(ctx context.Context, a pipeline.Attempt) (fulfillment.State, error) {
+		return fulfillment.StateFailed, errors.New("LMS 502: caf\xc3")
+	})
+	w := queue.NewWorker(rdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 2, InitialDelay: time.Second,
+		MaxDelay: time.Second, ShutdownTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)})
+	w.StartFetchOnly()
+	defer w.ShutdownFetchOnly()
+	j := job(t, "ping", "UTF8")
+	if _, err := q.Enqueue(context.Background(), j, pipeline.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, q, j.ID, func(tk fulfillment.Task) bool { return tk.State == fulfillment.StateFailed })
+	info, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(name, j.ID)
+	if err != nil || info.LastErr != "LMS 502: caf\uFFFD" {
+		t.Fatalf("archived task: %+v %v, want its error readable", info, err)
+	}
+}

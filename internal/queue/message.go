@@ -2,6 +2,7 @@ package queue
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,7 +32,8 @@ func taskMessage(typ string, payload []byte, id, queue string, retry int, timeou
 // msg is asynq's protobuf TaskMessage (internal/proto/asynq.proto), read and
 // written by hand for the enqueue in the group commit and for the worker's
 // batched path (fetch.go), which both write what asynq's client and server
-// write. Headers (field 15) are kept as their encoded entries, verbatim.
+// write. Headers (field 15) and fields this release does not define are
+// kept as read and written back after the others, as protobuf does.
 type msg struct {
 	Type         string // 1
 	Payload      []byte // 2
@@ -47,18 +49,20 @@ type msg struct {
 	Retention    int64  // 12, seconds
 	CompletedAt  int64  // 13, Unix seconds
 	GroupKey     string // 14
-	headers      []byte // 15, each entry's tag and bytes as read
+	rest         []byte // headers (15) and unknown fields, as read
 }
 
 // encode writes m the way proto.Marshal does: fields in number order, zero
 // values left out.
 func (m msg) encode() []byte {
 	b := make([]byte, 0, len(m.Type)+len(m.Payload)+len(m.ID)+len(m.Queue)+len(m.ErrorMsg)+
-		len(m.UniqueKey)+len(m.GroupKey)+len(m.headers)+80)
+		len(m.UniqueKey)+len(m.GroupKey)+len(m.rest)+80)
 	str := func(num protowire.Number, v string) {
 		if v != "" {
+			// proto3 strings are UTF-8: asynq cannot read a message with
+			// anything else (an error's text cut inside a character).
 			b = protowire.AppendTag(b, num, protowire.BytesType)
-			b = protowire.AppendString(b, v)
+			b = protowire.AppendString(b, strings.ToValidUTF8(v, "\uFFFD"))
 		}
 	}
 	varint := func(num protowire.Number, v int64) {
@@ -84,12 +88,10 @@ func (m msg) encode() []byte {
 	varint(12, m.Retention)
 	varint(13, m.CompletedAt)
 	str(14, m.GroupKey)
-	return append(b, m.headers...)
+	return append(b, m.rest...)
 }
 
-// decodeMsg reads a TaskMessage. Fields this release of asynq does not
-// define are an error: a message written by a newer asynq is not ours to
-// rewrite.
+// decodeMsg reads a TaskMessage.
 func decodeMsg(b []byte) (msg, error) {
 	var m msg
 	for len(b) > 0 {
@@ -122,7 +124,7 @@ func decodeMsg(b []byte) (msg, error) {
 			case 13:
 				m.CompletedAt = int64(v)
 			default:
-				return msg{}, fmt.Errorf("task message: unknown varint field %d", num)
+				m.rest = append(m.rest, field[:len(field)-len(b)]...)
 			}
 		case protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
@@ -145,13 +147,16 @@ func decodeMsg(b []byte) (msg, error) {
 				m.UniqueKey = string(v)
 			case 14:
 				m.GroupKey = string(v)
-			case 15:
-				m.headers = append(m.headers, field[:len(field)-len(b)]...)
-			default:
-				return msg{}, fmt.Errorf("task message: unknown field %d", num)
+			default: // 15, headers, or unknown
+				m.rest = append(m.rest, field[:len(field)-len(b)]...)
 			}
 		default:
-			return msg{}, fmt.Errorf("task message: field %d has wire type %d", num, typ)
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return msg{}, fmt.Errorf("task message field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+			m.rest = append(m.rest, field[:len(field)-len(b)]...)
 		}
 	}
 	return m, nil
