@@ -333,8 +333,8 @@ func bench(ctx context.Context, o options) error {
 			if err != nil {
 				return err
 			}
-			add("| together, offered %d/s for %v, log %s, worker.concurrency %s, worker.servers %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d (every 5 s: %s), all enrolled %.1f s after the load | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
-				o.rate, o.togetherDur, o.logLevel, concLabel(conc), serversLabel(srv), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, joinInts(t.backlogs), t.rest.Seconds(), t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
+			add("| together, offered %d/s for %v, log %s, worker.concurrency %s, worker.servers %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d (every 5 s: %s), all enrolled %s after the load | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
+				o.rate, o.togetherDur, o.logLevel, concLabel(conc), serversLabel(srv), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, joinInts(t.backlogs), restLabel(t.rest), t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
 		}
 	}
 	e.o.servers = 0
@@ -796,7 +796,7 @@ type together struct {
 	acceptedRate, deliveredRate float64
 	backlog                     int
 	backlogs                    []int64       // accepted minus enrolled, every 5 s of the run
-	rest                        time.Duration // from the end of the load to the last enrollment
+	rest                        time.Duration // from the end of the load to the last enrollment; -1: over 60 s
 	proc                        usage
 }
 
@@ -856,6 +856,7 @@ func (e *env) measureTogether(_ context.Context) (together, error) {
 		}
 	}
 	tick.Stop()
+	loadEnd := time.Now()
 	close(jobs)
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
@@ -864,10 +865,13 @@ func (e *env) measureTogether(_ context.Context) (together, error) {
 	if err != nil {
 		return together{}, err
 	}
-	// How long the rest takes once the load stopped (at most 60 s).
-	stopped := time.Now()
-	for e.enrolls.Load() < accepted.Load() && time.Since(stopped) < time.Minute {
+	// How long the rest takes once the load stopped (-1: not within 60 s).
+	for e.enrolls.Load() < accepted.Load() && time.Since(loadEnd) < time.Minute {
 		time.Sleep(10 * time.Millisecond)
+	}
+	rest := time.Since(loadEnd)
+	if e.enrolls.Load() < accepted.Load() {
+		rest = -1
 	}
 	return together{
 		accepted:      int(accepted.Load()),
@@ -876,9 +880,16 @@ func (e *env) measureTogether(_ context.Context) (together, error) {
 		deliveredRate: float64(delivered) / elapsed,
 		backlog:       info.Pending + info.Active + info.Scheduled + info.Retry,
 		backlogs:      backlogs,
-		rest:          time.Since(stopped),
+		rest:          rest,
 		proc:          p.usage(),
 	}, nil
+}
+
+func restLabel(d time.Duration) string {
+	if d < 0 {
+		return "not within 60 s"
+	}
+	return fmt.Sprintf("%.1f s", d.Seconds())
 }
 
 func joinInts(xs []int64) string {

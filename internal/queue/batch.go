@@ -23,8 +23,9 @@ type call struct {
 // share one pipelined round trip to Redis, and each waits for the batch that
 // carries its commands, so nothing is answered before it is written. Under
 // load this turns one round trip per request into one per batch. It serves
-// the accepts (the enqueue script with its index write and checks) and the
-// workers' checks before each attempt.
+// the accepts (the enqueue script with its index write and checks), the
+// workers' checks before each attempt, and the outcomes of the attempts the
+// worker's fetch ran (fetch.go).
 //
 // A call's error is its own commands' first error, or the batch's when the
 // round trip failed: a call is answered success only when Redis answered

@@ -18,6 +18,12 @@ func (w *Worker) ShutdownAsynqOnly()    { w.srv.Shutdown() }
 func (w *Worker) StartFetchOnly()       { w.fetch.start() }
 func (w *Worker) ShutdownFetchOnly()    { w.fetch.shutdown() }
 
+// Msg is asynq's task message as the fetch reads and writes it.
+type Msg = msg
+
+func DecodeMsg(b []byte) (Msg, error) { return decodeMsg(b) }
+func (m msg) Encode() []byte          { return m.encode() }
+
 // Reencode reads a task message and writes it again, as the fetch does.
 func Reencode(b []byte) ([]byte, error) {
 	m, err := decodeMsg(b)

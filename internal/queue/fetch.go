@@ -83,10 +83,9 @@ type fetcher struct {
 // task is a task taken by a fetch loop, while its attempt runs and its
 // outcome is written.
 type task struct {
-	m        msg
-	cancel   context.CancelFunc
-	deadline time.Time    // the attempt's
-	lease    atomic.Int64 // when the lease ends, Unix ns
+	m      msg
+	cancel context.CancelFunc
+	lease  atomic.Int64 // when the lease ends, Unix ns
 }
 
 func newFetcher(rdb redis.UniversalClient, name string, handlers map[string]handler, slots chan struct{}, loops int,
@@ -127,10 +126,11 @@ func (f *fetcher) shutdown() {
 	select {
 	case <-ended:
 	case <-time.After(f.grace):
-		f.abort()
-		<-ended // within about a second: run abandons attempts that do not return
 	}
+	// The rest are canceled and put back: within about a second (run
+	// abandons an attempt that does not return), plus their last writes.
 	f.abort()
+	<-ended
 	close(f.stopped)
 	f.writes.close()
 }
@@ -145,6 +145,12 @@ func (f *fetcher) loop() {
 		case <-f.quit:
 			return
 		case f.slots <- struct{}{}:
+		}
+		select {
+		case <-f.quit: // both were ready: select chose at random
+			<-f.slots
+			return
+		default:
 		}
 		n := 1
 	more:
@@ -232,8 +238,7 @@ func (f *fetcher) run(t *task) {
 		return
 	default:
 	}
-	t.deadline = deadline(t.m, time.Now())
-	ctx, cancel := context.WithDeadline(f.base, t.deadline)
+	ctx, cancel := context.WithDeadline(f.base, deadline(t.m, time.Now()))
 	defer cancel()
 	t.cancel = cancel
 	f.mu.Lock()
@@ -411,16 +416,11 @@ func (f *fetcher) leases() {
 			return
 		case <-tick.C:
 		}
-		// An attempt past its deadline that has not returned is not
-		// extended: as asynq stops waiting for it, its lease ends and the
-		// recoverer retries the task.
 		now := time.Now()
 		f.mu.Lock()
 		tasks := make([]*task, 0, len(f.running))
 		for t := range f.running {
-			if now.Before(t.deadline) {
-				tasks = append(tasks, t)
-			}
+			tasks = append(tasks, t)
 		}
 		f.mu.Unlock()
 		if len(tasks) == 0 {

@@ -276,15 +276,17 @@ func TestFetchLeaseAndPause(t *testing.T) {
 
 // The fetch rewrites the messages of tasks it retries, completes or
 // archives: a message asynq wrote with every field it has — headers, a
-// unique key, a deadline, a group — is written back byte for byte, and a
+// unique key, a deadline, a group — is read whole, written back byte for
+// byte, and, with the fields the fetch changes, read by asynq as meant; a
 // field this asynq does not know is kept.
 func TestMessageRoundTrip(t *testing.T) {
 	t.Parallel()
 	rdb, name := queuetest.Redis(t)
 	ctx := context.Background()
 	c := asynq.NewClientFromRedisClient(rdb)
+	deadline := time.Now().Add(time.Hour).Truncate(time.Second)
 	task := asynq.NewTaskWithHeaders("test:ping", []byte(`{"a":1}`), map[string]string{"trace": "abc"})
-	info, err := c.Enqueue(task, asynq.Queue(name), asynq.Unique(time.Hour), asynq.Deadline(time.Now().Add(time.Hour)),
+	info, err := c.Enqueue(task, asynq.Queue(name), asynq.Unique(time.Hour), asynq.Deadline(deadline),
 		asynq.MaxRetry(7), asynq.Retention(time.Hour))
 	if err != nil {
 		t.Fatal(err)
@@ -293,8 +295,9 @@ func TestMessageRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	key := func(id string) string { return "asynq:{" + name + "}:t:" + id }
 	for _, id := range []string{info.ID, grouped.ID} {
-		raw, err := rdb.HGet(ctx, "asynq:{"+name+"}:t:"+id, "msg").Bytes()
+		raw, err := rdb.HGet(ctx, key(id), "msg").Bytes()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -307,6 +310,122 @@ func TestMessageRoundTrip(t *testing.T) {
 		if again, err := queue.Reencode(future); err != nil || string(again) != string(future) {
 			t.Fatalf("unknown field: re-encoded %x (%v), want %x", again, err, future)
 		}
+	}
+
+	raw, err := rdb.HGet(ctx, key(info.ID), "msg").Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := queue.DecodeMsg(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Type != "test:ping" || string(m.Payload) != `{"a":1}` || m.ID != info.ID || m.Queue != name || m.Retry != 7 ||
+		m.UniqueKey == "" || m.Deadline != deadline.Unix() || m.Retention != 3600 || m.Timeout != 0 {
+		t.Fatalf("decoded %+v", m)
+	}
+	g, err := rdb.HGet(ctx, key(grouped.ID), "msg").Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gm, err := queue.DecodeMsg(g); err != nil || gm.GroupKey != "g1" || gm.Retry != 25 || gm.Timeout != 1800 {
+		t.Fatalf("decoded grouped %+v %v", gm, err)
+	}
+	// What a retry writes, read back by asynq.
+	m.Retried, m.ErrorMsg, m.LastFailedAt = 2, "LMS answered 503", time.Now().Unix()
+	if err := rdb.HSet(ctx, key(info.ID), "msg", m.Encode()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	back, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(name, info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Retried != 2 || back.LastErr != "LMS answered 503" || back.MaxRetry != 7 || back.Headers["trace"] != "abc" ||
+		!back.Deadline.Equal(deadline) || back.Retention != time.Hour || recent(back.LastFailedAt) != "now" {
+		t.Fatalf("asynq reads the rewritten message as %+v", back)
+	}
+}
+
+// An attempt that does not return when its context ends — its deadline, or
+// the shutdown timeout — gives its slot back after a second, as asynq's
+// processor stops waiting for it: past its deadline the task is retried
+// with the context's error; at shutdown it is put back, and so is every
+// task a fetch took across the shutdown. Nothing stays active.
+func TestFetchStuckAttemptsAndShutdown(t *testing.T) {
+	t.Parallel()
+	rdb, name := queuetest.Redis(t)
+	kinds := testKinds(noop)
+	q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Second})
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	started := make(chan string, 4)
+	proc := processorFunc(func(ctx context.Context, a pipeline.Attempt) (fulfillment.State, error) {
+		switch o := a.Job.Ref.OrderNumber; {
+		case strings.HasPrefix(o, "STUCK"):
+			started <- o
+			<-stuck // ignores ctx
+			return fulfillment.StateDone, nil
+		}
+		time.Sleep(2 * time.Millisecond)
+		return fulfillment.StateDone, nil
+	})
+	w := queue.NewWorker(rdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 8, Servers: 2, InitialDelay: time.Minute,
+		MaxDelay: time.Minute, ShutdownTimeout: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	ctx := context.Background()
+	timedOut := job(t, "ping", "STUCK-DEADLINE")
+	if _, err := q.Enqueue(ctx, timedOut, pipeline.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.StartFetchOnly()
+	<-started
+	for i := 0; ; i++ {
+		info, err := insp.GetTaskInfo(name, timedOut.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State == asynq.TaskStateRetry {
+			if info.Retried != 1 || !strings.Contains(info.LastErr, "deadline exceeded") {
+				t.Errorf("attempt past its deadline: retried %d, %q", info.Retried, info.LastErr)
+			}
+			break
+		}
+		if i == 400 {
+			t.Fatalf("attempt past its deadline: task %v after 10 s, want retry", info.State)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+
+	atShutdown := job(t, "ping", "STUCK-SHUTDOWN")
+	if _, err := q.Enqueue(ctx, atShutdown, pipeline.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	const backlog = 400
+	for i := range backlog {
+		if _, err := q.Enqueue(ctx, job(t, "pong", fmt.Sprint("B-", i)), pipeline.EnqueueOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // the fetch is busy with the backlog
+	begun := time.Now()
+	w.ShutdownFetchOnly()
+	if d := time.Since(begun); d > 10*time.Second {
+		t.Errorf("shutdown took %v", d)
+	}
+	if info, err := insp.GetTaskInfo(name, atShutdown.ID); err != nil || info.State != asynq.TaskStatePending || info.Retried != 0 {
+		t.Errorf("attempt stuck at shutdown: %+v %v, want pending, no retry counted", info, err)
+	}
+	info, err := insp.GetQueueInfo(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Active != 0 || info.Pending+info.Completed+info.Retry != backlog+2 {
+		t.Errorf("after shutdown: %d active, %d pending + %d completed + %d retry, want 0 active and %d in all",
+			info.Active, info.Pending, info.Completed, info.Retry, backlog+2)
+	}
+	if info.Pending < 2 {
+		t.Errorf("after shutdown: %d pending, want the stuck task and some of the backlog put back", info.Pending)
 	}
 }
 

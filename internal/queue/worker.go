@@ -171,11 +171,11 @@ func NewWorker(rdb redis.UniversalClient, kinds *pipeline.Kinds, proc Processor,
 			}
 		},
 	})
-	handlers := handlers(kinds, proc, o)
-	for typ, h := range handlers {
+	hs := handlers(kinds, proc, o)
+	for typ, h := range hs {
 		w.mux.Handle(typ, asynqHandler{h: h, slots: slots})
 	}
-	w.fetch = newFetcher(rdb, o.Queue, handlers, slots, max(1, o.Servers), retryDelay, isFailure, o.ShutdownTimeout, o.Logger)
+	w.fetch = newFetcher(rdb, o.Queue, hs, slots, max(1, o.Servers), retryDelay, isFailure, o.ShutdownTimeout, o.Logger)
 	return w
 }
 
