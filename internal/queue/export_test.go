@@ -32,3 +32,6 @@ func Reencode(b []byte) ([]byte, error) {
 	}
 	return m.encode(), nil
 }
+
+// DequeueScriptHash names the fetch's dequeue script in the protocol.
+var DequeueScriptHash = dequeueScript.Hash()

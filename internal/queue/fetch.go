@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -137,10 +138,33 @@ func (f *fetcher) shutdown() {
 
 // loop takes tasks while there are free slots: at least one, and every other
 // slot free at that moment, up to fetchMax.
+//
+// Each dequeue also records the ids it took under a key of its own
+// (takenKey), dropped by the loop's next dequeue. A dequeue whose reply
+// never arrived (a connection cut, a timeout) leaves its tasks active with
+// nobody running them, and go-redis may have sent the script again, taking
+// more: the record finds them, and requeueTaken puts them back at the head
+// of the queue at once, instead of asynq's recoverer retrying them a
+// minute later with an attempt counted.
 func (f *fetcher) loop() {
 	defer f.loopsWG.Done()
 	var logged time.Time
-	for {
+	token := strconv.FormatUint(rand.Uint64(), 36)
+	prev := f.takenKey(token, 0)
+	lost := "" // a dequeue's record whose reply did not arrive
+	for seq := uint64(1); ; seq++ {
+		if lost != "" {
+			if err := f.requeueTaken(lost, nil); err != nil {
+				f.pause(time.Second)
+				select {
+				case <-f.quit:
+					return // the recoverer will have them
+				default:
+					continue
+				}
+			}
+			lost = ""
+		}
 		select {
 		case <-f.quit:
 			return
@@ -162,7 +186,8 @@ func (f *fetcher) loop() {
 				break more
 			}
 		}
-		tasks, err := f.dequeue(n)
+		key := f.takenKey(token, seq)
+		tasks, recorded, err := f.dequeue(n, key, prev)
 		for range n - len(tasks) {
 			<-f.slots
 		}
@@ -170,17 +195,56 @@ func (f *fetcher) loop() {
 			f.tasksWG.Add(1)
 			go f.run(t)
 		}
+		prev = key
 		switch {
 		case err != nil:
+			lost = key
 			if time.Since(logged) > 10*time.Second {
 				f.log.Warn("worker_dequeue_failed", "queue", f.name, "err", err)
 				logged = time.Now()
 			}
 			f.pause(time.Second)
+		case recorded > len(tasks):
+			// go-redis sent the script again after a reply it did not
+			// get: the tasks the first run took are not ours to run.
+			held := make([]string, len(tasks))
+			for i, t := range tasks {
+				held[i] = t.m.ID
+			}
+			if err := f.requeueTaken(key, held); err != nil {
+				lost = key // tried again before the next dequeue; ours are skipped then too
+			}
 		case len(tasks) == 0:
 			f.pause(idleWait/2 + rand.N(idleWait))
 		}
 	}
+}
+
+// takenKey is where a loop's seq-th dequeue records the ids it took.
+func (f *fetcher) takenKey(token string, seq uint64) string {
+	return "coordinator:{" + f.name + "}:taken:" + token + ":" + strconv.FormatUint(seq, 10)
+}
+
+// requeueTaken puts back the tasks recorded under key that are still active,
+// but those held (being run), and drops the record.
+func (f *fetcher) requeueTaken(key string, held []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
+	defer cancel()
+	args := make([]any, 0, len(held)+1)
+	args = append(args, f.key("t:"))
+	for _, id := range held {
+		args = append(args, id)
+	}
+	n, err := requeueTakenScript.Run(ctx, f.rdb, []string{f.key("active"), f.key("lease"), f.key("pending"), key}, args...).Int()
+	if err != nil {
+		f.log.Warn("worker_requeue_taken_failed", "queue", f.name, "err", err)
+		return fmt.Errorf("requeue taken tasks: %w", err)
+	}
+	if n > 0 {
+		f.log.Warn("worker_requeued_taken", "queue", f.name, "tasks", n,
+			"detail", "a dequeue's reply was lost; its tasks were put back")
+	}
+	return nil
 }
 
 func (f *fetcher) pause(d time.Duration) {
@@ -192,18 +256,26 @@ func (f *fetcher) pause(d time.Duration) {
 	}
 }
 
-// dequeue takes up to n tasks off the queue.
-func (f *fetcher) dequeue(n int) ([]*task, error) {
+// dequeue takes up to n tasks off the queue, recording their ids under key
+// and dropping the record of the loop's previous dequeue (prev). recorded
+// is how many the record holds: more than the tasks returned when the
+// script ran more than once.
+func (f *fetcher) dequeue(n int, key, prev string) (tasks []*task, recorded int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
 	defer cancel()
 	ends := time.Now().Add(leaseDuration)
 	res, err := dequeueScript.Run(ctx, f.rdb,
-		[]string{f.key("pending"), f.key("paused"), f.key("active"), f.key("lease")},
+		[]string{f.key("pending"), f.key("paused"), f.key("active"), f.key("lease"), key, prev},
 		ends.Unix(), f.key("t:"), n).Slice()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("dequeue from %s: %w", f.name, err)
+	if err != nil {
+		return nil, 0, fmt.Errorf("dequeue from %s: %w", f.name, err)
 	}
-	tasks := make([]*task, 0, len(res)/2)
+	if len(res) == 0 {
+		return nil, 0, errors.New("dequeue: empty reply")
+	}
+	recorded64, _ := res[0].(int64)
+	res = res[1:]
+	tasks = make([]*task, 0, len(res)/2)
 	for i := 0; i+1 < len(res); i += 2 {
 		id, _ := res[i].(string)
 		raw, _ := res[i+1].(string)
@@ -215,13 +287,14 @@ func (f *fetcher) dequeue(n int) ([]*task, error) {
 			// asynq's Dequeue fails on such a task too and leaves it
 			// active: when its lease ends the recoverer retries it.
 			f.log.Error("task_message_invalid", "queue", f.name, "task_id", id, "err", err)
+			recorded64-- // not run, but not to be put back either
 			continue
 		}
 		t := &task{m: m}
 		t.lease.Store(ends.UnixNano())
 		tasks = append(tasks, t)
 	}
-	return tasks, nil
+	return tasks, int(recorded64), nil
 }
 
 // run runs the task's attempt and writes its outcome, holding its slot. As
@@ -447,13 +520,16 @@ func (f *fetcher) leases() {
 	}
 }
 
-// dequeueScript is asynq's dequeueCmd taking up to ARGV[3] tasks: for each,
-// its id and its message (false when the task's hash is gone).
+// dequeueScript is asynq's dequeueCmd taking up to ARGV[3] tasks, which it
+// also records (loop): it answers how many the record holds, then each
+// task's id and message ("" when the task's hash is gone).
 //
-// KEYS[1] pending, KEYS[2] paused, KEYS[3] active, KEYS[4] lease.
+// KEYS[1] pending, KEYS[2] paused, KEYS[3] active, KEYS[4] lease,
+// KEYS[5] this dequeue's record, KEYS[6] the previous dequeue's record.
 // ARGV[1] lease expiration (Unix s), ARGV[2] task key prefix, ARGV[3] n.
 var dequeueScript = redis.NewScript(`
-local out = {}
+redis.call("DEL", KEYS[6])
+local out = {0}
 if redis.call("EXISTS", KEYS[2]) == 1 then
 	return out
 end
@@ -466,10 +542,38 @@ for i = 1, tonumber(ARGV[3]) do
 	redis.call("HSET", key, "state", "active")
 	redis.call("HDEL", key, "pending_since")
 	redis.call("ZADD", KEYS[4], ARGV[1], id)
+	redis.call("RPUSH", KEYS[5], id)
 	out[#out + 1] = id
 	out[#out + 1] = redis.call("HGET", key, "msg") or ""
 end
+if #out > 1 then
+	redis.call("EXPIRE", KEYS[5], 3600)
+end
+out[1] = redis.call("LLEN", KEYS[5])
 return out`)
+
+// requeueTakenScript puts the tasks a dequeue recorded back at the head of
+// the queue as asynq's requeueCmd does, but for those still held (ARGV[2:])
+// and those no longer active (done, or recovered meanwhile), and drops the
+// record; it answers how many it put back.
+//
+// KEYS active, lease, pending, the record. ARGV task key prefix, held ids.
+var requeueTakenScript = redis.NewScript(`
+local held = {}
+for i = 2, #ARGV do
+	held[ARGV[i]] = true
+end
+local n = 0
+for _, id in ipairs(redis.call("LRANGE", KEYS[4], 0, -1)) do
+	if not held[id] and redis.call("LREM", KEYS[1], 0, id) > 0 then
+		redis.call("ZREM", KEYS[2], id)
+		redis.call("RPUSH", KEYS[3], id)
+		redis.call("HSET", ARGV[1] .. id, "state", "pending")
+		n = n + 1
+	end
+end
+redis.call("DEL", KEYS[4])
+return n`)
 
 // doneScript is asynq's doneCmd, with doneUniqueCmd's release of the
 // unique lock when KEYS[6] is given.

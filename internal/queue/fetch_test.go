@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -453,4 +455,149 @@ func TestFetchStoresReadableErrors(t *testing.T) {
 	if err != nil || info.LastErr != "LMS 502: caf\uFFFD" {
 		t.Fatalf("archived task: %+v %v, want its error readable", info, err)
 	}
+}
+
+// A dequeue whose reply is lost — the connection cut after Redis ran the
+// script — leaves its tasks active with nobody running them; when go-redis
+// sends the script again, the first run's tasks are left the same way. The
+// loop's record of what each dequeue took finds them and puts them back at
+// once: every task runs within seconds, once, with no attempt counted (not
+// a minute later through asynq's recoverer, which does not run here).
+func TestFetchLostDequeueReply(t *testing.T) {
+	t.Parallel()
+	for _, retries := range []int{-1, 3} { // go-redis sends nothing again; sends again
+		t.Run(fmt.Sprint("max retries ", retries), func(t *testing.T) {
+			t.Parallel()
+			rdb, name := queuetest.Redis(t)
+			opt, err := redis.ParseURL(queuetest.URL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy := newReplyDropper(t, opt.Addr, queue.DequeueScriptHash)
+			wopt := *opt
+			wopt.Addr, wopt.MaxRetries = proxy.addr, retries
+			wrdb := redis.NewClient(&wopt)
+			defer wrdb.Close()
+
+			kinds := testKinds(noop)
+			q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+			var mu sync.Mutex
+			runs := map[string]int{}
+			proc := processorFunc(func(ctx context.Context, a pipeline.Attempt) (fulfillment.State, error) {
+				mu.Lock()
+				runs[a.Job.ID]++
+				mu.Unlock()
+				return fulfillment.StateDone, nil
+			})
+			ctx := context.Background()
+			const n = 30
+			var ids []string
+			for i := range n {
+				j := job(t, "ping", fmt.Sprint("LOST-", i))
+				ids = append(ids, j.ID)
+				if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			proxy.drop.Store(1) // the first dequeue's reply
+			w := queue.NewWorker(wrdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 4, InitialDelay: time.Minute,
+				MaxDelay: time.Minute, ShutdownTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)})
+			w.StartFetchOnly()
+			defer w.ShutdownFetchOnly()
+			insp := asynq.NewInspectorFromRedisClient(rdb)
+			for i := 0; ; i++ {
+				info, err := insp.GetQueueInfo(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if info.Completed == n {
+					break
+				}
+				if i == 400 {
+					t.Fatalf("after 10 s: %d completed, %d active, %d pending of %d", info.Completed, info.Active, info.Pending, n)
+				}
+				time.Sleep(25 * time.Millisecond)
+			}
+			if proxy.dropped.Load() == 0 {
+				t.Fatal("no dequeue reply was dropped: the test tested nothing")
+			}
+			for _, id := range ids {
+				info, err := insp.GetTaskInfo(name, id)
+				if err != nil || info.Retried != 0 || runs[id] != 1 {
+					t.Errorf("task %s: %+v %v, ran %d times; want done once, no retry counted", id, info, err, runs[id])
+				}
+			}
+		})
+	}
+}
+
+// replyDropper is a TCP proxy to Redis that cuts a connection instead of
+// passing on the reply to a command naming hash, as often as drop says.
+type replyDropper struct {
+	addr    string
+	drop    atomic.Int32
+	dropped atomic.Int32
+}
+
+func newReplyDropper(t *testing.T, target, hash string) *replyDropper {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	p := &replyDropper{addr: ln.Addr().String()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			var armed atomic.Bool
+			go func() { // client to Redis
+				defer s.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						if strings.Contains(string(buf[:n]), hash) && p.drop.Add(-1) >= 0 {
+							armed.Store(true)
+						}
+						if _, err := s.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+			go func() { // Redis to client
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 {
+						if armed.Load() {
+							p.dropped.Add(1)
+							s.Close()
+							return
+						}
+						if _, err := c.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
 }
