@@ -1,6 +1,11 @@
 package queue
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // For the tests of package queue_test.
 
@@ -35,3 +40,8 @@ func Reencode(b []byte) ([]byte, error) {
 
 // DequeueScriptHash names the fetch's dequeue script in the protocol.
 var DequeueScriptHash = dequeueScript.Hash()
+
+// LoadDequeueScript loads the dequeue script, so the first run is an EVALSHA.
+func LoadDequeueScript(ctx context.Context, rdb redis.UniversalClient) error {
+	return dequeueScript.Load(ctx, rdb).Err()
+}

@@ -149,12 +149,25 @@ func (f *fetcher) shutdown() {
 func (f *fetcher) loop() {
 	defer f.loopsWG.Done()
 	var logged time.Time
+	warn := func(msg string, err error) {
+		if time.Since(logged) > 10*time.Second {
+			f.log.Warn(msg, "queue", f.name, "err", err)
+			logged = time.Now()
+		}
+	}
 	token := strconv.FormatUint(rand.Uint64(), 36)
 	prev := f.takenKey(token, 0)
-	lost := "" // a dequeue's record whose reply did not arrive
+	var lost *taken // a dequeue whose reply was lost or whose record was not yet put back
 	for seq := uint64(1); ; seq++ {
-		if lost != "" {
-			if err := f.requeueTaken(lost, nil); err != nil {
+		if lost != nil {
+			err := f.requeueTaken(lost)
+			switch {
+			case err == nil:
+				lost = nil
+			case !time.Now().Before(lost.ends):
+				lost = nil // their lease ended: asynq's recoverer has them
+			default:
+				warn("worker_requeue_taken_failed", err)
 				f.pause(time.Second)
 				select {
 				case <-f.quit:
@@ -163,7 +176,6 @@ func (f *fetcher) loop() {
 					continue
 				}
 			}
-			lost = ""
 		}
 		select {
 		case <-f.quit:
@@ -186,8 +198,8 @@ func (f *fetcher) loop() {
 				break more
 			}
 		}
-		key := f.takenKey(token, seq)
-		tasks, recorded, err := f.dequeue(n, key, prev)
+		rec := &taken{key: f.takenKey(token, seq), ends: time.Now().Add(leaseDuration)}
+		tasks, err := f.dequeue(n, rec, prev)
 		for range n - len(tasks) {
 			<-f.slots
 		}
@@ -195,29 +207,34 @@ func (f *fetcher) loop() {
 			f.tasksWG.Add(1)
 			go f.run(t)
 		}
-		prev = key
 		switch {
 		case err != nil:
-			lost = key
-			if time.Since(logged) > 10*time.Second {
-				f.log.Warn("worker_dequeue_failed", "queue", f.name, "err", err)
-				logged = time.Now()
-			}
+			lost = rec // prev stays: this dequeue may not have dropped it
+			warn("worker_dequeue_failed", err)
 			f.pause(time.Second)
-		case recorded > len(tasks):
+			continue
+		case rec.recorded > len(rec.held):
 			// go-redis sent the script again after a reply it did not
-			// get: the tasks the first run took are not ours to run.
-			held := make([]string, len(tasks))
-			for i, t := range tasks {
-				held[i] = t.m.ID
-			}
-			if err := f.requeueTaken(key, held); err != nil {
-				lost = key // tried again before the next dequeue; ours are skipped then too
+			// get: the tasks the earlier run took are not ours to run.
+			if err := f.requeueTaken(rec); err != nil {
+				lost = rec // tried again before the next dequeue
+				warn("worker_requeue_taken_failed", err)
 			}
 		case len(tasks) == 0:
 			f.pause(idleWait/2 + rand.N(idleWait))
 		}
+		prev = rec.key
 	}
+}
+
+// taken is what one dequeue took: its record's key, the lease it gave,
+// how many ids the record holds and those the reply named (held: run by
+// this loop, or left to the recoverer when unreadable).
+type taken struct {
+	key      string
+	ends     time.Time
+	recorded int
+	held     []string
 }
 
 // takenKey is where a loop's seq-th dequeue records the ids it took.
@@ -225,19 +242,18 @@ func (f *fetcher) takenKey(token string, seq uint64) string {
 	return "coordinator:{" + f.name + "}:taken:" + token + ":" + strconv.FormatUint(seq, 10)
 }
 
-// requeueTaken puts back the tasks recorded under key that are still active,
-// but those held (being run), and drops the record.
-func (f *fetcher) requeueTaken(key string, held []string) error {
+// requeueTaken puts back the tasks rec recorded that are still active under
+// its lease, but those it holds, and drops the record.
+func (f *fetcher) requeueTaken(rec *taken) error {
 	ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
 	defer cancel()
-	args := make([]any, 0, len(held)+1)
-	args = append(args, f.key("t:"))
-	for _, id := range held {
+	args := make([]any, 0, len(rec.held)+2)
+	args = append(args, f.key("t:"), rec.ends.Unix())
+	for _, id := range rec.held {
 		args = append(args, id)
 	}
-	n, err := requeueTakenScript.Run(ctx, f.rdb, []string{f.key("active"), f.key("lease"), f.key("pending"), key}, args...).Int()
+	n, err := requeueTakenScript.Run(ctx, f.rdb, []string{f.key("active"), f.key("lease"), f.key("pending"), rec.key}, args...).Int()
 	if err != nil {
-		f.log.Warn("worker_requeue_taken_failed", "queue", f.name, "err", err)
 		return fmt.Errorf("requeue taken tasks: %w", err)
 	}
 	if n > 0 {
@@ -256,29 +272,29 @@ func (f *fetcher) pause(d time.Duration) {
 	}
 }
 
-// dequeue takes up to n tasks off the queue, recording their ids under key
-// and dropping the record of the loop's previous dequeue (prev). recorded
-// is how many the record holds: more than the tasks returned when the
-// script ran more than once.
-func (f *fetcher) dequeue(n int, key, prev string) (tasks []*task, recorded int, err error) {
+// dequeue takes up to n tasks off the queue with rec's lease, recording
+// their ids under rec's key (and in rec), and drops the record of the
+// loop's previous dequeue (prev).
+func (f *fetcher) dequeue(n int, rec *taken, prev string) ([]*task, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
 	defer cancel()
-	ends := time.Now().Add(leaseDuration)
 	res, err := dequeueScript.Run(ctx, f.rdb,
-		[]string{f.key("pending"), f.key("paused"), f.key("active"), f.key("lease"), key, prev},
-		ends.Unix(), f.key("t:"), n).Slice()
+		[]string{f.key("pending"), f.key("paused"), f.key("active"), f.key("lease"), rec.key, prev},
+		rec.ends.Unix(), f.key("t:"), n).Slice()
 	if err != nil {
-		return nil, 0, fmt.Errorf("dequeue from %s: %w", f.name, err)
+		return nil, fmt.Errorf("dequeue from %s: %w", f.name, err)
 	}
 	if len(res) == 0 {
-		return nil, 0, errors.New("dequeue: empty reply")
+		return nil, errors.New("dequeue: empty reply")
 	}
-	recorded64, _ := res[0].(int64)
+	recorded, _ := res[0].(int64)
+	rec.recorded = int(recorded)
 	res = res[1:]
-	tasks = make([]*task, 0, len(res)/2)
+	tasks := make([]*task, 0, len(res)/2)
 	for i := 0; i+1 < len(res); i += 2 {
 		id, _ := res[i].(string)
 		raw, _ := res[i+1].(string)
+		rec.held = append(rec.held, id)
 		m, err := decodeMsg([]byte(raw))
 		if err == nil && raw == "" {
 			err = errors.New("no task message")
@@ -287,14 +303,13 @@ func (f *fetcher) dequeue(n int, key, prev string) (tasks []*task, recorded int,
 			// asynq's Dequeue fails on such a task too and leaves it
 			// active: when its lease ends the recoverer retries it.
 			f.log.Error("task_message_invalid", "queue", f.name, "task_id", id, "err", err)
-			recorded64-- // not run, but not to be put back either
 			continue
 		}
 		t := &task{m: m}
-		t.lease.Store(ends.UnixNano())
+		t.lease.Store(rec.ends.UnixNano())
 		tasks = append(tasks, t)
 	}
-	return tasks, int(recorded64), nil
+	return tasks, nil
 }
 
 // run runs the task's attempt and writes its outcome, holding its slot. As
@@ -531,6 +546,7 @@ var dequeueScript = redis.NewScript(`
 redis.call("DEL", KEYS[6])
 local out = {0}
 if redis.call("EXISTS", KEYS[2]) == 1 then
+	out[1] = redis.call("LLEN", KEYS[5])
 	return out
 end
 for i = 1, tonumber(ARGV[3]) do
@@ -553,19 +569,23 @@ out[1] = redis.call("LLEN", KEYS[5])
 return out`)
 
 // requeueTakenScript puts the tasks a dequeue recorded back at the head of
-// the queue as asynq's requeueCmd does, but for those still held (ARGV[2:])
-// and those no longer active (done, or recovered meanwhile), and drops the
-// record; it answers how many it put back.
+// the queue as asynq's requeueCmd does — but those held (ARGV[3:]), those
+// no longer active under that dequeue's lease (done, recovered, taken again
+// since) and those whose hash is gone (left to the recoverer, as asynq
+// leaves them) — and drops the record; it answers how many it put back.
 //
-// KEYS active, lease, pending, the record. ARGV task key prefix, held ids.
+// KEYS active, lease, pending, the record. ARGV task key prefix, the
+// dequeue's lease expiration (Unix s), held ids.
 var requeueTakenScript = redis.NewScript(`
 local held = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
 	held[ARGV[i]] = true
 end
 local n = 0
 for _, id in ipairs(redis.call("LRANGE", KEYS[4], 0, -1)) do
-	if not held[id] and redis.call("LREM", KEYS[1], 0, id) > 0 then
+	local lease = redis.call("ZSCORE", KEYS[2], id)
+	if not held[id] and lease and tonumber(lease) == tonumber(ARGV[2]) and
+	   redis.call("EXISTS", ARGV[1] .. id) == 1 and redis.call("LREM", KEYS[1], 0, id) > 0 then
 		redis.call("ZREM", KEYS[2], id)
 		redis.call("RPUSH", KEYS[3], id)
 		redis.call("HSET", ARGV[1] .. id, "state", "pending")

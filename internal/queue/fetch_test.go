@@ -1,6 +1,7 @@
 package queue_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -469,6 +470,10 @@ func TestFetchLostDequeueReply(t *testing.T) {
 		t.Run(fmt.Sprint("max retries ", retries), func(t *testing.T) {
 			t.Parallel()
 			rdb, name := queuetest.Redis(t)
+			ctx := context.Background()
+			if err := queue.LoadDequeueScript(ctx, rdb); err != nil { // the first run is an EVALSHA
+				t.Fatal(err)
+			}
 			opt, err := redis.ParseURL(queuetest.URL())
 			if err != nil {
 				t.Fatal(err)
@@ -489,7 +494,6 @@ func TestFetchLostDequeueReply(t *testing.T) {
 				mu.Unlock()
 				return fulfillment.StateDone, nil
 			})
-			ctx := context.Background()
 			const n = 30
 			var ids []string
 			for i := range n {
@@ -500,8 +504,9 @@ func TestFetchLostDequeueReply(t *testing.T) {
 				}
 			}
 			proxy.drop.Store(1) // the first dequeue's reply
+			var logs syncBuffer
 			w := queue.NewWorker(wrdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 4, InitialDelay: time.Minute,
-				MaxDelay: time.Minute, ShutdownTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)})
+				MaxDelay: time.Minute, ShutdownTimeout: time.Second, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 			w.StartFetchOnly()
 			defer w.ShutdownFetchOnly()
 			insp := asynq.NewInspectorFromRedisClient(rdb)
@@ -518,9 +523,20 @@ func TestFetchLostDequeueReply(t *testing.T) {
 				}
 				time.Sleep(25 * time.Millisecond)
 			}
-			if proxy.dropped.Load() == 0 {
-				t.Fatal("no dequeue reply was dropped: the test tested nothing")
+			if proxy.dropped.Load() != 1 {
+				t.Fatalf("%d dequeue replies dropped, want 1", proxy.dropped.Load())
 			}
+			// Which way the tasks came back: the loop's own retry after the
+			// failed dequeue, or go-redis's resend whose reply arrived.
+			out := logs.String()
+			if !strings.Contains(out, `"worker_requeued_taken"`) {
+				t.Errorf("no worker_requeued_taken logged:\n%s", out)
+			}
+			if failed := strings.Contains(out, `"worker_dequeue_failed"`); failed != (retries < 0) {
+				t.Errorf("worker_dequeue_failed logged: %v, want %v:\n%s", failed, retries < 0, out)
+			}
+			mu.Lock()
+			defer mu.Unlock()
 			for _, id := range ids {
 				info, err := insp.GetTaskInfo(name, id)
 				if err != nil || info.Retried != 0 || runs[id] != 1 {
@@ -529,6 +545,24 @@ func TestFetchLostDequeueReply(t *testing.T) {
 			}
 		})
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // replyDropper is a TCP proxy to Redis that cuts a connection instead of
@@ -583,7 +617,7 @@ func newReplyDropper(t *testing.T, target, hash string) *replyDropper {
 				for {
 					n, err := s.Read(buf)
 					if n > 0 {
-						if armed.Load() {
+						if armed.Load() && buf[0] == '*' { // the script's answer, not an error
 							p.dropped.Add(1)
 							s.Close()
 							return
