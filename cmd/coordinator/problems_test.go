@@ -16,6 +16,7 @@ import (
 
 	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
+	"github.com/openedx/coordinator/internal/logtest"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
@@ -24,7 +25,7 @@ import (
 // startProblems runs `coordinator all` whose retries back off for up to an
 // hour (so a retrying line stays retrying unless run now), logging at info
 // (operator actions), with the ledger when withLedger.
-func startProblems(t *testing.T, withLedger bool, extra string) (*instance, *syncBuffer) {
+func startProblems(t *testing.T, withLedger bool, extra string) (*instance, *logtest.Buffer) {
 	t.Helper()
 	rdb, qname := queuetest.Redis(t)
 	fake := lmstest.NewDemo(testSecret)

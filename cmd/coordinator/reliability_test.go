@@ -22,6 +22,7 @@ import (
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
+	"github.com/openedx/coordinator/internal/logtest"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
@@ -146,7 +147,7 @@ func startProcess(t *testing.T, cfgPath, command string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(coordinatorBinary(t), "--config", cfgPath, command)
 	cmd.Env = append(os.Environ(), "TEST_LMS_SECRET="+testSecret, "TEST_JWT_SECRET="+testJWTSecret)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

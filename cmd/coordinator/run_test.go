@@ -21,6 +21,7 @@ import (
 	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
+	"github.com/openedx/coordinator/internal/logtest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 )
 
@@ -103,7 +104,7 @@ func startRun(t *testing.T, command, path string) string {
 }
 
 // startRunLogs is startRun that also returns the process's log.
-func startRunLogs(t *testing.T, command, path string) (string, *syncBuffer) {
+func startRunLogs(t *testing.T, command, path string) (string, *logtest.Buffer) {
 	t.Helper()
 	cfg, err := config.Load(path, func(k string) string { return testEnv[k] })
 	if err != nil {
@@ -111,7 +112,7 @@ func startRunLogs(t *testing.T, command, path string) (string, *syncBuffer) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	go func() {
 		done <- run(ctx, []string{"--config", path, command}, func(k string) string { return testEnv[k] }, io.Discard, logs)
 	}()
@@ -134,23 +135,6 @@ func startRunLogs(t *testing.T, command, path string) (string, *syncBuffer) {
 		waitHealthy(t, base, done)
 	}
 	return base, logs
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func freeAddr(t *testing.T) string {

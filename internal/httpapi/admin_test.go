@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/openedx/coordinator/internal/logtest"
 )
 
 const opsPassword = "right-password"
@@ -44,7 +46,7 @@ func (c *countingCompare) compare(hash, pass []byte) error {
 
 // opsHandler is /admin/ behind operators with user "ops", the given
 // limits, a counting compare and a clock the test moves.
-func opsHandler(t *testing.T, lim operatorLimits, cc *countingCompare) (http.Handler, *operators, *fakeClock, *logBuffer) {
+func opsHandler(t *testing.T, lim operatorLimits, cc *countingCompare) (http.Handler, *operators, *fakeClock, *logtest.Buffer) {
 	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte(opsPassword), bcrypt.MinCost)
 	if err != nil {
@@ -57,7 +59,7 @@ func opsHandler(t *testing.T, lim operatorLimits, cc *countingCompare) (http.Han
 	o.compare = cc.compare
 	clock := &fakeClock{t: time.Now()}
 	o.now = clock.Now
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	h := o.require(slog.New(slog.NewJSONHandler(logs, nil)))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		encode(w, http.StatusOK, detail("dashboard"))
 	}))

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -9,36 +8,18 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/openedx/coordinator/internal/logtest"
 	"github.com/openedx/coordinator/internal/metrics"
 )
 
-// logBuffer collects JSON log lines from concurrent handlers.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // securityAPI is the API without Redis, with real metrics and a captured
 // log, for the tests of what unauthenticated callers can do to it.
-func securityAPI(t testing.TB, mod func(*Deps)) (http.Handler, *logBuffer) {
+func securityAPI(t testing.TB, mod func(*Deps)) (http.Handler, *logtest.Buffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	met := metrics.New()
 	d := Deps{
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)),

@@ -1,50 +1,17 @@
 package httpapi
 
 import (
-	"bytes"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/logtest"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 )
-
-// syncBuffer is a log sink for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	for l := range strings.SplitSeq(strings.TrimSpace(s.b.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		out = append(out, m)
-	}
-	s.b.Reset()
-	return out
-}
 
 // Every request to /orders/* is one wide log line at info, http_request,
 // carrying what support looks for: request id, route, status, duration, and
@@ -52,7 +19,7 @@ func (s *syncBuffer) lines(t *testing.T) []map[string]any {
 func TestOneLogLinePerRequest(t *testing.T) {
 	t.Parallel()
 	rdb, q := queuetest.Redis(t)
-	var buf syncBuffer
+	var buf logtest.Buffer
 	h := newTestAPILog(t, rdb, q, slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	tok := hs(t, claims(nil))
 	post := func(body, ctype string) int {
@@ -68,7 +35,7 @@ func TestOneLogLinePerRequest(t *testing.T) {
 	if code := post(validBody, "application/json"); code != http.StatusOK {
 		t.Fatalf("fulfill: %d", code)
 	}
-	lines := buf.lines(t)
+	lines := buf.Lines(t)
 	if len(lines) != 1 {
 		t.Fatalf("%d log lines for one accepted order, want 1: %v", len(lines), lines)
 	}
@@ -98,7 +65,7 @@ func TestOneLogLinePerRequest(t *testing.T) {
 	if code := post(`{"order_number":""}`, "application/json"); code != http.StatusBadRequest {
 		t.Fatalf("invalid: %d", code)
 	}
-	lines = buf.lines(t)
+	lines = buf.Lines(t)
 	if len(lines) != 1 || lines[0]["refused"] != "invalid" || lines[0]["status"] != float64(400) {
 		t.Fatalf("invalid request logged %v, want one line with refused=invalid", lines)
 	}

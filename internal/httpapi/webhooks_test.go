@@ -19,6 +19,7 @@ import (
 	"github.com/stripe/stripe-go/v82/webhook"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/logtest"
 	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/shop/shoptest"
 	"github.com/openedx/coordinator/internal/shop/stripetest"
@@ -325,7 +326,7 @@ func TestWebhookReadsBounded(t *testing.T) {
 // integration, event, order and result, each line's receivers, and the
 // level an operator needs (warn for a refused signature).
 func TestWebhookOneLogLine(t *testing.T) {
-	var buf syncBuffer
+	var buf logtest.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	h, _ := webhookAPI(t, &recorder{}, func(d *Deps) { d.Logger = log })
 	tests := []struct {
@@ -347,7 +348,7 @@ func TestWebhookOneLogLine(t *testing.T) {
 			if w := deliver(h, "woo", "order.updated", wooCourseOrder(t), tt.sign); w.Code != tt.status {
 				t.Fatalf("status %d, want %d: %s", w.Code, tt.status, w.Body)
 			}
-			lines := buf.lines(t)
+			lines := buf.Lines(t)
 			if len(lines) != 1 {
 				t.Fatalf("%d log lines, want 1: %v", len(lines), lines)
 			}

@@ -20,7 +20,7 @@ func TestAwaitingAccountInRedis(t *testing.T) {
 	t.Parallel()
 	rdb, name := queuetest.Redis(t)
 	kinds := testKinds(noop)
-	q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	q := queue.New(rdb, kinds, testOptions(name))
 	looks := make(chan struct{}, 10)
 	proc := processorFunc(func(_ context.Context, a pipeline.Attempt) (fulfillment.State, error) {
 		looks <- struct{}{}

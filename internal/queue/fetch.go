@@ -21,13 +21,12 @@ import (
 // What asynq v0.26.0's server uses and this file must match (internal/rdb,
 // processor.go, heartbeat.go, server.go).
 const (
-	leaseDuration      = 30 * time.Second    // rdb.LeaseDuration
-	leaseEvery         = 5 * time.Second     // the heartbeater's interval, which extends leases
-	statsTTL           = 90 * 24 * time.Hour // rdb.statsTTL
-	maxArchiveSize     = 10000               // rdb.maxArchiveSize
-	archivedFor        = 90 * 24 * time.Hour // rdb.archivedExpirationInDays
-	taskDefaultTimeout = 30 * time.Minute    // processor's defaultTimeout
-	defaultShutdown    = 8 * time.Second     // server's defaultShutdownTimeout
+	leaseDuration   = 30 * time.Second    // rdb.LeaseDuration
+	leaseEvery      = 5 * time.Second     // the heartbeater's interval, which extends leases
+	statsTTL        = 90 * 24 * time.Hour // rdb.statsTTL
+	maxArchiveSize  = 10000               // rdb.maxArchiveSize
+	archivedFor     = 90 * 24 * time.Hour // rdb.archivedExpirationInDays
+	defaultShutdown = 8 * time.Second     // server's defaultShutdownTimeout
 )
 
 // fetchMax bounds the tasks one dequeue takes; idleWait is the mean pause of
@@ -107,7 +106,7 @@ func newFetcher(rdb redis.UniversalClient, name string, handlers map[string]hand
 }
 
 // key is asynq's key of the queue's named structure.
-func (f *fetcher) key(s string) string { return "asynq:{" + f.name + "}:" + s }
+func (f *fetcher) key(s string) string { return asynqKey(f.name, s) }
 
 func (f *fetcher) start() {
 	for range f.loops {
@@ -239,7 +238,7 @@ type taken struct {
 
 // takenKey is where a loop's seq-th dequeue records the ids it took.
 func (f *fetcher) takenKey(token string, seq uint64) string {
-	return "coordinator:{" + f.name + "}:taken:" + token + ":" + strconv.FormatUint(seq, 10)
+	return ownKey(f.name, "taken:"+token+":"+strconv.FormatUint(seq, 10))
 }
 
 // requeueTaken puts back the tasks rec recorded that are still active under
@@ -372,7 +371,7 @@ func deadline(m msg, now time.Time) time.Time {
 	case m.Deadline != 0:
 		return time.Unix(m.Deadline, 0)
 	}
-	return now.Add(taskDefaultTimeout)
+	return now.Add(asynqDefaultTimeout) // the processor's default is the client's
 }
 
 // perform calls the task's handler; a panic is an error, as in asynq.

@@ -1,7 +1,6 @@
 package queue_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/logtest"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
@@ -223,7 +223,7 @@ func TestFetchLeaseAndPause(t *testing.T) {
 	t.Parallel()
 	rdb, name := queuetest.Redis(t)
 	kinds := testKinds(noop)
-	q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	q := queue.New(rdb, kinds, testOptions(name))
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	release := make(chan struct{})
 	proc := processorFunc(func(ctx context.Context, a pipeline.Attempt) (fulfillment.State, error) {
@@ -439,7 +439,7 @@ func TestFetchStoresReadableErrors(t *testing.T) {
 	t.Parallel()
 	rdb, name := queuetest.Redis(t)
 	kinds := testKinds(noop)
-	q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	q := queue.New(rdb, kinds, testOptions(name))
 	proc := processorFunc(func(ctx context.Context, a pipeline.Attempt) (fulfillment.State, error) {
 		return fulfillment.StateFailed, errors.New("LMS 502: caf\xc3")
 	})
@@ -485,7 +485,7 @@ func TestFetchLostDequeueReply(t *testing.T) {
 			defer wrdb.Close()
 
 			kinds := testKinds(noop)
-			q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+			q := queue.New(rdb, kinds, testOptions(name))
 			var mu sync.Mutex
 			runs := map[string]int{}
 			proc := processorFunc(func(ctx context.Context, a pipeline.Attempt) (fulfillment.State, error) {
@@ -504,7 +504,7 @@ func TestFetchLostDequeueReply(t *testing.T) {
 				}
 			}
 			proxy.drop.Store(1) // the first dequeue's reply
-			var logs syncBuffer
+			var logs logtest.Buffer
 			w := queue.NewWorker(wrdb, kinds, proc, queue.WorkerOptions{Queue: name, Concurrency: 4, InitialDelay: time.Minute,
 				MaxDelay: time.Minute, ShutdownTimeout: time.Second, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 			w.StartFetchOnly()
@@ -545,24 +545,6 @@ func TestFetchLostDequeueReply(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // replyDropper is a TCP proxy to Redis that cuts a connection instead of

@@ -19,7 +19,8 @@ import (
 const asynqVersion = "v0.26.0"
 
 // asynqDefaultTimeout is the timeout asynq.Client gives a task enqueued with
-// neither a timeout nor a deadline (client.go's defaultTimeout).
+// neither a timeout nor a deadline (client.go's defaultTimeout), and the one
+// its processor gives a task that has neither (processor.go's).
 const asynqDefaultTimeout = 30 * time.Minute
 
 // taskMessage encodes the TaskMessage asynq.Client.Enqueue writes for a task
@@ -162,8 +163,17 @@ func decodeMsg(b []byte) (msg, error) {
 	return m, nil
 }
 
+// asynqKey is the key of asynq's structure s of the queue (asynq's
+// internal/base): "pending", "active", "lease", "t:<id>", ... Every key of a
+// queue, asynq's and Coordinator's (ownKey), carries the queue's {hash tag},
+// so a Redis Cluster keeps them on one node.
+func asynqKey(queue, s string) string { return "asynq:{" + queue + "}:" + s }
+
+// ownKey is the key of Coordinator's own structure s of the queue.
+func ownKey(queue, s string) string { return "coordinator:{" + queue + "}:" + s }
+
 // pendingKey is asynq's list of a queue's pending task ids.
-func (q *Queue) pendingKey() string { return "asynq:{" + q.name + "}:pending" }
+func (q *Queue) pendingKey() string { return asynqKey(q.name, "pending") }
 
 // allQueues is asynq's set of queue names (Inspector, asynqmon).
 const allQueues = "asynq:queues"

@@ -173,7 +173,7 @@ func TestEnqueueAcrossRedisRestart(t *testing.T) {
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	name := queuetest.Name()
-	q := queue.New(rdb, testKinds(noop), queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	q := queue.New(rdb, testKinds(noop), testOptions(name))
 	ctx := context.Background()
 	if _, err := q.Enqueue(ctx, job(t, "ping", "R-1"), pipeline.EnqueueOptions{}); err != nil {
 		t.Fatal(err)
@@ -252,7 +252,7 @@ func BenchmarkTaskMessage(b *testing.B) {
 // group-committed, one pipelined round trip per batch.
 func BenchmarkEnqueue(b *testing.B) {
 	rdb, name := queuetest.Redis(b)
-	q := queue.New(rdb, testKinds(noop), queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	q := queue.New(rdb, testKinds(noop), testOptions(name))
 	ctx := context.Background()
 	var n atomic.Int64
 	b.ReportAllocs()
@@ -273,7 +273,7 @@ func BenchmarkEnqueue(b *testing.B) {
 func TestEnqueueRepublishesQueue(t *testing.T) {
 	t.Parallel()
 	rdb, name := queuetest.Redis(t)
-	q := queue.New(rdb, testKinds(noop), queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	q := queue.New(rdb, testKinds(noop), testOptions(name))
 	ctx := context.Background()
 	j := job(t, "ping", "EDX-Q")
 	if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil {

@@ -183,7 +183,7 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 // statistics behind.
 func Purge(ctx context.Context, rdb redis.UniversalClient, queue string) error {
 	var keys []string
-	for _, pattern := range []string{"asynq:{" + queue + "}:*", "coordinator:{" + queue + "}:*"} {
+	for _, pattern := range []string{asynqKey(queue, "*"), ownKey(queue, "*")} {
 		// SCAN, not KEYS: the server may be shared, and must not stall.
 		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 		for iter.Next(ctx) {

@@ -38,9 +38,15 @@ func job(t testing.TB, kind, order string) pipeline.Job {
 	return pipeline.Job{Kind: kind, ID: pipeline.TaskID(kind, ref.Key()), Ref: ref, Payload: b}
 }
 
+// testOptions are the queue options of most tests: three attempts, an
+// hour's retention, a minute per attempt.
+func testOptions(name string) queue.Options {
+	return queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute}
+}
+
 func newQueue(t *testing.T) (*queue.Queue, *asynq.Inspector, string) {
 	rdb, name := queuetest.Redis(t)
-	q := queue.New(rdb, testKinds(noop), queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	q := queue.New(rdb, testKinds(noop), testOptions(name))
 	return q, asynq.NewInspectorFromRedisClient(rdb), name
 }
 
@@ -87,7 +93,7 @@ func TestEnqueueIdempotentUntilFailed(t *testing.T) {
 func TestEnqueueHonoursLegacyID(t *testing.T) {
 	t.Parallel()
 	rdb, name := queuetest.Redis(t)
-	q := queue.New(rdb, testKinds(noop), queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	q := queue.New(rdb, testKinds(noop), testOptions(name))
 	ctx := context.Background()
 	j := job(t, "ping", "EDX-OLD")
 	legacy := "ping-" + pipeline.Digest(j.Ref.Key())

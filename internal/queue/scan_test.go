@@ -18,7 +18,7 @@ import (
 func TestScanAndRunNow(t *testing.T) {
 	t.Parallel()
 	rdb, name := queuetest.Redis(t)
-	q := queue.New(rdb, testKinds(noop), queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
+	q := queue.New(rdb, testKinds(noop), testOptions(name))
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	ctx := context.Background()
 
