@@ -128,7 +128,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		// A delivery kind no subscriber provides any more: its tasks
 		// will never run (asynq has no handler for them either).
 		Orphaned: func(kind string) string {
-			if strings.HasPrefix(kind, config.WebhookReceiverPrefix) {
+			if webhooks.IsKind(kind) {
 				return "subscriber removed from the configuration"
 			}
 			return ""

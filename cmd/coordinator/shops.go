@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net/http"
 	"slices"
-	"time"
 
 	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/shop"
@@ -25,7 +23,7 @@ func newShops(cfg config.Config) (map[string]*shop.Shop, error) {
 			Name: in.Name, Type: in.Type, Secrets: in.Secrets, Site: in.Site, OrderPrefix: in.OrderPrefix,
 			CourseMode: in.CourseMode, Products: products, LearnerEmailField: in.LearnerEmailField,
 			EnrollUnregistered: in.EnrollUnregistered, AcceptTestOrders: in.AcceptTestOrders,
-			APIKey: in.APIKey, APIURL: in.APIURL, HTTPClient: &http.Client{Timeout: 10 * time.Second},
+			APIKey: in.APIKey, APIURL: in.APIURL,
 		})
 		if err != nil {
 			return nil, err

@@ -61,6 +61,11 @@ type Ref struct {
 // Key is the line the reference names.
 func (r Ref) Key() Key { return Key{r.Site, r.OrderNumber, r.CourseID} }
 
+// Learner is the learner the reference names.
+func (r Ref) Learner() Learner {
+	return Learner{LMSUserID: r.LMSUserID, Username: r.Username, Email: r.Email}
+}
+
 // Order is one validated fulfillment line: one course run in one order.
 type Order struct {
 	Site        string    `json:"site"`

@@ -118,7 +118,7 @@ func (c *Client) AllowEnrollment(ctx context.Context, email, courseID, requestID
 		return nil
 	}
 	body, _ := json.Marshal(allowedBody{Email: email, CourseID: courseID, AutoEnroll: true})
-	status, resp, err := c.allowedCall(ctx, http.MethodPost, body, requestID)
+	status, resp, err := c.allowedCall(ctx, http.MethodPost, "", body, requestID)
 	switch {
 	case err != nil:
 		return err
@@ -138,7 +138,7 @@ func (c *Client) DisallowEnrollment(ctx context.Context, email, courseID, reques
 	email = strings.TrimSpace(email)
 	_ = c.cache.Delete(ctx, c.allowedKey(email, courseID))
 	body, _ := json.Marshal(allowedBody{Email: email, CourseID: courseID})
-	status, resp, err := c.allowedCall(ctx, http.MethodDelete, body, requestID)
+	status, resp, err := c.allowedCall(ctx, http.MethodDelete, "", body, requestID)
 	switch {
 	case err != nil:
 		return err
@@ -151,14 +151,7 @@ func (c *Client) DisallowEnrollment(ctx context.Context, email, courseID, reques
 // allowedFor reports whether an enrollment_allowed for email and courseID
 // is on record (GET ?email=, LMS.md §9).
 func (c *Client) allowedFor(ctx context.Context, email, courseID, requestID string) (bool, error) {
-	const op = "enrollment_allowed"
-	release, err := c.acquire(ctx, op)
-	if err != nil {
-		return false, err
-	}
-	defer release()
-	u := c.base + allowedPath + "?" + url.Values{"email": {email}}.Encode()
-	status, resp, _, err := c.call(ctx, op, http.MethodGet, u, nil, requestID)
+	status, resp, err := c.allowedCall(ctx, http.MethodGet, "?"+url.Values{"email": {email}}.Encode(), nil, requestID)
 	if err != nil {
 		return false, err
 	}
@@ -167,7 +160,7 @@ func (c *Client) allowedFor(ctx context.Context, email, courseID, requestID stri
 	}
 	var list []allowedBody
 	if err := json.Unmarshal(resp, &list); err != nil {
-		return false, &Error{Op: op, Status: status, Class: Transient, Message: "unexpected enrollment_allowed answer"}
+		return false, &Error{Op: "enrollment_allowed", Status: status, Class: Transient, Message: "unexpected enrollment_allowed answer"}
 	}
 	for _, a := range list {
 		if a.CourseID == courseID {
@@ -179,15 +172,15 @@ func (c *Client) allowedFor(ctx context.Context, email, courseID, requestID stri
 
 // allowedCall makes one call to the enrollment_allowed API, under the same
 // concurrency and rate limits as enrollments (the LMS throttles the
-// enrollment API per caller).
-func (c *Client) allowedCall(ctx context.Context, method string, body []byte, requestID string) (int, []byte, error) {
+// enrollment API per caller). query is "" or "?...".
+func (c *Client) allowedCall(ctx context.Context, method, query string, body []byte, requestID string) (int, []byte, error) {
 	const op = "enrollment_allowed"
 	release, err := c.acquire(ctx, op)
 	if err != nil {
 		return 0, nil, err
 	}
 	defer release()
-	status, resp, _, err := c.call(ctx, op, method, c.base+allowedPath, body, requestID)
+	status, resp, _, err := c.call(ctx, op, method, c.base+allowedPath+query, body, requestID)
 	return status, resp, err
 }
 

@@ -19,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -136,7 +135,7 @@ func New(opts Options) *Client {
 // the learner is enrolled (now or already), else an *Error whose Class says
 // whether to retry.
 func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
-	user, err := c.learner(ctx, fulfillment.Learner{LMSUserID: o.LMSUserID, Username: o.Username, Email: o.Email}, o.RequestID)
+	user, err := c.learner(ctx, o.Ref().Learner(), o.RequestID)
 	if err != nil {
 		return err
 	}
@@ -166,7 +165,7 @@ func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
 // account holds nothing: the email's enrollment_allowed for the course run,
 // if any, is removed, so that they are not enrolled when they register.
 func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
-	user, err := c.learner(ctx, fulfillment.Learner{LMSUserID: r.LMSUserID, Username: r.Username, Email: r.Email}, r.RequestID)
+	user, err := c.learner(ctx, r.Ref().Learner(), r.RequestID)
 	var none *NoAccountError
 	if errors.As(err, &none) {
 		// Nobody to unenroll; but a person allowed to enroll must not be
@@ -415,17 +414,9 @@ func message(body []byte) string {
 			return m.Detail
 		}
 	}
-	s := strings.ToValidUTF8(strings.TrimSpace(string(body)), "\uFFFD")
-	if len(s) > 200 {
-		// Cut on a character's boundary: the text is stored in the task
-		// (asynq's message is protobuf, whose strings must be UTF-8).
-		n := 200
-		for n > 0 && !utf8.RuneStart(s[n]) {
-			n--
-		}
-		s = s[:n] + "..."
-	}
-	return s
+	// Valid UTF-8, cut on a character's boundary: the text is stored in the
+	// task (asynq's message is protobuf, whose strings must be UTF-8).
+	return fulfillment.Clip(strings.TrimSpace(string(body)), 200)
 }
 
 // parseRetryAfter reads a Retry-After header: seconds or an HTTP date.

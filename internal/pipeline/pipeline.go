@@ -85,7 +85,13 @@ func JobID(kind string, r fulfillment.Ref) string {
 	if r.Event == "" {
 		return TaskID(kind, r.Key())
 	}
-	return kind + "_" + digest(r.Site, r.OrderNumber, r.CourseID, r.Event)
+	return kind + "_" + EventDigest(r.Site, r.OrderNumber, r.CourseID, r.Event)
+}
+
+// EventDigest is the digest of one event of a line: the part of its tasks'
+// ids after the kind, and of its subscribers' webhook-id.
+func EventDigest(site, orderNumber, courseID, event string) string {
+	return digest(site, orderNumber, courseID, event)
 }
 
 // Digest is a line's digest, the part of its task ids after the kind.

@@ -148,7 +148,7 @@ func completedOf(k Kind, j Job, state fulfillment.State, attempts int, lastErr s
 	}
 	c := fulfillment.Completed{
 		Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseMode: j.Ref.CourseMode,
-		Learner: fulfillment.Learner{LMSUserID: j.Ref.LMSUserID, Username: j.Ref.Username, Email: j.Ref.Email},
+		Learner: j.Ref.Learner(),
 		Kind:    j.Kind, State: final, Attempts: attempts, LastError: lastErr, TaskID: j.ID,
 		RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
 		Integration: j.Ref.Integration,

@@ -166,14 +166,16 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 		}
 		return out, strings.Join(notes, "; "), nil
 	}
+	knownCourse := map[string]bool{}
+	for _, k := range knownLines {
+		knownCourse[k.line.CourseID] = true
+	}
 	if ev.ReturnAll {
 		// Every known line; the event's lines only for the courses not
 		// known yet (a refund before the payment), numbered as the paid
 		// order will number them.
-		knownCourse := map[string]bool{}
 		for _, k := range knownLines {
 			addKnown(k)
-			knownCourse[k.line.CourseID] = true
 		}
 		var unknown []Line
 		for _, l := range ev.Returned {
@@ -190,10 +192,6 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 	// apart only by the order's whole line list for it, which the event
 	// carries when it is also the paid order (a WooCommerce order body with
 	// refunds): its lines count as known, numbered as Orders numbers them.
-	knownCourse := map[string]bool{}
-	for _, k := range knownLines {
-		knownCourse[k.line.CourseID] = true
-	}
 	for _, n := range number(base, ev.Placed) {
 		if !knownCourse[n.line.CourseID] {
 			knownLines = append(knownLines, known{number: n.number,

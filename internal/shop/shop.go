@@ -15,14 +15,15 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
 // The platforms a shop can be.
 const (
-	TypeWooCommerce = "woocommerce"
-	TypeShopify     = "shopify"
-	TypeStripe      = "stripe"
+	TypeWooCommerce = config.IntegrationWooCommerce
+	TypeShopify     = config.IntegrationShopify
+	TypeStripe      = config.IntegrationStripe
 )
 
 // Integration is one configured shop.
@@ -148,9 +149,6 @@ func New(in Integration) (*Shop, error) {
 
 // Name is the integration's name, the {name} of /webhooks/{name}.
 func (s *Shop) Name() string { return s.in.Name }
-
-// Type is the integration's platform.
-func (s *Shop) Type() string { return s.in.Type }
 
 // Site is the LMS site the integration's orders go to.
 func (s *Shop) Site() string { return s.in.Site }

@@ -3,7 +3,6 @@ package shop
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -41,15 +40,18 @@ type shopifyItem struct {
 	} `json:"properties"`
 }
 
+// The pointer and any fields are nil when absent or null: they are the
+// fields only the topic's own object has (an order, a refund).
 type shopifyOrder struct {
-	ID              id     `json:"id"`
-	FinancialStatus string `json:"financial_status"`
-	CancelledAt     string `json:"cancelled_at"`
-	Test            bool   `json:"test"`
-	ProcessedAt     string `json:"processed_at"`
-	CreatedAt       string `json:"created_at"`
-	Email           string `json:"email"`
-	ContactEmail    string `json:"contact_email"`
+	ID              id      `json:"id"`
+	FinancialStatus *string `json:"financial_status"`
+	OrderNumber     any     `json:"order_number"`
+	CancelledAt     string  `json:"cancelled_at"`
+	Test            bool    `json:"test"`
+	ProcessedAt     string  `json:"processed_at"`
+	CreatedAt       string  `json:"created_at"`
+	Email           string  `json:"email"`
+	ContactEmail    string  `json:"contact_email"`
 	Customer        struct {
 		Email string `json:"email"`
 	} `json:"customer"`
@@ -58,7 +60,7 @@ type shopifyOrder struct {
 
 type shopifyRefund struct {
 	ID              id     `json:"id"`
-	OrderID         id     `json:"order_id"`
+	OrderID         *id    `json:"order_id"`
 	ProcessedAt     string `json:"processed_at"`
 	CreatedAt       string `json:"created_at"`
 	RefundLineItems []struct {
@@ -89,9 +91,11 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 	}
 	// The topic header is not signed: a store-signed draft order or
 	// checkout replayed as orders/paid must not pass for an order.
-	if err := requireFields(body, ev.Topic, "financial_status", "order_number"); err != nil {
+	if err := requireFields(ev.Topic, field{"financial_status", o.FinancialStatus != nil},
+		field{"order_number", o.OrderNumber != nil}); err != nil {
 		return ev, err
 	}
+	status := *o.FinancialStatus
 	ev.OrderID = o.ID.String()
 	if p := orderIDProblem("id", ev.OrderID, intOrderID); p != "" {
 		return ev, badEvent("%s", p)
@@ -104,9 +108,9 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 		ev.Ignored = "test order (accept_test_orders is false)"
 	case o.CancelledAt != "":
 		ev.Ignored = "order cancelled"
-	case o.FinancialStatus == "paid", o.FinancialStatus == "partially_refunded":
+	case status == "paid", status == "partially_refunded":
 	default:
-		ev.Ignored = "financial_status " + fulfillment.Clip(o.FinancialStatus, 32) + ": not paid"
+		ev.Ignored = "financial_status " + fulfillment.Clip(status, 32) + ": not paid"
 	}
 	if ev.Ignored != "" {
 		return ev, nil
@@ -143,7 +147,8 @@ func (sh shopify) refund(ev Event, body []byte) (Event, error) {
 	if err := decode(body, &r, ev.Topic); err != nil {
 		return ev, err
 	}
-	if err := requireFields(body, ev.Topic, "order_id", "refund_line_items"); err != nil {
+	if err := requireFields(ev.Topic, field{"order_id", r.OrderID != nil},
+		field{"refund_line_items", r.RefundLineItems != nil}); err != nil {
 		return ev, err
 	}
 	ev.OrderID = r.OrderID.String()
@@ -194,16 +199,18 @@ func (sh shopify) lines(it shopifyItem, buyer string, needEmail bool) ([]Line, s
 	return seats(it.ID.String(), p, participants, buyer, needEmail, it.Quantity)
 }
 
-// requireFields refuses a body that lacks one of fields (absent or null):
-// the fields only the topic's own object has.
-func requireFields(body []byte, topic string, fields ...string) error {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(body, &m); err != nil {
-		return badEvent("the body of %s does not parse: %s", topic, jsonProblem(err))
-	}
+// field is whether a body has one of the fields only the topic's own object
+// has (absent and null are the same).
+type field struct {
+	name    string
+	present bool
+}
+
+// requireFields refuses a body that lacks one of fields.
+func requireFields(topic string, fields ...field) error {
 	for _, f := range fields {
-		if v, ok := m[f]; !ok || string(v) == "null" {
-			return badEvent("the body of %s has no %s: not a %s object", topic, f, topic)
+		if !f.present {
+			return badEvent("the body of %s has no %s: not a %s object", topic, f.name, topic)
 		}
 	}
 	return nil

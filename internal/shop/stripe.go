@@ -296,17 +296,15 @@ func (st stripeShop) product(li *stripe.LineItem) (Product, bool) {
 		}
 	}
 	if c := meta["course_id"]; fulfillment.ValidCourseKey(c) {
-		return st.s.withMode(Product{CourseID: c, Mode: validMode(meta["course_mode"])}), true
+		return st.s.withMode(Product{CourseID: c, Mode: slugOrEmpty(meta["course_mode"])}), true
 	}
 	return Product{}, false
 }
 
-// validMode keeps a mode from shop metadata only when it is a mode slug;
+// slugOrEmpty keeps a mode from shop metadata only when it is a mode slug;
 // else the integration's course_mode applies.
-func validMode(m string) string {
-	if len(m) == 0 || len(m) > 100 || strings.ContainsFunc(m, func(r rune) bool {
-		return (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' && r != '-'
-	}) {
+func slugOrEmpty(m string) string {
+	if !fulfillment.ValidMode(m) {
 		return ""
 	}
 	return m

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/shop"
@@ -28,8 +29,8 @@ import (
 // Names of the receiver, its task kind and task type, and the event that
 // names its one task per order.
 const (
-	Receiver = "woocommerce.complete_order"
-	Kind     = "woocommerce.complete_order"
+	Receiver = config.CompleteOrderReceiver
+	Kind     = Receiver
 	TaskType = "woocommerce:complete_order"
 	Event    = "complete_order"
 )

@@ -4,9 +4,10 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"strconv"
 	"strings"
+
+	"github.com/openedx/coordinator/internal/pipeline"
 )
 
 // Sign returns the value of the webhook-signature header for a message:
@@ -32,10 +33,5 @@ func Sign(keys [][]byte, id string, timestamp int64, body []byte) string {
 // of every delivery of that event, and for every redelivery of it by the
 // shop, so that subscribers can drop duplicates.
 func MessageID(site, orderNumber, courseID, event string) string {
-	h := sha256.New()
-	for _, s := range []string{site, orderNumber, courseID, event} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	return "msg_" + hex.EncodeToString(h.Sum(nil)[:16])
+	return "msg_" + pipeline.EventDigest(site, orderNumber, courseID, event)
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/openedx/coordinator/internal/config"
@@ -30,6 +31,9 @@ func Receiver(name string) string { return config.WebhookReceiverPrefix + name }
 
 // Kind is the task kind of a subscriber's deliveries.
 func Kind(name string) string { return config.WebhookReceiverPrefix + name }
+
+// IsKind reports whether kind is a subscriber's delivery kind (Kind).
+func IsKind(kind string) bool { return strings.HasPrefix(kind, config.WebhookReceiverPrefix) }
 
 // TaskType is the queue's task type of a subscriber's deliveries.
 func TaskType(name string) string { return "webhook:" + name }
