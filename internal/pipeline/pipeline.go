@@ -79,6 +79,16 @@ type Entry struct {
 // same id, which is what makes repeats idempotent.
 func TaskID(kind string, k fulfillment.Key) string { return kind + "_" + Digest(k) }
 
+// ids are the ids the kind's task of a line may have: its own, then the
+// id an earlier version gave it (LegacyID), if any.
+func (k Kind) ids(key fulfillment.Key) []string {
+	ids := []string{TaskID(k.Name, key)}
+	if k.LegacyID != nil {
+		ids = append(ids, k.LegacyID(key))
+	}
+	return ids
+}
+
 // JobID is the id of the task a reference names: TaskID, and for a kind with
 // one task per event of the line, a digest of the line and the event.
 func JobID(kind string, r fulfillment.Ref) string {

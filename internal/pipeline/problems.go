@@ -403,8 +403,8 @@ func (s *Service) RetryMatching(ctx context.Context, f Filter) (RetryResult, err
 func (s *Service) retryLine(ctx context.Context, r Row) (int, []string, error) {
 	var ids []string
 	for _, t := range r.Tasks {
-		switch t.State {
-		case fulfillment.StateFailed:
+		switch {
+		case t.State == fulfillment.StateFailed:
 			ok, err := s.requeue(ctx, t)
 			if err != nil {
 				return len(ids), ids, err
@@ -412,7 +412,7 @@ func (s *Service) retryLine(ctx context.Context, r Row) (int, []string, error) {
 			if ok {
 				ids = append(ids, t.TaskID)
 			}
-		case fulfillment.StateRetrying, fulfillment.StateAwaitingAccount:
+		case runsNow(t.State):
 			ok, err := s.o.Queue.RunNow(ctx, t.TaskID)
 			if err != nil {
 				return len(ids), ids, fmt.Errorf("run %s now: %w", t.TaskID, err)

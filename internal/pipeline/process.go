@@ -53,7 +53,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	// store's failure, an account not there yet) does not, unless the queue
 	// ends the task whatever it is told (Final): then it is failed, and
 	// says so.
-	if err != nil && (state == fulfillment.StateRetrying || state == fulfillment.StateAwaitingAccount) &&
+	if err != nil && runsNow(state) &&
 		(IsPermanent(err) || (a.Last && !IsHold(err)) || a.Final) {
 		state = fulfillment.StateFailed
 	}
@@ -103,6 +103,12 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	return state, err
 }
 
+// tellsCompleted reports whether a task of kind k ending in state is sent
+// as fulfillment_completed: a line's final state, not an aside's.
+func (s *Service) tellsCompleted(k Kind, state fulfillment.State) bool {
+	return (state == fulfillment.StateDone || state == fulfillment.StateFailed) && s.o.Completed != nil && !k.Aside
+}
+
 // complete sends fulfillment_completed for a task that reached a final state,
 // before that state is recorded anywhere: its receivers only queue tasks
 // (deliveries, an order's completion), each deduplicated by its task id, so
@@ -112,7 +118,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 // without an attempt counted, and sends the same event again (same task id,
 // same state, same attempt number). Until then the task is retrying.
 func (s *Service) complete(ctx context.Context, k Kind, j Job, a Attempt, state fulfillment.State, err error) (fulfillment.State, error) {
-	if (state != fulfillment.StateDone && state != fulfillment.StateFailed) || s.o.Completed == nil || k.Aside {
+	if !s.tellsCompleted(k, state) {
 		return state, err
 	}
 	c := completedOf(k, j, state, a.Number, errText(err))
@@ -359,13 +365,12 @@ func (s *Service) steady(ctx context.Context, f func() error) error {
 // waits in the queue is not waited for: it cancels itself when it runs (its
 // CanceledBy). After WaitMax it gives up; the attempt is retried.
 func (s *Service) waitFor(ctx context.Context, kind string, key fulfillment.Key) error {
-	k, _ := s.o.Kinds.Get(kind)
-	ids := []string{TaskID(kind, key)}
-	if k.LegacyID != nil {
-		ids = append(ids, k.LegacyID(key))
+	k, ok := s.o.Kinds.Get(kind)
+	if !ok {
+		k = Kind{Name: kind}
 	}
 	deadline := time.Now().Add(s.o.WaitMax)
-	for _, id := range ids {
+	for _, id := range k.ids(key) {
 		for {
 			var e Entry
 			var found bool
@@ -434,7 +439,8 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 	res.Ran = true
 	err = s.o.Ledger.Open(ctx, s.o.ReconcileQuiet, func(e Entry) error {
 		res.Checked++
-		if _, ok := s.o.Kinds.Get(e.Job.Kind); !ok {
+		k, ok := s.o.Kinds.Get(e.Job.Kind)
+		if !ok {
 			return s.orphan(ctx, e, &res)
 		}
 		q, found, err := s.o.Queue.Task(ctx, e.Job.ID)
@@ -456,8 +462,7 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 			// (the worker died, or asynq archived it at its final attempt)
 			// may not have sent it: sent here, first (receivers take an
 			// event once: the same task id).
-			k, _ := s.o.Kinds.Get(e.Job.Kind)
-			if st := q.Task.State; (st == fulfillment.StateDone || st == fulfillment.StateFailed) && s.o.Completed != nil && !k.Aside {
+			if st := q.Task.State; s.tellsCompleted(k, st) {
 				c := completedOf(k, e.Job, st, q.Task.Attempts, q.Task.LastError)
 				if err := s.o.Completed(ctx, c); err != nil {
 					s.o.Logger.WarnContext(ctx, "reconcile_completed_not_sent", "task_id", e.Job.ID, "err", err.Error())

@@ -381,11 +381,7 @@ func (s *Service) Find(ctx context.Context, kind string, key fulfillment.Key) (f
 			return t, found, err
 		}
 	}
-	ids := []string{TaskID(kind, key)}
-	if k.LegacyID != nil {
-		ids = append(ids, k.LegacyID(key))
-	}
-	for _, id := range ids {
+	for _, id := range k.ids(key) {
 		e, found, err := s.o.Queue.Task(ctx, id)
 		if err != nil || found {
 			return e.Task, found, err
