@@ -231,3 +231,10 @@ type Completed struct {
 	// Integration is the shop integration the line came from, if any.
 	Integration string `json:"integration,omitempty"`
 }
+
+// Ref is the reference of the completed line.
+func (c Completed) Ref() Ref {
+	return Ref{Site: c.Site, OrderNumber: c.OrderNumber, CourseID: c.CourseID, CourseMode: c.CourseMode,
+		LMSUserID: c.Learner.LMSUserID, Username: c.Learner.Username, Email: c.Learner.Email,
+		Integration: c.Integration, RequestID: c.RequestID, AcceptedAt: c.AcceptedAt}
+}

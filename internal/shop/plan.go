@@ -2,7 +2,6 @@ package shop
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -80,27 +79,21 @@ type known struct {
 // refund.
 const maxParticipants = maxSeats
 
-// knownLines reads the order's lines and those of its extra participants.
+// knownLines reads the order's lines and those of its extra participants
+// (OrderLines), each with its learner.
 func (s *Shop) knownLines(ctx context.Context, base string, r LineReader) ([]known, error) {
-	var out []known
-	for k := 1; k <= maxParticipants; k++ {
-		n := participantNumber(base, k)
-		lines, err := r.Lines(ctx, s.in.Site, n)
-		if errors.Is(err, fulfillment.ErrNotFound) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read order %s: %w", n, err)
-		}
-		for _, l := range lines {
-			kl := known{number: n, line: l}
-			for _, t := range l.Tasks {
-				if t.Ref.LMSUserID != 0 || t.Ref.Username != "" || t.Ref.Email != "" {
-					kl.who = t.Ref
-					break
-				}
+	lines, err := OrderLines(ctx, r, s.in.Site, base)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]known, len(lines))
+	for i, nl := range lines {
+		out[i] = known{number: nl.OrderNumber, line: nl.Line}
+		for _, t := range nl.Line.Tasks {
+			if t.Ref.LMSUserID != 0 || t.Ref.Username != "" || t.Ref.Email != "" {
+				out[i].who = t.Ref
+				break
 			}
-			out = append(out, kl)
 		}
 	}
 	return out, nil

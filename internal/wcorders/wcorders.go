@@ -147,9 +147,9 @@ func (c *Completer) receive(ctx context.Context, done fulfillment.Completed) (st
 	if i := slices.IndexFunc(lines, func(l shop.NumberedLine) bool { return l.OrderNumber == base }); i >= 0 {
 		first = lines[i].Line
 	}
-	ref := fulfillment.Ref{Site: done.Site, OrderNumber: base, CourseID: first.CourseID, CourseMode: first.CourseMode,
-		LMSUserID: done.Learner.LMSUserID, Username: done.Learner.Username, Email: done.Learner.Email,
-		Integration: done.Integration, RequestID: done.RequestID, AcceptedAt: time.Now().UTC(), Event: Event}
+	ref := done.Ref()
+	ref.OrderNumber, ref.CourseID, ref.CourseMode = base, first.CourseID, first.CourseMode
+	ref.AcceptedAt, ref.Event = time.Now().UTC(), Event
 	return orders.Accept(ctx, Kind, ref, ref)
 }
 

@@ -139,10 +139,7 @@ func (d *Deliveries) Register(a Accepter, placed *signals.Signal[fulfillment.Ord
 			return accept(ctx, a, s.kind, returned.Name(), EventReturned, r.Ref(), r.AcceptedAt, r)
 		})
 		completed.Register(Receiver(s.Name), func(ctx context.Context, c fulfillment.Completed) (string, error) {
-			ref := fulfillment.Ref{Site: c.Site, OrderNumber: c.OrderNumber, CourseID: c.CourseID, CourseMode: c.CourseMode,
-				LMSUserID: c.Learner.LMSUserID, Username: c.Learner.Username, Email: c.Learner.Email,
-				Integration: c.Integration, RequestID: c.RequestID, AcceptedAt: c.AcceptedAt}
-			return accept(ctx, a, s.kind, completed.Name(), CompletedEvent(c.Kind, c.State), ref, c.FinishedAt, c)
+			return accept(ctx, a, s.kind, completed.Name(), CompletedEvent(c.Kind, c.State), c.Ref(), c.FinishedAt, c)
 		})
 	}
 }
