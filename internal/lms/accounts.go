@@ -50,31 +50,40 @@ func (c *Client) UsernameByEmail(ctx context.Context, email, requestID string) (
 	// The key holds a digest, not the address: memcached keys are listed in
 	// its tools and must not contain spaces.
 	key := c.keyPrefix + "email:" + hex.EncodeToString(sum[:16])
+	none := &NoAccountError{Email: email}
+	return c.accountUsername(ctx, key, url.Values{"email": {email}}.Encode(), none, none, requestID)
+}
+
+// accountUsername reads the username of the account the query names (GET
+// /api/user/v1/accounts?query, LMS.md §4), from the cache under key when it
+// can; a found one is cached. notFound is the answer to a 404, empty the
+// answer to an empty list (nil: an unexpected answer).
+func (c *Client) accountUsername(ctx context.Context, key, query string, notFound, empty error, requestID string) (string, error) {
 	if v, ok, err := c.cache.Get(ctx, key); err == nil && ok {
 		return string(v), nil
 	}
-	u := c.base + "/api/user/v1/accounts?" + url.Values{"email": {email}}.Encode()
-	status, body, _, err := c.call(ctx, "account", http.MethodGet, u, nil, requestID)
+	status, body, _, err := c.call(ctx, "account", http.MethodGet, c.base+"/api/user/v1/accounts?"+query, nil, requestID)
 	if err != nil {
 		return "", err
 	}
 	switch {
-	case status == http.StatusNotFound: // with an empty body, or {"error_msg"} for a retired email
-		return "", &NoAccountError{Email: email}
+	case status == http.StatusNotFound:
+		return "", notFound
 	case status != http.StatusOK:
 		return "", &Error{Op: "account", Status: status, Class: classify(status), Message: message(body)}
 	}
+	unexpected := &Error{Op: "account", Status: status, Class: Transient, Message: "unexpected account answer"}
 	var accounts []struct {
 		Username string `json:"username"`
 	}
 	if err := json.Unmarshal(body, &accounts); err != nil {
-		return "", &Error{Op: "account", Status: status, Class: Transient, Message: "unexpected account answer"}
+		return "", unexpected
 	}
-	if len(accounts) == 0 {
-		return "", &NoAccountError{Email: email}
+	if len(accounts) == 0 && empty != nil {
+		return "", empty
 	}
-	if accounts[0].Username == "" {
-		return "", &Error{Op: "account", Status: status, Class: Transient, Message: "unexpected account answer"}
+	if len(accounts) == 0 || accounts[0].Username == "" {
+		return "", unexpected
 	}
 	user := accounts[0].Username
 	if err := c.cache.Set(ctx, key, []byte(user), usernameTTL); err != nil {

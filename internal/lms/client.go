@@ -226,33 +226,10 @@ func (c *Client) unenrollAutoEnrolled(ctx context.Context, r fulfillment.Return,
 
 // Username resolves an LMS user id to a username, from the cache when it can.
 func (c *Client) Username(ctx context.Context, lmsUserID int64, requestID string) (string, error) {
-	key := c.keyPrefix + "username:" + strconv.FormatInt(lmsUserID, 10)
-	if v, ok, err := c.cache.Get(ctx, key); err == nil && ok {
-		return string(v), nil
-	}
-	u := c.base + "/api/user/v1/accounts?lms_user_id=" + strconv.FormatInt(lmsUserID, 10)
-	status, body, _, err := c.call(ctx, "account", http.MethodGet, u, nil, requestID)
-	if err != nil {
-		return "", err
-	}
-	switch {
-	case status == http.StatusNotFound:
-		return "", &Error{Op: "account", Status: status, Class: Permanent,
-			Message: fmt.Sprintf("no LMS user with lms_user_id %d", lmsUserID)}
-	case status != http.StatusOK:
-		return "", &Error{Op: "account", Status: status, Class: classify(status), Message: message(body)}
-	}
-	var accounts []struct {
-		Username string `json:"username"`
-	}
-	if err := json.Unmarshal(body, &accounts); err != nil || len(accounts) == 0 || accounts[0].Username == "" {
-		return "", &Error{Op: "account", Status: status, Class: Transient, Message: "unexpected account answer"}
-	}
-	user := accounts[0].Username
-	if err := c.cache.Set(ctx, key, []byte(user), usernameTTL); err != nil {
-		c.log.WarnContext(ctx, "cache_set_failed", "err", err)
-	}
-	return user, nil
+	id := strconv.FormatInt(lmsUserID, 10)
+	notFound := &Error{Op: "account", Status: http.StatusNotFound, Class: Permanent,
+		Message: fmt.Sprintf("no LMS user with lms_user_id %d", lmsUserID)}
+	return c.accountUsername(ctx, c.keyPrefix+"username:"+id, "lms_user_id="+id, notFound, nil, requestID)
 }
 
 // post sends one enrollment change (op "enroll" or "unenroll"). It waits for
