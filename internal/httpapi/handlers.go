@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -24,6 +25,27 @@ type receiverResult struct {
 
 // lineRequest is what handleLine needs of a request type: its line, for logs.
 type lineRequest interface{ Ref() fulfillment.Ref }
+
+// sendAll sends v on its signal and returns every receiver's answer, the
+// same as log attributes (a task id, or "error: " and the error), and
+// whether every receiver succeeded.
+func sendAll[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (map[string]receiverResult, []any, bool) {
+	results := sig.Send(ctx, v)
+	out := make(map[string]receiverResult, len(results))
+	logged := make([]any, 0, len(results))
+	ok := true
+	for _, res := range results {
+		if res.Err == nil {
+			out[res.Receiver] = receiverResult{Response: res.Response}
+			logged = append(logged, slog.String(res.Receiver, res.Response))
+			continue
+		}
+		ok = false
+		out[res.Receiver] = receiverResult{Response: receiverMessage(res.Err), Error: true}
+		logged = append(logged, slog.String(res.Receiver, "error: "+res.Err.Error()))
+	}
+	return out, logged, ok
+}
 
 // handleLine validates a line request (a fulfill, a return) with parse,
 // stamps it with the request id and the time, and sends it on sig. It
@@ -82,24 +104,11 @@ func handleLine[T lineRequest](
 		LogAttrs(ctx, slog.String("signal", sig.Name()), slog.String("order_number", ref.OrderNumber),
 			slog.String("course_id", ref.CourseID), slog.String("site", ref.Site))
 
-		results := sig.Send(ctx, req)
-		out := make(map[string]receiverResult, len(results))
-		logged := make([]any, 0, len(results))
-		failed := false
-		for _, res := range results {
-			if res.Err == nil {
-				out[res.Receiver] = receiverResult{Response: res.Response}
-				logged = append(logged, slog.String(res.Receiver, res.Response))
-				continue
-			}
-			failed = true
-			out[res.Receiver] = receiverResult{Response: receiverMessage(res.Err), Error: true}
-			logged = append(logged, slog.String(res.Receiver, "error: "+res.Err.Error()))
-		}
+		out, logged, ok := sendAll(ctx, sig, req)
 		// Each receiver's result — its task id, or its error — in the
 		// request's one log line (logged at error for the 503).
 		LogAttrs(ctx, slog.Group("receivers", logged...))
-		if failed {
+		if !ok {
 			obs.Fulfill(false, "unavailable")
 			unavailable(w, out)
 			return

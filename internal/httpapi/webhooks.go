@@ -146,15 +146,19 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 	if lim.bodyRead <= 0 {
 		lim.bodyRead = WebhookBodyTimeout
 	}
-	// One set of slots per integration: the names are the config's, so the
-	// map is bounded.
-	reading := make(map[string]chan struct{}, len(shops))
-	for name := range shops {
-		reading[name] = make(chan struct{}, maxReads)
+	// Each integration with its own read slots: the names are the
+	// config's, so the map is bounded.
+	type integration struct {
+		*shop.Shop
+		slots chan struct{}
+	}
+	byName := make(map[string]integration, len(shops))
+	for name, s := range shops {
+		byName[name] = integration{s, make(chan struct{}, maxReads)}
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
-		s, ok := shops[chi.URLParam(r, "name")]
+		s, ok := byName[chi.URLParam(r, "name")]
 		if !ok {
 			// Not logged beyond the access line: the name is the caller's.
 			encode(w, http.StatusNotFound, detail("Unknown integration."))
@@ -166,7 +170,7 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			tooLarge(ctx, w, s.Name(), obs)
 			return
 		}
-		slots := reading[chi.URLParam(r, "name")]
+		slots := s.slots
 		if !slot(ctx, slots, lim.wait, lim.waiting) {
 			// Full: answered without reading the body; the shop delivers
 			// again.
@@ -314,20 +318,13 @@ func noteLevel(notes []string) slog.Level {
 // failed.
 func sendLine[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (webhookLine, map[string]string, bool) {
 	ref := v.Ref()
-	l := webhookLine{OrderNumber: ref.OrderNumber, CourseID: ref.CourseID, Signal: sig.Name(), Receivers: map[string]receiverResult{}}
+	out, attrs, ok := sendAll(ctx, sig, v)
 	logged := map[string]string{"signal": sig.Name(), "order_number": ref.OrderNumber, "course_id": ref.CourseID}
-	ok := true
-	for _, res := range sig.Send(ctx, v) {
-		if res.Err == nil {
-			l.Receivers[res.Receiver] = receiverResult{Response: res.Response}
-			logged[res.Receiver] = res.Response
-			continue
-		}
-		ok = false
-		l.Receivers[res.Receiver] = receiverResult{Response: receiverMessage(res.Err), Error: true}
-		logged[res.Receiver] = "error: " + res.Err.Error()
+	for _, a := range attrs {
+		a := a.(slog.Attr)
+		logged[a.Key] = a.Value.String()
 	}
-	return l, logged, ok
+	return webhookLine{OrderNumber: ref.OrderNumber, CourseID: ref.CourseID, Signal: sig.Name(), Receivers: out}, logged, ok
 }
 
 // webhookError answers an event that could not be read or planned: 400 with
