@@ -178,6 +178,7 @@ func lmsOptions(cfg config.Config, c cache.Cache, log *slog.Logger, obs lms.Obse
 		APIKey:         cfg.LMS.APIKey,
 		Timeout:        cfg.LMS.Timeout.D(),
 		MaxConcurrency: cfg.LMS.MaxConcurrency,
+		Callers:        cfg.Worker.Concurrency,
 		RatePerMinute:  cfg.LMS.RatePerMinute,
 		Cache:          c,
 		Logger:         log,

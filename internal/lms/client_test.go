@@ -3,8 +3,11 @@ package lms
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -242,6 +245,50 @@ func TestEnrollConcurrencyLimit(t *testing.T) {
 	wg.Wait()
 	if p := peak.Load(); p != 3 {
 		t.Errorf("peak concurrent enrollment calls %d, want 3", p)
+	}
+}
+
+// Account look-ups are not bounded by MaxConcurrency, only by the callers
+// (the worker's concurrency): every connection they use is kept for the
+// next call, so a steady load dials no more than its callers do at once.
+func TestConnectionsKeptForEveryCaller(t *testing.T) {
+	const callers, rounds = 30, 10
+	fake := lmstest.NewDemo("s")
+	fake.SetLatency(5 * time.Millisecond)
+	for i := range int64(callers) {
+		fake.AddUser(100+i, fmt.Sprintf("learner%d", i))
+	}
+	var dials atomic.Int32
+	srv := httptest.NewUnstartedServer(fake)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dials.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := New(Options{Site: "default", BaseURL: srv.URL, TokenURL: srv.URL + "/oauth2/access_token",
+		ClientID: "coordinator-worker", ClientSecret: "s", Timeout: 5 * time.Second, MaxConcurrency: 2,
+		Callers: callers, RatePerMinute: 600000, Cache: cache.NewMemory(1), Logger: slog.New(slog.DiscardHandler)})
+	// Rounds of callers at once, each round after the last has ended (a
+	// burst of attempts, as a batched fetch starts them): between rounds
+	// every connection is idle.
+	for range rounds {
+		var wg sync.WaitGroup
+		for i := range int64(callers) {
+			wg.Go(func() {
+				// A cache of one entry: every call looks the learner up.
+				if _, err := c.Username(context.Background(), 100+i, "req-1"); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	// The first round's, plus the token request's; with the pool sized for
+	// MaxConcurrency (2 + 4 idle), every round dials 24 again.
+	if d := dials.Load(); d > callers+1 {
+		t.Errorf("%d connections dialed for %d callers making %d calls each, want at most %d", d, callers, rounds, callers+1)
 	}
 }
 
