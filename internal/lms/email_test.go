@@ -157,7 +157,7 @@ func run(t *testing.T, c *Client, tasks Tasks, kind string, payload interface{ R
 	b, _ := json.Marshal(payload)
 	for _, k := range Kinds(oneSite{c}, tasks) {
 		if k.Name == kind {
-			return k.Handle(context.Background(), pipeline.Job{Kind: kind, ID: "t", Ref: payload.Ref(), Payload: b})
+			return k.Handle(context.Background(), pipeline.Job{Kind: kind, ID: "t", Ref: payload.Ref(), Payload: b, Value: payload})
 		}
 	}
 	t.Fatalf("no kind %s", kind)

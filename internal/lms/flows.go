@@ -2,7 +2,6 @@ package lms
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -60,9 +59,10 @@ func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
 			CanceledBy: KindUnenroll,
 			// Before task kinds, enrollment ids were "enroll-<digest>".
 			LegacyID: func(k fulfillment.Key) string { return "enroll-" + pipeline.Digest(k) },
+			Decode:   pipeline.DecodeAs[fulfillment.Order],
 			Handle: func(ctx context.Context, j pipeline.Job) error {
-				var o fulfillment.Order
-				c, err := client(ctx, sites, j, &o)
+				o, _ := j.Value.(fulfillment.Order)
+				c, err := sites.Client(ctx, j.Ref.Site)
 				if err != nil {
 					return err
 				}
@@ -76,10 +76,11 @@ func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
 		},
 		{
 			Name: KindUnenroll, TaskType: TypeUnenroll, Done: fulfillment.StateReturned, Rank: 2,
-			After: KindEnroll,
+			After:  KindEnroll,
+			Decode: pipeline.DecodeAs[fulfillment.Return],
 			Handle: func(ctx context.Context, j pipeline.Job) error {
-				var r fulfillment.Return
-				c, err := client(ctx, sites, j, &r)
+				r, _ := j.Value.(fulfillment.Return)
+				c, err := sites.Client(ctx, j.Ref.Site)
 				if err != nil {
 					return err
 				}
@@ -106,14 +107,6 @@ func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
 			},
 		},
 	}
-}
-
-// client decodes the job's payload into v and returns its site's client.
-func client(ctx context.Context, sites Sites, j pipeline.Job, v any) (*Client, error) {
-	if err := json.Unmarshal(j.Payload, v); err != nil {
-		return nil, pipeline.Permanent(fmt.Errorf("decode %s payload: %w", j.Kind, err))
-	}
-	return sites.Client(ctx, j.Ref.Site)
 }
 
 // Accepter takes a line's task into the pipeline (pipeline.Service).

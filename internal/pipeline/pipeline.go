@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -58,15 +59,46 @@ type Kind struct {
 	// one process: a task that finds none free waits in the queue (a slow
 	// subscriber never takes the worker slots other kinds need).
 	Slots int
+	// Decode, when set, reads a task's payload into the value Handle uses
+	// (Job.Value) and returns the line's reference it carries: one pass
+	// over the payload per attempt. Without it the payload is read into
+	// the reference alone. DecodeAs makes one for a payload type.
+	Decode func(payload []byte) (fulfillment.Ref, any, error)
+}
+
+// DecodeAs is a Kind's Decode for payloads of type T.
+func DecodeAs[T interface{ Ref() fulfillment.Ref }](payload []byte) (fulfillment.Ref, any, error) {
+	var v T
+	if err := json.Unmarshal(payload, &v); err != nil {
+		return fulfillment.Ref{}, nil, err
+	}
+	return v.Ref(), v, nil
+}
+
+// decode reads a job's payload (Kind.Decode).
+func (k Kind) decode(j *Job) error {
+	if k.Decode == nil {
+		return json.Unmarshal(j.Payload, &j.Ref)
+	}
+	ref, v, err := k.Decode(j.Payload)
+	if err != nil {
+		return err
+	}
+	j.Ref, j.Value = ref, v
+	return nil
 }
 
 // Job is one task of one line: its kind, its id and its payload (JSON whose
-// top level carries the fields of fulfillment.Ref).
+// top level carries the fields of fulfillment.Ref). Process reads Ref, and
+// Value, from the payload before the kind's Handle runs.
 type Job struct {
 	Kind    string
 	ID      string
 	Ref     fulfillment.Ref
 	Payload []byte
+	// Value is the payload as the kind's Decode read it; nil for a kind
+	// without one.
+	Value any
 }
 
 // Entry is a stored task and the job that runs it.

@@ -408,6 +408,42 @@ func TestProcessOutcomes(t *testing.T) {
 	}
 }
 
+// Process reads a task's payload once, into the kind's value (Decode) and
+// the line's reference; a payload that cannot be read fails the task for
+// good without running its handler.
+func TestProcessReadsThePayload(t *testing.T) {
+	var got []Job
+	kinds := NewKinds(Kind{Name: "place", TaskType: "t:place", Done: fulfillment.StateEnrolled, Rank: 1,
+		Decode: DecodeAs[fulfillment.Order],
+		Handle: func(_ context.Context, j Job) error { got = append(got, j); return nil }})
+	q := newFakeQueue()
+	s := New(Options{Kinds: kinds, Queue: q, Logger: slog.New(slog.DiscardHandler)})
+	o := fulfillment.Order{Site: "default", OrderNumber: "O-1", CourseID: course, CourseMode: "verified",
+		LMSUserID: 7, EmailOptIn: true, OrderPlaced: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	id, err := s.Accept(context.Background(), "place", o.Ref(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state, err := run(t, s, q, id, false); state != fulfillment.StateDone || err != nil {
+		t.Fatalf("state %q, err %v", state, err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("handler ran %d times", len(got))
+	}
+	if v, ok := got[0].Value.(fulfillment.Order); !ok || !v.EmailOptIn || !v.OrderPlaced.Equal(o.OrderPlaced) || got[0].Ref != o.Ref() {
+		t.Errorf("job value %#v, ref %+v: want the order and its reference", got[0].Value, got[0].Ref)
+	}
+	for _, payload := range []string{"{", `{"edx_lms_user_id":"seven"}`} {
+		state, err := s.Process(context.Background(), Attempt{Job: Job{Kind: "place", ID: "place_x", Payload: []byte(payload)}, Number: 1})
+		if state != fulfillment.StateFailed || !IsPermanent(err) {
+			t.Errorf("payload %s: state %q, err %v; want failed for good", payload, state, err)
+		}
+	}
+	if len(got) != 1 {
+		t.Errorf("handler ran on a payload it cannot read")
+	}
+}
+
 // An undo (return) that arrives first is recorded; the placement that
 // follows does nothing, and the line reports returned. Without a ledger the
 // placement is not even queued; with one it is, and ends canceled.

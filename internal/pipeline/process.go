@@ -35,6 +35,10 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	if !ok {
 		return fulfillment.StateFailed, Permanent(fmt.Errorf("unknown task kind %q", j.Kind))
 	}
+	if err := k.decode(&j); err != nil {
+		s.o.Logger.ErrorContext(ctx, "task_payload_invalid", "task_id", j.ID, "kind", j.Kind, "err", err)
+		return fulfillment.StateFailed, Permanent(fmt.Errorf("decode %s payload: %w", j.Kind, err))
+	}
 	// A task that must wait (for a line's earlier task, for a free slot)
 	// goes back to the queue before it counts as an attempt anywhere.
 	release, err := s.admit(ctx, k, j, a.Final)

@@ -223,7 +223,12 @@ func TestWorkerRunsEveryKind(t *testing.T) {
 
 type processorFunc func(context.Context, pipeline.Attempt) (fulfillment.State, error)
 
+// Process reads the job's reference from its payload, as pipeline.Service
+// does, and runs f.
 func (f processorFunc) Process(ctx context.Context, a pipeline.Attempt) (fulfillment.State, error) {
+	if err := json.Unmarshal(a.Job.Payload, &a.Job.Ref); err != nil {
+		return fulfillment.StateFailed, pipeline.Permanent(err)
+	}
 	return f(ctx, a)
 }
 

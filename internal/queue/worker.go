@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -36,11 +35,6 @@ type handler struct {
 // canceled reports a task canceled by its order's return, which keeps that
 // as its result.
 func (h handler) attempt(ctx context.Context, id string, retried, maxRetry int, payload []byte) (canceled bool, err error) {
-	var ref fulfillment.Ref
-	if err := json.Unmarshal(payload, &ref); err != nil {
-		h.log.ErrorContext(ctx, "task_payload_invalid", "task_id", id, "err", err)
-		return false, permanent{fmt.Errorf("decode payload: %w", err)}
-	}
 	// The message's bound has a spare retry (spareRetry): the configured
 	// last attempt is Last, asynq's own bound Final. (A task queued by an
 	// earlier version has no spare: its Last is its Final.)
@@ -49,7 +43,7 @@ func (h handler) attempt(ctx context.Context, id string, retried, maxRetry int, 
 		last = retried+1 >= h.maxAttempts
 	}
 	state, err := h.proc.Process(ctx, pipeline.Attempt{
-		Job:    pipeline.Job{Kind: h.kind, ID: id, Ref: ref, Payload: payload},
+		Job:    pipeline.Job{Kind: h.kind, ID: id, Payload: payload},
 		Number: retried + 1, Last: last || retried >= maxRetry, Final: retried >= maxRetry,
 	})
 	switch state {
