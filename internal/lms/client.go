@@ -48,7 +48,7 @@ type Options struct {
 	// Observer, when set, is told of every LMS call and token request.
 	Observer Observer
 	// Transport is the HTTP transport; nil means a dedicated clone of
-	// http.DefaultTransport sized for MaxConcurrency.
+	// http.DefaultTransport whose idle pool fits MaxConcurrency and Callers.
 	Transport http.RoundTripper
 }
 

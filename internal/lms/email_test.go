@@ -157,7 +157,12 @@ func run(t *testing.T, c *Client, tasks Tasks, kind string, payload interface{ R
 	b, _ := json.Marshal(payload)
 	for _, k := range Kinds(oneSite{c}, tasks) {
 		if k.Name == kind {
-			return k.Handle(context.Background(), pipeline.Job{Kind: kind, ID: "t", Ref: payload.Ref(), Payload: b, Value: payload})
+			// As pipeline.Process does: the kind's Decode reads the payload.
+			ref, v, err := k.Decode(b)
+			if err != nil {
+				t.Fatalf("decode %s payload: %v", kind, err)
+			}
+			return k.Handle(context.Background(), pipeline.Job{Kind: kind, ID: "t", Ref: ref, Payload: b, Value: v})
 		}
 	}
 	t.Fatalf("no kind %s", kind)
@@ -334,6 +339,23 @@ func TestReturnNamingNobodyWithoutEnrollment(t *testing.T) {
 			t.Fatalf("err %v, want none", err)
 		}
 	})
+}
+
+// A handler given a job its kind's Decode did not read (no Value) fails it
+// for good and calls nothing: a zero return would look like one that names
+// nobody, and a zero order like an enrollment of nobody.
+func TestHandleWithoutDecodedPayload(t *testing.T) {
+	fake := lmstest.NewDemo("s")
+	c := newClient(t, fake, nil)
+	for _, k := range Kinds(oneSite{c}, everyTask{tasksOf{}}) {
+		err := k.Handle(context.Background(), pipeline.Job{Kind: k.Name, ID: "t", Ref: ret("verified").Ref()})
+		if !pipeline.IsPermanent(err) {
+			t.Errorf("%s: err %v, want permanent", k.Name, err)
+		}
+	}
+	if n := len(fake.Calls()); n != 0 {
+		t.Errorf("%d LMS calls, want none", n)
+	}
 }
 
 // M1: a transport error of the account look-up (a timeout) carries no URL

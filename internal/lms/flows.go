@@ -61,7 +61,10 @@ func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
 			LegacyID: func(k fulfillment.Key) string { return "enroll-" + pipeline.Digest(k) },
 			Decode:   pipeline.DecodeAs[fulfillment.Order],
 			Handle: func(ctx context.Context, j pipeline.Job) error {
-				o, _ := j.Value.(fulfillment.Order)
+				o, ok := j.Value.(fulfillment.Order)
+				if !ok {
+					return notDecoded(j)
+				}
 				c, err := sites.Client(ctx, j.Ref.Site)
 				if err != nil {
 					return err
@@ -79,7 +82,10 @@ func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
 			After:  KindEnroll,
 			Decode: pipeline.DecodeAs[fulfillment.Return],
 			Handle: func(ctx context.Context, j pipeline.Job) error {
-				r, _ := j.Value.(fulfillment.Return)
+				r, ok := j.Value.(fulfillment.Return)
+				if !ok {
+					return notDecoded(j)
+				}
 				c, err := sites.Client(ctx, j.Ref.Site)
 				if err != nil {
 					return err
@@ -107,6 +113,13 @@ func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
 			},
 		},
 	}
+}
+
+// notDecoded fails a job whose payload its kind's Decode did not read (a
+// Handle called without pipeline.Process): a zero order or return must never
+// reach the LMS.
+func notDecoded(j pipeline.Job) error {
+	return pipeline.Permanent(fmt.Errorf("%s payload not decoded (%T)", j.Kind, j.Value))
 }
 
 // Accepter takes a line's task into the pipeline (pipeline.Service).

@@ -77,6 +77,7 @@ func DecodeAs[T interface{ Ref() fulfillment.Ref }](payload []byte) (fulfillment
 
 // decode reads a job's payload (Kind.Decode).
 func (k Kind) decode(j *Job) error {
+	j.Ref, j.Value = fulfillment.Ref{}, nil
 	if k.Decode == nil {
 		return json.Unmarshal(j.Payload, &j.Ref)
 	}
