@@ -300,8 +300,8 @@ func bench(ctx context.Context, o options) error {
 				}
 				k := drainKey{lat, srv}
 				drains[k] = append(drains[k], d)
-				fmt.Fprintf(os.Stderr, "loadgen: drain LMS %v, worker.servers %s, run %d: %.0f tasks/s, %.2f CPU s per 1,000\n",
-					lat, serversLabel(srv), len(drains[k]), d.rate, d.proc.cpuSec/float64(o.drainN)*1000)
+				fmt.Fprintf(os.Stderr, "loadgen: drain LMS %v, worker.servers %s, run %d: %.0f tasks/s, %.2f CPU s per 1,000, machine idle %.0f %%\n",
+					lat, serversLabel(srv), len(drains[k]), d.rate, d.proc.cpuSec/float64(o.drainN)*1000, 100*d.idle)
 			}
 		}
 	}
@@ -321,8 +321,8 @@ func bench(ctx context.Context, o options) error {
 			} else {
 				ratio = fmt.Sprintf("%.2f of worker.servers %s", m.rate/first, serversLabel(o.drainServers[0]))
 			}
-			add("| drain %d tasks, LMS %v, worker.servers %s | **%.0f tasks/s** (runs %s) | %d token requests, %d account look-ups for %d learners | %s | coordinator worker: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
-				o.drainN, lat, serversLabel(srv), m.rate, floats(all), m.tokens, m.accounts, o.drainN, ratio, m.proc.rssMB, m.proc.cpuSec/float64(o.drainN)*1000)
+			add("| drain %d tasks, LMS %v, worker.servers %s | **%.0f tasks/s** (runs %s) | %d token requests, %d account look-ups for %d learners | %s | coordinator worker: peak RSS %.1f MB, %.2f CPU s per 1,000 orders; machine idle %.0f %% |",
+				o.drainN, lat, serversLabel(srv), m.rate, floats(all), m.tokens, m.accounts, o.drainN, ratio, m.proc.rssMB, m.proc.cpuSec/float64(o.drainN)*1000, 100*m.idle)
 		}
 	}
 	// 3. Together, at each concurrency and worker.servers setting asked for.
@@ -333,8 +333,8 @@ func bench(ctx context.Context, o options) error {
 			if err != nil {
 				return err
 			}
-			add("| together, offered %d/s for %v, log %s, worker.concurrency %s, worker.servers %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d (every 5 s: %s), all enrolled %s after the load | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders |",
-				o.rate, o.togetherDur, o.logLevel, concLabel(conc), serversLabel(srv), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, joinInts(t.backlogs), restLabel(t.rest), t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000)
+			add("| together, offered %d/s for %v, log %s, worker.concurrency %s, worker.servers %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d (every 5 s: %s), all enrolled %s after the load | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders; machine idle %.0f %% |",
+				o.rate, o.togetherDur, o.logLevel, concLabel(conc), serversLabel(srv), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, joinInts(t.backlogs), restLabel(t.rest), t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000, 100*t.idle)
 		}
 	}
 	e.o.servers = 0
@@ -565,6 +565,35 @@ func (p *process) usage() usage {
 	return u
 }
 
+// cpuTimes reads the machine's idle and total CPU time (jiffies, every core)
+// from /proc/stat.
+func cpuTimes() (idle, total float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseFloat(f, 64)
+		total += v
+		if i == 3 || i == 4 { // idle, iowait
+			idle += v
+		}
+	}
+	return idle, total
+}
+
+// idleSince is the share of the machine's CPU time left idle since
+// cpuTimes gave idle0, total0: near 0, the run was bound by the machine's
+// CPU (every process of the run shares it), not by what it measures.
+func idleSince(idle0, total0 float64) float64 {
+	idle, total := cpuTimes()
+	if total <= total0 {
+		return 0
+	}
+	return (idle - idle0) / (total - total0)
+}
+
 func (p *process) stop() {
 	_ = p.cmd.Process.Signal(os.Interrupt)
 	done := make(chan struct{})
@@ -734,6 +763,7 @@ type drain struct {
 	rate             float64
 	tokens, accounts int
 	proc             usage
+	idle             float64 // the machine's idle CPU share during the drain
 }
 
 func (e *env) measureDrain(ctx context.Context, latency time.Duration) (drain, error) {
@@ -774,6 +804,7 @@ func (e *env) measureDrain(ctx context.Context, latency time.Duration) (drain, e
 		}
 		go e.fetchProfile("http://"+addr+"/debug/pprof/profile?seconds=%d", 3*time.Second)
 	}
+	idle0, total0 := cpuTimes()
 	deadline := time.Now().Add(5 * time.Minute)
 	for e.enrolls.Load() < int64(e.o.drainN) {
 		if time.Now().After(deadline) {
@@ -788,6 +819,7 @@ func (e *env) measureDrain(ctx context.Context, latency time.Duration) (drain, e
 		tokens:   e.fake.Count(lmstest.Token) - tokens0,
 		accounts: e.fake.Count(lmstest.Account) - accounts0,
 		proc:     p.usage(),
+		idle:     idleSince(idle0, total0),
 	}, nil
 }
 
@@ -798,6 +830,7 @@ type together struct {
 	backlogs                    []int64       // accepted minus enrolled, every 5 s of the run
 	rest                        time.Duration // from the end of the load to the last enrollment; -1: over 60 s
 	proc                        usage
+	idle                        float64 // the machine's idle CPU share during the load
 }
 
 func (e *env) measureTogether(_ context.Context) (together, error) {
@@ -837,6 +870,7 @@ func (e *env) measureTogether(_ context.Context) (together, error) {
 	// (accepted, not yet enrolled) is noted: a backlog that stays flat is a
 	// worker keeping up, one that grows is not.
 	start := time.Now()
+	idle0, total0 := cpuTimes()
 	tick := time.NewTicker(10 * time.Millisecond)
 	i := 0
 	var backlogs []int64
@@ -856,6 +890,7 @@ func (e *env) measureTogether(_ context.Context) (together, error) {
 		}
 	}
 	tick.Stop()
+	idle := idleSince(idle0, total0)
 	loadEnd := time.Now()
 	close(jobs)
 	wg.Wait()
@@ -882,6 +917,7 @@ func (e *env) measureTogether(_ context.Context) (together, error) {
 		backlogs:      backlogs,
 		rest:          rest,
 		proc:          p.usage(),
+		idle:          idle,
 	}, nil
 }
 
