@@ -23,20 +23,8 @@ func (w *Worker) ShutdownAsynqOnly()    { w.srv.Shutdown() }
 func (w *Worker) StartFetchOnly()       { w.fetch.start() }
 func (w *Worker) ShutdownFetchOnly()    { w.fetch.shutdown() }
 
-// Msg is asynq's task message as the fetch reads and writes it.
-type Msg = msg
-
-func DecodeMsg(b []byte) (Msg, error) { return decodeMsg(b) }
+func DecodeMsg(b []byte) (msg, error) { return decodeMsg(b) }
 func (m msg) Encode() []byte          { return m.encode() }
-
-// Reencode reads a task message and writes it again, as the fetch does.
-func Reencode(b []byte) ([]byte, error) {
-	m, err := decodeMsg(b)
-	if err != nil {
-		return nil, err
-	}
-	return m.encode(), nil
-}
 
 // DequeueScriptHash names the fetch's dequeue script in the protocol.
 var DequeueScriptHash = dequeueScript.Hash()

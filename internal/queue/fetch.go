@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +67,7 @@ type fetcher struct {
 	grace      time.Duration // the shutdown timeout
 	log        *slog.Logger
 	writes     *batcher
+	keys       queueKeys
 
 	base    context.Context    // the attempts' parent
 	abort   context.CancelFunc // cancels base: the shutdown timeout is up
@@ -97,6 +97,7 @@ func newFetcher(rdb redis.UniversalClient, name string, handlers map[string]hand
 		rdb: rdb, name: name, handlers: handlers, slots: slots, loops: loops,
 		retryDelay: retryDelay, isFailure: isFailure, grace: grace, log: log,
 		writes:  newBatcher(rdb, 0, doneScript, completeScript, retryScript, archiveScript, requeueScript),
+		keys:    newQueueKeys(name),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
 		running: map[*task]struct{}{},
@@ -105,8 +106,26 @@ func newFetcher(rdb redis.UniversalClient, name string, handlers map[string]hand
 	return f
 }
 
-// key is asynq's key of the queue's named structure.
-func (f *fetcher) key(s string) string { return asynqKey(f.name, s) }
+// queueKeys are asynq's keys of the queue that the fetch's scripts use,
+// built once.
+type queueKeys struct {
+	pending, paused, active, lease, completed, retry, archived, processed, failed string
+	task                                                                          string // prefix of a task's hash
+}
+
+func newQueueKeys(queue string) queueKeys {
+	k := func(s string) string { return asynqKey(queue, s) }
+	return queueKeys{pending: k("pending"), paused: k("paused"), active: k("active"), lease: k("lease"),
+		completed: k("completed"), retry: k("retry"), archived: k("archived"), processed: k("processed"),
+		failed: k("failed"), task: k("t:")}
+}
+
+// failKeys are the keys of asynq's retry and archive scripts: the task's
+// hash, the queue's active list and lease set, set (retry or archived), and
+// the day's and all-time processed and failed counts.
+func (k queueKeys) failKeys(taskKey, set, day string) []string {
+	return []string{taskKey, k.active, k.lease, set, k.processed + ":" + day, k.failed + ":" + day, k.processed, k.failed}
+}
 
 func (f *fetcher) start() {
 	for range f.loops {
@@ -247,11 +266,11 @@ func (f *fetcher) requeueTaken(rec *taken) error {
 	ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
 	defer cancel()
 	args := make([]any, 0, len(rec.held)+2)
-	args = append(args, f.key("t:"), rec.ends.Unix())
+	args = append(args, f.keys.task, rec.ends.Unix())
 	for _, id := range rec.held {
 		args = append(args, id)
 	}
-	n, err := requeueTakenScript.Run(ctx, f.rdb, []string{f.key("active"), f.key("lease"), f.key("pending"), rec.key}, args...).Int()
+	n, err := requeueTakenScript.Run(ctx, f.rdb, []string{f.keys.active, f.keys.lease, f.keys.pending, rec.key}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("requeue taken tasks: %w", err)
 	}
@@ -278,8 +297,8 @@ func (f *fetcher) dequeue(n int, rec *taken, prev string) ([]*task, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
 	defer cancel()
 	res, err := dequeueScript.Run(ctx, f.rdb,
-		[]string{f.key("pending"), f.key("paused"), f.key("active"), f.key("lease"), rec.key, prev},
-		rec.ends.Unix(), f.key("t:"), n).Slice()
+		[]string{f.keys.pending, f.keys.paused, f.keys.active, f.keys.lease, rec.key, prev},
+		rec.ends.Unix(), f.keys.task, n).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("dequeue from %s: %w", f.name, err)
 	}
@@ -401,8 +420,8 @@ func (f *fetcher) finish(t *task, canceled bool, err error, requeue bool) {
 	if !now.Before(leaseEnds) {
 		return // the recoverer has it, as asynq's processor leaves it
 	}
-	m, id := t.m, t.m.ID
-	taskKey := f.key("t:" + id)
+	m, id, k := t.m, t.m.ID, f.keys
+	taskKey := k.task + id
 	stats := now.Add(statsTTL).Unix()
 	day := now.UTC().Format("2006-01-02")
 	var op string
@@ -411,15 +430,15 @@ func (f *fetcher) finish(t *task, canceled bool, err error, requeue bool) {
 	case requeue:
 		op = "requeue"
 		add = func(ctx context.Context, p redis.Pipeliner) {
-			requeueScript.EvalSha(ctx, p, []string{f.key("active"), f.key("lease"), f.key("pending"), taskKey}, id)
+			requeueScript.EvalSha(ctx, p, []string{k.active, k.lease, k.pending, taskKey}, id)
 		}
 	case err == nil:
-		keys := []string{f.key("active"), f.key("lease"), taskKey, f.key("processed:" + day), f.key("processed")}
+		keys := []string{k.active, k.lease, taskKey, k.processed + ":" + day, k.processed}
 		script, args := doneScript, []any{id, stats, int64(math.MaxInt64)}
 		op = "done"
 		if m.Retention > 0 {
 			m.CompletedAt = now.Unix()
-			keys = []string{f.key("active"), f.key("lease"), f.key("completed"), taskKey, f.key("processed:" + day), f.key("processed")}
+			keys = []string{k.active, k.lease, k.completed, taskKey, k.processed + ":" + day, k.processed}
 			script, args = completeScript, []any{id, stats, now.Unix() + m.Retention, m.encode(), int64(math.MaxInt64)}
 			if canceled {
 				args = append(args, canceledResult) // what asynq's ResultWriter writes
@@ -433,8 +452,7 @@ func (f *fetcher) finish(t *task, canceled bool, err error, requeue bool) {
 	case errors.Is(err, asynq.SkipRetry) || m.Retried >= m.Retry:
 		op = "archive"
 		m.ErrorMsg, m.LastFailedAt = err.Error(), now.Unix()
-		keys := []string{taskKey, f.key("active"), f.key("lease"), f.key("archived"), f.key("processed:" + day),
-			f.key("failed:" + day), f.key("processed"), f.key("failed"), f.key("t:")}
+		keys := append(k.failKeys(taskKey, k.archived, day), k.task)
 		args := []any{id, m.encode(), now.Unix(), now.Add(-archivedFor).Unix(), maxArchiveSize, stats, int64(math.MaxInt64)}
 		add = func(ctx context.Context, p redis.Pipeliner) { archiveScript.EvalSha(ctx, p, keys, args...) }
 	default:
@@ -445,8 +463,7 @@ func (f *fetcher) finish(t *task, canceled bool, err error, requeue bool) {
 			m.Retried++
 		}
 		m.ErrorMsg, m.LastFailedAt = err.Error(), now.Unix()
-		keys := []string{taskKey, f.key("active"), f.key("lease"), f.key("retry"), f.key("processed:" + day),
-			f.key("failed:" + day), f.key("processed"), f.key("failed")}
+		keys := k.failKeys(taskKey, k.retry, day)
 		args := []any{id, m.encode(), at.Unix(), stats, failure, int64(math.MaxInt64)}
 		add = func(ctx context.Context, p redis.Pipeliner) { retryScript.EvalSha(ctx, p, keys, args...) }
 	}
@@ -488,7 +505,7 @@ func (f *fetcher) write(id, op string, add func(ctx context.Context, p redis.Pip
 
 // isRefusal reports the scripts' answers that writing again cannot change.
 func isRefusal(err error) bool {
-	return isReply(err) && (strings.HasPrefix(err.Error(), "NOT FOUND") || strings.HasPrefix(err.Error(), "INTERNAL"))
+	return redis.HasErrorPrefix(err, "NOT FOUND") || redis.HasErrorPrefix(err, "INTERNAL")
 }
 
 // leases extends the leases of the running attempts every leaseEvery, as
@@ -519,7 +536,7 @@ func (f *fetcher) leases() {
 			zs[i] = redis.Z{Member: t.m.ID, Score: float64(ends.Unix())}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), enqueueTimeout)
-		err := f.rdb.ZAddXX(ctx, f.key("lease"), zs...).Err()
+		err := f.rdb.ZAddXX(ctx, f.keys.lease, zs...).Err()
 		cancel()
 		if err != nil {
 			f.log.Warn("worker_lease_not_extended", "queue", f.name, "tasks", len(tasks), "err", err)

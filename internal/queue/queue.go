@@ -55,6 +55,9 @@ func New(rdb redis.UniversalClient, kinds *pipeline.Kinds, o Options) *Queue {
 		retention: o.Retention,
 		timeout:   o.TaskTimeout,
 	}
+	if q.timeout <= 0 {
+		q.timeout = asynqDefaultTimeout // what asynq.Client sets without a timeout or deadline
+	}
 	for _, k := range kinds.All() {
 		q.byType[k.TaskType] = k
 	}
@@ -104,11 +107,7 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	}
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
-	timeout := q.timeout
-	if timeout <= 0 {
-		timeout = asynqDefaultTimeout // what asynq.Client sets without a timeout or deadline
-	}
-	msg := taskMessage(k.TaskType, j.Payload, j.ID, q.name, q.maxRetry+spareRetry, timeout, q.retention)
+	msg := taskMessage(k.TaskType, j.Payload, j.ID, q.name, q.maxRetry+spareRetry, q.timeout, q.retention)
 	keys := []string{q.taskKey(j.ID), q.pendingKey(), q.orderKey(j.Ref.Site, j.Ref.OrderNumber)}
 	if o.UnlessExists != "" {
 		keys = append(keys, q.taskKey(o.UnlessExists))
@@ -117,12 +116,13 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	legacyID := o.LegacyID
 	// A few rounds cover a failed task deleted by a concurrent repeat
 	// between our conflict and our look-up.
+	unavailable := func(err error) error { return fmt.Errorf("enqueue %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err) }
 	for range 3 {
 		if !q.published.Load() {
 			// asynq's client names the queue in asynq:queues before its
 			// first enqueue (Inspector and asynqmon look queues up there).
 			if err := q.rdb.SAdd(ctx, allQueues, q.name).Err(); err != nil {
-				return "", fmt.Errorf("enqueue %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
+				return "", unavailable(err)
 			}
 			q.published.Store(true)
 		}
@@ -131,11 +131,11 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 			res = enqueueScript.EvalSha(ctx, p, keys, msg, j.ID, time.Now().UnixNano(), ttl, legacyID)
 		})
 		if err != nil {
-			return "", fmt.Errorf("enqueue %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
+			return "", unavailable(err)
 		}
 		n, err := res.Int()
 		if err != nil {
-			return "", fmt.Errorf("enqueue %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
+			return "", unavailable(err)
 		}
 		switch n {
 		case enqueueQueued:
@@ -198,5 +198,5 @@ func Purge(ctx context.Context, rdb redis.UniversalClient, queue string) error {
 			return fmt.Errorf("purge %s: %w", queue, err)
 		}
 	}
-	return rdb.SRem(ctx, "asynq:queues", queue).Err()
+	return rdb.SRem(ctx, allQueues, queue).Err()
 }

@@ -25,7 +25,6 @@ type Processor interface {
 type handler struct {
 	kind        string
 	proc        Processor
-	log         *slog.Logger
 	maxAttempts int // worker.retry.max_attempts; 0: read from the task's bound
 }
 
@@ -177,7 +176,7 @@ func NewWorker(rdb redis.UniversalClient, kinds *pipeline.Kinds, proc Processor,
 func handlers(kinds *pipeline.Kinds, proc Processor, o WorkerOptions) map[string]handler {
 	hs := map[string]handler{}
 	for _, k := range kinds.All() {
-		hs[k.TaskType] = handler{kind: k.Name, proc: proc, log: o.Logger, maxAttempts: o.MaxAttempts}
+		hs[k.TaskType] = handler{kind: k.Name, proc: proc, maxAttempts: o.MaxAttempts}
 	}
 	return hs
 }
