@@ -152,7 +152,7 @@ type appTasks struct{ a *app }
 
 // KeepsEveryTask reports whether the app keeps every task for good (the
 // ledger tier).
-func (t appTasks) KeepsEveryTask() bool { return t.a.pool != nil }
+func (t appTasks) KeepsEveryTask() bool { return t.a.pipe.KeepsEveryTask() }
 
 func (t appTasks) Find(ctx context.Context, kind string, key fulfillment.Key) (fulfillment.Task, bool, error) {
 	return t.a.pipe.Find(ctx, kind, key)

@@ -35,6 +35,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/httpapi"
 	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/pipeline"
@@ -148,8 +149,9 @@ func bareServer(addr string) {
 }
 
 // ceilingServer is the durable ceiling: what Coordinator must do for an
-// accepted order and nothing else — verify the HS256 JWT (same parser
-// options, audience and admin claim), validate the order, and write its task
+// accepted order and nothing else — verify the HS256 JWT (Coordinator's own
+// httpapi.Authenticator: its checks and its cache of verified tokens),
+// validate the order, and write its task
 // through the same group-committed Redis pipeline (pipeline.Accept over
 // queue.Queue: the enqueue script with its index write and checks) before
 // answering 200. No router, middleware, signals, logging or metrics.
@@ -162,16 +164,13 @@ func ceilingServer(addr, redisURL, queueName string) {
 	kinds := pipeline.NewKinds(lms.Kinds(nil, nil)...)
 	acc := pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
 		Queue: queue.New(rdb, kinds, queue.Options{Name: queueName, MaxAttempts: 20, Retention: 7 * 24 * time.Hour, TaskTimeout: time.Minute})})
-	parser := jwt.NewParser(jwt.WithValidMethods([]string{"HS256", "RS256", "RS512"}), jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(), jwt.WithLeeway(30*time.Second), jwt.WithAudience(audience), jwt.WithIssuer(issuer))
-	key := []byte(jwtSecret)
+	auth := httpapi.NewAuthenticator(httpapi.AuthOptions{AdminClaim: "administrator",
+		Issuers: []httpapi.Issuer{{Issuer: issuer, Audience: audience, Secret: jwtSecret}}}, nil)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/health" {
 			return
 		}
-		claims := jwt.MapClaims{}
-		_, raw, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		if _, err := parser.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return key, nil }); err != nil || claims["administrator"] != true {
+		if _, err := auth.Verify(r.Context(), r.Header.Get("Authorization")); err != nil {
 			http.Error(w, `{"detail":"unauthenticated"}`, http.StatusUnauthorized)
 			return
 		}

@@ -50,15 +50,15 @@ func (c *Client) UsernameByEmail(ctx context.Context, email, requestID string) (
 	// The key holds a digest, not the address: memcached keys are listed in
 	// its tools and must not contain spaces.
 	key := c.keyPrefix + "email:" + hex.EncodeToString(sum[:16])
-	none := &NoAccountError{Email: email}
-	return c.accountUsername(ctx, key, url.Values{"email": {email}}.Encode(), none, none, requestID)
+	none := func() error { return &NoAccountError{Email: email} }
+	return c.accountUsername(ctx, key, url.Values{"email": {email}}.Encode(), none, true, requestID)
 }
 
 // accountUsername reads the username of the account the query names (GET
 // /api/user/v1/accounts?query, LMS.md §4), from the cache under key when it
-// can; a found one is cached. notFound is the answer to a 404, empty the
-// answer to an empty list (nil: an unexpected answer).
-func (c *Client) accountUsername(ctx context.Context, key, query string, notFound, empty error, requestID string) (string, error) {
+// can; a found one is cached. notFound makes the answer to a 404, and to an
+// empty list when emptyIsNotFound (else an empty list is unexpected).
+func (c *Client) accountUsername(ctx context.Context, key, query string, notFound func() error, emptyIsNotFound bool, requestID string) (string, error) {
 	if v, ok, err := c.cache.Get(ctx, key); err == nil && ok {
 		return string(v), nil
 	}
@@ -68,22 +68,19 @@ func (c *Client) accountUsername(ctx context.Context, key, query string, notFoun
 	}
 	switch {
 	case status == http.StatusNotFound:
-		return "", notFound
+		return "", notFound()
 	case status != http.StatusOK:
 		return "", &Error{Op: "account", Status: status, Class: classify(status), Message: message(body)}
 	}
-	unexpected := &Error{Op: "account", Status: status, Class: Transient, Message: "unexpected account answer"}
 	var accounts []struct {
 		Username string `json:"username"`
 	}
-	if err := json.Unmarshal(body, &accounts); err != nil {
-		return "", unexpected
+	err = json.Unmarshal(body, &accounts)
+	if err == nil && len(accounts) == 0 && emptyIsNotFound {
+		return "", notFound()
 	}
-	if len(accounts) == 0 && empty != nil {
-		return "", empty
-	}
-	if len(accounts) == 0 || accounts[0].Username == "" {
-		return "", unexpected
+	if err != nil || len(accounts) == 0 || accounts[0].Username == "" {
+		return "", &Error{Op: "account", Status: status, Class: Transient, Message: "unexpected account answer"}
 	}
 	user := accounts[0].Username
 	if err := c.cache.Set(ctx, key, []byte(user), usernameTTL); err != nil {

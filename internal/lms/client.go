@@ -233,9 +233,11 @@ func (c *Client) unenrollAutoEnrolled(ctx context.Context, r fulfillment.Return,
 // Username resolves an LMS user id to a username, from the cache when it can.
 func (c *Client) Username(ctx context.Context, lmsUserID int64, requestID string) (string, error) {
 	id := strconv.FormatInt(lmsUserID, 10)
-	notFound := &Error{Op: "account", Status: http.StatusNotFound, Class: Permanent,
-		Message: fmt.Sprintf("no LMS user with lms_user_id %d", lmsUserID)}
-	return c.accountUsername(ctx, c.keyPrefix+"username:"+id, "lms_user_id="+id, notFound, nil, requestID)
+	notFound := func() error {
+		return &Error{Op: "account", Status: http.StatusNotFound, Class: Permanent,
+			Message: fmt.Sprintf("no LMS user with lms_user_id %d", lmsUserID)}
+	}
+	return c.accountUsername(ctx, c.keyPrefix+"username:"+id, "lms_user_id="+id, notFound, false, requestID)
 }
 
 // post sends one enrollment change (op "enroll" or "unenroll"). It waits for

@@ -23,6 +23,11 @@ type Attempt struct {
 	Final bool
 }
 
+// ends reports whether the queue ends the task after this attempt fails:
+// at its last attempt unless the failure is held (it costs no attempt), and
+// at its final one whatever it is told.
+func (a Attempt) ends(held bool) bool { return a.Final || (a.Last && !held) }
+
 // Process runs one attempt of a task: it records it, orders it against the
 // line's other flows (a canceled task does nothing; a task waits for the
 // running task of its After kind), runs the kind's handler, classifies the
@@ -57,8 +62,7 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	// store's failure, an account not there yet) does not, unless the queue
 	// ends the task whatever it is told (Final): then it is failed, and
 	// says so.
-	if err != nil && runsNow(state) &&
-		(IsPermanent(err) || (a.Last && !IsHold(err)) || a.Final) {
+	if err != nil && runsNow(state) && (IsPermanent(err) || a.ends(IsHold(err))) {
 		state = fulfillment.StateFailed
 	}
 	state, err = s.complete(ctx, k, j, a, state, err)
@@ -135,7 +139,7 @@ func (s *Service) complete(ctx context.Context, k Kind, j Job, a Attempt, state 
 		// failure of a receiver counts, so that one that always fails ends
 		// at the last attempt instead of running the task for good.
 		outage := errors.Is(cerr, fulfillment.ErrUnavailable)
-		if a.Final || (a.Last && !outage) { // the task ends here whatever it is told
+		if a.ends(outage) { // the task ends here whatever it is told
 			s.o.Logger.ErrorContext(ctx, "completed_not_sent", "task_id", j.ID, "kind", j.Kind,
 				"order_number", j.Ref.OrderNumber, "state", string(final), "err", cerr.Error())
 			return state, err

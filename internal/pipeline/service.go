@@ -366,6 +366,10 @@ func runsNow(st fulfillment.State) bool {
 	return st == fulfillment.StateRetrying || st == fulfillment.StateAwaitingAccount
 }
 
+// KeepsEveryTask reports whether Find sees every task for good: with a
+// ledger, a line without a task of a kind never had one.
+func (s *Service) KeepsEveryTask() bool { return s.o.Ledger != nil }
+
 // Find reads a line's task of a kind (with its Ref: the learner as the task
 // names it); found is false when the line has none. With a ledger it is
 // read there (the queue only for tasks the ledger never saw), else from the
