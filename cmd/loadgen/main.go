@@ -12,6 +12,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -63,10 +64,8 @@ type options struct {
 	runs          string
 	profile       string
 	logLevel      string
-	servers       int   // worker.servers of the process being started (0: default)
 	drainServers  []int // worker.servers settings the drain runs compare
 	repeat        int
-	togetherConc  int   // of the together run being made
 	togetherConcs []int // the together runs to make
 }
 
@@ -99,27 +98,9 @@ func main() {
 	flag.StringVar(&servers, "worker-servers", "0", "worker.servers settings the drain and together runs compare (0: the binary's default)")
 	flag.IntVar(&o.repeat, "repeat", 1, "measure each API and drain setting this many times, alternating; report medians")
 	flag.Parse()
-	for _, c := range strings.Split(conns, ",") {
-		n, err := strconv.Atoi(c)
-		if err != nil {
-			fatal(fmt.Errorf("-conns: %w", err))
-		}
-		o.conns = append(o.conns, n)
-	}
-	for _, v := range strings.Split(togetherConc, ",") {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			fatal(fmt.Errorf("-together-concurrency: %q", v))
-		}
-		o.togetherConcs = append(o.togetherConcs, n)
-	}
-	for _, v := range strings.Split(servers, ",") {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			fatal(fmt.Errorf("-worker-servers: %q", v))
-		}
-		o.drainServers = append(o.drainServers, n)
-	}
+	o.conns = parseInts("conns", conns)
+	o.togetherConcs = parseInts("together-concurrency", togetherConc)
+	o.drainServers = parseInts("worker-servers", servers)
 	for _, l := range strings.Split(lat, ",") {
 		d, err := time.ParseDuration(l)
 		if err != nil {
@@ -130,6 +111,25 @@ func main() {
 	if err := bench(context.Background(), o); err != nil {
 		fatal(err)
 	}
+}
+
+// orderBody is a POST /orders/fulfill body for the learner and order number.
+func orderBody(learner int64, orderNumber string) []byte {
+	return fmt.Appendf(nil, `{"course_id":%q,"course_mode":"verified","order_placed":1714566902,"edx_lms_user_id":%d,"email_opt_in":true,"order_number":%q}`,
+		course, learner, orderNumber)
+}
+
+// parseInts reads a flag's comma-separated list of counts (0 or more).
+func parseInts(name, list string) []int {
+	var out []int
+	for _, v := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			fatal(fmt.Errorf("-%s: %q", name, v))
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 func fatal(err error) {
@@ -292,19 +292,17 @@ func bench(ctx context.Context, o options) error {
 	for range runIf(want("drain"), make([]struct{}, o.repeat)) {
 		for _, srv := range o.drainServers {
 			for _, lat := range o.drainLatency {
-				e.o.servers = srv
-				d, err := e.measureDrain(ctx, lat)
+				d, err := e.measureDrain(ctx, lat, srv)
 				if err != nil {
 					return err
 				}
 				k := drainKey{lat, srv}
 				drains[k] = append(drains[k], d)
 				fmt.Fprintf(os.Stderr, "loadgen: drain LMS %v, worker.servers %s, run %d: %.0f tasks/s, %.2f CPU s per 1,000, machine idle %.0f %%\n",
-					lat, serversLabel(srv), len(drains[k]), d.rate, d.proc.cpuSec/float64(o.drainN)*1000, 100*d.idle)
+					lat, setting(srv), len(drains[k]), d.rate, d.proc.cpuSec/float64(o.drainN)*1000, 100*d.idle)
 			}
 		}
 	}
-	e.o.servers = 0
 	for _, lat := range runIf(want("drain"), o.drainLatency) {
 		var first float64
 		for i, srv := range o.drainServers {
@@ -318,26 +316,23 @@ func bench(ctx context.Context, o options) error {
 			if i == 0 {
 				first = m.rate
 			} else {
-				ratio = fmt.Sprintf("%.2f of worker.servers %s", m.rate/first, serversLabel(o.drainServers[0]))
+				ratio = fmt.Sprintf("%.2f of worker.servers %s", m.rate/first, setting(o.drainServers[0]))
 			}
 			add("| drain %d tasks, LMS %v, worker.servers %s | **%.0f tasks/s** (runs %s) | %d token requests, %d account look-ups for %d learners | %s | coordinator worker: peak RSS %.1f MB, %.2f CPU s per 1,000 orders; machine idle %.0f %% |",
-				o.drainN, lat, serversLabel(srv), m.rate, floats(all), m.tokens, m.accounts, o.drainN, ratio, m.proc.rssMB, m.proc.cpuSec/float64(o.drainN)*1000, 100*m.idle)
+				o.drainN, lat, setting(srv), m.rate, floats(all), m.tokens, m.accounts, o.drainN, ratio, m.proc.rssMB, m.proc.cpuSec/float64(o.drainN)*1000, 100*m.idle)
 		}
 	}
 	// 3. Together, at each concurrency and worker.servers setting asked for.
 	for _, conc := range runIf(want("together"), o.togetherConcs) {
 		for _, srv := range o.drainServers {
-			e.o.togetherConc, e.o.servers = conc, srv
-			t, err := e.measureTogether(ctx)
+			t, err := e.measureTogether(ctx, conc, srv)
 			if err != nil {
 				return err
 			}
 			add("| together, offered %d/s for %v, log %s, worker.concurrency %s, worker.servers %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d (every 5 s: %s), all enrolled %s after the load | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders; machine idle %.0f %% |",
-				o.rate, o.togetherDur, o.logLevel, concLabel(conc), serversLabel(srv), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, joinInts(t.backlogs), restLabel(t.rest), t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000, 100*t.idle)
+				o.rate, o.togetherDur, o.logLevel, setting(conc), setting(srv), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, joinInts(t.backlogs), restLabel(t.rest), t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000, 100*t.idle)
 		}
 	}
-	e.o.servers = 0
-
 	fmt.Println("| run | result | reference (same session) | ratio | process |")
 	fmt.Println("|---|---|---|---|---|")
 	for _, r := range rows {
@@ -361,18 +356,8 @@ func medianIndex(v []float64) int {
 	for i := range idx {
 		idx[i] = i
 	}
-	slices.SortFunc(idx, func(a, b int) int { return cmpFloat(v[a], v[b]) })
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(v[a], v[b]) })
 	return idx[(len(v)-1)/2]
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // medianRatio is the median of the per-run ratios of a's throughput to b's.
@@ -394,11 +379,11 @@ func ratios(a, b []stats) string {
 }
 
 func rates(runs []stats) string {
-	var out []string
-	for _, s := range runs {
-		out = append(out, fmt.Sprintf("%.0f", s.rps))
+	v := make([]float64, len(runs))
+	for i, s := range runs {
+		v[i] = s.rps
 	}
-	return strings.Join(out, " · ")
+	return floats(v)
 }
 
 func floats(v []float64) string {
@@ -409,14 +394,8 @@ func floats(v []float64) string {
 	return strings.Join(out, " · ")
 }
 
-func concLabel(n int) string {
-	if n == 0 {
-		return "default"
-	}
-	return strconv.Itoa(n)
-}
-
-func serversLabel(n int) string {
+// setting names a count setting; 0 is the binary's default.
+func setting(n int) string {
 	if n == 0 {
 		return "default"
 	}
@@ -484,12 +463,12 @@ type usage struct {
 }
 
 // start runs the coordinator binary with a generated config.
-// concurrency sets worker.concurrency and lms.max_concurrency; 0 leaves
-// both at the binary's defaults.
-func (e *env) start(command, addr string, latency time.Duration, concurrency int) (*process, error) {
-	servers, workerConc, lmsConc := "", "", ""
-	if e.o.servers > 0 {
-		servers = fmt.Sprintf("servers: %d, ", e.o.servers)
+// concurrency sets worker.concurrency and lms.max_concurrency, servers
+// worker.servers; 0 leaves them at the binary's defaults.
+func (e *env) start(command, addr string, latency time.Duration, concurrency, servers int) (*process, error) {
+	serversCfg, workerConc, lmsConc := "", "", ""
+	if servers > 0 {
+		serversCfg = fmt.Sprintf("servers: %d, ", servers)
 	}
 	if concurrency > 0 {
 		workerConc = fmt.Sprintf("concurrency: %d, ", concurrency)
@@ -504,7 +483,7 @@ lms: {url: %q, client_secret: %q, timeout: 5s, %srate_per_minute: 100000000}
 auth: {jwt: [{issuer: %q, audience: %q, secret: %q}]}
 worker: {queue: %q, http_addr: %q, %s%sretry: {initial_delay: 1s, max_delay: 10s}}
 signals: {fulfill_order_placed: [lms.fulfill_order_placed_send_enroll_in_course]}
-`, addr, e.o.logLevel, e.o.redisURL, e.lmsURL, lmsSecret, lmsConc, issuer, audience, jwtSecret, e.queue, addr, workerConc, servers)
+`, addr, e.o.logLevel, e.o.redisURL, e.lmsURL, lmsSecret, lmsConc, issuer, audience, jwtSecret, e.queue, addr, workerConc, serversCfg)
 	path := filepath.Join(e.dir, command+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -701,7 +680,7 @@ func (e *env) measureCeiling(_ context.Context, conns int) (stats, error) {
 	}
 	run := time.Now().UnixNano()
 	s := load("http://"+addr+"/orders/fulfill", e.token, conns, e.o.apiDuration, func(w, i int) []byte {
-		return fmt.Appendf(nil, `{"course_id":%q,"course_mode":"verified","order_placed":1714566902,"edx_lms_user_id":3,"email_opt_in":true,"order_number":"CEIL-%d-%d-%d"}`, course, run, w, i)
+		return orderBody(3, fmt.Sprintf("CEIL-%d-%d-%d", run, w, i))
 	})
 	return s, e.checkQueued("ceiling", s)
 }
@@ -721,7 +700,7 @@ func (e *env) checkQueued(run string, s stats) error {
 func (e *env) measureAPI(_ context.Context, conns int) (stats, usage, error) {
 	defer e.deleteQueue()
 	addr := freeAddr()
-	p, err := e.start("api", addr, 0, 0)
+	p, err := e.start("api", addr, 0, 0, 0)
 	if err != nil {
 		return stats{}, usage{}, err
 	}
@@ -731,7 +710,7 @@ func (e *env) measureAPI(_ context.Context, conns int) (stats, usage, error) {
 	}
 	run := time.Now().UnixNano()
 	s := load("http://"+addr+"/orders/fulfill", e.token, conns, e.o.apiDuration, func(w, i int) []byte {
-		return fmt.Appendf(nil, `{"course_id":%q,"course_mode":"verified","order_placed":1714566902,"edx_lms_user_id":3,"email_opt_in":true,"order_number":"API-%d-%d-%d"}`, course, run, w, i)
+		return orderBody(3, fmt.Sprintf("API-%d-%d-%d", run, w, i))
 	})
 	// Every 200 must really be in Redis.
 	if err := e.checkQueued("API", s); err != nil {
@@ -765,7 +744,7 @@ type drain struct {
 	idle             float64 // the machine's idle CPU share during the drain
 }
 
-func (e *env) measureDrain(ctx context.Context, latency time.Duration) (drain, error) {
+func (e *env) measureDrain(ctx context.Context, latency time.Duration, servers int) (drain, error) {
 	defer e.deleteQueue()
 	kinds := pipeline.NewKinds(lms.Kinds(nil, nil)...)
 	enq := pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
@@ -792,7 +771,7 @@ func (e *env) measureDrain(ctx context.Context, latency time.Duration) (drain, e
 	e.resetCounts()
 	tokens0, accounts0 := e.fake.Count(lmstest.Token), e.fake.Count(lmstest.Account)
 	addr := freeAddr()
-	p, err := e.start("worker", addr, latency, e.o.concurrency)
+	p, err := e.start("worker", addr, latency, e.o.concurrency, servers)
 	if err != nil {
 		return drain{}, err
 	}
@@ -832,10 +811,10 @@ type together struct {
 	idle                        float64 // the machine's idle CPU share during the load
 }
 
-func (e *env) measureTogether(_ context.Context) (together, error) {
+func (e *env) measureTogether(_ context.Context, concurrency, servers int) (together, error) {
 	defer e.deleteQueue()
 	addr := freeAddr()
-	p, err := e.start("all", addr, 0, e.o.togetherConc)
+	p, err := e.start("all", addr, 0, concurrency, servers)
 	if err != nil {
 		return together{}, err
 	}
@@ -856,7 +835,7 @@ func (e *env) measureTogether(_ context.Context) (together, error) {
 	for range senders {
 		wg.Go(func() {
 			for i := range jobs {
-				body := fmt.Appendf(nil, `{"course_id":%q,"course_mode":"verified","order_placed":1714566902,"edx_lms_user_id":%d,"email_opt_in":true,"order_number":"ALL-%d-%d"}`, course, 100000+i, run, i)
+				body := orderBody(100000+int64(i), fmt.Sprintf("ALL-%d-%d", run, i))
 				if status, err := post(client, url, e.token, body); err == nil && status == http.StatusOK {
 					accepted.Add(1)
 				} else {
