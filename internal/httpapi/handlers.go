@@ -29,10 +29,10 @@ type lineRequest interface{ Ref() fulfillment.Ref }
 // sendAll sends v on its signal and returns every receiver's answer, the
 // same as log attributes (a task id, or "error: " and the error), and
 // whether every receiver succeeded.
-func sendAll[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (map[string]receiverResult, []any, bool) {
+func sendAll[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (map[string]receiverResult, []slog.Attr, bool) {
 	results := sig.Send(ctx, v)
 	out := make(map[string]receiverResult, len(results))
-	logged := make([]any, 0, len(results))
+	logged := make([]slog.Attr, 0, len(results))
 	ok := true
 	for _, res := range results {
 		if res.Err == nil {
@@ -58,17 +58,20 @@ func handleLine[T lineRequest](
 ) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
+		// A refused request, counted and in its log line.
+		refuse := func(reason string, attrs ...slog.Attr) {
+			obs.Fulfill(false, reason)
+			LogAttrs(ctx, append([]slog.Attr{slog.String("refused", reason)}, attrs...)...)
+		}
 		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-			obs.Fulfill(false, "unsupported_media_type")
-			LogAttrs(ctx, slog.String("refused", "unsupported_media_type"))
+			refuse("unsupported_media_type")
 			encode(w, http.StatusUnsupportedMediaType, detail(`Unsupported media type in request: use "application/json".`))
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 		if err != nil {
 			var tooBig *http.MaxBytesError
-			obs.Fulfill(false, "body")
-			LogAttrs(ctx, slog.String("refused", "body"))
+			refuse("body")
 			if errors.As(err, &tooBig) {
 				encode(w, http.StatusRequestEntityTooLarge, detail("Request body is larger than "+strconv.FormatInt(maxBody, 10)+" bytes."))
 				return
@@ -93,8 +96,7 @@ func handleLine[T lineRequest](
 		if err != nil {
 			var fe fulfillment.FieldErrors
 			errors.As(err, &fe)
-			obs.Fulfill(false, "invalid")
-			LogAttrs(ctx, slog.String("refused", "invalid"), slog.Any("invalid_fields", slices.Sorted(maps.Keys(fe))))
+			refuse("invalid", slog.Any("invalid_fields", slices.Sorted(maps.Keys(fe))))
 			encode(w, http.StatusBadRequest, fe)
 			return
 		}
@@ -107,7 +109,7 @@ func handleLine[T lineRequest](
 		out, logged, ok := sendAll(ctx, sig, req)
 		// Each receiver's result — its task id, or its error — in the
 		// request's one log line (logged at error for the 503).
-		LogAttrs(ctx, slog.Group("receivers", logged...))
+		LogAttrs(ctx, slog.GroupAttrs("receivers", logged...))
 		if !ok {
 			obs.Fulfill(false, "unavailable")
 			unavailable(w, out)

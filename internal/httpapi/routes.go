@@ -72,18 +72,9 @@ type Deps struct {
 	Shops map[string]*shop.Shop
 	// Webhooks counts their deliveries; nil: not counted.
 	Webhooks WebhookObserver
-	// WebhookReads bounds the webhook bodies being read at once, per
-	// integration; 0: WebhookMaxReads.
-	WebhookReads int
-	// WebhookSlotWait is how long a delivery waits for a read slot before
-	// 503; 0: WebhookSlotWait, negative: no wait.
-	WebhookSlotWait time.Duration
-	// WebhookBodyTimeout bounds the read of a delivery's body; 0:
-	// WebhookBodyTimeout.
-	WebhookBodyTimeout time.Duration
-	// webhookWaiting, in tests, is called when a delivery starts waiting
-	// for a read slot.
-	webhookWaiting func()
+	// webhookLimits, in tests, change the bounds on reading webhook bodies
+	// (zero: the defaults).
+	webhookLimits webhookLimits
 }
 
 // NewHandler returns the whole API surface.
@@ -138,7 +129,7 @@ func NewHandler(d Deps) http.Handler {
 	// Shops deliver order and refund events here; the signature is the
 	// authentication (webhooks.go).
 	webhook := handleWebhook(d.Shops, d.FulfillOrder, d.ReturnOrder, d.Orders, d.KnownSite, d.Webhooks,
-		webhookLimits{reads: d.WebhookReads, wait: d.WebhookSlotWait, bodyRead: d.WebhookBodyTimeout, waiting: d.webhookWaiting})
+		d.webhookLimits)
 	r.Post("/webhooks/{name}", webhook)
 	r.Post("/webhooks/{name}/", webhook)
 	r.Group(func(r chi.Router) {

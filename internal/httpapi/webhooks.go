@@ -136,9 +136,8 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 	if obs == nil {
 		obs = noWebhookObserver{}
 	}
-	maxReads := lim.reads
-	if maxReads <= 0 {
-		maxReads = WebhookMaxReads
+	if lim.reads <= 0 {
+		lim.reads = WebhookMaxReads
 	}
 	if lim.wait == 0 {
 		lim.wait = WebhookSlotWait
@@ -154,7 +153,7 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 	}
 	byName := make(map[string]integration, len(shops))
 	for name, s := range shops {
-		byName[name] = integration{s, make(chan struct{}, maxReads)}
+		byName[name] = integration{s, make(chan struct{}, lim.reads)}
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
@@ -166,16 +165,20 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 		}
 		reqID := RequestID(ctx)
 		LogAttrs(ctx, slog.String("integration", s.Name()))
+		// The delivery's result, counted and in its log line.
+		report := func(l slog.Level, result string, attrs ...slog.Attr) {
+			obs.Webhook(s.Name(), result)
+			outcome(ctx, l, result, attrs...)
+		}
 		if r.ContentLength > WebhookMaxBodyBytes {
-			tooLarge(ctx, w, s.Name(), obs)
+			tooLarge(w, report)
 			return
 		}
 		slots := s.slots
 		if !slot(ctx, slots, lim.wait, lim.waiting) {
 			// Full: answered without reading the body; the shop delivers
 			// again.
-			obs.Webhook(s.Name(), "busy")
-			outcome(ctx, slog.LevelWarn, "busy", slog.Int("reading", maxReads))
+			report(slog.LevelWarn, "busy", slog.Int("reading", lim.reads))
 			w.Header().Set("Connection", "close")
 			unavailable(w, detail("Too many deliveries at once; deliver again later."))
 			return
@@ -200,34 +203,31 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			_ = rc.SetReadDeadline(time.Time{})
 		}
 		if tooBig {
-			tooLarge(ctx, w, s.Name(), obs)
+			tooLarge(w, report)
 			return
 		}
 		if err != nil {
 			// Closed after the answer: the server would otherwise wait
 			// for the rest of the body before answering.
 			w.Header().Set("Connection", "close")
-			obs.Webhook(s.Name(), "invalid")
-			outcome(ctx, slog.LevelWarn, "invalid", slog.String("reason", "could not read the body"))
+			report(slog.LevelWarn, "invalid", slog.String("reason", "could not read the body"))
 			encode(w, http.StatusBadRequest, detail("Could not read the request body."))
 			return
 		}
 		if s.Ping(r.Header, body) {
-			obs.Webhook(s.Name(), "ping")
-			outcome(ctx, slog.LevelInfo, "ping")
+			report(slog.LevelInfo, "ping")
 			encode(w, http.StatusOK, detail("Webhook reachable."))
 			return
 		}
 		if err := s.Verify(r.Header, body, time.Now()); err != nil {
-			obs.Webhook(s.Name(), "refused")
-			outcome(ctx, slog.LevelWarn, "refused", slog.String("reason", err.Error()))
+			report(slog.LevelWarn, "refused", slog.String("reason", err.Error()))
 			encode(w, http.StatusUnauthorized, detail("Missing or invalid signature."))
 			return
 		}
 		ev, err := s.Event(ctx, r.Header, body)
 		LogAttrs(ctx, slog.String("event", ev.Topic))
 		if err != nil {
-			obs.Webhook(s.Name(), webhookError(ctx, w, err))
+			webhookError(w, err, report)
 			return
 		}
 		out := webhookResult{Integration: s.Name(), Event: ev.Topic, Lines: []webhookLine{}}
@@ -240,8 +240,7 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			notes = append(notes, ev.Note)
 		}
 		if ev.Ignored != "" {
-			obs.Webhook(s.Name(), "ignored")
-			outcome(ctx, noteLevel(notes), "ignored", slog.String("reason", ev.Ignored), notesAttr(notes))
+			report(noteLevel(notes), "ignored", slog.String("reason", ev.Ignored), notesAttr(notes))
 			out.Ignored = ev.Ignored
 			encode(w, http.StatusOK, out)
 			return
@@ -265,7 +264,7 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			rets, note, err := s.Returns(ctx, ev, lines, reqID, now)
 			if err != nil {
 				LogAttrs(ctx, notesAttr(notes))
-				obs.Webhook(s.Name(), webhookError(ctx, w, err))
+				webhookError(w, err, report)
 				return
 			}
 			if note != "" {
@@ -278,13 +277,11 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 		}
 		LogAttrs(ctx, slog.Int("lines", len(out.Lines)), slog.Any("receivers", receivers))
 		if failed {
-			obs.Webhook(s.Name(), "unavailable")
-			outcome(ctx, slog.LevelError, "unavailable", notesAttr(notes))
+			report(slog.LevelError, "unavailable", notesAttr(notes))
 			unavailable(w, out)
 			return
 		}
-		obs.Webhook(s.Name(), "accepted")
-		outcome(ctx, noteLevel(notes), "accepted", notesAttr(notes))
+		report(noteLevel(notes), "accepted", notesAttr(notes))
 		encode(w, http.StatusOK, out)
 	}
 }
@@ -321,7 +318,6 @@ func sendLine[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (
 	out, attrs, ok := sendAll(ctx, sig, v)
 	logged := map[string]string{"signal": sig.Name(), "order_number": ref.OrderNumber, "course_id": ref.CourseID}
 	for _, a := range attrs {
-		a := a.(slog.Attr)
 		logged[a.Key] = a.Value.String()
 	}
 	return webhookLine{OrderNumber: ref.OrderNumber, CourseID: ref.CourseID, Signal: sig.Name(), Receivers: out}, logged, ok
@@ -329,28 +325,24 @@ func sendLine[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (
 
 // webhookError answers an event that could not be read or planned: 400 with
 // the reason for what the shop sent, 503 for what may pass (Stripe's API, our
-// stores). Never a 500: the shop would only deliver the same body again. It
-// returns the result it answered, for the metrics.
-func webhookError(ctx context.Context, w http.ResponseWriter, err error) string {
+// stores). Never a 500: the shop would only deliver the same body again.
+func webhookError(w http.ResponseWriter, err error, report func(slog.Level, string, ...slog.Attr)) {
 	var bad *shop.BadEvent
 	var unexpected *shop.UnexpectedEvent
 	switch {
 	case errors.As(err, &bad), errors.As(err, &unexpected):
-		outcome(ctx, slog.LevelWarn, "invalid", slog.String("reason", err.Error()))
+		report(slog.LevelWarn, "invalid", slog.String("reason", err.Error()))
 		encode(w, http.StatusBadRequest, detail(err.Error()))
-		return "invalid"
 	default:
-		outcome(ctx, slog.LevelError, "unavailable", slog.String("reason", err.Error()))
+		report(slog.LevelError, "unavailable", slog.String("reason", err.Error()))
 		unavailable(w, detail("Temporarily unavailable; deliver again later."))
-		return "unavailable"
 	}
 }
 
 // tooLarge answers a delivery over WebhookMaxBodyBytes, closing the
 // connection rather than reading the rest.
-func tooLarge(ctx context.Context, w http.ResponseWriter, name string, obs WebhookObserver) {
-	obs.Webhook(name, "too_large")
-	outcome(ctx, slog.LevelWarn, "too_large")
+func tooLarge(w http.ResponseWriter, report func(slog.Level, string, ...slog.Attr)) {
+	report(slog.LevelWarn, "too_large")
 	w.Header().Set("Connection", "close")
 	encode(w, http.StatusRequestEntityTooLarge, detail("Request body is larger than "+strconv.Itoa(WebhookMaxBodyBytes)+" bytes."))
 }

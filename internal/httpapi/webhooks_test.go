@@ -276,7 +276,7 @@ func (f *firstRead) Read(p []byte) (int, error) {
 // written.
 func TestWebhookReadsBounded(t *testing.T) {
 	rec := &recorder{}
-	h, _ := webhookAPI(t, rec, func(d *Deps) { d.WebhookReads, d.WebhookSlotWait = 1, -1 })
+	h, _ := webhookAPI(t, rec, func(d *Deps) { d.webhookLimits.reads, d.webhookLimits.wait = 1, -1 })
 	body := wooCourseOrder(t)
 	request := func(r io.Reader) *http.Request {
 		req := httptest.NewRequest(http.MethodPost, "/webhooks/woo", r)
@@ -378,8 +378,8 @@ func TestWebhookOneLogLine(t *testing.T) {
 func TestWebhookWaitsForASlot(t *testing.T) {
 	waiting := make(chan struct{}, 1)
 	h, _ := webhookAPI(t, &recorder{}, func(d *Deps) {
-		d.WebhookReads, d.WebhookSlotWait = 1, time.Hour
-		d.webhookWaiting = func() { waiting <- struct{}{} }
+		d.webhookLimits.reads, d.webhookLimits.wait = 1, time.Hour
+		d.webhookLimits.waiting = func() { waiting <- struct{}{} }
 	})
 	body := wooCourseOrder(t)
 	pr, pw := io.Pipe()
@@ -413,7 +413,7 @@ func TestWebhookWaitsForASlot(t *testing.T) {
 // its slot back.
 func TestWebhookBodyReadDeadline(t *testing.T) {
 	h, _ := webhookAPI(t, &recorder{}, func(d *Deps) {
-		d.WebhookReads, d.WebhookSlotWait, d.WebhookBodyTimeout = 1, -1, 50*time.Millisecond
+		d.webhookLimits.reads, d.webhookLimits.wait, d.webhookLimits.bodyRead = 1, -1, 50*time.Millisecond
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

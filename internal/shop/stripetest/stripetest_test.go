@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/openedx/coordinator/internal/shop/shoptest"
 )
 
 // jsonKind is a JSON value's type as Stripe's API documents it.
@@ -45,10 +45,7 @@ func subset(path string, got, real map[string]any) []string {
 // The fake's line item has the fields and types of Stripe's own item
 // (stripe/openapi fixtures3, testdata of package shop), price included.
 func TestLineItemShapeIsStripes(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("..", "testdata", "webhooks", "stripe-object-checkout.session.line_item.openapi-fixtures3.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := shoptest.Fixture(t, "stripe-object-checkout.session.line_item.openapi-fixtures3.json")
 	var real map[string]any
 	if err := json.Unmarshal(raw, &real); err != nil {
 		t.Fatal(err)
