@@ -332,12 +332,17 @@ func (a *app) api(opsOnly bool) http.Handler {
 	})
 }
 
-// dashboard is asynqmon over the process's Redis connection.
+// dashboard is asynqmon over the process's Redis connection, built when
+// it is first asked for: its router's compiled patterns are 2 MB that every
+// garbage collection would otherwise scan, in processes nobody opens it on.
 func (a *app) dashboard(opsOnly bool) http.Handler {
 	if opsOnly {
 		return nil
 	}
-	return asynqmon.New(asynqmon.Options{RootPath: "/admin/queues", RedisConnOpt: sharedRedis{a.rdb}})
+	mon := sync.OnceValue(func() http.Handler {
+		return asynqmon.New(asynqmon.Options{RootPath: "/admin/queues", RedisConnOpt: sharedRedis{a.rdb}})
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { mon().ServeHTTP(w, r) })
 }
 
 // sharedRedis hands asynqmon the process's existing Redis client.

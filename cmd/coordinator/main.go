@@ -9,12 +9,27 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"github.com/openedx/coordinator/internal/logbuf"
+)
+
+// The log (stderr) is written out in blocks of up to logBuffer bytes, at
+// least every logFlushInterval: at info an API process writes a line per
+// request, and a system call for each, made under the logger's lock, cost
+// the API about a tenth of its throughput (docs/performance.md, round five).
+const (
+	logBuffer        = 64 << 10
+	logFlushInterval = 100 * time.Millisecond
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	stderr := logbuf.New(os.Stderr, logBuffer, logFlushInterval)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, stderr)
+	_ = stderr.Close()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "coordinator:", err)
 		os.Exit(1)
 	}

@@ -260,7 +260,7 @@ func bench(ctx context.Context, o options) error {
 			if err != nil {
 				return err
 			}
-			ceiling, err := e.measureCeiling(ctx, c)
+			ceiling, ceilingProc, err := e.measureCeiling(ctx, c)
 			if err != nil {
 				return err
 			}
@@ -269,8 +269,9 @@ func bench(ctx context.Context, o options) error {
 				return err
 			}
 			bares, ceilings, apis, procs = append(bares, bare), append(ceilings, ceiling), append(apis, api), append(procs, proc)
-			fmt.Fprintf(os.Stderr, "loadgen: API %d conns, run %d: API %s | ceiling %s | bare %s | API/ceiling %.2f, API/bare %.2f | API CPU %.1f µs/order, RSS %.1f MB\n",
-				c, len(apis), api, ceiling, bare, api.rps/ceiling.rps, api.rps/bare.rps, proc.cpuSec/float64(max(1, api.ok))*1e6, proc.rssMB)
+			fmt.Fprintf(os.Stderr, "loadgen: API %d conns, run %d: API %s | ceiling %s | bare %s | API/ceiling %.2f, API/bare %.2f | CPU µs/order: API %.1f, ceiling %.1f | API RSS %.1f MB\n",
+				c, len(apis), api, ceiling, bare, api.rps/ceiling.rps, api.rps/bare.rps, proc.cpuSec/float64(max(1, api.ok))*1e6,
+				ceilingProc.cpuSec/float64(max(1, ceiling.ok))*1e6, proc.rssMB)
 		}
 		api, ceiling, bare := medianStats(apis), medianStats(ceilings), medianStats(bares)
 		var rssMB, cpu float64
@@ -522,9 +523,12 @@ func waitHTTP(url string) error {
 }
 
 // usage reads peak RSS and CPU time from /proc while the process lives.
-func (p *process) usage() usage {
+func (p *process) usage() usage { return usageOf(p.cmd.Process.Pid) }
+
+// usageOf reads a live process's peak RSS and CPU time from /proc.
+func usageOf(p int) usage {
 	var u usage
-	pid := strconv.Itoa(p.cmd.Process.Pid)
+	pid := strconv.Itoa(p)
 	if b, err := os.ReadFile("/proc/" + pid + "/status"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
@@ -665,24 +669,24 @@ func (e *env) measureBare(_ context.Context, conns int) (stats, error) {
 	return load("http://"+addr+"/", e.token, conns, e.o.apiDuration, func(int, int) []byte { return []byte(`{}`) }), nil
 }
 
-func (e *env) measureCeiling(_ context.Context, conns int) (stats, error) {
+func (e *env) measureCeiling(_ context.Context, conns int) (stats, usage, error) {
 	defer e.deleteQueue()
 	addr := freeAddr()
 	self, _ := os.Executable()
 	cmd := exec.Command(self, "--ceiling-server", addr, e.o.redisURL, e.queue)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return stats{}, err
+		return stats{}, usage{}, err
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	if err := waitHTTP("http://" + addr + "/health"); err != nil {
-		return stats{}, fmt.Errorf("ceiling server: %w", err)
+		return stats{}, usage{}, fmt.Errorf("ceiling server: %w", err)
 	}
 	run := time.Now().UnixNano()
 	s := load("http://"+addr+"/orders/fulfill", e.token, conns, e.o.apiDuration, func(w, i int) []byte {
 		return orderBody(3, fmt.Sprintf("CEIL-%d-%d-%d", run, w, i))
 	})
-	return s, e.checkQueued("ceiling", s)
+	return s, usageOf(cmd.Process.Pid), e.checkQueued("ceiling", s)
 }
 
 // checkQueued fails a run unless every 200 is a task in Redis.

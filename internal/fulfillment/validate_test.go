@@ -2,6 +2,7 @@ package fulfillment
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +113,36 @@ func TestParseMalformedJSON(t *testing.T) {
 			t.Errorf("Parse(%q) = %v, want a non_field_errors JSON parse error", body, err)
 		}
 	}
+}
+
+// The course key grammar as regular expressions: ValidCourseKey is these,
+// written out by hand (their compiled Unicode classes weighed 1.5 MB).
+var (
+	courseKeyNew    = regexp.MustCompile(`^course-v1:([\p{L}\p{N}_~.:-]+)\+([\p{L}\p{N}_~.:-]+)\+([\p{L}\p{N}_~.:-]+)$`)
+	courseKeyLegacy = regexp.MustCompile(`^([\p{L}\p{N}_.%-]+)/([\p{L}\p{N}_.%-]+)/([\p{L}\p{N}_.%-]+)$`)
+)
+
+func courseKeyByRegexp(s string) bool {
+	if len(s) > maxCourseID {
+		return false
+	}
+	if strings.HasPrefix(s, "course-v1:") {
+		return courseKeyNew.MatchString(s)
+	}
+	return courseKeyLegacy.MatchString(s)
+}
+
+func FuzzValidCourseKey(f *testing.F) {
+	for _, s := range []string{"course-v1:edX+DemoX+Demo_Course", "edX/DemoX/2014", "course-v1:a++b", "course-v1:+a+b",
+		"a//b", "/a/b", "a/b/", "course-v1:Ünï+Çødé+Rün", "course-v1:a+b+c+", "x/y/z\xff", "course-v1:a:b+c+d",
+		"a/b+c/d", "course-v1:a/b+c+d", "a/b/c%", "course-v1:a+b+\u00b2", "١/٢/٣"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := ValidCourseKey(s), courseKeyByRegexp(s); got != want {
+			t.Fatalf("ValidCourseKey(%q) = %v, the regular expression says %v", s, got, want)
+		}
+	})
 }
 
 func TestValidCourseKey(t *testing.T) {

@@ -46,7 +46,7 @@ type operators struct {
 	compare func(hash, password []byte) error
 	now     func() time.Time
 	limits  operatorLimits
-	csp     string
+	csp     func() string // computed on the first admin request
 
 	slots chan struct{} // bcrypt comparisons running
 	queue chan struct{} // requests waiting for a slot
@@ -90,7 +90,7 @@ func newOperators(a *Authenticator, users []BasicAuthUser, dashboard http.Handle
 	lim := defaultOperatorLimits()
 	o := &operators{
 		auth: a, users: map[string][]byte{}, compare: bcrypt.CompareHashAndPassword, now: time.Now,
-		limits: lim, csp: dashboardCSP(dashboard),
+		limits: lim, csp: sync.OnceValue(func() string { return dashboardCSP(dashboard) }),
 		slots: make(chan struct{}, lim.Concurrent), queue: make(chan struct{}, lim.Queued),
 		recent: map[[32]byte]time.Time{}, pending: map[[32]byte]*basicCheck{}, clients: map[string]*guessBudget{},
 	}
@@ -288,7 +288,7 @@ func (o *operators) require(log *slog.Logger) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h := w.Header()
 			h.Set("X-Frame-Options", "DENY")
-			h.Set("Content-Security-Policy", o.csp)
+			h.Set("Content-Security-Policy", o.csp())
 			h.Set("X-Content-Type-Options", "nosniff")
 			h.Set("Referrer-Policy", "same-origin")
 			if why := crossSite(r); why != "" {
@@ -302,7 +302,8 @@ func (o *operators) require(log *slog.Logger) func(http.Handler) http.Handler {
 				res, retry := o.checkBasic(r.Context(), client, user, pass)
 				switch res {
 				case basicOK:
-					next.ServeHTTP(w, r.WithContext(withOperator(r.Context(), "basic:"+user)))
+					setOperator(r.Context(), "basic:"+user)
+					next.ServeHTTP(w, r)
 					return
 				case basicLimited, basicBusy:
 					log.WarnContext(r.Context(), "admin_throttled", "request_id", RequestID(r.Context()),
@@ -321,7 +322,8 @@ func (o *operators) require(log *slog.Logger) func(http.Handler) http.Handler {
 			} else if a := r.Header.Get("Authorization"); a != "" && !strings.HasPrefix(strings.ToLower(a), "basic ") {
 				claims, err := o.auth.Verify(r.Context(), a)
 				if err == nil {
-					next.ServeHTTP(w, r.WithContext(withOperator(r.Context(), jwtOperator(claims))))
+					setOperator(r.Context(), jwtOperator(claims))
+					next.ServeHTTP(w, r)
 					return
 				}
 				if errors.Is(err, ErrNotAdmin) {

@@ -63,7 +63,7 @@ func handleLine[T lineRequest](
 			obs.Fulfill(false, reason)
 			LogAttrs(ctx, append([]slog.Attr{slog.String("refused", reason)}, attrs...)...)
 		}
-		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		if !isJSON(r.Header.Get("Content-Type")) {
 			refuse("unsupported_media_type")
 			encode(w, http.StatusUnsupportedMediaType, detail(`Unsupported media type in request: use "application/json".`))
 			return
@@ -118,6 +118,16 @@ func handleLine[T lineRequest](
 		obs.Fulfill(true, "")
 		encode(w, http.StatusOK, out)
 	}
+}
+
+// isJSON reports whether a Content-Type is application/json, with or
+// without parameters; the bare type, which shops send, is not parsed.
+func isJSON(contentType string) bool {
+	if contentType == "application/json" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
 }
 
 // stampOrder and stampReturn give an accepted request its request id and

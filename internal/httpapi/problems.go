@@ -29,18 +29,26 @@ type Problems interface {
 	States() []fulfillment.State
 }
 
-// operatorKey is the context key of who is calling an operator route.
-type operatorKey struct{}
-
-func withOperator(ctx context.Context, who string) context.Context {
-	return context.WithValue(ctx, operatorKey{}, who)
+// setOperator records who is making the request, for Operator. It is kept
+// with the request's id (requestInfo) rather than in a context of its own:
+// the fulfill path would otherwise copy its request once more per order.
+func setOperator(ctx context.Context, who string) {
+	if ri, ok := ctx.Value(requestIDKey).(*requestInfo); ok {
+		ri.mu.Lock()
+		ri.operator = who
+		ri.mu.Unlock()
+	}
 }
 
 // Operator names who made the request: "basic:<user>" for a basic-auth
 // operator, "jwt:<subject>" for a token; "" when nobody was identified.
 func Operator(ctx context.Context) string {
-	who, _ := ctx.Value(operatorKey{}).(string)
-	return who
+	if ri, ok := ctx.Value(requestIDKey).(*requestInfo); ok {
+		ri.mu.Lock()
+		defer ri.mu.Unlock()
+		return ri.operator
+	}
+	return ""
 }
 
 // jwtOperator names a token's holder by its subject, or its username claim
