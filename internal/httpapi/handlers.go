@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
@@ -23,27 +24,58 @@ type receiverResult struct {
 	Error    bool   `json:"error"`
 }
 
+// receiverResults is every receiver's answer to a line: in a response, a
+// JSON object of receiverResult by receiver name, names in order.
+type receiverResults []namedResult
+
+type namedResult struct {
+	name string
+	receiverResult
+}
+
+func (rs receiverResults) MarshalJSON() ([]byte, error) { return rs.appendJSON(nil), nil }
+
+// appendJSON appends the results as encoding/json would write a map of
+// them, without its reflection and sorting: an accepted order's response
+// is written this way.
+func (rs receiverResults) appendJSON(b []byte) []byte {
+	b = append(b, '{')
+	for i, r := range rs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, r.name)
+		b = append(b, `:{"response":`...)
+		b = appendJSONString(b, r.Response)
+		b = append(b, `,"error":`...)
+		b = strconv.AppendBool(b, r.Error)
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
 // lineRequest is what handleLine needs of a request type: its line, for logs.
 type lineRequest interface{ Ref() fulfillment.Ref }
 
 // sendAll sends v on its signal and returns every receiver's answer, the
 // same as log attributes (a task id, or "error: " and the error), and
 // whether every receiver succeeded.
-func sendAll[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (map[string]receiverResult, []slog.Attr, bool) {
+func sendAll[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (receiverResults, []slog.Attr, bool) {
 	results := sig.Send(ctx, v)
-	out := make(map[string]receiverResult, len(results))
+	out := make(receiverResults, 0, len(results))
 	logged := make([]slog.Attr, 0, len(results))
 	ok := true
 	for _, res := range results {
 		if res.Err == nil {
-			out[res.Receiver] = receiverResult{Response: res.Response}
+			out = append(out, namedResult{res.Receiver, receiverResult{Response: res.Response}})
 			logged = append(logged, slog.String(res.Receiver, res.Response))
 			continue
 		}
 		ok = false
-		out[res.Receiver] = receiverResult{Response: receiverMessage(res.Err), Error: true}
+		out = append(out, namedResult{res.Receiver, receiverResult{Response: receiverMessage(res.Err), Error: true}})
 		logged = append(logged, slog.String(res.Receiver, "error: "+res.Err.Error()))
 	}
+	slices.SortFunc(out, func(a, b namedResult) int { return strings.Compare(a.name, b.name) })
 	return out, logged, ok
 }
 
@@ -116,7 +148,7 @@ func handleLine[T lineRequest](
 			return
 		}
 		obs.Fulfill(true, "")
-		encode(w, http.StatusOK, out)
+		writeJSON(w, http.StatusOK, append(out.appendJSON(make([]byte, 0, 128)), '\n'))
 	}
 }
 

@@ -107,10 +107,10 @@ func (noWebhookObserver) Webhook(string, string) {}
 
 // webhookLine is one line an event recorded, in the webhook's answer.
 type webhookLine struct {
-	OrderNumber string                    `json:"order_number"`
-	CourseID    string                    `json:"course_id"`
-	Signal      string                    `json:"signal"`
-	Receivers   map[string]receiverResult `json:"receivers"`
+	OrderNumber string          `json:"order_number"`
+	CourseID    string          `json:"course_id"`
+	Signal      string          `json:"signal"`
+	Receivers   receiverResults `json:"receivers"`
 }
 
 // webhookResult is the answer to a delivery that was read.
