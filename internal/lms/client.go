@@ -361,11 +361,27 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, token, r
 		return 0, nil, nil, withoutQuery(err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	b, err := readAnswer(resp)
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("read answer: %w", err)
 	}
 	return resp.StatusCode, b, resp.Header, nil
+}
+
+// maxAnswer bounds what is read of an LMS answer.
+const maxAnswer = 1 << 20
+
+// readAnswer reads an answer's body, up to maxAnswer bytes: into a buffer of
+// its size when the LMS gives it (Content-Length, as on its JSON answers),
+// instead of one grown by doubling from 512 bytes, which was a sixth of the
+// worker's allocation.
+func readAnswer(resp *http.Response) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 && n <= maxAnswer {
+		b := make([]byte, n)
+		_, err := io.ReadFull(resp.Body, b)
+		return b, err
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 }
 
 // withoutQuery drops the query from the URL a transport error names: it may

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -319,5 +320,26 @@ func TestEnrollRateLimit(t *testing.T) {
 	// 30 calls at 20/s with a burst of 20 need at least 0.5s.
 	if el := time.Since(start); el < 450*time.Millisecond {
 		t.Errorf("30 calls took %v; the rate limit did not hold them back", el)
+	}
+}
+
+func TestReadAnswer(t *testing.T) {
+	answer := func(length int64, body string) *http.Response {
+		return &http.Response{ContentLength: length, Body: io.NopCloser(strings.NewReader(body))}
+	}
+	if b, err := readAnswer(answer(13, `{"ok": true}`+"\n")); err != nil || string(b) != `{"ok": true}`+"\n" || cap(b) != 13 {
+		t.Errorf("known length: %q (cap %d), %v; want the body in a buffer of its size", b, cap(b), err)
+	}
+	if b, err := readAnswer(answer(-1, `[{"username":"x"}]`)); err != nil || string(b) != `[{"username":"x"}]` {
+		t.Errorf("unknown length (chunked): %q, %v", b, err)
+	}
+	big := strings.Repeat("x", maxAnswer+10)
+	for _, length := range []int64{-1, int64(len(big))} {
+		if b, err := readAnswer(answer(length, big)); err != nil || len(b) != maxAnswer {
+			t.Errorf("length %d: read %d bytes, %v; want the first %d", length, len(b), err, maxAnswer)
+		}
+	}
+	if _, err := readAnswer(answer(10, "short")); err == nil {
+		t.Error("an answer shorter than its Content-Length: no error")
 	}
 }
