@@ -254,7 +254,7 @@ func bench(ctx context.Context, o options) error {
 	// 1. API against the bare handler and the durable ceiling, alternating.
 	for _, c := range runIf(want("api"), o.conns) {
 		var bares, ceilings, apis []stats
-		var procs []usage
+		var procs, ceilingProcs []usage
 		for range o.repeat {
 			bare, err := e.measureBare(ctx, c)
 			if err != nil {
@@ -268,20 +268,22 @@ func bench(ctx context.Context, o options) error {
 			if err != nil {
 				return err
 			}
-			bares, ceilings, apis, procs = append(bares, bare), append(ceilings, ceiling), append(apis, api), append(procs, proc)
+			bares, ceilings, apis = append(bares, bare), append(ceilings, ceiling), append(apis, api)
+			procs, ceilingProcs = append(procs, proc), append(ceilingProcs, ceilingProc)
 			fmt.Fprintf(os.Stderr, "loadgen: API %d conns, run %d: API %s | ceiling %s | bare %s | API/ceiling %.2f, API/bare %.2f | CPU µs/order: API %.1f, ceiling %.1f | API RSS %.1f MB\n",
 				c, len(apis), api, ceiling, bare, api.rps/ceiling.rps, api.rps/bare.rps, proc.cpuSec/float64(max(1, api.ok))*1e6,
 				ceilingProc.cpuSec/float64(max(1, ceiling.ok))*1e6, proc.rssMB)
 		}
 		api, ceiling, bare := medianStats(apis), medianStats(ceilings), medianStats(bares)
-		var rssMB, cpu float64
+		var rssMB, cpu, ceilingCPU float64
 		for i, p := range procs {
 			rssMB = max(rssMB, p.rssMB)
 			cpu += p.cpuSec / float64(apis[i].ok) * 1000
+			ceilingCPU += ceilingProcs[i].cpuSec / float64(max(1, ceilings[i].ok)) * 1000
 		}
-		add("| API, %d conns, log %s | %s | durable ceiling %s; bare %s | **API/ceiling %.2f** (median of runs %s), API/bare %.2f (median of runs %s) | coordinator api: peak RSS %.1f MB, %.3f CPU s per 1,000 orders |",
+		add("| API, %d conns, log %s | %s | durable ceiling %s; bare %s | **API/ceiling %.2f** (median of runs %s), API/bare %.2f (median of runs %s) | coordinator api: peak RSS %.1f MB, %.3f CPU s per 1,000 orders (the ceiling's server %.3f) |",
 			c, o.logLevel, api, ceiling, bare, medianRatio(apis, ceilings), ratios(apis, ceilings), medianRatio(apis, bares), ratios(apis, bares),
-			rssMB, cpu/float64(len(procs)))
+			rssMB, cpu/float64(len(procs)), ceilingCPU/float64(len(procs)))
 		add("| API %d conns, each run (req/s) | API %s | ceiling %s; bare %s | | |", c, rates(apis), rates(ceilings), rates(bares))
 	}
 	// 2. Drain, alternating the latencies and the worker.servers settings.
