@@ -332,9 +332,10 @@ func (a *app) api(opsOnly bool) http.Handler {
 	})
 }
 
-// dashboard is asynqmon over the process's Redis connection, built when
-// it is first asked for: its router's compiled patterns are 2 MB that every
-// garbage collection would otherwise scan, in processes nobody opens it on.
+// dashboard is asynqmon over the process's Redis connection, built on the
+// first request to an operator page (/admin/..., whose CSP is taken from
+// the dashboard's page): its router's compiled patterns are 2 MB that every
+// garbage collection would otherwise scan in an API nobody administers.
 func (a *app) dashboard(opsOnly bool) http.Handler {
 	if opsOnly {
 		return nil

@@ -246,9 +246,11 @@ func TestBasicAuthRefusalLog(t *testing.T) {
 func TestAdminCrossSiteAndHeaders(t *testing.T) {
 	t.Parallel()
 	const page = `<html><head><script>window.FLAG_ROOT_PATH="/admin/queues"</script><script src="/admin/queues/app.js"></script></head></html>`
-	var reached atomic.Int32
+	var reached, rendered atomic.Int32
 	dashboard := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/admin/queues/" { // the CSP's hashes are taken from one rendering of the page
+		if r.URL.Path == "/admin/queues/" { // the CSP's hashes are taken from one rendering of the page
+			rendered.Add(1)
+		} else {
 			reached.Add(1)
 		}
 		w.Header().Set("Content-Type", "text/html")
@@ -300,6 +302,9 @@ func TestAdminCrossSiteAndHeaders(t *testing.T) {
 		})
 	}
 
+	if n := rendered.Load(); n != 1 {
+		t.Errorf("the dashboard page was rendered %d times for the CSP, want once", n)
+	}
 	sum := sha256.Sum256([]byte(`window.FLAG_ROOT_PATH="/admin/queues"`))
 	for _, path := range []string{"/admin/queues/", "/admin/queues/api/queues"} {
 		for _, auth := range []string{"", basic} {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -30,9 +31,9 @@ func appendJSONString(b []byte, s string) []byte {
 
 // encode writes v as a JSON response.
 func encode(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	var b bytes.Buffer
+	_ = json.NewEncoder(&b).Encode(v)
+	writeJSON(w, status, b.Bytes())
 }
 
 // detail is DRF's shape for errors that concern the whole request.

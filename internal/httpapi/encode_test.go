@@ -1,10 +1,16 @@
 package httpapi
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/signals"
 )
 
 // The hand-written response is what encoding/json writes for the map of
@@ -31,4 +37,32 @@ func FuzzReceiverResultsJSON(f *testing.F) {
 			t.Fatalf("as a field: %s", got)
 		}
 	})
+}
+
+// A whole fulfill answer, from receivers connected out of name order, is
+// what json.Encoder wrote for the map of their results, newline included.
+func TestFulfillAnswerBytes(t *testing.T) {
+	t.Parallel()
+	placed := signals.New[fulfillment.Order](fulfillment.SignalOrderPlaced)
+	placed.Register("zeta.hook", func(context.Context, fulfillment.Order) (string, error) { return "task-z", nil })
+	placed.Register("alpha.hook", func(context.Context, fulfillment.Order) (string, error) { return "<a&b> ü", nil })
+	if err := placed.Connect([]string{"zeta.hook", "alpha.hook"}); err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(Deps{
+		Logger:       slog.New(slog.DiscardHandler),
+		Auth:         NewAuthenticator(AuthOptions{AdminClaim: "administrator", Issuers: []Issuer{{Issuer: hsIssuer, Audience: audience, Secret: hsSecret}}}, nil),
+		FulfillOrder: placed,
+		ReturnOrder:  signals.New[fulfillment.Return](fulfillment.SignalOrderReturned),
+		KnownSite:    func(_ context.Context, s string) (bool, error) { return s == fulfillment.DefaultSite, nil },
+		MaxBodyBytes: 1024,
+	})
+	rec := do(h, "POST", "/orders/fulfill", "JWT "+hs(t, claims(nil)), "application/json", validBody)
+	var want bytes.Buffer
+	if err := json.NewEncoder(&want).Encode(map[string]receiverResult{"zeta.hook": {Response: "task-z"}, "alpha.hook": {Response: "<a&b> ü"}}); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Code != 200 || rec.Body.String() != want.String() || rec.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("%d %q (%s), want 200 %q (application/json)", rec.Code, rec.Body, rec.Header().Get("Content-Type"), want.String())
+	}
 }

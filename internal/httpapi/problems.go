@@ -31,7 +31,9 @@ type Problems interface {
 
 // setOperator records who is making the request, for Operator. It is kept
 // with the request's id (requestInfo) rather than in a context of its own:
-// the fulfill path would otherwise copy its request once more per order.
+// the fulfill path would otherwise copy its request once more per order. It
+// needs the requestID middleware further out (NewHandler installs it
+// first); without it the operator is not recorded.
 func setOperator(ctx context.Context, who string) {
 	if ri, ok := ctx.Value(requestIDKey).(*requestInfo); ok {
 		ri.mu.Lock()

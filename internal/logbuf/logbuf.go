@@ -5,8 +5,10 @@
 // every interval, and on Flush and Close.
 //
 // What it costs: lines written less than one interval before the process
-// dies without Close (SIGKILL, a fatal runtime error) are lost; a Go panic's
-// trace is not, as the runtime writes it to the file itself.
+// dies without Close (SIGKILL, the OOM killer, an unrecovered panic, a fatal
+// runtime error) are lost; a panic's trace is not, as the runtime writes it
+// to the file itself, but the lines just before it may be. A write to out
+// that fails loses the block it carried: a log has nowhere to report it.
 package logbuf
 
 import (
@@ -35,7 +37,7 @@ type Writer struct {
 }
 
 // New returns a Writer to out with a buffer of size bytes, written out at
-// least every interval until Close.
+// least every interval (> 0) until Close.
 func New(out io.Writer, size int, interval time.Duration) *Writer {
 	w := &Writer{out: out, size: size, buf: make([]byte, 0, size), spare: make([]byte, 0, size),
 		stop: make(chan struct{}), done: make(chan struct{})}
@@ -109,11 +111,15 @@ func (w *Writer) flushLocked() error {
 }
 
 // Close stops the interval flushes and writes out what is buffered; later
-// writes go straight to out. Call it once.
+// writes, and later calls to Close, go straight to out.
 func (w *Writer) Close() error {
 	w.mu.Lock()
+	closed := w.closed
 	w.closed = true
 	w.mu.Unlock()
+	if closed {
+		return nil
+	}
 	close(w.stop)
 	<-w.done
 	return w.Flush()

@@ -135,6 +135,9 @@ func TestWritesAfterCloseGoStraightOut(t *testing.T) {
 	if got := out.got(); len(got) != 2 || got[0] != "before\n" || got[1] != "after\n" {
 		t.Fatalf("writes %q", got)
 	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
 }
 
 func TestOutputErrorReported(t *testing.T) {
