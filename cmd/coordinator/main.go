@@ -16,8 +16,9 @@ import (
 
 // The log (stderr) is written out in blocks of up to logBuffer bytes, at
 // least every logFlushInterval: at info an API process writes a line per
-// request, and a system call for each, made under the logger's lock, cost
-// the API about a tenth of its throughput (docs/performance.md, round five).
+// request, and a system call for each was made under the logger's lock,
+// which every other request's line waits on (docs/performance.md, round
+// five).
 const (
 	logBuffer        = 64 << 10
 	logFlushInterval = 100 * time.Millisecond

@@ -271,15 +271,15 @@ func bench(ctx context.Context, o options) error {
 			bares, ceilings, apis = append(bares, bare), append(ceilings, ceiling), append(apis, api)
 			procs, ceilingProcs = append(procs, proc), append(ceilingProcs, ceilingProc)
 			fmt.Fprintf(os.Stderr, "loadgen: API %d conns, run %d: API %s | ceiling %s | bare %s | API/ceiling %.2f, API/bare %.2f | CPU µs/order: API %.1f, ceiling %.1f | API RSS %.1f MB\n",
-				c, len(apis), api, ceiling, bare, api.rps/ceiling.rps, api.rps/bare.rps, proc.cpuSec/float64(max(1, api.ok))*1e6,
-				ceilingProc.cpuSec/float64(max(1, ceiling.ok))*1e6, proc.rssMB)
+				c, len(apis), api, ceiling, bare, api.rps/ceiling.rps, api.rps/bare.rps, 1000*proc.perThousand(api.ok),
+				1000*ceilingProc.perThousand(ceiling.ok), proc.rssMB)
 		}
 		api, ceiling, bare := medianStats(apis), medianStats(ceilings), medianStats(bares)
 		var rssMB, cpu, ceilingCPU float64
 		for i, p := range procs {
 			rssMB = max(rssMB, p.rssMB)
-			cpu += p.cpuSec / float64(apis[i].ok) * 1000
-			ceilingCPU += ceilingProcs[i].cpuSec / float64(max(1, ceilings[i].ok)) * 1000
+			cpu += p.perThousand(apis[i].ok)
+			ceilingCPU += ceilingProcs[i].perThousand(ceilings[i].ok)
 		}
 		add("| API, %d conns, log %s | %s | durable ceiling %s; bare %s | **API/ceiling %.2f** (median of runs %s), API/bare %.2f (median of runs %s) | coordinator api: peak RSS %.1f MB, %.3f CPU s per 1,000 orders (the ceiling's server %.3f) |",
 			c, o.logLevel, api, ceiling, bare, medianRatio(apis, ceilings), ratios(apis, ceilings), medianRatio(apis, bares), ratios(apis, bares),
@@ -302,7 +302,7 @@ func bench(ctx context.Context, o options) error {
 				k := drainKey{lat, srv}
 				drains[k] = append(drains[k], d)
 				fmt.Fprintf(os.Stderr, "loadgen: drain LMS %v, worker.servers %s, run %d: %.0f tasks/s, %.2f CPU s per 1,000, machine idle %.0f %%\n",
-					lat, setting(srv), len(drains[k]), d.rate, d.proc.cpuSec/float64(o.drainN)*1000, 100*d.idle)
+					lat, setting(srv), len(drains[k]), d.rate, d.proc.perThousand(o.drainN), 100*d.idle)
 			}
 		}
 	}
@@ -322,7 +322,7 @@ func bench(ctx context.Context, o options) error {
 				ratio = fmt.Sprintf("%.2f of worker.servers %s", m.rate/first, setting(o.drainServers[0]))
 			}
 			add("| drain %d tasks, LMS %v, worker.servers %s | **%.0f tasks/s** (runs %s) | %d token requests, %d account look-ups for %d learners | %s | coordinator worker: peak RSS %.1f MB, %.2f CPU s per 1,000 orders; machine idle %.0f %% |",
-				o.drainN, lat, setting(srv), m.rate, floats(all), m.tokens, m.accounts, o.drainN, ratio, m.proc.rssMB, m.proc.cpuSec/float64(o.drainN)*1000, 100*m.idle)
+				o.drainN, lat, setting(srv), m.rate, floats(all), m.tokens, m.accounts, o.drainN, ratio, m.proc.rssMB, m.proc.perThousand(o.drainN), 100*m.idle)
 		}
 	}
 	// 3. Together, at each concurrency and worker.servers setting asked for.
@@ -333,7 +333,7 @@ func bench(ctx context.Context, o options) error {
 				return err
 			}
 			add("| together, offered %d/s for %v, log %s, worker.concurrency %s, worker.servers %s | accepted %.0f/s, delivered %.0f/s, errors %d | backlog at end %d (every 5 s: %s), all enrolled %s after the load | delivered/accepted %.2f | coordinator all: peak RSS %.1f MB, %.2f CPU s per 1,000 orders; machine idle %.0f %% |",
-				o.rate, o.togetherDur, o.logLevel, setting(conc), setting(srv), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, joinInts(t.backlogs), restLabel(t.rest), t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.cpuSec/float64(max(1, t.accepted))*1000, 100*t.idle)
+				o.rate, o.togetherDur, o.logLevel, setting(conc), setting(srv), t.acceptedRate, t.deliveredRate, t.errors, t.backlog, joinInts(t.backlogs), restLabel(t.rest), t.deliveredRate/max(1, t.acceptedRate), t.proc.rssMB, t.proc.perThousand(t.accepted), 100*t.idle)
 		}
 	}
 	fmt.Println("| run | result | reference (same session) | ratio | process |")
@@ -464,6 +464,10 @@ type usage struct {
 	rssMB  float64
 	cpuSec float64
 }
+
+// perThousand is the CPU time, in seconds, per 1,000 of the n orders or
+// tasks the process handled (1,000 × it is µs per one).
+func (u usage) perThousand(n int) float64 { return u.cpuSec / float64(max(1, n)) * 1000 }
 
 // start runs the coordinator binary with a generated config.
 // concurrency sets worker.concurrency and lms.max_concurrency, servers

@@ -117,10 +117,13 @@ func accessLog(log *slog.Logger, obs Observer) func(http.Handler) http.Handler {
 				level = slog.LevelError
 			}
 			ri, _ := r.Context().Value(requestIDKey).(*requestInfo)
-			if ri != nil && level != slog.LevelDebug {
-				ri.mu.Lock()
+			if ri == nil { // outside NewHandler's chain: no id, no fields
+				ri = &requestInfo{}
+			}
+			ri.mu.Lock()
+			defer ri.mu.Unlock()
+			if level != slog.LevelDebug {
 				level = max(level, ri.level)
-				ri.mu.Unlock()
 			}
 			h := log.Handler()
 			if !h.Enabled(r.Context(), level) {
@@ -130,18 +133,14 @@ func accessLog(log *slog.Logger, obs Observer) func(http.Handler) http.Handler {
 			// without the caller's program counter, which the handler does
 			// not log and which costs a stack walk per request.
 			rec := slog.NewRecord(time.Now(), level, "http_request", 0)
-			rec.AddAttrs(slog.String("request_id", RequestID(r.Context())),
+			rec.AddAttrs(slog.String("request_id", ri.id),
 				slog.String("method", method), slog.String("route", route),
 				slog.Int("status", sw.Status()), slog.Int64("duration_us", elapsed.Microseconds()))
 			if route == unmatchedRoute {
 				// What was asked for helps an operator, but only so much of it.
 				rec.AddAttrs(slog.String("path", fulfillment.Clip(r.URL.EscapedPath(), maxLoggedPath)))
 			}
-			if ri != nil {
-				ri.mu.Lock()
-				rec.AddAttrs(ri.attrs...)
-				ri.mu.Unlock()
-			}
+			rec.AddAttrs(ri.attrs...)
 			_ = h.Handle(r.Context(), rec)
 		})
 	}

@@ -106,20 +106,6 @@ func newFetcher(rdb redis.UniversalClient, name string, handlers map[string]hand
 	return f
 }
 
-// queueKeys are asynq's keys of the queue that the fetch's scripts use,
-// built once.
-type queueKeys struct {
-	pending, paused, active, lease, completed, retry, archived, processed, failed string
-	task                                                                          string // prefix of a task's hash
-}
-
-func newQueueKeys(queue string) queueKeys {
-	k := func(s string) string { return asynqKey(queue, s) }
-	return queueKeys{pending: k("pending"), paused: k("paused"), active: k("active"), lease: k("lease"),
-		completed: k("completed"), retry: k("retry"), archived: k("archived"), processed: k("processed"),
-		failed: k("failed"), task: k("t:")}
-}
-
 // failKeys are the keys of asynq's retry and archive scripts: the task's
 // hash, the queue's active list and lease set, set (retry or archived), and
 // the day's and all-time processed and failed counts.

@@ -576,45 +576,43 @@ func newReplyDropper(t *testing.T, target, hash string) *replyDropper {
 				continue
 			}
 			var armed atomic.Bool
-			go func() { // client to Redis
-				defer s.Close()
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						if strings.Contains(string(buf[:n]), hash) && p.drop.Add(-1) >= 0 {
-							armed.Store(true)
-						}
-						if _, err := s.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
+			go relay(s, c, func(b []byte) bool { // client to Redis
+				if strings.Contains(string(b), hash) && p.drop.Add(-1) >= 0 {
+					armed.Store(true)
 				}
-			}()
-			go func() { // Redis to client
-				defer c.Close()
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := s.Read(buf)
-					if n > 0 {
-						if armed.Load() && buf[0] == '*' { // the script's answer, not an error
-							p.dropped.Add(1)
-							s.Close()
-							return
-						}
-						if _, err := c.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
+				return true
+			})
+			go relay(c, s, func(b []byte) bool { // Redis to client
+				if armed.Load() && b[0] == '*' { // the script's answer, not an error
+					p.dropped.Add(1)
+					return false
 				}
-			}()
+				return true
+			})
 		}
 	}()
 	return p
+}
+
+// relay copies what src sends to dst, chunk by chunk, until a read or
+// write fails or pass refuses a chunk; it closes dst, and src too when pass
+// refused (the other direction's relay then ends as well).
+func relay(dst, src net.Conn, pass func([]byte) bool) {
+	defer dst.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if !pass(buf[:n]) {
+				src.Close()
+				return
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }

@@ -172,8 +172,20 @@ func asynqKey(queue, s string) string { return "asynq:{" + queue + "}:" + s }
 // ownKey is the key of Coordinator's own structure s of the queue.
 func ownKey(queue, s string) string { return "coordinator:{" + queue + "}:" + s }
 
-// pendingKey is asynq's list of a queue's pending task ids.
-func (q *Queue) pendingKey() string { return asynqKey(q.name, "pending") }
+// queueKeys are the keys of a queue's structures, built once for the
+// Queue's enqueues and the fetch's scripts.
+type queueKeys struct {
+	pending, paused, active, lease, completed, retry, archived, processed, failed string
+	task                                                                          string // prefix of a task's hash (asynq's)
+	order                                                                         string // prefix of an order's index (ownKey)
+}
+
+func newQueueKeys(queue string) queueKeys {
+	k := func(s string) string { return asynqKey(queue, s) }
+	return queueKeys{pending: k("pending"), paused: k("paused"), active: k("active"), lease: k("lease"),
+		completed: k("completed"), retry: k("retry"), archived: k("archived"), processed: k("processed"),
+		failed: k("failed"), task: k("t:"), order: ownKey(queue, "order:")}
+}
 
 // allQueues is asynq's set of queue names (Inspector, asynqmon).
 const allQueues = "asynq:queues"

@@ -18,7 +18,7 @@ import (
 // orderKey is the Redis set of an order's task ids. Site names contain no
 // ':', so the key is unambiguous whatever the order number holds.
 func (q *Queue) orderKey(site, orderNumber string) string {
-	return ownKey(q.name, "order:"+site+":"+orderNumber)
+	return q.keys.order + site + ":" + orderNumber
 }
 
 // indexTTL keeps an order's index a day longer than its tasks.
@@ -64,7 +64,7 @@ func (q *Queue) Task(ctx context.Context, id string) (pipeline.Entry, bool, erro
 
 // taskKey is the hash asynq keeps a task in (asynq:{queue}:t:<id>, its layout
 // since v0.18; pinned by TestEnqueueUnlessExists and TestExists).
-func (q *Queue) taskKey(id string) string { return asynqKey(q.name, "t:"+id) }
+func (q *Queue) taskKey(id string) string { return q.keys.task + id }
 
 // Exists reports whether a task exists, with an EXISTS on the hash asynq
 // keeps it in (not a read of the whole task), group-committed with the

@@ -27,6 +27,7 @@ type Queue struct {
 	kinds     *pipeline.Kinds
 	byType    map[string]pipeline.Kind
 	name      string
+	keys      queueKeys
 	maxRetry  int
 	retention time.Duration
 	timeout   time.Duration
@@ -51,6 +52,7 @@ func New(rdb redis.UniversalClient, kinds *pipeline.Kinds, o Options) *Queue {
 		kinds:     kinds,
 		byType:    map[string]pipeline.Kind{},
 		name:      o.Name,
+		keys:      newQueueKeys(o.Name),
 		maxRetry:  o.MaxAttempts - 1,
 		retention: o.Retention,
 		timeout:   o.TaskTimeout,
@@ -108,7 +110,7 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
 	msg := taskMessage(k.TaskType, j.Payload, j.ID, q.name, q.maxRetry+spareRetry, q.timeout, q.retention)
-	keys := []string{q.taskKey(j.ID), q.pendingKey(), q.orderKey(j.Ref.Site, j.Ref.OrderNumber)}
+	keys := []string{q.taskKey(j.ID), q.keys.pending, q.orderKey(j.Ref.Site, j.Ref.OrderNumber)}
 	if o.UnlessExists != "" {
 		keys = append(keys, q.taskKey(o.UnlessExists))
 	}
