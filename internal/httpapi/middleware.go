@@ -132,7 +132,7 @@ func accessLog(log *slog.Logger, obs Observer) func(http.Handler) http.Handler {
 			// The record is built by hand, as Logger.LogAttrs would, but
 			// without the caller's program counter, which the handler does
 			// not log and which costs a stack walk per request.
-			rec := slog.NewRecord(time.Now(), level, "http_request", 0)
+			rec := slog.NewRecord(start.Add(elapsed), level, "http_request", 0)
 			rec.AddAttrs(slog.String("request_id", ri.id),
 				slog.String("method", method), slog.String("route", route),
 				slog.Int("status", sw.Status()), slog.Int64("duration_us", elapsed.Microseconds()))
