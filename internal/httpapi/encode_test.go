@@ -24,7 +24,7 @@ func FuzzReceiverResultsJSON(f *testing.F) {
 		if name1 == name2 {
 			name2 += "2" // receiver names are unique within a signal
 		}
-		rs := receiverResults{{name1, receiverResult{resp1, err1}}, {name2, receiverResult{resp2, err2}}}
+		rs := receiverResults{{name: name1, receiverResult: receiverResult{resp1, err1}}, {name: name2, receiverResult: receiverResult{resp2, err2}}}
 		slices.SortFunc(rs, func(a, b namedResult) int { return strings.Compare(a.name, b.name) })
 		want, err := json.Marshal(map[string]receiverResult{name1: {resp1, err1}, name2: {resp2, err2}})
 		if err != nil {

@@ -31,6 +31,16 @@ type receiverResults []namedResult
 type namedResult struct {
 	name string
 	receiverResult
+	logged string // what the log says of it: the task id, or "error: " and the error
+}
+
+// logAttrs are the results as the log carries them, one per receiver.
+func (rs receiverResults) logAttrs() []slog.Attr {
+	attrs := make([]slog.Attr, len(rs))
+	for i, r := range rs {
+		attrs[i] = slog.String(r.name, r.logged)
+	}
+	return attrs
 }
 
 func (rs receiverResults) MarshalJSON() ([]byte, error) { return rs.appendJSON(nil), nil }
@@ -57,26 +67,23 @@ func (rs receiverResults) appendJSON(b []byte) []byte {
 // lineRequest is what handleLine needs of a request type: its line, for logs.
 type lineRequest interface{ Ref() fulfillment.Ref }
 
-// sendAll sends v on its signal and returns every receiver's answer, the
-// same as log attributes (a task id, or "error: " and the error), and
-// whether every receiver succeeded.
-func sendAll[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (receiverResults, []slog.Attr, bool) {
+// sendAll sends v on its signal and returns every receiver's answer, in
+// name order, and whether every receiver succeeded.
+func sendAll[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (receiverResults, bool) {
 	results := sig.Send(ctx, v)
 	out := make(receiverResults, 0, len(results))
-	logged := make([]slog.Attr, 0, len(results))
 	ok := true
 	for _, res := range results {
 		if res.Err == nil {
-			out = append(out, namedResult{res.Receiver, receiverResult{Response: res.Response}})
-			logged = append(logged, slog.String(res.Receiver, res.Response))
+			out = append(out, namedResult{res.Receiver, receiverResult{Response: res.Response}, res.Response})
 			continue
 		}
 		ok = false
-		out = append(out, namedResult{res.Receiver, receiverResult{Response: receiverMessage(res.Err), Error: true}})
-		logged = append(logged, slog.String(res.Receiver, "error: "+res.Err.Error()))
+		out = append(out, namedResult{res.Receiver, receiverResult{Response: receiverMessage(res.Err), Error: true},
+			"error: " + res.Err.Error()})
 	}
 	slices.SortFunc(out, func(a, b namedResult) int { return strings.Compare(a.name, b.name) })
-	return out, logged, ok
+	return out, ok
 }
 
 // handleLine validates a line request (a fulfill, a return) with parse,
@@ -138,10 +145,10 @@ func handleLine[T lineRequest](
 		LogAttrs(ctx, slog.String("signal", sig.Name()), slog.String("order_number", ref.OrderNumber),
 			slog.String("course_id", ref.CourseID), slog.String("site", ref.Site))
 
-		out, logged, ok := sendAll(ctx, sig, req)
+		out, ok := sendAll(ctx, sig, req)
 		// Each receiver's result — its task id, or its error — in the
 		// request's one log line (logged at error for the 503).
-		LogAttrs(ctx, slog.GroupAttrs("receivers", logged...))
+		LogAttrs(ctx, slog.GroupAttrs("receivers", out.logAttrs()...))
 		if !ok {
 			obs.Fulfill(false, "unavailable")
 			unavailable(w, out)

@@ -174,8 +174,7 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 			tooLarge(w, report)
 			return
 		}
-		slots := s.slots
-		if !slot(ctx, slots, lim.wait, lim.waiting) {
+		if !slot(ctx, s.slots, lim.wait, lim.waiting) {
 			// Full: answered without reading the body; the shop delivers
 			// again.
 			report(slog.LevelWarn, "busy", slog.Int("reading", lim.reads))
@@ -189,7 +188,7 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 		rc := http.NewResponseController(w)
 		_ = rc.SetReadDeadline(time.Now().Add(lim.bodyRead))
 		body, tooBig, err := readBody(r, WebhookMaxBodyBytes)
-		<-slots
+		<-s.slots
 		if tooBig || err != nil {
 			// Part of the body is unread, and the server drains it after
 			// the answer: a second more for that, then the connection
@@ -315,10 +314,10 @@ func noteLevel(notes []string) slog.Level {
 // failed.
 func sendLine[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (webhookLine, map[string]string, bool) {
 	ref := v.Ref()
-	out, attrs, ok := sendAll(ctx, sig, v)
+	out, ok := sendAll(ctx, sig, v)
 	logged := map[string]string{"signal": sig.Name(), "order_number": ref.OrderNumber, "course_id": ref.CourseID}
-	for _, a := range attrs {
-		logged[a.Key] = a.Value.String()
+	for _, r := range out {
+		logged[r.name] = r.logged
 	}
 	return webhookLine{OrderNumber: ref.OrderNumber, CourseID: ref.CourseID, Signal: sig.Name(), Receivers: out}, logged, ok
 }
