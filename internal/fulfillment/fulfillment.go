@@ -171,6 +171,9 @@ type Task struct {
 	// Event is, for a kind with a task per event of the line (a
 	// subscriber's deliveries), the event this task is for.
 	Event string `json:"event,omitempty"`
+	// Result is what the task recorded when it was done (an entitlement's
+	// uuid); its kind says how a line shows it.
+	Result string `json:"-"`
 	// Ref is the line the task is for; it is not part of the task's JSON,
 	// which is always shown inside its line.
 	Ref Ref `json:"-"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -21,6 +22,11 @@ type Attempt struct {
 	// Hold too: a task whose worker died during its last attempt, or one
 	// queued by an earlier version at its last attempt.
 	Final bool
+	// Result, when the queue can keep one, receives what a task of a kind
+	// that records a result (an entitlement's uuid) recorded when it was
+	// done; the queue returns it as fulfillment.Task.Result. nil: the
+	// queue keeps none (the ledger still does).
+	Result io.Writer
 }
 
 // ends reports whether the queue ends the task after this attempt fails:
