@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,8 +19,10 @@ import (
 
 	"github.com/openedx/coordinator/internal/cache"
 	"github.com/openedx/coordinator/internal/config"
+	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/httpapi"
+	"github.com/openedx/coordinator/internal/intake"
 	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/metrics"
 	"github.com/openedx/coordinator/internal/pipeline"
@@ -34,23 +37,21 @@ import (
 
 // app holds what the API and the worker share, built once from the config.
 type app struct {
-	cfg      config.Config
-	log      *slog.Logger
-	rdb      redis.UniversalClient
-	queue    *queue.Queue
-	kinds    *pipeline.Kinds
-	pipe     *pipeline.Service
-	cache    cache.Cache
-	mc       *cache.Memcached // nil without cache.memcached
-	pool     *pgxpool.Pool    // nil without database.url
-	sites    *sites.Registry
-	placed   *signals.Signal[fulfillment.Order]
-	returned *signals.Signal[fulfillment.Return]
-	done     *signals.Signal[fulfillment.Completed]
-	met      *metrics.Metrics
-	shops    map[string]*shop.Shop // the integrations: section (shops.go)
-	hooks    *webhooks.Deliveries  // the subscribers (webhooks:)
-	wc       *wcorders.Completer   // woocommerce.complete_order
+	cfg   config.Config
+	log   *slog.Logger
+	rdb   redis.UniversalClient
+	queue *queue.Queue
+	kinds *pipeline.Kinds
+	pipe  *pipeline.Service
+	cache cache.Cache
+	mc    *cache.Memcached // nil without cache.memcached
+	pool  *pgxpool.Pool    // nil without database.url
+	sites *sites.Registry
+	flows *flow.Registry
+	met   *metrics.Metrics
+	shops map[string]*shop.Shop // the integrations: section (shops.go)
+	hooks *webhooks.Deliveries  // the subscribers (webhooks:)
+	wc    *wcorders.Completer   // woocommerce.complete_order
 }
 
 // newApp connects to what the config names and checks the database schema.
@@ -92,26 +93,27 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	if a.hooks, err = newDeliveries(cfg); err != nil {
 		return nil, err
 	}
-	// The LMS kinds read a line's tasks through the pipeline, built below
-	// from the kinds: they reach it through the app once it exists.
 	a.wc = newCompleter(cfg)
-	a.kinds = pipeline.NewKinds(append(append(lms.Kinds(a.sites, appTasks{a}), a.hooks.Kinds()...), a.wc.Kind())...)
+	// The flows' receivers and handlers reach the pipeline through the
+	// registry, which binds it once it is built from their kinds.
+	a.flows = registerFlows(a.sites, a.hooks, a.wc)
+	a.kinds = a.flows.Kinds()
 	a.queue = queue.New(a.rdb, a.kinds, queue.Options{
 		Name:        cfg.Worker.Queue,
 		MaxAttempts: cfg.Worker.Retry.MaxAttempts,
 		Retention:   cfg.Worker.Retention.D(),
 		TaskTimeout: taskTimeout(cfg),
 	})
-	a.placed, a.returned, a.done = newSignals()
+	done := a.flows.Completed()
 	a.pipe = pipeline.New(pipeline.Options{
 		Kinds: a.kinds, Queue: a.queue, Ledger: ledger, Logger: log, Observer: a.met,
 		// The receivers only queue tasks, by id: the pipeline sends again
 		// (every receiver) until all of them took the event.
 		Completed: func(ctx context.Context, c fulfillment.Completed) error {
 			var errs []error
-			for _, res := range a.done.Send(ctx, c) {
+			for _, res := range done.Send(ctx, c) {
 				if res.Err != nil {
-					log.WarnContext(ctx, "receiver_failed", "signal", a.done.Name(), "receiver", res.Receiver,
+					log.WarnContext(ctx, "receiver_failed", "signal", done.Name(), "receiver", res.Receiver,
 						"task_id", c.TaskID, "order_number", c.OrderNumber, "err", res.Err.Error())
 					errs = append(errs, fmt.Errorf("%s: %w", res.Receiver, res.Err))
 				}
@@ -134,36 +136,25 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 			return ""
 		},
 	})
-	lms.Register(a.pipe, a.placed, a.returned)
+	a.flows.Bind(a.pipe)
 	if a.shops, err = newShops(cfg); err != nil {
 		return nil, err
 	}
-	a.hooks.Register(a.pipe, a.placed, a.returned, a.done)
-	a.wc.Register(a.pipe, a.done)
-	if err := signals.Wire(cfg.Signals, a.placed, a.returned, a.done); err != nil {
+	if err := a.flows.Signals().Wire(cfg.Signals); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-// appTasks reads a line's tasks through the app's pipeline, which is built
-// after the kinds that need it and before any task runs.
-type appTasks struct{ a *app }
-
-// KeepsEveryTask reports whether the app keeps every task for good (the
-// ledger tier).
-func (t appTasks) KeepsEveryTask() bool { return t.a.pipe.KeepsEveryTask() }
-
-func (t appTasks) Find(ctx context.Context, kind string, key fulfillment.Key) (fulfillment.Task, bool, error) {
-	return t.a.pipe.Find(ctx, kind, key)
-}
-
-// newSignals declares the signals lines travel on, with their default
-// receivers; the packages that own receivers register them.
-func newSignals() (*signals.Signal[fulfillment.Order], *signals.Signal[fulfillment.Return], *signals.Signal[fulfillment.Completed]) {
-	return signals.New[fulfillment.Order](fulfillment.SignalOrderPlaced, lms.ReceiverEnroll),
-		signals.New[fulfillment.Return](fulfillment.SignalOrderReturned, lms.ReceiverUnenroll),
-		signals.New[fulfillment.Completed](fulfillment.SignalLineCompleted)
+// registerFlows builds the flow registry: every flow, then the subscribers
+// and the WooCommerce order completion, which serve the lines of every flow
+// registered before them. sites may be nil where nothing runs (config check).
+func registerFlows(sites lms.Sites, hooks *webhooks.Deliveries, wc *wcorders.Completer) *flow.Registry {
+	r := flow.NewRegistry()
+	lms.Register(r, sites)
+	hooks.Register(r)
+	wc.Register(r)
+	return r
 }
 
 // lmsOptions turns the config's lms: section into the default site's client
@@ -313,8 +304,7 @@ func (a *app) api(opsOnly bool) http.Handler {
 	return httpapi.NewHandler(httpapi.Deps{
 		Logger:       a.log,
 		Auth:         httpapi.NewAuthenticator(authOptions(a.cfg.Auth), &http.Client{Timeout: 5 * time.Second}),
-		FulfillOrder: a.placed,
-		ReturnOrder:  a.returned,
+		Intake:       intake.New(a.flows),
 		Orders:       a.pipe,
 		KnownSite:    a.sites.Known,
 		Checks:       checks,
@@ -420,18 +410,16 @@ func redisDescription(r config.Redis) string {
 // configCheck validates the config and prints the resolved signal map: every
 // signal, with the receivers it reaches.
 func configCheck(cfg config.Config, stdout io.Writer) error {
-	placed, returned, done := newSignals()
-	lms.Register(nil, placed, returned)
 	hooks, err := newDeliveries(cfg)
 	if err != nil {
 		return err
 	}
-	hooks.Register(nil, placed, returned, done)
-	newCompleter(cfg).Register(nil, done)
-	sigs := []signals.Connector{placed, returned, done}
-	if err := signals.Wire(cfg.Signals, sigs...); err != nil {
+	reg := registerFlows(nil, hooks, newCompleter(cfg)).Signals()
+	if err := reg.Wire(cfg.Signals); err != nil {
 		return err
 	}
+	// By name, as the configuration's signals: map reads.
+	sigs := slices.SortedFunc(slices.Values(reg.All()), func(a, b signals.Connector) int { return strings.Compare(a.Name(), b.Name()) })
 	fmt.Fprintln(stdout, "config OK")
 	fmt.Fprintln(stdout, "signals:")
 	for _, sig := range sigs {

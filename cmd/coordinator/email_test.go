@@ -12,6 +12,7 @@ import (
 
 	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/intake"
 	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
@@ -59,18 +60,18 @@ func startEmailTier(t *testing.T, ledger bool) (*instance, *app) {
 // place sends an order on fulfill_order_placed, as a shop webhook does.
 func place(t *testing.T, a *app, o fulfillment.Order) string {
 	t.Helper()
-	res := a.placed.Send(t.Context(), o)
-	if len(res) != 1 || res[0].Err != nil {
-		t.Fatalf("place %s: %+v", o.OrderNumber, res)
+	sent, err := intake.New(a.flows).Place(t.Context(), o)
+	if res := sent.Results; err != nil || len(res) != 1 || res[0].Err != nil {
+		t.Fatalf("place %s: %+v %v", o.OrderNumber, res, err)
 	}
-	return res[0].Response
+	return sent.Results[0].Response
 }
 
 // giveBack sends a return on fulfill_order_returned, as a shop webhook does.
 func giveBack(t *testing.T, a *app, r fulfillment.Return) {
 	t.Helper()
-	if res := a.returned.Send(t.Context(), r); len(res) != 1 || res[0].Err != nil {
-		t.Fatalf("return %s: %+v", r.OrderNumber, res)
+	if sent, err := intake.New(a.flows).Return(t.Context(), r); err != nil || len(sent.Results) != 1 || sent.Results[0].Err != nil {
+		t.Fatalf("return %s: %+v %v", r.OrderNumber, sent.Results, err)
 	}
 }
 
@@ -159,7 +160,7 @@ func learnersByEmail(t *testing.T, in *instance, a *app) {
 		if status, st := in.order(t, "POST", "WOO-3"); status != 200 || len(st.Lines) != 1 {
 			t.Fatalf("retry: %d %+v", status, st)
 		}
-		if l := in.lineState(t, "WOO-3"); l.State != fulfillment.StateEnrolled || l.EnrolledAt == nil {
+		if l := in.lineState(t, "WOO-3"); l.State != fulfillment.StateEnrolled || l.DoneAt["enrolled_at"] == nil {
 			t.Fatalf("line %+v, want enrolled", l)
 		}
 		if e, _ := fake.Enrollment("later", demoCourse); !e.IsActive || e.Mode != "verified" {

@@ -95,7 +95,7 @@ func TestRedisOutage(t *testing.T) {
 		defer rdb.Close()
 		insp := asynq.NewInspectorFromRedisClient(rdb)
 		for _, u := range missing[:min(5, len(missing))] {
-			id := pipeline.TaskID(lms.KindEnroll, fulfillment.Key{Site: "default", OrderNumber: fmt.Sprintf("OUTAGE-%d", u), CourseID: demoCourse})
+			id := pipeline.TaskID(lms.KindEnroll, fulfillment.Key{Site: "default", OrderNumber: fmt.Sprintf("OUTAGE-%d", u), Item: demoCourse})
 			ti, err := insp.GetTaskInfo(qname, id)
 			if err != nil {
 				t.Logf("learner %d: task %s: %v", u, id, err)

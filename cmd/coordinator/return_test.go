@@ -121,7 +121,7 @@ func returns(t *testing.T, in *instance) {
 			t.Fatalf("return: %d %q", status, id)
 		}
 		l := in.lineState(t, "RET-1")
-		if l.State != fulfillment.StateReturned || l.ReturnedAt == nil || l.EnrolledAt == nil || len(l.Tasks) != 2 {
+		if l.State != fulfillment.StateReturned || l.DoneAt["returned_at"] == nil || l.DoneAt["enrolled_at"] == nil || len(l.Tasks) != 2 {
 			t.Errorf("line %+v, want returned with both tasks and times", l)
 		}
 		if e, ok := enrollment(50000); !ok || e.IsActive || e.Mode != "audit" {
@@ -262,7 +262,7 @@ func returns(t *testing.T, in *instance) {
 			return true
 		})
 		_, st := in.order(t, "GET", "EARLY-1")
-		if l := st.Lines[0]; l.State != fulfillment.StateReturned || l.EnrolledAt != nil {
+		if l := st.Lines[0]; l.State != fulfillment.StateReturned || l.DoneAt["enrolled_at"] != nil {
 			t.Errorf("line %+v, want returned and never enrolled", l)
 		}
 		for _, task := range st.Lines[0].Tasks {

@@ -127,7 +127,7 @@ func TestWebhookDeliveries(t *testing.T) {
 			}
 			// The line is enrolled, then returned, without waiting for the
 			// subscriber, which has not taken the first event yet.
-			if l := in.lineState(t, "HOOK-1"); l.State != fulfillment.StateReturned || l.EnrolledAt == nil {
+			if l := in.lineState(t, "HOOK-1"); l.State != fulfillment.StateReturned || l.DoneAt["enrolled_at"] == nil {
 				t.Fatalf("line %+v, want enrolled then returned", l)
 			}
 			waitFor(t, "four events delivered", 60*time.Second, func() bool { return len(sub.Delivered()) == 4 })

@@ -147,7 +147,7 @@ func TestOrderStatusAndRetry(t *testing.T) {
 	for _, l := range st.Lines {
 		byID[l.TaskID] = l
 	}
-	if l := byID[enrolledID]; l.State != fulfillment.StateEnrolled || l.Attempts != 3 || l.EnrolledAt == nil || l.CourseID != demoCourse || l.CourseMode != "audit" || l.AcceptedAt.IsZero() {
+	if l := byID[enrolledID]; l.State != fulfillment.StateEnrolled || l.Attempts != 3 || l.DoneAt["enrolled_at"] == nil || l.CourseID != demoCourse || l.CourseMode != "audit" || l.AcceptedAt.IsZero() {
 		t.Errorf("enrolled line: %+v", l)
 	}
 	if l := byID[failedID]; l.State != fulfillment.StateFailed || l.Attempts != 1 || l.LastError != "lms account: 404: no LMS user with lms_user_id 998" {

@@ -5,7 +5,12 @@
 package fulfillment
 
 import (
+	"cmp"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"reflect"
+	"strings"
 	"time"
 )
 
@@ -24,13 +29,23 @@ const (
 	SignalLineCompleted = "fulfillment_completed"
 )
 
-// Key identifies a line: one course run in one order of one site. Every flow
-// of a line (enroll, unenroll, ...) is idempotent per key.
+// Key identifies a line: one item (a course run, or a course) in one order
+// of one site. Every flow of a line (enroll, unenroll, ...) is idempotent per
+// key.
 type Key struct {
 	Site        string `json:"site"`
 	OrderNumber string `json:"order_number"`
-	CourseID    string `json:"course_id"`
+	// Item is the line's item: a course run key (a seat) or a course uuid
+	// (an entitlement). The two never look alike, so one string names
+	// either.
+	Item string `json:"item"`
 }
+
+// The request fields that name a line's item, exactly one per line.
+const (
+	ItemCourseRun = "course_id"   // a course run: a seat
+	ItemCourse    = "course_uuid" // a catalog course: an entitlement
+)
 
 // Ref is what every task payload carries at its top level, whatever its kind:
 // the line, the mode bought, and where the request came from. Adapters read it
@@ -39,9 +54,12 @@ type Ref struct {
 	Site        string `json:"site"`
 	OrderNumber string `json:"order_number"`
 	CourseID    string `json:"course_id"`
-	CourseMode  string `json:"course_mode"`
-	LMSUserID   int64  `json:"edx_lms_user_id,omitempty"`
-	Username    string `json:"username,omitempty"`
+	// CourseUUID names the line's item when it is a course (an
+	// entitlement) rather than a course run.
+	CourseUUID string `json:"course_uuid,omitempty"`
+	CourseMode string `json:"course_mode"`
+	LMSUserID  int64  `json:"edx_lms_user_id,omitempty"`
+	Username   string `json:"username,omitempty"`
 	// Email is the learner's email when the shop knows no LMS account
 	// (shop webhooks, SPEC §10): the worker looks the account up.
 	Email string `json:"email,omitempty"`
@@ -59,7 +77,24 @@ type Ref struct {
 }
 
 // Key is the line the reference names.
-func (r Ref) Key() Key { return Key{r.Site, r.OrderNumber, r.CourseID} }
+func (r Ref) Key() Key { return Key{r.Site, r.OrderNumber, r.Item()} }
+
+// Item is the line's item: its course run, or its course.
+func (r Ref) Item() string {
+	if r.CourseID != "" {
+		return r.CourseID
+	}
+	return r.CourseUUID
+}
+
+// ItemField names the request field that holds the line's item
+// (ItemCourseRun or ItemCourse).
+func (r Ref) ItemField() string {
+	if r.CourseUUID != "" && r.CourseID == "" {
+		return ItemCourse
+	}
+	return ItemCourseRun
+}
 
 // Learner is the learner the reference names.
 func (r Ref) Learner() Learner {
@@ -71,6 +106,7 @@ type Order struct {
 	Site        string    `json:"site"`
 	OrderNumber string    `json:"order_number"`
 	CourseID    string    `json:"course_id"`
+	CourseUUID  string    `json:"course_uuid,omitempty"`
 	CourseMode  string    `json:"course_mode"`
 	OrderPlaced time.Time `json:"order_placed"`
 	LMSUserID   int64     `json:"edx_lms_user_id"`
@@ -93,7 +129,7 @@ type Order struct {
 
 // Ref is the order line's reference.
 func (o Order) Ref() Ref {
-	return Ref{Site: o.Site, OrderNumber: o.OrderNumber, CourseID: o.CourseID, CourseMode: o.CourseMode,
+	return Ref{Site: o.Site, OrderNumber: o.OrderNumber, CourseID: o.CourseID, CourseUUID: o.CourseUUID, CourseMode: o.CourseMode,
 		LMSUserID: o.LMSUserID, Username: o.Username, Email: o.Email, Integration: o.Integration,
 		RequestID: o.RequestID, AcceptedAt: o.AcceptedAt}
 }
@@ -104,6 +140,7 @@ type Return struct {
 	Site        string `json:"site"`
 	OrderNumber string `json:"order_number"`
 	CourseID    string `json:"course_id"`
+	CourseUUID  string `json:"course_uuid,omitempty"`
 	CourseMode  string `json:"course_mode"`
 	LMSUserID   int64  `json:"edx_lms_user_id,omitempty"`
 	Username    string `json:"username,omitempty"`
@@ -119,7 +156,7 @@ type Return struct {
 
 // Ref is the return's reference.
 func (r Return) Ref() Ref {
-	return Ref{Site: r.Site, OrderNumber: r.OrderNumber, CourseID: r.CourseID, CourseMode: r.CourseMode,
+	return Ref{Site: r.Site, OrderNumber: r.OrderNumber, CourseID: r.CourseID, CourseUUID: r.CourseUUID, CourseMode: r.CourseMode,
 		LMSUserID: r.LMSUserID, Username: r.Username, Email: r.Email, Integration: r.Integration,
 		RequestID: r.RequestID, AcceptedAt: r.AcceptedAt, ReturnedAt: r.ReturnedAt}
 }
@@ -183,7 +220,9 @@ type Task struct {
 // /orders/{order_number} reports it: the state of its latest flow, and every
 // task of the line.
 type Line struct {
-	CourseID      string     `json:"course_id"`
+	// CourseID or CourseUUID is the line's item (Ref.Item).
+	CourseID      string     `json:"course_id,omitempty"`
+	CourseUUID    string     `json:"course_uuid,omitempty"`
 	CourseMode    string     `json:"course_mode"`
 	State         State      `json:"state"`
 	Attempts      int        `json:"attempts"`
@@ -191,10 +230,93 @@ type Line struct {
 	TaskID        string     `json:"task_id"`
 	AcceptedAt    time.Time  `json:"accepted_at"`
 	UpdatedAt     time.Time  `json:"updated_at"`
-	EnrolledAt    *time.Time `json:"enrolled_at"`
-	ReturnedAt    *time.Time `json:"returned_at,omitempty"`
 	NextAttemptAt *time.Time `json:"next_attempt_at"`
 	Tasks         []Task     `json:"tasks"`
+	// DoneAt holds, under the name each of the line's flows gives it
+	// (enrolled_at, returned_at, ...), when that flow was done: null while
+	// it is not. Recorded holds what a flow recorded, under the name it
+	// gives it (entitlement_uuid). Both appear in the line's JSON at its
+	// top level.
+	DoneAt   map[string]*time.Time `json:"-"`
+	Recorded map[string]string     `json:"-"`
+}
+
+// Item is the line's item: its course run, or its course.
+func (l Line) Item() string { return cmp.Or(l.CourseID, l.CourseUUID) }
+
+type lineFields Line
+
+// MarshalJSON writes the line with its flows' times and records at the top
+// level.
+func (l Line) MarshalJSON() ([]byte, error) {
+	return withExtras(lineFields(l), l.DoneAt, l.Recorded)
+}
+
+// UnmarshalJSON reads a line as MarshalJSON writes it.
+func (l *Line) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, (*lineFields)(l)); err != nil {
+		return err
+	}
+	l.DoneAt, l.Recorded = nil, nil
+	var extra map[string]json.RawMessage
+	if err := json.Unmarshal(b, &extra); err != nil {
+		return err
+	}
+	for k, v := range extra {
+		switch {
+		case strings.HasSuffix(k, "_at") && !lineKeys[k]:
+			var t *time.Time
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("line %s: %w", k, err)
+			}
+			if l.DoneAt == nil {
+				l.DoneAt = map[string]*time.Time{}
+			}
+			l.DoneAt[k] = t
+		case !lineKeys[k]:
+			var s string
+			if json.Unmarshal(v, &s) == nil {
+				if l.Recorded == nil {
+					l.Recorded = map[string]string{}
+				}
+				l.Recorded[k] = s
+			}
+		}
+	}
+	return nil
+}
+
+// lineKeys are the line's own JSON fields.
+var lineKeys = func() map[string]bool {
+	m := map[string]bool{}
+	t := reflect.TypeFor[lineFields]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			m[name] = true
+		}
+	}
+	return m
+}()
+
+// withExtras encodes v, a struct, with the entries of times and records
+// added at its top level.
+func withExtras(v any, times map[string]*time.Time, records map[string]string) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil || len(times)+len(records) == 0 {
+		return b, err
+	}
+	extra := make(map[string]any, len(times)+len(records))
+	for k, t := range times {
+		extra[k] = t
+	}
+	for k, r := range records {
+		extra[k] = r
+	}
+	e, err := json.Marshal(extra)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(b[:len(b)-1], ','), e[1:]...), nil
 }
 
 // Errors the adapters return and the HTTP layer maps to statuses.
@@ -219,6 +341,7 @@ type Completed struct {
 	Site        string    `json:"site"`
 	OrderNumber string    `json:"order_number"`
 	CourseID    string    `json:"course_id"`
+	CourseUUID  string    `json:"course_uuid,omitempty"`
 	CourseMode  string    `json:"course_mode"`
 	Learner     Learner   `json:"learner"`
 	Kind        string    `json:"kind"`
@@ -233,11 +356,21 @@ type Completed struct {
 	ReturnedAt *time.Time `json:"returned_at,omitempty"`
 	// Integration is the shop integration the line came from, if any.
 	Integration string `json:"integration,omitempty"`
+	// Recorded is what the flow recorded, under the name it gives it
+	// (entitlement_uuid), at the event's top level.
+	Recorded map[string]string `json:"-"`
+}
+
+type completedFields Completed
+
+// MarshalJSON writes the event with what the flow recorded at its top level.
+func (c Completed) MarshalJSON() ([]byte, error) {
+	return withExtras(completedFields(c), nil, c.Recorded)
 }
 
 // Ref is the reference of the completed line.
 func (c Completed) Ref() Ref {
-	return Ref{Site: c.Site, OrderNumber: c.OrderNumber, CourseID: c.CourseID, CourseMode: c.CourseMode,
+	return Ref{Site: c.Site, OrderNumber: c.OrderNumber, CourseID: c.CourseID, CourseUUID: c.CourseUUID, CourseMode: c.CourseMode,
 		LMSUserID: c.Learner.LMSUserID, Username: c.Learner.Username, Email: c.Learner.Email,
 		Integration: c.Integration, RequestID: c.RequestID, AcceptedAt: c.AcceptedAt}
 }

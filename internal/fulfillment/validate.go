@@ -137,7 +137,7 @@ func Parse(body []byte, knownSite func(string) bool) (Order, error) {
 	}
 	var o Order
 	l := f.line(knownSite)
-	o.Site, o.OrderNumber, o.CourseID, o.CourseMode, o.Username = l.Site, l.OrderNumber, l.CourseID, l.CourseMode, l.Username
+	o.Site, o.OrderNumber, o.CourseID, o.CourseUUID, o.CourseMode, o.Username = l.Site, l.OrderNumber, l.CourseID, l.CourseUUID, l.CourseMode, l.Username
 	o.OrderPlaced = f.time("order_placed", true)
 	o.LMSUserID = f.userID("edx_lms_user_id", true)
 	if v, ok := f.get("email_opt_in", true); ok {
@@ -172,7 +172,7 @@ func ParseReturn(body []byte, knownSite func(string) bool) (Return, error) {
 	}
 	var r Return
 	l := f.line(knownSite)
-	r.Site, r.OrderNumber, r.CourseID, r.CourseMode, r.Username = l.Site, l.OrderNumber, l.CourseID, l.CourseMode, l.Username
+	r.Site, r.OrderNumber, r.CourseID, r.CourseUUID, r.CourseMode, r.Username = l.Site, l.OrderNumber, l.CourseID, l.CourseUUID, l.CourseMode, l.Username
 	r.LMSUserID = f.userID("edx_lms_user_id", false)
 	if r.LMSUserID == 0 && r.Username == "" && f.errs["edx_lms_user_id"] == nil && f.errs["username"] == nil {
 		f.errs.Add("edx_lms_user_id", "Either edx_lms_user_id or username is required.")
@@ -202,15 +202,53 @@ func decodeObject(body []byte) (fields, error) {
 	return fields{obj: obj, errs: FieldErrors{}}, nil
 }
 
+// CourseUUID reads a catalog course's UUID (32 hex digits, hyphens optional)
+// in its canonical form (lower case, hyphenated), so that one course is one
+// line however a shop spells it.
+func CourseUUID(s string) (string, bool) {
+	hex := strings.ReplaceAll(s, "-", "")
+	if len(hex) != 32 || len(s) > 36 {
+		return s, false
+	}
+	for _, r := range hex {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return s, false
+		}
+	}
+	if strings.Contains(s, "-") && (len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-') {
+		return s, false
+	}
+	hex = strings.ToLower(hex)
+	return hex[:8] + "-" + hex[8:12] + "-" + hex[12:16] + "-" + hex[16:20] + "-" + hex[20:], true
+}
+
 // line reads the fields every line request shares: course_id, course_mode,
 // order_number, username and site.
 func (f fields) line(knownSite func(string) bool) Ref {
 	var l Ref
-	if s, ok := f.str("course_id", true); ok {
-		if !ValidCourseKey(s) {
-			f.errs.Add("course_id", "Not a valid course run key: expected course-v1:Org+Course+Run or Org/Course/Run.")
+	// The item: a course run (a seat) or a course (an entitlement).
+	_, hasRun := f.obj[ItemCourseRun]
+	_, hasCourse := f.obj[ItemCourse]
+	switch {
+	case hasRun && hasCourse:
+		msg := "Give exactly one of course_id (a course run) and course_uuid (a course), not both."
+		f.errs.Add(ItemCourseRun, msg)
+		f.errs.Add(ItemCourse, msg)
+	case hasCourse:
+		if s, ok := f.str(ItemCourse, true); ok {
+			u, valid := CourseUUID(s)
+			if !valid {
+				f.errs.Add(ItemCourse, "Not a valid course UUID: expected 32 hexadecimal digits, with or without hyphens.")
+			}
+			l.CourseUUID = u
 		}
-		l.CourseID = s
+	default:
+		if s, ok := f.str(ItemCourseRun, true); ok {
+			if !ValidCourseKey(s) {
+				f.errs.Add(ItemCourseRun, "Not a valid course run key: expected course-v1:Org+Course+Run or Org/Course/Run.")
+			}
+			l.CourseID = s
+		}
 	}
 	if s, ok := f.str("course_mode", true); ok {
 		if !modeSlug.MatchString(s) {

@@ -52,8 +52,7 @@ func TestFulfillAnswerBytes(t *testing.T) {
 	h := NewHandler(Deps{
 		Logger:       slog.New(slog.DiscardHandler),
 		Auth:         NewAuthenticator(AuthOptions{AdminClaim: "administrator", Issuers: []Issuer{{Issuer: hsIssuer, Audience: audience, Secret: hsSecret}}}, nil),
-		FulfillOrder: placed,
-		ReturnOrder:  signals.New[fulfillment.Return](fulfillment.SignalOrderReturned),
+		Intake:       seatIntake{placed, signals.New[fulfillment.Return](fulfillment.SignalOrderReturned)},
 		KnownSite:    func(_ context.Context, s string) (bool, error) { return s == fulfillment.DefaultSite, nil },
 		MaxBodyBytes: 1024,
 	})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/intake"
 	"github.com/openedx/coordinator/internal/signals"
 )
 
@@ -67,10 +68,38 @@ func (rs receiverResults) appendJSON(b []byte) []byte {
 // lineRequest is what handleLine needs of a request type: its line, for logs.
 type lineRequest interface{ Ref() fulfillment.Ref }
 
-// sendAll sends v on its signal and returns every receiver's answer, in
-// name order, and whether every receiver succeeded.
-func sendAll[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (receiverResults, bool) {
-	results := sig.Send(ctx, v)
+// Intake sends a line on its flow's signal (intake.Service): it chooses the
+// signal by the line's item, so this package never names a flow.
+type Intake interface {
+	// Accepts reports whether a flow handles lines whose item the request
+	// field names (course_id, course_uuid).
+	Accepts(field string) bool
+	Place(ctx context.Context, o fulfillment.Order) (intake.Sent, error)
+	Return(ctx context.Context, r fulfillment.Return) (intake.Sent, error)
+}
+
+// noIntake is the intake of an API that accepts no lines.
+type noIntake struct{}
+
+func (noIntake) Accepts(string) bool { return false }
+func (noIntake) Place(context.Context, fulfillment.Order) (intake.Sent, error) {
+	return intake.Sent{}, errors.New("no flows")
+}
+func (noIntake) Return(context.Context, fulfillment.Return) (intake.Sent, error) {
+	return intake.Sent{}, errors.New("no flows")
+}
+
+// sendAll sends v through send and returns the signal's name, every
+// receiver's answer, in name order, and whether every receiver succeeded.
+func sendAll[T lineRequest](ctx context.Context, send func(context.Context, T) (intake.Sent, error), v T) (string, receiverResults, bool) {
+	sent, err := send(ctx, v)
+	if err != nil {
+		// No flow for the line's item: the handlers check Accepts first,
+		// so this is a wiring fault, answered like a failed receiver.
+		return "", receiverResults{{name: "intake", receiverResult: receiverResult{Response: receiverMessage(err), Error: true},
+			logged: "error: " + err.Error()}}, false
+	}
+	results := sent.Results
 	out := make(receiverResults, 0, len(results))
 	ok := true
 	for _, res := range results {
@@ -83,17 +112,19 @@ func sendAll[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (r
 			"error: " + res.Err.Error()})
 	}
 	slices.SortFunc(out, func(a, b namedResult) int { return strings.Compare(a.name, b.name) })
-	return out, ok
+	return sent.Signal, out, ok
 }
 
 // handleLine validates a line request (a fulfill, a return) with parse,
-// stamps it with the request id and the time, and sends it on sig. It
+// stamps it with the request id and the time, and sends it through send
+// (the intake, which picks the signal of its item's flow). It
 // answers 200 only when every receiver succeeded; a receiver that failed
 // means the line may not be recorded, so the shop gets 503 and retries.
 func handleLine[T lineRequest](
 	parse func(body []byte, knownSite func(string) bool) (T, error),
 	stamp func(v *T, requestID string, now time.Time),
-	sig *signals.Signal[T], knownSite SiteChecker, maxBody int64, log *slog.Logger, obs Observer,
+	send func(context.Context, T) (intake.Sent, error), accepts func(field string) bool,
+	knownSite SiteChecker, maxBody int64, log *slog.Logger, obs Observer,
 ) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
@@ -139,13 +170,20 @@ func handleLine[T lineRequest](
 			encode(w, http.StatusBadRequest, fe)
 			return
 		}
-		stamp(&req, RequestID(ctx), time.Now().UTC())
 		ref := req.Ref()
+		if field := ref.ItemField(); !accepts(field) {
+			refuse("invalid", slog.Any("invalid_fields", []string{field}))
+			encode(w, http.StatusBadRequest, fulfillment.FieldErrors{field: {"No flow for this kind of item is configured."}})
+			return
+		}
+		stamp(&req, RequestID(ctx), time.Now().UTC())
+		ref = req.Ref()
 
-		LogAttrs(ctx, slog.String("signal", sig.Name()), slog.String("order_number", ref.OrderNumber),
-			slog.String("course_id", ref.CourseID), slog.String("site", ref.Site))
+		LogAttrs(ctx, slog.String("order_number", ref.OrderNumber),
+			slog.String(ref.ItemField(), ref.Item()), slog.String("site", ref.Site))
 
-		out, ok := sendAll(ctx, sig, req)
+		signal, out, ok := sendAll(ctx, send, req)
+		LogAttrs(ctx, slog.String("signal", signal))
 		// Each receiver's result — its task id, or its error — in the
 		// request's one log line (logged at error for the 503).
 		LogAttrs(ctx, slog.GroupAttrs("receivers", out.logAttrs()...))

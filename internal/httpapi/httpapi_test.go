@@ -19,7 +19,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/intake"
 	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
@@ -70,13 +72,13 @@ func newTestAPILog(t testing.TB, rdb redis.UniversalClient, q string, log *slog.
 	t.Helper()
 	// The production receivers over a Redis-only pipeline; the LMS
 	// handlers never run here (no worker).
-	kinds := pipeline.NewKinds(lms.Kinds(nil, nil)...)
+	flows := flow.NewRegistry()
+	lms.Register(flows, nil)
+	kinds := flows.Kinds()
 	pipe := pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
 		Queue: queue.New(rdb, kinds, queue.Options{Name: q, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})})
-	placed := signals.New[fulfillment.Order](fulfillment.SignalOrderPlaced, lms.ReceiverEnroll)
-	returned := signals.New[fulfillment.Return](fulfillment.SignalOrderReturned, lms.ReceiverUnenroll)
-	lms.Register(pipe, placed, returned)
-	if err := signals.Wire(nil, placed, returned); err != nil {
+	flows.Bind(pipe)
+	if err := flows.Signals().Wire(nil); err != nil {
 		t.Fatal(err)
 	}
 	auth := NewAuthenticator(AuthOptions{AdminClaim: "administrator", Issuers: []Issuer{
@@ -86,13 +88,29 @@ func newTestAPILog(t testing.TB, rdb redis.UniversalClient, q string, log *slog.
 	return NewHandler(Deps{
 		Logger:       log,
 		Auth:         auth,
-		FulfillOrder: placed,
-		ReturnOrder:  returned,
+		Intake:       intake.New(flows),
 		Orders:       pipe,
 		KnownSite:    func(_ context.Context, s string) (bool, error) { return s == fulfillment.DefaultSite, nil },
 		Checks:       []Check{{Name: "redis", Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }}},
 		MaxBodyBytes: 1024,
 	})
+}
+
+// seatIntake sends every line on the seat signals it holds: an intake over
+// receivers a test registers itself.
+type seatIntake struct {
+	placed   *signals.Signal[fulfillment.Order]
+	returned *signals.Signal[fulfillment.Return]
+}
+
+func (seatIntake) Accepts(field string) bool { return field == fulfillment.ItemCourseRun }
+
+func (s seatIntake) Place(ctx context.Context, o fulfillment.Order) (intake.Sent, error) {
+	return intake.Sent{Signal: s.placed.Name(), Results: s.placed.Send(ctx, o)}, nil
+}
+
+func (s seatIntake) Return(ctx context.Context, r fulfillment.Return) (intake.Sent, error) {
+	return intake.Sent{Signal: s.returned.Name(), Results: s.returned.Send(ctx, r)}, nil
 }
 
 func claims(mod func(jwt.MapClaims)) jwt.MapClaims {

@@ -56,7 +56,7 @@ func TestOneLogLinePerRequest(t *testing.T) {
 	for _, v := range recv {
 		enroll, _ = v.(string)
 	}
-	wantID := pipeline.TaskID("enroll", fulfillment.Key{Site: "default", OrderNumber: "EDX-1", CourseID: "course-v1:edX+DemoX+Demo_Course"})
+	wantID := pipeline.TaskID("enroll", fulfillment.Key{Site: "default", OrderNumber: "EDX-1", Item: "course-v1:edX+DemoX+Demo_Course"})
 	if len(recv) != 1 || enroll != wantID {
 		t.Errorf("receivers = %v, want the enrollment's task id %s", l["receivers"], wantID)
 	}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/shop"
-	"github.com/openedx/coordinator/internal/signals"
 )
 
 // Check is one dependency /health reports on. An optional one (a cache the
@@ -43,10 +42,10 @@ func (noObserver) Fulfill(bool, string)                    {}
 
 // Deps is everything the API needs.
 type Deps struct {
-	Logger       *slog.Logger
-	Auth         *Authenticator
-	FulfillOrder *signals.Signal[fulfillment.Order]
-	ReturnOrder  *signals.Signal[fulfillment.Return]
+	Logger *slog.Logger
+	Auth   *Authenticator
+	// Intake sends lines on their flows' signals.
+	Intake       Intake
 	Orders       Orders
 	KnownSite    SiteChecker
 	Checks       []Check
@@ -81,6 +80,9 @@ type Deps struct {
 func NewHandler(d Deps) http.Handler {
 	if d.Observer == nil {
 		d.Observer = noObserver{}
+	}
+	if d.Intake == nil {
+		d.Intake = noIntake{}
 	}
 	r := chi.NewRouter()
 	r.Use(requestID, accessLog(d.Logger, d.Observer), recoverer(d.Logger))
@@ -128,18 +130,18 @@ func NewHandler(d Deps) http.Handler {
 	}
 	// Shops deliver order and refund events here; the signature is the
 	// authentication (webhooks.go).
-	webhook := handleWebhook(d.Shops, d.FulfillOrder, d.ReturnOrder, d.Orders, d.KnownSite, d.Webhooks,
+	webhook := handleWebhook(d.Shops, d.Intake, d.Orders, d.KnownSite, d.Webhooks,
 		d.webhookLimits)
 	r.Post("/webhooks/{name}", webhook)
 	r.Post("/webhooks/{name}/", webhook)
 	r.Group(func(r chi.Router) {
 		r.Use(requireAdmin(d.Auth, d.Logger))
 		// Commerce backends call this after a learner paid.
-		fulfill := handleLine(fulfillment.Parse, stampOrder, d.FulfillOrder, d.KnownSite, d.MaxBodyBytes, d.Logger, d.Observer)
+		fulfill := handleLine(fulfillment.Parse, stampOrder, d.Intake.Place, d.Intake.Accepts, d.KnownSite, d.MaxBodyBytes, d.Logger, d.Observer)
 		r.Post("/orders/fulfill", fulfill)
 		r.Post("/orders/fulfill/", fulfill)
 		// Commerce backends call this after a refund, to take the seat back.
-		ret := handleLine(fulfillment.ParseReturn, stampReturn, d.ReturnOrder, d.KnownSite, d.MaxBodyBytes, d.Logger, d.Observer)
+		ret := handleLine(fulfillment.ParseReturn, stampReturn, d.Intake.Return, d.Intake.Accepts, d.KnownSite, d.MaxBodyBytes, d.Logger, d.Observer)
 		r.Post("/orders/return", ret)
 		r.Post("/orders/return/", ret)
 		// Operators and shops check on an order, and re-queue its failed lines.

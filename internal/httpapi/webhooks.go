@@ -12,9 +12,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/intake"
 	"github.com/openedx/coordinator/internal/shop"
-	"github.com/openedx/coordinator/internal/signals"
 )
 
 // WebhookMaxBodyBytes bounds a shop's delivery: WooCommerce, Shopify and
@@ -108,7 +107,8 @@ func (noWebhookObserver) Webhook(string, string) {}
 // webhookLine is one line an event recorded, in the webhook's answer.
 type webhookLine struct {
 	OrderNumber string          `json:"order_number"`
-	CourseID    string          `json:"course_id"`
+	CourseID    string          `json:"course_id,omitempty"`
+	CourseUUID  string          `json:"course_uuid,omitempty"`
 	Signal      string          `json:"signal"`
 	Receivers   receiverResults `json:"receivers"`
 }
@@ -129,8 +129,7 @@ type webhookResult struct {
 // every line is durably recorded, else 503 and it delivers again (repeats
 // are idempotent per line). An event that cannot be read gets 400 with the
 // reason, one that asks for nothing 200 with why.
-func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillment.Order],
-	returned *signals.Signal[fulfillment.Return], lines shop.LineReader, knownSite SiteChecker, obs WebhookObserver,
+func handleWebhook(shops map[string]*shop.Shop, in Intake, lines shop.LineReader, knownSite SiteChecker, obs WebhookObserver,
 	lim webhookLimits,
 ) http.HandlerFunc {
 	if obs == nil {
@@ -256,7 +255,7 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 		failed := false
 		var receivers []map[string]string // each line's receivers' results, for the log line
 		for _, o := range s.Orders(ev, reqID, now) {
-			l, logged, ok := sendLine(ctx, placed, o)
+			l, logged, ok := sendLine(ctx, in.Place, o)
 			out.Lines, failed, receivers = append(out.Lines, l), failed || !ok, append(receivers, logged)
 		}
 		if ev.ReturnAll || len(ev.Returned) > 0 {
@@ -270,7 +269,7 @@ func handleWebhook(shops map[string]*shop.Shop, placed *signals.Signal[fulfillme
 				notes = append(notes, note)
 			}
 			for _, ret := range rets {
-				l, logged, ok := sendLine(ctx, returned, ret)
+				l, logged, ok := sendLine(ctx, in.Return, ret)
 				out.Lines, failed, receivers = append(out.Lines, l), failed || !ok, append(receivers, logged)
 			}
 		}
@@ -312,14 +311,14 @@ func noteLevel(notes []string) slog.Level {
 // sendLine sends one line on its signal and reports every receiver's
 // answer, and the same for the log line; ok is false when any receiver
 // failed.
-func sendLine[T lineRequest](ctx context.Context, sig *signals.Signal[T], v T) (webhookLine, map[string]string, bool) {
+func sendLine[T lineRequest](ctx context.Context, send func(context.Context, T) (intake.Sent, error), v T) (webhookLine, map[string]string, bool) {
 	ref := v.Ref()
-	out, ok := sendAll(ctx, sig, v)
-	logged := map[string]string{"signal": sig.Name(), "order_number": ref.OrderNumber, "course_id": ref.CourseID}
+	signal, out, ok := sendAll(ctx, send, v)
+	logged := map[string]string{"signal": signal, "order_number": ref.OrderNumber, ref.ItemField(): ref.Item()}
 	for _, r := range out {
 		logged[r.name] = r.logged
 	}
-	return webhookLine{OrderNumber: ref.OrderNumber, CourseID: ref.CourseID, Signal: sig.Name(), Receivers: out}, logged, ok
+	return webhookLine{OrderNumber: ref.OrderNumber, CourseID: ref.CourseID, CourseUUID: ref.CourseUUID, Signal: signal, Receivers: out}, logged, ok
 }
 
 // webhookError answers an event that could not be read or planned: 400 with

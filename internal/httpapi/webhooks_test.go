@@ -102,7 +102,7 @@ func webhookAPI(t testing.TB, rec *recorder, edit ...func(*Deps)) (http.Handler,
 	}
 	d := Deps{
 		Logger: slog.New(slog.DiscardHandler), Auth: NewAuthenticator(AuthOptions{AdminClaim: "administrator"}, &http.Client{Timeout: time.Second}),
-		FulfillOrder: placed, ReturnOrder: returned, Orders: rec, Shops: shops, MaxBodyBytes: 1024,
+		Intake: seatIntake{placed, returned}, Orders: rec, Shops: shops, MaxBodyBytes: 1024,
 		KnownSite: func(_ context.Context, site string) (bool, error) { return site == fulfillment.DefaultSite, nil },
 	}
 	for _, e := range edit {

@@ -162,7 +162,8 @@ func run(t *testing.T, c *Client, tasks Tasks, kind string, payload interface{ R
 			if err != nil {
 				t.Fatalf("decode %s payload: %v", kind, err)
 			}
-			return k.Handle(context.Background(), pipeline.Job{Kind: kind, ID: "t", Ref: ref, Payload: b, Value: v})
+			_, err = k.Handle(context.Background(), pipeline.Job{Kind: kind, ID: "t", Ref: ref, Payload: b, Value: v})
+			return err
 		}
 	}
 	t.Fatalf("no kind %s", kind)
@@ -348,7 +349,7 @@ func TestHandleWithoutDecodedPayload(t *testing.T) {
 	fake := lmstest.NewDemo("s")
 	c := newClient(t, fake, nil)
 	for _, k := range Kinds(oneSite{c}, everyTask{tasksOf{}}) {
-		err := k.Handle(context.Background(), pipeline.Job{Kind: k.Name, ID: "t", Ref: ret("verified").Ref()})
+		_, err := k.Handle(context.Background(), pipeline.Job{Kind: k.Name, ID: "t", Ref: ret("verified").Ref()})
 		if !pipeline.IsPermanent(err) {
 			t.Errorf("%s: err %v, want permanent", k.Name, err)
 		}

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/pipeline"
-	"github.com/openedx/coordinator/internal/signals"
 )
 
 // The LMS flows: their kinds, task types and receivers (SPEC §5, §6, §9).
@@ -53,42 +53,43 @@ var ErrLearnerUnknown = errors.New("learner unknown: the line's enrollment is no
 // existence cancels a later enrollment of the line. tasks may be nil when no
 // task runs (a process that only queues).
 func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
+	done := func(err error) (string, error) { return "", err }
 	return []pipeline.Kind{
 		{
-			Name: KindEnroll, TaskType: TypeEnroll, Done: fulfillment.StateEnrolled, Rank: 1,
+			Name: KindEnroll, TaskType: TypeEnroll, Done: fulfillment.StateEnrolled, DoneAt: "enrolled_at", Rank: 1,
 			CanceledBy: KindUnenroll,
 			// Before task kinds, enrollment ids were "enroll-<digest>".
 			LegacyID: func(k fulfillment.Key) string { return "enroll-" + pipeline.Digest(k) },
 			Decode:   pipeline.DecodeAs[fulfillment.Order],
-			Handle: func(ctx context.Context, j pipeline.Job) error {
+			Handle: func(ctx context.Context, j pipeline.Job) (string, error) {
 				o, ok := j.Value.(fulfillment.Order)
 				if !ok {
-					return notDecoded(j)
+					return done(notDecoded(j))
 				}
 				c, err := sites.Client(ctx, j.Ref.Site)
 				if err != nil {
-					return err
+					return done(err)
 				}
 				err = c.Fulfill(ctx, o)
 				var none *NoAccountError
 				if errors.As(err, &none) && o.EnrollUnregistered {
-					return c.awaitAccount(ctx, o, none, time.Now())
+					return done(c.awaitAccount(ctx, o, none, time.Now()))
 				}
-				return err
+				return done(err)
 			},
 		},
 		{
-			Name: KindUnenroll, TaskType: TypeUnenroll, Done: fulfillment.StateReturned, Rank: 2,
+			Name: KindUnenroll, TaskType: TypeUnenroll, Done: fulfillment.StateReturned, DoneAt: "returned_at", Rank: 2,
 			After:  KindEnroll,
 			Decode: pipeline.DecodeAs[fulfillment.Return],
-			Handle: func(ctx context.Context, j pipeline.Job) error {
+			Handle: func(ctx context.Context, j pipeline.Job) (string, error) {
 				r, ok := j.Value.(fulfillment.Return)
 				if !ok {
-					return notDecoded(j)
+					return done(notDecoded(j))
 				}
 				c, err := sites.Client(ctx, j.Ref.Site)
 				if err != nil {
-					return err
+					return done(err)
 				}
 				if r.LMSUserID == 0 && r.Username == "" && r.Email == "" {
 					// A shop's refund that names nobody: the learner is
@@ -96,20 +97,20 @@ func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
 					// waited for a running enrollment (After).
 					t, found, err := tasks.Find(ctx, KindEnroll, j.Ref.Key())
 					if err != nil {
-						return pipeline.Hold(fmt.Errorf("read the line's enrollment: %w", err))
+						return done(pipeline.Hold(fmt.Errorf("read the line's enrollment: %w", err)))
 					}
 					if !found && tasks.KeepsEveryTask() {
-						return nil // nothing was enrolled: nothing to take back
+						return done(nil) // nothing was enrolled: nothing to take back
 					}
 					if !found {
 						// Redis only: the enrollment may have been
 						// forgotten (worker.retention); the learner may
 						// still hold the seat. Support decides.
-						return pipeline.Permanent(ErrLearnerUnknown)
+						return done(pipeline.Permanent(ErrLearnerUnknown))
 					}
 					r.LMSUserID, r.Username, r.Email = t.Ref.LMSUserID, t.Ref.Username, t.Ref.Email
 				}
-				return c.Unenroll(ctx, r)
+				return done(c.Unenroll(ctx, r))
 			},
 		},
 	}
@@ -122,21 +123,24 @@ func notDecoded(j pipeline.Job) error {
 	return pipeline.Permanent(fmt.Errorf("%s payload not decoded (%T)", j.Kind, j.Value))
 }
 
-// Accepter takes a line's task into the pipeline (pipeline.Service).
-type Accepter interface {
-	Accept(ctx context.Context, kind string, ref fulfillment.Ref, payload any) (string, error)
-}
-
-// Register makes the LMS receivers available on their signals.
-func Register(a Accepter, placed *signals.Signal[fulfillment.Order], returned *signals.Signal[fulfillment.Return]) {
+// Register declares the seat flow: lines whose item is a course run
+// (course_id), sent on fulfill_order_placed and fulfill_order_returned, whose
+// receivers queue the enroll and unenroll tasks.
+func Register(r *flow.Registry, sites Sites) {
+	placed, returned := r.DeclareLine(flow.Item{Field: fulfillment.ItemCourseRun,
+		Placed: fulfillment.SignalOrderPlaced, Returned: fulfillment.SignalOrderReturned,
+		PlacedKind: KindEnroll, ReturnedKind: KindUnenroll},
+		[]string{ReceiverEnroll}, []string{ReceiverUnenroll})
+	lines := r.Lines()
+	r.AddKinds(Kinds(sites, lines)...)
 	placed.Register(ReceiverEnroll, func(ctx context.Context, o fulfillment.Order) (string, error) {
 		if o.AcceptedAt.IsZero() {
-			// The wait for an account is counted from it (SPEC §10).
+			// The wait for an account is counted from it.
 			o.AcceptedAt = time.Now().UTC()
 		}
-		return a.Accept(ctx, KindEnroll, o.Ref(), o)
+		return lines.Accept(ctx, KindEnroll, o.Ref(), o)
 	})
 	returned.Register(ReceiverUnenroll, func(ctx context.Context, r fulfillment.Return) (string, error) {
-		return a.Accept(ctx, KindUnenroll, r.Ref(), r)
+		return lines.Accept(ctx, KindUnenroll, r.Ref(), r)
 	})
 }

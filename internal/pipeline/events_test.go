@@ -24,7 +24,7 @@ func newEventService(t *testing.T, withLedger bool) (*Service, *fakeQueue, *flow
 			a.Event = "a"
 			return []string{JobID("note", a)}, []string{TaskID("place", j.Ref.Key())}
 		},
-		Handle: f.handle("note")})
+		Handle: NoResult(f.handle("note"))})
 	o := s.o
 	o.Kinds = NewKinds(kinds...)
 	if l != nil {
@@ -169,7 +169,7 @@ func TestOldestOpenIgnoresEvents(t *testing.T) {
 // next one waits in the queue without an attempt recorded anywhere.
 func TestSlots(t *testing.T) {
 	f := &flows{err: map[string]error{}, hold: make(chan struct{})}
-	kinds := NewKinds(Kind{Name: "place", TaskType: "t:place", Done: fulfillment.StateEnrolled, Rank: 1, Slots: 1, Handle: f.handle("place")})
+	kinds := NewKinds(Kind{Name: "place", TaskType: "t:place", Done: fulfillment.StateEnrolled, Rank: 1, Slots: 1, Handle: NoResult(f.handle("place"))})
 	q, l := newFakeQueue(), newFakeLedger()
 	s := New(Options{Kinds: kinds, Queue: q, Ledger: l, Logger: slog.New(slog.DiscardHandler)})
 	first, second := accept(t, s, "place", "SL-1"), accept(t, s, "place", "SL-2")

@@ -29,6 +29,15 @@ type Kind struct {
 	TaskType string
 	// Done is the state a line reports once a task of this kind succeeded.
 	Done fulfillment.State
+	// DoneAt, when set, names the line's field telling when a task of this
+	// kind was done (enrolled_at): null until it is. A task whose line
+	// carries the shop's own time of the event (a refund's returned_at)
+	// reports that time.
+	DoneAt string
+	// Records, when set, names what Handle's result is (entitlement_uuid):
+	// the task keeps it once done, and the line and its
+	// fulfillment_completed event show it under that name.
+	Records string
 	// Rank orders a line's flows: the line reports its highest-ranked task.
 	Rank int
 	// After names a kind whose running task for the same line this kind's
@@ -41,9 +50,10 @@ type Kind struct {
 	// LegacyID, when set, is the id an earlier version gave this kind's task,
 	// so that repeats of lines accepted before an upgrade stay idempotent.
 	LegacyID func(fulfillment.Key) string
-	// Handle performs one attempt. A nil error is success; an error is
+	// Handle performs one attempt. A nil error is success, and its result
+	// is what the task records (see Records; "" for none); an error is
 	// retried unless IsPermanent says otherwise, after RetryIn when set.
-	Handle func(ctx context.Context, j Job) error
+	Handle func(ctx context.Context, j Job) (result string, err error)
 	// Aside marks a kind whose tasks serve a line without being one of its
 	// flows (a subscriber's deliveries): they are listed with the line but
 	// never make its state, nothing cancels them, and they send no
@@ -100,6 +110,8 @@ type Job struct {
 	// Value is the payload as the kind's Decode read it; nil for a kind
 	// without one.
 	Value any
+	// Result is what the task recorded when it was done (Kind.Records).
+	Result string
 }
 
 // Entry is a stored task and the job that runs it.
@@ -128,17 +140,17 @@ func JobID(kind string, r fulfillment.Ref) string {
 	if r.Event == "" {
 		return TaskID(kind, r.Key())
 	}
-	return kind + "_" + EventDigest(r.Site, r.OrderNumber, r.CourseID, r.Event)
+	return kind + "_" + EventDigest(r.Site, r.OrderNumber, r.Item(), r.Event)
 }
 
 // EventDigest is the digest of one event of a line: the part of its tasks'
 // ids after the kind, and of its subscribers' webhook-id.
-func EventDigest(site, orderNumber, courseID, event string) string {
-	return digest(site, orderNumber, courseID, event)
+func EventDigest(site, orderNumber, item, event string) string {
+	return digest(site, orderNumber, item, event)
 }
 
 // Digest is a line's digest, the part of its task ids after the kind.
-func Digest(k fulfillment.Key) string { return digest(k.Site, k.OrderNumber, k.CourseID) }
+func Digest(k fulfillment.Key) string { return digest(k.Site, k.OrderNumber, k.Item) }
 
 func digest(parts ...string) string {
 	h := sha256.New()
@@ -255,4 +267,9 @@ func RetryIn(err error) (time.Duration, bool) {
 		return r.RetryIn(), true
 	}
 	return 0, false
+}
+
+// NoResult is a Kind's Handle for a handler that records nothing.
+func NoResult(h func(ctx context.Context, j Job) error) func(context.Context, Job) (string, error) {
+	return func(ctx context.Context, j Job) (string, error) { return "", h(ctx, j) }
 }

@@ -112,7 +112,7 @@ type fakeLedger struct {
 func newFakeLedger() *fakeLedger { return &fakeLedger{rows: map[string]Entry{}} }
 
 func rowKey(kind string, k fulfillment.Key, event ...string) string {
-	return kind + "|" + k.Site + "|" + k.OrderNumber + "|" + k.CourseID + "|" + strings.Join(event, "")
+	return kind + "|" + k.Site + "|" + k.OrderNumber + "|" + k.Item + "|" + strings.Join(event, "")
 }
 
 func (l *fakeLedger) Accept(_ context.Context, j Job) (string, bool, error) {
@@ -248,9 +248,9 @@ func newService(t *testing.T, withLedger bool) (*Service, *fakeQueue, *fakeLedge
 	t.Helper()
 	f := &flows{err: map[string]error{}}
 	kinds := NewKinds(
-		Kind{Name: "place", TaskType: "t:place", Done: fulfillment.StateEnrolled, Rank: 1, CanceledBy: "undo",
-			LegacyID: func(k fulfillment.Key) string { return "place-" + Digest(k) }, Handle: f.handle("place")},
-		Kind{Name: "undo", TaskType: "t:undo", Done: fulfillment.StateReturned, Rank: 2, After: "place", Handle: f.handle("undo")},
+		Kind{Name: "place", TaskType: "t:place", Done: fulfillment.StateEnrolled, DoneAt: "enrolled_at", Rank: 1, CanceledBy: "undo",
+			LegacyID: func(k fulfillment.Key) string { return "place-" + Digest(k) }, Handle: NoResult(f.handle("place"))},
+		Kind{Name: "undo", TaskType: "t:undo", Done: fulfillment.StateReturned, DoneAt: "returned_at", Rank: 2, After: "place", Handle: NoResult(f.handle("undo"))},
 	)
 	q := newFakeQueue()
 	var l *fakeLedger
@@ -300,15 +300,15 @@ func run(t *testing.T, s *Service, q *fakeQueue, id string, last bool) (fulfillm
 }
 
 func TestTaskIDIsStableAndDistinct(t *testing.T) {
-	k := fulfillment.Key{Site: "default", OrderNumber: "EDX-1", CourseID: course}
+	k := fulfillment.Key{Site: "default", OrderNumber: "EDX-1", Item: course}
 	a := TaskID("enroll", k)
 	if a != TaskID("enroll", k) || a[:7] != "enroll_" {
 		t.Errorf("id %q: not stable or not prefixed by its kind", a)
 	}
 	for _, other := range []string{
 		TaskID("unenroll", k),
-		TaskID("enroll", fulfillment.Key{Site: "other", OrderNumber: "EDX-1", CourseID: course}),
-		TaskID("enroll", fulfillment.Key{Site: "default", OrderNumber: "EDX-2", CourseID: course}),
+		TaskID("enroll", fulfillment.Key{Site: "other", OrderNumber: "EDX-1", Item: course}),
+		TaskID("enroll", fulfillment.Key{Site: "default", OrderNumber: "EDX-2", Item: course}),
 		TaskID("enroll", fulfillment.Key{Site: "default", OrderNumber: "EDX-1" + course}),
 	} {
 		if other == a {
@@ -413,9 +413,9 @@ func TestProcessOutcomes(t *testing.T) {
 // good without running its handler.
 func TestProcessReadsThePayload(t *testing.T) {
 	var got []Job
-	kinds := NewKinds(Kind{Name: "place", TaskType: "t:place", Done: fulfillment.StateEnrolled, Rank: 1,
+	kinds := NewKinds(Kind{Name: "place", TaskType: "t:place", Done: fulfillment.StateEnrolled, DoneAt: "enrolled_at", Rank: 1,
 		Decode: DecodeAs[fulfillment.Order],
-		Handle: func(_ context.Context, j Job) error { got = append(got, j); return nil }})
+		Handle: NoResult(func(_ context.Context, j Job) error { got = append(got, j); return nil })})
 	q := newFakeQueue()
 	s := New(Options{Kinds: kinds, Queue: q, Logger: slog.New(slog.DiscardHandler)})
 	o := fulfillment.Order{Site: "default", OrderNumber: "O-1", CourseID: course, CourseMode: "verified",
@@ -468,7 +468,7 @@ func TestUndoBeforePlacementCancelsIt(t *testing.T) {
 			t.Errorf("ledger %v: handlers called (-want +got):\n%s", withLedger, diff)
 		}
 		lines, err := s.Lines(context.Background(), "default", "O-1")
-		if err != nil || len(lines) != 1 || lines[0].State != fulfillment.StateReturned || lines[0].EnrolledAt != nil {
+		if err != nil || len(lines) != 1 || lines[0].State != fulfillment.StateReturned || lines[0].DoneAt["enrolled_at"] != nil {
 			t.Errorf("ledger %v: lines %+v %v, want one returned line, never enrolled", withLedger, lines, err)
 		}
 		if len(*completed) != 1 || (*completed)[0].State != fulfillment.StateReturned {
@@ -713,7 +713,7 @@ func (l *fakeLedger) Lines(_ context.Context, lq LedgerQuery) ([]LedgerLine, err
 			}
 		}
 		f := lq.Filter
-		if (f.Site != "" && k.Site != f.Site) || (f.CourseID != "" && k.CourseID != f.CourseID) ||
+		if (f.Site != "" && k.Site != f.Site) || (f.CourseID != "" && k.Item != f.CourseID) ||
 			at.At.Before(f.Since) || (lq.Before != nil && !at.before(*lq.Before)) {
 			continue
 		}
@@ -804,7 +804,7 @@ func TestReturnedAtIsTheShops(t *testing.T) {
 		t.Fatal(st)
 	}
 	lines, _ := s.Lines(context.Background(), "default", "O-1")
-	if len(lines) != 1 || lines[0].ReturnedAt == nil || !lines[0].ReturnedAt.Equal(r.ReturnedAt) {
+	if len(lines) != 1 || lines[0].DoneAt["returned_at"] == nil || !lines[0].DoneAt["returned_at"].Equal(r.ReturnedAt) {
 		t.Errorf("line %+v, want returned_at %v", lines, r.ReturnedAt)
 	}
 	if len(*completed) != 1 || (*completed)[0].ReturnedAt == nil || !(*completed)[0].ReturnedAt.Equal(r.ReturnedAt) {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -29,12 +30,49 @@ type Filter struct {
 	Since     time.Time
 }
 
-// Row is one line in a listing: where it belongs and its summary.
+// Row is one line in a listing: where it belongs and its summary, in one
+// JSON object.
 type Row struct {
 	Site        string              `json:"site"`
 	OrderNumber string              `json:"order_number"`
 	Learner     fulfillment.Learner `json:"learner"`
 	fulfillment.Line
+}
+
+// rowHead is a Row's own fields.
+type rowHead struct {
+	Site        string              `json:"site"`
+	OrderNumber string              `json:"order_number"`
+	Learner     fulfillment.Learner `json:"learner"`
+}
+
+// MarshalJSON writes the row's fields and its line's in one object (the
+// line's own MarshalJSON would otherwise be the row's).
+func (r Row) MarshalJSON() ([]byte, error) {
+	head, err := json.Marshal(rowHead{r.Site, r.OrderNumber, r.Learner})
+	if err != nil {
+		return nil, err
+	}
+	line, err := json.Marshal(r.Line)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(head[:len(head)-1], ','), line[1:]...), nil
+}
+
+// UnmarshalJSON reads a row as MarshalJSON writes it.
+func (r *Row) UnmarshalJSON(b []byte) error {
+	var head rowHead
+	if err := json.Unmarshal(b, &head); err != nil {
+		return err
+	}
+	if err := r.Line.UnmarshalJSON(b); err != nil {
+		return err
+	}
+	r.Site, r.OrderNumber, r.Learner = head.Site, head.OrderNumber, head.Learner
+	delete(r.Recorded, "site")
+	delete(r.Recorded, "order_number")
+	return nil
 }
 
 // Cursor is a position in the newest-first list of lines: the time the line
@@ -183,7 +221,7 @@ func (s *Service) summary(es []Entry) (Row, bool) {
 // matches applies the filter to a summarised line.
 func (f Filter) matches(r Row, es []Entry) bool {
 	if (f.State != "" && r.State != f.State) || (f.Site != "" && r.Site != f.Site) ||
-		(f.CourseID != "" && r.CourseID != f.CourseID) || (!f.Since.IsZero() && r.AcceptedAt.Before(f.Since)) {
+		(f.CourseID != "" && r.Item() != f.CourseID) || (!f.Since.IsZero() && r.AcceptedAt.Before(f.Since)) {
 		return false
 	}
 	if f.LMSUserID == 0 && f.Username == "" {
@@ -261,7 +299,7 @@ func (s *Service) listQueue(ctx context.Context, f Filter, after *Cursor, limit 
 
 // position is a queue-tier line's place in the list.
 func (r Row) position() Cursor {
-	return Cursor{At: r.AcceptedAt, Key: Digest(fulfillment.Key{Site: r.Site, OrderNumber: r.OrderNumber, CourseID: r.CourseID})}
+	return Cursor{At: r.AcceptedAt, Key: Digest(fulfillment.Key{Site: r.Site, OrderNumber: r.OrderNumber, Item: r.Item()})}
 }
 
 // queueLines reads the queue's tasks (only those that may still run, with

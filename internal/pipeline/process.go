@@ -59,7 +59,17 @@ func (s *Service) Process(ctx context.Context, a Attempt) (fulfillment.State, er
 	defer release()
 	start := time.Now()
 	s.record(ctx, j, func(ctx context.Context, l Ledger) error { return l.Started(ctx, j) })
-	state, err := s.run(ctx, k, j)
+	state, result, err := s.run(ctx, k, j)
+	if state == fulfillment.StateDone && result != "" {
+		j.Result = result
+		if a.Result != nil {
+			if _, werr := io.WriteString(a.Result, result); werr != nil {
+				// The task is done at the LMS; what it recorded must be kept
+				// or the next attempt finds it again (handlers read back).
+				state, err = fulfillment.StateRetrying, Hold(fmt.Errorf("record the result: %w", werr))
+			}
+		}
+	}
 	if err != nil && ctx.Err() != nil {
 		// Shut down or timed out mid-attempt: asynq runs the task again.
 		err = Hold(err)
@@ -167,13 +177,17 @@ func completedOf(k Kind, j Job, state fulfillment.State, attempts int, lastErr s
 		final = k.Done
 	}
 	c := fulfillment.Completed{
-		Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseMode: j.Ref.CourseMode,
-		Learner: j.Ref.Learner(),
-		Kind:    j.Kind, State: final, Attempts: attempts, LastError: lastErr, TaskID: j.ID,
+		Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseUUID: j.Ref.CourseUUID,
+		CourseMode: j.Ref.CourseMode,
+		Learner:    j.Ref.Learner(),
+		Kind:       j.Kind, State: final, Attempts: attempts, LastError: lastErr, TaskID: j.ID,
 		RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
 		Integration: j.Ref.Integration,
 	}
-	if final == fulfillment.StateReturned && !j.Ref.ReturnedAt.IsZero() {
+	if k.Records != "" && j.Result != "" {
+		c.Recorded = map[string]string{k.Records: j.Result}
+	}
+	if state == fulfillment.StateDone && !j.Ref.ReturnedAt.IsZero() {
 		r := j.Ref.ReturnedAt
 		c.ReturnedAt = &r
 	}
@@ -191,8 +205,9 @@ func (s *Service) outcome(k Kind, state fulfillment.State) string {
 	return string(state)
 }
 
-// run orders the task against the line's other flows, then runs its handler.
-func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, error) {
+// run orders the task against the line's other flows, then runs its handler:
+// the task's new state, what it recorded, and the handler's error.
+func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, string, error) {
 	// Checked before every attempt, whatever queued it (an accept, a retry,
 	// the reconciler, the dashboard's "run"): an accept's own check cannot
 	// see a return that arrives while the task waits in the queue.
@@ -203,27 +218,28 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, er
 			return err
 		})
 		if err != nil {
-			return fulfillment.StateRetrying, Hold(err)
+			return fulfillment.StateRetrying, "", Hold(err)
 		}
 		if found {
-			return fulfillment.StateCanceled, nil
+			return fulfillment.StateCanceled, "", nil
 		}
 	}
 	if k.After != "" {
 		if err := s.waitFor(ctx, k.After, j.Ref.Key()); err != nil {
-			return fulfillment.StateRetrying, Hold(err)
+			return fulfillment.StateRetrying, "", Hold(err)
 		}
 	}
-	if err := k.Handle(ctx, j); err != nil {
+	result, err := k.Handle(ctx, j)
+	if err != nil {
 		if IsAwaitingAccount(err) {
-			return fulfillment.StateAwaitingAccount, err
+			return fulfillment.StateAwaitingAccount, "", err
 		}
 		if errors.Is(err, fulfillment.ErrUnavailable) {
 			err = Hold(err) // one of our stores, not the LMS, failed
 		}
-		return fulfillment.StateRetrying, err
+		return fulfillment.StateRetrying, "", err
 	}
-	return fulfillment.StateDone, nil
+	return fulfillment.StateDone, result, nil
 }
 
 // admit lets a task of a kind with Behind or Slots run, or says why it must
@@ -471,6 +487,7 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileResult, error) {
 			}
 			res.Requeued++
 		case !q.Task.State.Open():
+			e.Job.Result = q.Task.Result
 			// The worker sends fulfillment_completed before it records a
 			// final state; a task whose final state the ledger never got
 			// (the worker died, or asynq archived it at its final attempt)

@@ -238,7 +238,7 @@ func (s *Service) entries(ctx context.Context, site, orderNumber string) (ledger
 // taskOf names a job's task whatever its id: line, kind and event (a task
 // queued before the ledger was configured may have a legacy id).
 func taskOf(j Job) string {
-	return j.Kind + "\x00" + j.Ref.CourseID + "\x00" + j.Ref.Event
+	return j.Kind + "\x00" + j.Ref.Item() + "\x00" + j.Ref.Event
 }
 
 // Lines reports every line of an order; fulfillment.ErrNotFound when none.
@@ -260,7 +260,7 @@ func (s *Service) lines(entries []Entry) []fulfillment.Line {
 	byCourse := map[string][]Entry{}
 	for _, e := range entries {
 		if _, ok := s.o.Kinds.Get(e.Job.Kind); ok {
-			byCourse[e.Job.Ref.CourseID] = append(byCourse[e.Job.Ref.CourseID], e)
+			byCourse[e.Job.Ref.Item()] = append(byCourse[e.Job.Ref.Item()], e)
 		}
 	}
 	lines := make([]fulfillment.Line, 0, len(byCourse))
@@ -270,7 +270,7 @@ func (s *Service) lines(entries []Entry) []fulfillment.Line {
 		})
 		lines = append(lines, s.line(es))
 	}
-	slices.SortFunc(lines, func(a, b fulfillment.Line) int { return cmp.Compare(a.CourseID, b.CourseID) })
+	slices.SortFunc(lines, func(a, b fulfillment.Line) int { return cmp.Compare(a.Item(), b.Item()) })
 	return lines
 }
 
@@ -290,7 +290,7 @@ func (s *Service) line(es []Entry) fulfillment.Line {
 		}
 	}
 	l := fulfillment.Line{
-		CourseID: es[0].Job.Ref.CourseID, CourseMode: es[0].Job.Ref.CourseMode,
+		CourseID: es[0].Job.Ref.CourseID, CourseUUID: es[0].Job.Ref.CourseUUID, CourseMode: es[0].Job.Ref.CourseMode,
 		State: top.State, Attempts: top.Attempts, LastError: top.LastError, TaskID: top.TaskID,
 		AcceptedAt: es[0].Task.AcceptedAt, UpdatedAt: top.UpdatedAt, NextAttemptAt: top.NextAttemptAt,
 	}
@@ -298,16 +298,28 @@ func (s *Service) line(es []Entry) fulfillment.Line {
 		t := e.Task
 		t.Event = e.Job.Ref.Event
 		k, _ := s.o.Kinds.Get(e.Job.Kind)
+		if k.DoneAt != "" {
+			if l.DoneAt == nil {
+				l.DoneAt = map[string]*time.Time{}
+			}
+			if _, seen := l.DoneAt[k.DoneAt]; !seen {
+				l.DoneAt[k.DoneAt] = nil
+			}
+		}
 		if t.State == fulfillment.StateDone {
-			switch k.Done {
-			case fulfillment.StateEnrolled:
-				l.EnrolledAt = t.FinishedAt
-			case fulfillment.StateReturned:
-				l.ReturnedAt = t.FinishedAt
-				if !t.Ref.ReturnedAt.IsZero() { // the shop's own time of the refund
+			if k.DoneAt != "" {
+				at := t.FinishedAt
+				if !t.Ref.ReturnedAt.IsZero() { // the shop's own time of the event
 					r := t.Ref.ReturnedAt
-					l.ReturnedAt = &r
+					at = &r
 				}
+				l.DoneAt[k.DoneAt] = at
+			}
+			if k.Records != "" && t.Result != "" {
+				if l.Recorded == nil {
+					l.Recorded = map[string]string{}
+				}
+				l.Recorded[k.Records] = t.Result
 			}
 			if e.Task.TaskID == top.TaskID {
 				l.State = k.Done

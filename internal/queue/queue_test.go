@@ -21,9 +21,9 @@ import (
 // program: the queue must serve whatever is registered.
 func testKinds(handle func(context.Context, pipeline.Job) error) *pipeline.Kinds {
 	return pipeline.NewKinds(
-		pipeline.Kind{Name: "ping", TaskType: "test:ping", Done: "pinged", Rank: 1, Handle: handle,
+		pipeline.Kind{Name: "ping", TaskType: "test:ping", Done: "pinged", Rank: 1, Handle: pipeline.NoResult(handle),
 			LegacyID: func(k fulfillment.Key) string { return "ping-" + pipeline.Digest(k) }},
-		pipeline.Kind{Name: "pong", TaskType: "test:pong", Done: "ponged", Rank: 2, Handle: handle},
+		pipeline.Kind{Name: "pong", TaskType: "test:pong", Done: "ponged", Rank: 2, Handle: pipeline.NoResult(handle)},
 	)
 }
 

@@ -163,3 +163,44 @@ func Wire(mapping map[string][]string, sigs ...Connector) error {
 	}
 	return nil
 }
+
+// Registry holds a process's signals by name: the flows declare theirs, and
+// whoever sends or wires a signal finds it here, so no caller lists them.
+type Registry struct {
+	byName map[string]Connector
+	order  []string
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{byName: map[string]Connector{}} }
+
+// Declare adds a signal with payload type T and its default receivers to r.
+// Declaring a name twice is a programming error and panics.
+func Declare[T any](r *Registry, name string, defaults ...string) *Signal[T] {
+	if _, dup := r.byName[name]; dup {
+		panic(fmt.Sprintf("signals: %q declared twice", name))
+	}
+	s := New[T](name, defaults...)
+	r.byName[name] = s
+	r.order = append(r.order, name)
+	return s
+}
+
+// Lookup returns r's signal called name, which must carry payloads of type
+// T; ok is false when there is none (or its payload type differs).
+func Lookup[T any](r *Registry, name string) (s *Signal[T], ok bool) {
+	s, ok = r.byName[name].(*Signal[T])
+	return s, ok
+}
+
+// All lists r's signals in the order they were declared.
+func (r *Registry) All() []Connector {
+	out := make([]Connector, len(r.order))
+	for i, n := range r.order {
+		out[i] = r.byName[n]
+	}
+	return out
+}
+
+// Wire connects r's signals as Wire does.
+func (r *Registry) Wire(mapping map[string][]string) error { return Wire(mapping, r.All()...) }

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/pipeline"
 )
 
@@ -19,6 +21,10 @@ func (ls lines) Lines(context.Context, string, string) ([]fulfillment.Line, erro
 func (lines) Accept(context.Context, string, fulfillment.Ref, any) (string, error) {
 	return "", errors.New("not used")
 }
+func (lines) Find(context.Context, string, fulfillment.Key) (fulfillment.Task, bool, error) {
+	return fulfillment.Task{}, false, errors.New("not used")
+}
+func (lines) KeepsEveryTask() bool { return true }
 
 func line(course string, state fulfillment.State) fulfillment.Line {
 	return fulfillment.Line{CourseID: course, State: state, Tasks: []fulfillment.Task{{Kind: "enroll", State: fulfillment.StateDone}}}
@@ -36,6 +42,9 @@ func TestHandle(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := New(Options{Integrations: []Integration{{Name: "woo", BaseURL: srv.URL, ConsumerKey: "ck", ConsumerSecret: "cs_s3cr3t", OrderPrefix: "woo-"}}})
+	flows := flow.NewRegistry()
+	lms.Register(flows, nil)
+	c.Register(flows)
 	both := lines{line("a", fulfillment.StateEnrolled), line("b", fulfillment.StateEnrolled)}
 	tests := []struct {
 		name      string
@@ -57,7 +66,7 @@ func TestHandle(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			status = tt.status
-			c.orders = tt.lines
+			flows.Bind(tt.lines)
 			err := c.handle(context.Background(), pipeline.Job{Ref: fulfillment.Ref{OrderNumber: tt.order, Integration: "woo"}})
 			if (err == nil) != tt.ok || isWait(err) != tt.wait || pipeline.IsPermanent(err) != tt.permanent {
 				t.Fatalf("error %v: want ok %v, wait %v, permanent %v", err, tt.ok, tt.wait, tt.permanent)

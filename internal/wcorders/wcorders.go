@@ -16,14 +16,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/openedx/coordinator/internal/config"
+	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/shop"
-	"github.com/openedx/coordinator/internal/signals"
 )
 
 // Names of the receiver, its task kind and task type, and the event that
@@ -71,8 +70,7 @@ type Completer struct {
 	shops  map[string]Integration
 	client *http.Client
 
-	mu     sync.RWMutex
-	orders Orders // set by Register
+	flows *flow.Registry // set by Register
 }
 
 // New returns a completer for the integrations.
@@ -93,28 +91,22 @@ func New(o Options) *Completer {
 	return c
 }
 
-// Kind is the completion task: an aside of the order's first line (its one
-// task per order), not a flow of it.
-func (c *Completer) Kind() pipeline.Kind {
-	return pipeline.Kind{Name: Kind, TaskType: TaskType, Done: StateCompleted, Rank: 101, Aside: true, Handle: c.handle}
-}
-
-// Register makes the receiver available on fulfillment_completed; its task
-// reads the order's lines from orders.
-func (c *Completer) Register(orders Orders, completed *signals.Signal[fulfillment.Completed]) {
-	c.mu.Lock()
-	c.orders = orders
-	c.mu.Unlock()
-	completed.Register(Receiver, c.receive)
+// Register declares the completion task — an aside of the order's first
+// line (its one task per order), not a flow of it — and the receiver on
+// fulfillment_completed; the task reads the order's lines through the
+// registry's pipeline, and what counts as fulfilled from its flows.
+func (c *Completer) Register(r *flow.Registry) {
+	c.flows = r
+	r.AddKinds(pipeline.Kind{Name: Kind, TaskType: TaskType, Done: StateCompleted, Rank: 101, Aside: true,
+		Handle: pipeline.NoResult(c.handle)})
+	r.Completed().Register(Receiver, c.receive)
 }
 
 func (c *Completer) pipeline() (Orders, error) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.orders == nil {
+	if c.flows == nil {
 		return nil, errors.New("woocommerce.complete_order: not registered")
 	}
-	return c.orders, nil
+	return c.flows.Lines(), nil
 }
 
 // receive queues the order's completion when an enrollment of one of its
@@ -124,8 +116,8 @@ func (c *Completer) pipeline() (Orders, error) {
 // lines include those of its extra participants ("<order>-p<k>", shop
 // package): the one task is the base order's.
 func (c *Completer) receive(ctx context.Context, done fulfillment.Completed) (string, error) {
-	if _, ok := c.shops[done.Integration]; !ok || done.State != fulfillment.StateEnrolled {
-		return "", nil // not a line of a WooCommerce shop, or not an enrollment
+	if _, ok := c.shops[done.Integration]; !ok || !c.flows.Fulfilled(done.State) {
+		return "", nil // not a line of a WooCommerce shop, or not fulfilled
 	}
 	orders, err := c.pipeline()
 	if err != nil {
@@ -138,17 +130,17 @@ func (c *Completer) receive(ctx context.Context, done fulfillment.Completed) (st
 	}
 	lines = courseLines(lines)
 	for _, l := range lines {
-		self := l.OrderNumber == done.OrderNumber && l.Line.CourseID == done.CourseID
-		if !self && l.Line.State != fulfillment.StateEnrolled && l.Line.State != fulfillment.StateRunning {
+		self := l.OrderNumber == done.OrderNumber && l.Line.Item() == done.Ref().Item()
+		if !self && !c.flows.Fulfilled(l.Line.State) && l.Line.State != fulfillment.StateRunning {
 			return "", nil // not the last line: its own enrollment queues the completion
 		}
 	}
-	first := fulfillment.Line{CourseID: done.CourseID, CourseMode: done.CourseMode}
+	first := fulfillment.Line{CourseID: done.CourseID, CourseUUID: done.CourseUUID, CourseMode: done.CourseMode}
 	if i := slices.IndexFunc(lines, func(l shop.NumberedLine) bool { return l.OrderNumber == base }); i >= 0 {
 		first = lines[i].Line
 	}
 	ref := done.Ref()
-	ref.OrderNumber, ref.CourseID, ref.CourseMode = base, first.CourseID, first.CourseMode
+	ref.OrderNumber, ref.CourseID, ref.CourseUUID, ref.CourseMode = base, first.CourseID, first.CourseUUID, first.CourseMode
 	ref.AcceptedAt, ref.Event = time.Now().UTC(), Event
 	return orders.Accept(ctx, Kind, ref, ref)
 }
@@ -169,7 +161,7 @@ func courseLines(lines []shop.NumberedLine) []shop.NumberedLine {
 // notYet is a wait for a line still running.
 type notYet struct{ course string }
 
-func (n notYet) Error() string          { return "waiting for the enrollment in " + n.course }
+func (n notYet) Error() string          { return "waiting for the line " + n.course }
 func (n notYet) RetryIn() time.Duration { return 2 * time.Second }
 
 // handle completes the order once every course line, of every participant,
@@ -197,18 +189,18 @@ func (c *Completer) handle(ctx context.Context, j pipeline.Job) error {
 		return fmt.Errorf("complete order %s: %w", base, err)
 	}
 	for _, l := range courseLines(lines) {
-		switch l.Line.State {
-		case fulfillment.StateEnrolled:
-		case fulfillment.StateRunning:
-			return pipeline.Wait(notYet{l.Line.CourseID})
+		switch st := l.Line.State; {
+		case c.flows.Fulfilled(st):
+		case st == fulfillment.StateRunning:
+			return pipeline.Wait(notYet{l.Line.Item()})
 		default:
-			// A line that is enrolled later queues this task again (an
+			// A line that is fulfilled later queues this task again (an
 			// accept reopens a failed task).
-			who := l.Line.CourseID
+			who := l.Line.Item()
 			if l.OrderNumber != base {
 				who += " (" + l.OrderNumber + ")"
 			}
-			return pipeline.Permanent(fmt.Errorf("complete order %s: %s is %s, not enrolled", base, who, l.Line.State))
+			return pipeline.Permanent(fmt.Errorf("complete order %s: %s is %s, not fulfilled", base, who, l.Line.State))
 		}
 	}
 	return c.complete(ctx, shopIn, id)

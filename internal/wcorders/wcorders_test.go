@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/openedx/coordinator/internal/cache"
+	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
@@ -58,12 +59,14 @@ func start(t *testing.T) env {
 		RatePerMinute: 600000, Cache: cache.NewMemory(1000), Logger: log})
 	completer := wcorders.New(wcorders.Options{Integrations: []wcorders.Integration{{Name: "woo", BaseURL: wooURL.URL,
 		ConsumerKey: "ck_test", ConsumerSecret: secret, OrderPrefix: "woo-", Site: "default"}}})
-	kinds := pipeline.NewKinds(append(lms.Kinds(site{client}, nil), completer.Kind())...)
+	flows := flow.NewRegistry()
+	lms.Register(flows, site{client})
+	completer.Register(flows)
+	kinds := flows.Kinds()
 	rdb, name := queuetest.Redis(t)
 	q := queue.New(rdb, kinds, queue.Options{Name: name, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})
-	e.placed = signals.New[fulfillment.Order](fulfillment.SignalOrderPlaced, lms.ReceiverEnroll)
-	returned := signals.New[fulfillment.Return](fulfillment.SignalOrderReturned, lms.ReceiverUnenroll)
-	completed := signals.New[fulfillment.Completed](fulfillment.SignalLineCompleted)
+	e.placed, _ = signals.Lookup[fulfillment.Order](flows.Signals(), fulfillment.SignalOrderPlaced)
+	completed := flows.Completed()
 	e.pipe = pipeline.New(pipeline.Options{Kinds: kinds, Queue: q, Logger: log,
 		Completed: func(ctx context.Context, c fulfillment.Completed) error {
 			for _, r := range completed.Send(ctx, c) {
@@ -73,9 +76,8 @@ func start(t *testing.T) env {
 			}
 			return nil
 		}})
-	lms.Register(e.pipe, e.placed, returned)
-	completer.Register(e.pipe, completed)
-	if err := signals.Wire(map[string][]string{fulfillment.SignalLineCompleted: {wcorders.Receiver}}, e.placed, returned, completed); err != nil {
+	flows.Bind(e.pipe)
+	if err := flows.Signals().Wire(map[string][]string{fulfillment.SignalLineCompleted: {wcorders.Receiver}}); err != nil {
 		t.Fatal(err)
 	}
 	w := queue.NewWorker(rdb, kinds, e.pipe, queue.WorkerOptions{Queue: name, Concurrency: 20, InitialDelay: 100 * time.Millisecond,

@@ -1,16 +1,9 @@
 package webhooks
 
 import (
+	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/pipeline"
-)
-
-// The events of a line a subscriber receives: the signal's name, and for
-// fulfillment_completed the flow and the state it ended in.
-const (
-	EventPlaced   = fulfillment.SignalOrderPlaced
-	EventReturned = fulfillment.SignalOrderReturned
 )
 
 // CompletedEvent names the end of a flow of a line: one event per flow and
@@ -26,34 +19,45 @@ type step struct {
 	events []string
 }
 
-// sequence is the order of a line's events: placed, the enrollment's end,
-// returned, the unenrollment's end. A subscriber receives them in this
-// order; the end of any other flow comes last.
-var sequence = []step{
-	{"", []string{EventPlaced}},
-	{lms.KindEnroll, []string{CompletedEvent(lms.KindEnroll, fulfillment.StateEnrolled), CompletedEvent(lms.KindEnroll, fulfillment.StateFailed)}},
-	{"", []string{EventReturned}},
-	{lms.KindUnenroll, []string{CompletedEvent(lms.KindUnenroll, fulfillment.StateReturned), CompletedEvent(lms.KindUnenroll, fulfillment.StateFailed)}},
+// sequence is the order of the events of a line of item it: placed, the end
+// of the flow that fulfills it, returned, the end of the flow that returns
+// it (for a seat: the enrollment's end, then the unenrollment's). A
+// subscriber receives them in this order; the end of any other flow comes
+// last.
+func sequence(flows *flow.Registry, it flow.Item) []step {
+	end := func(kind string) step {
+		s := step{flow: kind}
+		if k, ok := flows.Kind(kind); ok {
+			s.events = []string{CompletedEvent(kind, k.Done), CompletedEvent(kind, fulfillment.StateFailed)}
+		}
+		return s
+	}
+	return []step{{"", []string{it.Placed}}, end(it.PlacedKind), {"", []string{it.Returned}}, end(it.ReturnedKind)}
 }
 
-// place is an event's index in sequence.
-func place(event string) int {
-	for i, s := range sequence {
+// place is an event's index in seq.
+func place(seq []step, event string) int {
+	for i, s := range seq {
 		for _, e := range s.events {
 			if e == event {
 				return i
 			}
 		}
 	}
-	return len(sequence)
+	return len(seq)
 }
 
 // behind names what a delivery of a line's event waits for: the subscriber's
 // deliveries of the line's earlier events while they may still run, and the
 // flows whose end is an earlier event while they run (a return that arrives
 // while the enrollment runs is delivered after the enrollment's end).
-func behind(kind string, ref fulfillment.Ref) (open, running []string) {
-	for _, s := range sequence[:place(ref.Event)] {
+func behind(flows *flow.Registry, kind string, ref fulfillment.Ref) (open, running []string) {
+	it, ok := flows.Item(ref.ItemField())
+	if !ok {
+		return nil, nil
+	}
+	seq := sequence(flows, it)
+	for _, s := range seq[:place(seq, ref.Event)] {
 		for _, e := range s.events {
 			r := ref
 			r.Event = e

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/openedx/coordinator/internal/config"
+	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/signals"
@@ -107,39 +108,36 @@ func New(o Options) (*Deliveries, error) {
 	return d, nil
 }
 
-// Kinds returns a kind per subscriber: its deliveries, asides of the line
-// they are about, one task per event, each waiting for the line's earlier
-// events to that subscriber, at most MaxConcurrency of them at once.
-func (d *Deliveries) Kinds() []pipeline.Kind {
-	var ks []pipeline.Kind
+// Register declares each subscriber: a kind for its deliveries (asides of
+// the line they are about, one task per event, each waiting for the line's
+// earlier events to that subscriber, at most MaxConcurrency of them at once)
+// and its receiver webhook.<name> on every line signal of every flow and on
+// fulfillment_completed.
+func (d *Deliveries) Register(r *flow.Registry) {
+	lines := r.Lines()
 	for _, s := range d.subs {
-		ks = append(ks, pipeline.Kind{
+		r.AddKinds(pipeline.Kind{
 			Name: s.kind, TaskType: TaskType(s.Name), Done: StateDelivered, Rank: 100, Aside: true,
 			Slots:  max(s.MaxConcurrency, 1),
-			Behind: func(j pipeline.Job) ([]string, []string) { return behind(s.kind, j.Ref) },
-			Handle: func(ctx context.Context, j pipeline.Job) error { return d.handle(ctx, s, j) },
+			Behind: func(j pipeline.Job) ([]string, []string) { return behind(r, s.kind, j.Ref) },
+			Handle: pipeline.NoResult(func(ctx context.Context, j pipeline.Job) error { return d.handle(ctx, s, j) }),
 		})
-	}
-	return ks
-}
-
-// Accepter takes a line's task into the pipeline (pipeline.Service).
-type Accepter interface {
-	Accept(ctx context.Context, kind string, ref fulfillment.Ref, payload any) (string, error)
-}
-
-// Register makes each subscriber's receiver available on every signal.
-func (d *Deliveries) Register(a Accepter, placed *signals.Signal[fulfillment.Order],
-	returned *signals.Signal[fulfillment.Return], completed *signals.Signal[fulfillment.Completed]) {
-	for _, s := range d.subs {
-		placed.Register(Receiver(s.Name), func(ctx context.Context, o fulfillment.Order) (string, error) {
-			return accept(ctx, a, s.kind, placed.Name(), EventPlaced, o.Ref(), o.AcceptedAt, o)
-		})
-		returned.Register(Receiver(s.Name), func(ctx context.Context, r fulfillment.Return) (string, error) {
-			return accept(ctx, a, s.kind, returned.Name(), EventReturned, r.Ref(), r.AcceptedAt, r)
-		})
+		for _, field := range r.Items() {
+			it, _ := r.Item(field)
+			if placed, ok := signals.Lookup[fulfillment.Order](r.Signals(), it.Placed); ok {
+				placed.Register(Receiver(s.Name), func(ctx context.Context, o fulfillment.Order) (string, error) {
+					return accept(ctx, lines, s.kind, placed.Name(), placed.Name(), o.Ref(), o.AcceptedAt, o)
+				})
+			}
+			if returned, ok := signals.Lookup[fulfillment.Return](r.Signals(), it.Returned); ok {
+				returned.Register(Receiver(s.Name), func(ctx context.Context, ret fulfillment.Return) (string, error) {
+					return accept(ctx, lines, s.kind, returned.Name(), returned.Name(), ret.Ref(), ret.AcceptedAt, ret)
+				})
+			}
+		}
+		completed := r.Completed()
 		completed.Register(Receiver(s.Name), func(ctx context.Context, c fulfillment.Completed) (string, error) {
-			return accept(ctx, a, s.kind, completed.Name(), CompletedEvent(c.Kind, c.State), c.Ref(), c.FinishedAt, c)
+			return accept(ctx, lines, s.kind, completed.Name(), CompletedEvent(c.Kind, c.State), c.Ref(), c.FinishedAt, c)
 		})
 	}
 }
@@ -161,7 +159,7 @@ type delivery struct {
 }
 
 // accept queues one subscriber's delivery of one event of a line.
-func accept(ctx context.Context, a Accepter, kind, signal, event string, ref fulfillment.Ref, at time.Time, data any) (string, error) {
+func accept(ctx context.Context, a flow.Lines, kind, signal, event string, ref fulfillment.Ref, at time.Time, data any) (string, error) {
 	if at.IsZero() {
 		at = time.Now()
 	}
@@ -170,7 +168,7 @@ func accept(ctx context.Context, a Accepter, kind, signal, event string, ref ful
 		return "", fmt.Errorf("encode %s event: %w", signal, err)
 	}
 	ref.Event = event
-	return a.Accept(ctx, kind, ref, delivery{Ref: ref, MessageID: MessageID(ref.Site, ref.OrderNumber, ref.CourseID, event), Body: body})
+	return a.Accept(ctx, kind, ref, delivery{Ref: ref, MessageID: MessageID(ref.Site, ref.OrderNumber, ref.Item(), event), Body: body})
 }
 
 // handle makes one attempt of a delivery.

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/webhooks/webhookstest"
 )
@@ -47,8 +49,8 @@ func newSub(t *testing.T, url string, headers map[string]string, conc int) (*Del
 
 func job(t *testing.T) pipeline.Job {
 	t.Helper()
-	ref := fulfillment.Ref{Site: "default", OrderNumber: "W-1", CourseID: "course-v1:a+b+c", Event: EventPlaced}
-	body, _ := json.Marshal(Envelope{Type: EventPlaced, Timestamp: time.Now().UTC(), Data: map[string]string{"order_number": "W-1"}})
+	ref := fulfillment.Ref{Site: "default", OrderNumber: "W-1", CourseID: "course-v1:a+b+c", Event: fulfillment.SignalOrderPlaced}
+	body, _ := json.Marshal(Envelope{Type: fulfillment.SignalOrderPlaced, Timestamp: time.Now().UTC(), Data: map[string]string{"order_number": "W-1"}})
 	payload, _ := json.Marshal(delivery{Ref: ref, MessageID: MessageID(ref.Site, ref.OrderNumber, ref.CourseID, ref.Event), Body: body})
 	return pipeline.Job{Kind: Kind("crm"), ID: pipeline.JobID(Kind("crm"), ref), Ref: ref, Payload: payload}
 }
@@ -127,11 +129,14 @@ func TestDeliverOutcomes(t *testing.T) {
 func TestBehindOrder(t *testing.T) {
 	ref := fulfillment.Ref{Site: "default", OrderNumber: "W-1", CourseID: "course-v1:a+b+c"}
 	at := func(event string) fulfillment.Ref { r := ref; r.Event = event; return r }
-	if open, running := behind("webhook.crm", at(EventPlaced)); len(open)+len(running) != 0 {
+	flows := flow.NewRegistry()
+	lms.Register(flows, nil)
+	behind := func(kind string, r fulfillment.Ref) ([]string, []string) { return behind(flows, kind, r) }
+	if open, running := behind("webhook.crm", at(fulfillment.SignalOrderPlaced)); len(open)+len(running) != 0 {
 		t.Errorf("placed waits for %v %v, want nothing", open, running)
 	}
-	open, running := behind("webhook.crm", at(EventReturned))
-	want := []string{pipeline.JobID("webhook.crm", at(EventPlaced)),
+	open, running := behind("webhook.crm", at(fulfillment.SignalOrderReturned))
+	want := []string{pipeline.JobID("webhook.crm", at(fulfillment.SignalOrderPlaced)),
 		pipeline.JobID("webhook.crm", at(CompletedEvent("enroll", fulfillment.StateEnrolled))),
 		pipeline.JobID("webhook.crm", at(CompletedEvent("enroll", fulfillment.StateFailed)))}
 	if strings.Join(open, " ") != strings.Join(want, " ") || len(running) != 1 || running[0] != pipeline.TaskID("enroll", ref.Key()) {

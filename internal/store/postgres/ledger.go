@@ -51,7 +51,7 @@ func (l *Ledger) Accept(ctx context.Context, j pipeline.Job) (string, bool, erro
 			finished_at = NULL
 		WHERE fulfillment_lines.state = 'failed'
 		RETURNING task_id`,
-		j.Ref.Site, j.Ref.OrderNumber, j.Ref.CourseID, j.Kind, j.Ref.LMSUserID, j.Ref.Username, j.Ref.CourseMode,
+		j.Ref.Site, j.Ref.OrderNumber, j.Ref.Item(), j.Kind, j.Ref.LMSUserID, j.Ref.Username, j.Ref.CourseMode,
 		j.Ref.RequestID, j.ID, j.Payload, j.Ref.Event,
 	).Scan(&id)
 	switch {
@@ -63,7 +63,7 @@ func (l *Ledger) Accept(ctx context.Context, j pipeline.Job) (string, bool, erro
 	// It exists and is not failed: answer with its id.
 	err = l.pool.QueryRow(ctx, `SELECT task_id FROM fulfillment_lines
 		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4 AND event = $5`,
-		j.Ref.Site, j.Ref.OrderNumber, j.Ref.CourseID, j.Kind, j.Ref.Event).Scan(&id)
+		j.Ref.Site, j.Ref.OrderNumber, j.Ref.Item(), j.Kind, j.Ref.Event).Scan(&id)
 	if err != nil {
 		return "", false, unavailable("accept "+j.ID, err)
 	}
@@ -76,7 +76,7 @@ func (l *Ledger) Started(ctx context.Context, j pipeline.Job) error {
 	_, err := l.pool.Exec(ctx, `
 		UPDATE fulfillment_lines SET state = 'running', attempts = attempts + 1, updated_at = now()
 		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4 AND event = $5`,
-		k.Site, k.OrderNumber, k.CourseID, j.Kind, j.Ref.Event)
+		k.Site, k.OrderNumber, k.Item, j.Kind, j.Ref.Event)
 	if err != nil {
 		return fmt.Errorf("ledger start %s: %w", k.OrderNumber, err)
 	}
@@ -91,12 +91,13 @@ func (l *Ledger) Finished(ctx context.Context, j pipeline.Job, state fulfillment
 	k := j.Ref.Key()
 	_, err := l.pool.Exec(ctx, `
 		UPDATE fulfillment_lines SET state = $5, last_error = $6, updated_at = now(),
+			result = CASE WHEN $8 <> '' THEN $8 ELSE result END,
 			finished_at = CASE WHEN $5 IN ('done', 'canceled', 'failed') THEN now() ELSE finished_at END,
 			-- a look for a learner's account is not an attempt (as in the queue)
 			attempts = CASE WHEN $5 = 'awaiting_account' THEN greatest(attempts - 1, 0) ELSE attempts END
 		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4 AND event = $7
 			AND state IN ('queued', 'running', 'retrying', 'awaiting_account')`,
-		k.Site, k.OrderNumber, k.CourseID, j.Kind, string(state), lastError, j.Ref.Event)
+		k.Site, k.OrderNumber, k.Item, j.Kind, string(state), lastError, j.Ref.Event, j.Result)
 	if err != nil {
 		return fmt.Errorf("ledger finish %s: %w", k.OrderNumber, err)
 	}
@@ -104,7 +105,7 @@ func (l *Ledger) Finished(ctx context.Context, j pipeline.Job, state fulfillment
 }
 
 const entryColumns = `id, kind, task_id, state, attempts, last_error, created_at, updated_at,
-	coalesce(finished_at, enrolled_at), payload`
+	coalesce(finished_at, enrolled_at), payload, result`
 
 type row struct {
 	id    int64
@@ -128,7 +129,7 @@ func scanRowAfter(r pgx.CollectableRow, dest ...any) (row, error) {
 	var payload []byte
 	t := &e.Task
 	if err := r.Scan(append(dest, &id, &t.Kind, &t.TaskID, &state, &t.Attempts, &t.LastError, &t.AcceptedAt, &t.UpdatedAt,
-		&t.FinishedAt, &payload)...); err != nil {
+		&t.FinishedAt, &payload, &t.Result)...); err != nil {
 		return row{}, err
 	}
 	if err := json.Unmarshal(payload, &t.Ref); err != nil {
@@ -143,14 +144,14 @@ func scanRowAfter(r pgx.CollectableRow, dest ...any) (row, error) {
 		f := t.FinishedAt.UTC()
 		t.FinishedAt = &f
 	}
-	e.Job = pipeline.Job{Kind: t.Kind, ID: t.TaskID, Ref: t.Ref, Payload: payload}
+	e.Job = pipeline.Job{Kind: t.Kind, ID: t.TaskID, Ref: t.Ref, Payload: payload, Result: t.Result}
 	return row{id, e}, nil
 }
 
 // Find reads a line's task of a kind (of no event).
 func (l *Ledger) Find(ctx context.Context, kind string, k fulfillment.Key) (fulfillment.Task, bool, error) {
 	rows, err := l.pool.Query(ctx, `SELECT `+entryColumns+` FROM fulfillment_lines
-		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4 AND event = ''`, k.Site, k.OrderNumber, k.CourseID, kind)
+		WHERE site = $1 AND order_number = $2 AND course_id = $3 AND kind = $4 AND event = ''`, k.Site, k.OrderNumber, k.Item, kind)
 	if err != nil {
 		return fulfillment.Task{}, false, unavailable("find "+k.OrderNumber, err)
 	}

@@ -29,7 +29,7 @@ WITH anchors AS (
 	ORDER BY f.created_at DESC, f.id DESC
 	LIMIT $9)
 SELECT a.id, a.created_at, t.id, t.kind, t.task_id, t.state, t.attempts, t.last_error, t.created_at, t.updated_at,
-	coalesce(t.finished_at, t.enrolled_at), t.payload
+	coalesce(t.finished_at, t.enrolled_at), t.payload, t.result
 FROM anchors a JOIN fulfillment_lines t
 	ON t.site = a.site AND t.order_number = a.order_number AND t.course_id = a.course_id
 ORDER BY a.created_at DESC, a.id DESC, t.id`

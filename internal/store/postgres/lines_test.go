@@ -16,8 +16,8 @@ import (
 func listKinds() *pipeline.Kinds {
 	nop := func(context.Context, pipeline.Job) error { return nil }
 	return pipeline.NewKinds(
-		pipeline.Kind{Name: "enroll", TaskType: "t:enroll", Done: fulfillment.StateEnrolled, Rank: 1, CanceledBy: "unenroll", Handle: nop},
-		pipeline.Kind{Name: "unenroll", TaskType: "t:unenroll", Done: fulfillment.StateReturned, Rank: 2, After: "enroll", Handle: nop},
+		pipeline.Kind{Name: "enroll", TaskType: "t:enroll", Done: fulfillment.StateEnrolled, Rank: 1, CanceledBy: "unenroll", Handle: pipeline.NoResult(nop)},
+		pipeline.Kind{Name: "unenroll", TaskType: "t:unenroll", Done: fulfillment.StateReturned, Rank: 2, After: "enroll", Handle: pipeline.NoResult(nop)},
 	)
 }
 

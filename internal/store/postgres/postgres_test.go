@@ -136,7 +136,7 @@ func TestLedgerLifecycle(t *testing.T) {
 	if len(open) != 1 || open[0] != "unenroll" {
 		t.Errorf("open tasks %v, want only the return", open)
 	}
-	if _, found, _ := l.Find(ctx, "enroll", fulfillment.Key{Site: "default", OrderNumber: "NOPE", CourseID: "x"}); found {
+	if _, found, _ := l.Find(ctx, "enroll", fulfillment.Key{Site: "default", OrderNumber: "NOPE", Item: "x"}); found {
 		t.Error("unknown line found")
 	}
 }

@@ -1,0 +1,1 @@
+ALTER TABLE fulfillment_lines DROP COLUMN result;
