@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/openedx/coordinator/internal/config"
+	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/shop"
 )
 
@@ -17,7 +18,14 @@ func newShops(cfg config.Config) (map[string]*shop.Shop, error) {
 	for _, in := range cfg.Integrations {
 		products := make(map[string]shop.Product, len(in.Products))
 		for k, p := range in.Products {
-			products[k] = shop.Product{CourseID: p.CourseID, Mode: p.Mode}
+			items := make([]shop.Item, len(p))
+			for i, it := range p {
+				items[i] = shop.Item{CourseID: it.CourseID, Mode: it.Mode}
+				if it.CourseUUID != "" { // validated with the config
+					items[i].CourseUUID, _ = fulfillment.CourseUUID(it.CourseUUID)
+				}
+			}
+			products[k] = shop.Product{Items: items}
 		}
 		s, err := shop.New(shop.Integration{
 			Name: in.Name, Type: in.Type, Secrets: in.Secrets, Site: in.Site, OrderPrefix: in.OrderPrefix,
@@ -56,12 +64,28 @@ func printIntegrations(cfg config.Config, stdout io.Writer) {
 			fmt.Fprintln(stdout, "    products:")
 			for _, k := range slices.Sorted(maps.Keys(in.Products)) {
 				p := in.Products[k]
-				mode := p.Mode
-				if mode == "" {
-					mode = in.CourseMode
+				if len(p) == 1 {
+					fmt.Fprintf(stdout, "      %q: %s\n", k, productItem(p[0], in.CourseMode))
+					continue
 				}
-				fmt.Fprintf(stdout, "      %q: %s (%s)\n", k, p.CourseID, mode)
+				fmt.Fprintf(stdout, "      %q:\n", k)
+				for _, it := range p {
+					fmt.Fprintf(stdout, "        - %s\n", productItem(it, in.CourseMode))
+				}
 			}
 		}
 	}
+}
+
+// productItem describes one item of a product for `config check`: the
+// course run or the course, and the mode.
+func productItem(it config.ProductItem, defaultMode string) string {
+	mode := it.Mode
+	if mode == "" {
+		mode = defaultMode
+	}
+	if it.CourseUUID != "" {
+		return fmt.Sprintf("course %s (%s, an entitlement)", it.CourseUUID, mode)
+	}
+	return fmt.Sprintf("%s (%s)", it.CourseID, mode)
 }

@@ -497,6 +497,8 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) error {
 			}
 		}
 		return nil
+	case t == reflect.TypeFor[Product]() && n.Kind == yaml.MappingNode:
+		return w.walk(n, t.Elem(), path) // one item, without the list
 	case t.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			return keyErr(name, "must be a list")

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
@@ -42,11 +44,36 @@ type Integration struct {
 	ConsumerSecret string `yaml:"consumer_secret"`
 }
 
-// Product maps a shop product (SKU, product, variant or price id) to a course
-// run and the mode it sells.
-type Product struct {
-	CourseID string `yaml:"course_id"`
-	Mode     string `yaml:"mode"`
+// Product is what a shop product (SKU, product, variant or price id) sells:
+// one item, or a list of them (a bundle of course runs, a program of
+// courses). In YAML a value is one item or a list of items.
+type Product []ProductItem
+
+// ProductItem is a course run (course_id: a seat) or a course (course_uuid:
+// an entitlement), and the mode it sells (empty: the integration's
+// course_mode).
+type ProductItem struct {
+	CourseID   string `yaml:"course_id"`
+	CourseUUID string `yaml:"course_uuid"`
+	Mode       string `yaml:"mode"`
+}
+
+// UnmarshalYAML reads one item or a list of items.
+func (p *Product) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.SequenceNode {
+		var items []ProductItem
+		if err := n.Decode(&items); err != nil {
+			return err
+		}
+		*p = items
+		return nil
+	}
+	var it ProductItem
+	if err := n.Decode(&it); err != nil {
+		return err
+	}
+	*p = Product{it}
+	return nil
 }
 
 // The integration types Coordinator has adapters for.
@@ -162,19 +189,41 @@ func validateProducts(k string, products map[string]Product) error {
 	}
 	sort.Strings(keys)
 	for _, key := range keys {
-		p := products[key]
 		pk := join(k, keyName(key))
 		switch {
 		case strings.TrimSpace(key) == "":
 			return keyErr(pk, "a product key (SKU or id) must not be blank")
-		case !fulfillment.ValidCourseKey(p.CourseID):
-			return valueErr(pk+".course_id", p.CourseID, "is not a course run key such as course-v1:edX+DemoX+Demo_Course")
-		case p.Mode != "" && !fulfillment.ValidMode(p.Mode):
-			return valueErr(pk+".mode", p.Mode, "is not a mode slug such as verified or audit")
+		case len(products[key]) == 0:
+			return keyErr(pk, "names no item: give {course_id, mode}, {course_uuid, mode} or a list of them")
+		case len(products[key]) > MaxProductItems:
+			return keyErr(pk, "names more than %d items", MaxProductItems)
+		}
+		for i, it := range products[key] {
+			ik := pk
+			if len(products[key]) > 1 {
+				ik = fmt.Sprintf("%s[%d]", pk, i)
+			}
+			switch {
+			case it.CourseID != "" && it.CourseUUID != "":
+				return keyErr(ik, "give course_id (a course run) or course_uuid (a course), not both")
+			case it.CourseUUID != "":
+				if _, ok := fulfillment.CourseUUID(it.CourseUUID); !ok {
+					return valueErr(ik+".course_uuid", it.CourseUUID, "is not a course UUID (32 hexadecimal digits)")
+				}
+			case !fulfillment.ValidCourseKey(it.CourseID):
+				return valueErr(ik+".course_id", it.CourseID, "is not a course run key such as course-v1:edX+DemoX+Demo_Course")
+			}
+			if it.Mode != "" && !fulfillment.ValidMode(it.Mode) {
+				return valueErr(ik+".mode", it.Mode, "is not a mode slug such as verified or audit")
+			}
 		}
 	}
 	return nil
 }
+
+// MaxProductItems bounds the items one product may name (each is a line,
+// and a task, per participant).
+const MaxProductItems = 100
 
 // validateIntegrationAPI checks the keys only some types use: api_key and
 // api_url for Stripe; api_url, consumer_key and consumer_secret for

@@ -39,7 +39,7 @@ func TestIntegrationsDefaultsAndExpansion(t *testing.T) {
 	}
 	want := []Integration{
 		{Name: "woo", Type: "woocommerce", Secrets: []string{"woo-secret-0123456789abcdef"}, Site: "default", OrderPrefix: "woo-",
-			CourseMode: "verified", Products: map[string]Product{"DEMO-VERIFIED": {CourseID: "course-v1:edX+DemoX+Demo_Course", Mode: "verified"}}},
+			CourseMode: "verified", Products: map[string]Product{"DEMO-VERIFIED": {{CourseID: "course-v1:edX+DemoX+Demo_Course", Mode: "verified"}}}},
 		{Name: "stripe", Type: "stripe", Secrets: []string{"whsec_0123456789abcdef"}, Site: "default", OrderPrefix: "S",
 			CourseMode: "verified", APIKey: "sk_live_0123456789", APIURL: DefaultStripeAPIURL},
 	}

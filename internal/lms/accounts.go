@@ -24,10 +24,11 @@ func (e *NoAccountError) Error() string { return "no LMS account for " + e.Email
 // Permanent is how pipeline.IsPermanent classifies it.
 func (e *NoAccountError) Permanent() bool { return true }
 
-// learner resolves the learner a line names to a username: the username
-// given, else the account of the LMS user id, else the account of the email.
-// A line naming nobody is a permanent error.
-func (c *Client) learner(ctx context.Context, l fulfillment.Learner, requestID string) (string, error) {
+// Learner resolves the learner a line names to a username: the username
+// given, else the account of the LMS user id, else the account of the email
+// (*NoAccountError when none has it). A line naming nobody is a permanent
+// error.
+func (c *Client) Learner(ctx context.Context, l fulfillment.Learner, requestID string) (string, error) {
 	switch {
 	case l.Username != "":
 		return l.Username, nil

@@ -141,7 +141,7 @@ func New(opts Options) *Client {
 // the learner is enrolled (now or already), else an *Error whose Class says
 // whether to retry.
 func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
-	user, err := c.learner(ctx, o.Ref().Learner(), o.RequestID)
+	user, err := c.Learner(ctx, o.Ref().Learner(), o.RequestID)
 	if err != nil {
 		return err
 	}
@@ -171,7 +171,7 @@ func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
 // account holds nothing: the email's enrollment_allowed for the course run,
 // if any, is removed, so that they are not enrolled when they register.
 func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
-	user, err := c.learner(ctx, r.Ref().Learner(), r.RequestID)
+	user, err := c.Learner(ctx, r.Ref().Learner(), r.RequestID)
 	var none *NoAccountError
 	if errors.As(err, &none) {
 		// Nobody to unenroll; but a person allowed to enroll must not be
@@ -243,30 +243,64 @@ func (c *Client) Username(ctx context.Context, lmsUserID int64, requestID string
 // post sends one enrollment change (op "enroll" or "unenroll"). It waits for
 // a concurrency slot and the rate limiter, so a backlog never becomes a flood.
 func (c *Client) post(ctx context.Context, op string, data EnrollmentData, requestID string) error {
-	body, err := json.Marshal(data)
-	if err != nil {
-		return fmt.Errorf("encode enrollment: %w", err)
-	}
-	release, err := c.acquire(ctx, op)
+	a, err := c.Call(ctx, op, http.MethodPost, "/api/enrollment/v1/enrollment", data, true, requestID)
 	if err != nil {
 		return err
 	}
-	defer release()
-	status, resp, hdr, err := c.call(ctx, op, http.MethodPost, c.base+"/api/enrollment/v1/enrollment", body, requestID)
-	if err != nil {
-		return err
-	}
-	if status == http.StatusOK {
+	if a.Status == http.StatusOK {
 		return nil
 	}
-	e := &Error{Op: op, Status: status, Class: classify(status), Message: message(resp)}
-	if status == http.StatusTooManyRequests {
-		e.RetryAfter = parseRetryAfter(hdr.Get("Retry-After"), time.Now())
-	}
-	if status == http.StatusNotFound && e.Message == "" {
+	e := a.Err(op)
+	if a.Status == http.StatusNotFound && e.Message == "" {
 		e.Message = "not found: is the OAuth application's user staff, and is lms.url right?"
 	}
 	return e
+}
+
+// Answer is the LMS's answer to a Call.
+type Answer struct {
+	Status int
+	Body   []byte
+	Header http.Header
+}
+
+// Err is the answer as the failure of op, classified as every LMS answer is
+// (a 429's Retry-After kept).
+func (a Answer) Err(op string) *Error {
+	e := &Error{Op: op, Status: a.Status, Class: classify(a.Status), Message: message(a.Body)}
+	if a.Status == http.StatusTooManyRequests {
+		e.RetryAfter = parseRetryAfter(a.Header.Get("Retry-After"), time.Now())
+	}
+	return e
+}
+
+// Call makes one authenticated call to the LMS: method on path (under the
+// site's lms.url, with its query if any), body sent as JSON unless nil. A
+// write waits for a concurrency slot and the rate limiter first, as
+// enrollments do. It returns whatever the LMS answered; an error only when
+// no answer arrived (an *Error of class Transient) or body cannot be
+// encoded. This is the client's one door for flows with their own
+// endpoints (entitlements).
+func (c *Client) Call(ctx context.Context, op, method, path string, body any, write bool, requestID string) (Answer, error) {
+	var b []byte
+	if body != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
+			return Answer{}, fmt.Errorf("encode %s: %w", op, err)
+		}
+	}
+	if write {
+		release, err := c.acquire(ctx, op)
+		if err != nil {
+			return Answer{}, err
+		}
+		defer release()
+	}
+	status, resp, hdr, err := c.call(ctx, op, method, c.base+path, b, requestID)
+	if err != nil {
+		return Answer{}, err
+	}
+	return Answer{Status: status, Body: resp, Header: hdr}, nil
 }
 
 // acquire waits for a concurrency slot and the rate limiter before a write

@@ -35,13 +35,13 @@ func number(base string, lines []Line) []numbered {
 	count := map[string]int{}
 	var out []numbered
 	for _, l := range lines {
-		key := l.CourseID + "\x00" + strings.ToLower(l.Email)
+		key := l.key() + "\x00" + strings.ToLower(l.Email)
 		if seen[key] && l.Email != "" {
 			continue
 		}
 		seen[key] = true
-		count[l.CourseID]++
-		out = append(out, numbered{participantNumber(base, count[l.CourseID]), l})
+		count[l.key()]++
+		out = append(out, numbered{participantNumber(base, count[l.key()]), l})
 	}
 	return out
 }
@@ -53,7 +53,7 @@ func (s *Shop) Orders(ev Event, requestID string, now time.Time) []fulfillment.O
 	var out []fulfillment.Order
 	for _, n := range number(base, ev.Placed) {
 		out = append(out, fulfillment.Order{
-			Site: s.in.Site, OrderNumber: n.number, CourseID: n.line.CourseID, CourseMode: n.line.Mode,
+			Site: s.in.Site, OrderNumber: n.number, CourseID: n.line.CourseID, CourseUUID: n.line.CourseUUID, CourseMode: n.line.Mode,
 			OrderPlaced: ev.At.UTC().Truncate(time.Second), Email: n.line.Email,
 			EnrollUnregistered: s.in.EnrollUnregistered, Integration: s.in.Name,
 			RequestID: requestID, AcceptedAt: now,
@@ -125,13 +125,13 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 	}
 	var out []fulfillment.Return
 	done := map[string]bool{}
-	add := func(number, course, mode string, who fulfillment.Ref, email string) {
-		if done[number+"\x00"+course] {
+	add := func(number string, item Item, who fulfillment.Ref, email string) {
+		if done[number+"\x00"+item.key()] {
 			return
 		}
-		done[number+"\x00"+course] = true
+		done[number+"\x00"+item.key()] = true
 		ret := fulfillment.Return{
-			Site: s.in.Site, OrderNumber: number, CourseID: course, CourseMode: mode,
+			Site: s.in.Site, OrderNumber: number, CourseID: item.CourseID, CourseUUID: item.CourseUUID, CourseMode: item.Mode,
 			LMSUserID: who.LMSUserID, Username: who.Username, Email: who.Email,
 			Integration: s.in.Name, ReturnedAt: at, RequestID: requestID, AcceptedAt: now,
 		}
@@ -140,7 +140,9 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 		}
 		out = append(out, ret)
 	}
-	addKnown := func(k known) { add(k.number, k.line.CourseID, k.line.CourseMode, k.who, "") }
+	addKnown := func(k known) {
+		add(k.number, Item{CourseID: k.line.CourseID, CourseUUID: k.line.CourseUUID, Mode: k.line.CourseMode}, k.who, "")
+	}
 	var notes []string
 	// finish notes the returns that name no learner, which no known line
 	// names either: their unenrollment needs the line's enrollment on record
@@ -150,7 +152,7 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 		var nobody []string
 		for _, r := range out {
 			if r.LMSUserID == 0 && r.Username == "" && r.Email == "" {
-				nobody = append(nobody, r.OrderNumber+" "+r.CourseID)
+				nobody = append(nobody, r.OrderNumber+" "+r.Ref().Item())
 			}
 		}
 		if len(nobody) > 0 {
@@ -161,7 +163,7 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 	}
 	knownCourse := map[string]bool{}
 	for _, k := range knownLines {
-		knownCourse[k.line.CourseID] = true
+		knownCourse[k.line.Item()] = true
 	}
 	if ev.ReturnAll {
 		// Every known line; the event's lines only for the courses not
@@ -172,12 +174,12 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 		}
 		var unknown []Line
 		for _, l := range ev.Returned {
-			if !knownCourse[l.CourseID] {
+			if !knownCourse[l.key()] {
 				unknown = append(unknown, l)
 			}
 		}
 		for _, n := range number(base, unknown) {
-			add(n.number, n.line.CourseID, n.line.Mode, fulfillment.Ref{}, n.line.Email)
+			add(n.number, Item{CourseID: n.line.CourseID, CourseUUID: n.line.CourseUUID, Mode: n.line.Mode}, fulfillment.Ref{}, n.line.Email)
 		}
 		return finish()
 	}
@@ -186,23 +188,24 @@ func (s *Shop) Returns(ctx context.Context, ev Event, r LineReader, requestID st
 	// carries when it is also the paid order (a WooCommerce order body with
 	// refunds): its lines count as known, numbered as Orders numbers them.
 	for _, n := range number(base, ev.Placed) {
-		if !knownCourse[n.line.CourseID] {
+		if !knownCourse[n.line.key()] {
 			knownLines = append(knownLines, known{number: n.number,
-				line: fulfillment.Line{CourseID: n.line.CourseID, CourseMode: n.line.Mode}, who: fulfillment.Ref{Email: n.line.Email}})
+				line: fulfillment.Line{CourseID: n.line.CourseID, CourseUUID: n.line.CourseUUID, CourseMode: n.line.Mode},
+				who:  fulfillment.Ref{Email: n.line.Email}})
 		}
 	}
 	var courses []string
 	byCourse := map[string][]Line{}
 	for _, l := range ev.Returned {
-		if _, ok := byCourse[l.CourseID]; !ok {
-			courses = append(courses, l.CourseID)
+		if _, ok := byCourse[l.key()]; !ok {
+			courses = append(courses, l.key())
 		}
-		byCourse[l.CourseID] = append(byCourse[l.CourseID], l)
+		byCourse[l.key()] = append(byCourse[l.key()], l)
 	}
 	for _, course := range courses {
 		var ofCourse []known
 		for _, k := range knownLines {
-			if k.line.CourseID == course {
+			if k.line.Item() == course {
 				ofCourse = append(ofCourse, k)
 			}
 		}

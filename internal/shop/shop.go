@@ -48,10 +48,33 @@ type Integration struct {
 	HTTPClient *http.Client
 }
 
-// Product is the course run and mode a shop product sells.
+// Product is what a shop product sells: one item, or several (a bundle of
+// course runs, a program of courses, or a mix). One line item of it becomes
+// one line per item.
 type Product struct {
-	CourseID string
-	Mode     string // empty: the integration's CourseMode
+	Items []Item
+}
+
+// Item is one thing a product sells: a course run (a seat) or a course (an
+// entitlement), in a mode.
+type Item struct {
+	CourseID   string
+	CourseUUID string
+	Mode       string // empty: the integration's CourseMode
+}
+
+// key is the item's line key: its course run, or its course.
+func (it Item) key() string {
+	if it.CourseID != "" {
+		return it.CourseID
+	}
+	return it.CourseUUID
+}
+
+// OneItem is a product selling one course run in mode (empty: the
+// integration's course_mode).
+func OneItem(courseID, mode string) Product {
+	return Product{Items: []Item{{CourseID: courseID, Mode: mode}}}
 }
 
 // Event is what one delivery asks for, whatever the platform.
@@ -77,13 +100,17 @@ type Event struct {
 	At time.Time
 }
 
-// Line is one course seat for one participant.
+// Line is one item (a course seat, an entitlement) for one participant.
 type Line struct {
-	Item     string // the shop's line item id, for logs
-	CourseID string
-	Mode     string
-	Email    string // the learner's; may be empty on a refund
+	Item       string // the shop's line item id, for logs
+	CourseID   string
+	CourseUUID string
+	Mode       string
+	Email      string // the learner's; may be empty on a refund
 }
+
+// key is the line's item: its course run, or its course.
+func (l Line) key() string { return Item{CourseID: l.CourseID, CourseUUID: l.CourseUUID}.key() }
 
 // ErrSignature is a delivery whose signature is missing or does not verify.
 var ErrSignature = errors.New("missing or invalid signature")
@@ -185,21 +212,27 @@ func (s *Shop) product(sku string, ids ...string) (Product, bool) {
 		}
 	}
 	if fulfillment.ValidCourseKey(sku) {
-		return Product{CourseID: sku, Mode: s.in.CourseMode}, true
+		return s.withMode(OneItem(sku, "")), true
 	}
 	return Product{}, false
 }
 
+// withMode gives every item of p without a mode the integration's.
 func (s *Shop) withMode(p Product) Product {
-	if p.Mode == "" {
-		p.Mode = s.in.CourseMode
+	items := make([]Item, len(p.Items))
+	for i, it := range p.Items {
+		if it.Mode == "" {
+			it.Mode = s.in.CourseMode
+		}
+		items[i] = it
 	}
-	return p
+	return Product{Items: items}
 }
 
 // seats turns a course line item of quantity qty into one Line per
-// participant: the emails found under learner_email_field, else the buyer's,
-// at most qty of them (a missing or zero quantity is 1). Emails beyond the
+// participant and item of its product: the emails found under
+// learner_email_field, else the buyer's, at most qty of them (a missing or
+// zero quantity is 1). Emails beyond the
 // quantity are buyer input that was not paid for: they get no seat, and note
 // names them (masked) for the log. A paid line with no email at all is a
 // BadEvent: nobody could be enrolled.
@@ -223,7 +256,7 @@ func seats(item string, p Product, participants []string, buyer string, needEmai
 			extra = append(extra[:10], "...")
 		}
 		note = fmt.Sprintf("line item %s (%s): quantity %d but %d more learner emails (%s): they get no seat",
-			fulfillment.Clip(item, 40), p.CourseID, n, len(seen)-len(emails), strings.Join(extra, ", "))
+			fulfillment.Clip(item, 40), p.describe(), n, len(seen)-len(emails), strings.Join(extra, ", "))
 	}
 	if len(emails) == 0 {
 		if b := strings.TrimSpace(buyer); validEmail(b) {
@@ -232,16 +265,27 @@ func seats(item string, p Product, participants []string, buyer string, needEmai
 	}
 	if len(emails) == 0 {
 		if needEmail {
-			return nil, note, badEvent("line item %s (%s): no learner email in the order", fulfillment.Clip(item, 40), p.CourseID)
+			return nil, note, badEvent("line item %s (%s): no learner email in the order", fulfillment.Clip(item, 40), p.describe())
 		}
 		// A refund that names no learner: one anonymous seat per unit.
 		emails = make([]string, min(n, maxSeats+1))
 	}
-	lines := make([]Line, len(emails))
-	for i, e := range emails {
-		lines[i] = Line{Item: item, CourseID: p.CourseID, Mode: p.Mode, Email: e}
+	lines := make([]Line, 0, len(emails)*len(p.Items))
+	for _, e := range emails {
+		for _, it := range p.Items {
+			lines = append(lines, Line{Item: item, CourseID: it.CourseID, CourseUUID: it.CourseUUID, Mode: it.Mode, Email: e})
+		}
 	}
 	return lines, note, nil
+}
+
+// describe names the product's items for a note.
+func (p Product) describe() string {
+	keys := make([]string, len(p.Items))
+	for i, it := range p.Items {
+		keys[i] = it.key()
+	}
+	return strings.Join(keys, ", ")
 }
 
 // seatCount is how many seats a line item's quantity pays for: its absolute

@@ -67,7 +67,7 @@ func wooPaid(t testing.TB) []byte {
 	})
 }
 
-var wooProducts = map[string]Product{"OTHER-VERIFIED": {CourseID: otherCourse, Mode: "professional"}}
+var wooProducts = map[string]Product{"OTHER-VERIFIED": OneItem(otherCourse, "professional")}
 
 func TestWooCommerce(t *testing.T) {
 	s := mustShop(t, Integration{Type: TypeWooCommerce, Products: wooProducts})
@@ -302,7 +302,7 @@ func startStripe(t testing.TB) (*stripetest.Server, string) {
 
 func stripeShopFor(t testing.TB, url string, edit func(*Integration)) *Shop {
 	in := Integration{Type: TypeStripe, APIKey: stripeKey, APIURL: url, AcceptTestOrders: true,
-		Products: map[string]Product{"price_other": {CourseID: otherCourse}}}
+		Products: map[string]Product{"price_other": OneItem(otherCourse, "")}}
 	if edit != nil {
 		edit(&in)
 	}
@@ -326,7 +326,7 @@ func TestStripe(t *testing.T) {
 	})
 	t.Run("async payment, product id in the map, learner from session metadata", func(t *testing.T) {
 		byProduct := stripeShopFor(t, url, func(in *Integration) {
-			in.Products = map[string]Product{"prod_other": {CourseID: otherCourse, Mode: "audit"}}
+			in.Products = map[string]Product{"prod_other": OneItem(otherCourse, "audit")}
 			in.LearnerEmailField = "learner_email"
 		})
 		body := shoptest.Patch(t, completed, func(m map[string]any) {

@@ -165,7 +165,7 @@ func (sh shopify) refund(ev Event, body []byte) (Event, error) {
 		// Part of a line refunded: which of its seats is not said.
 		if len(lines) > 0 && seatCount(rl.Quantity) < seatCount(rl.LineItem.Quantity) {
 			ev.addNote(fmt.Sprintf("line item %s (%s): %d of %d units refunded: unclear which seats, none returned; return them with POST /orders/return",
-				fulfillment.Clip(rl.LineItem.ID.String(), 40), lines[0].CourseID, seatCount(rl.Quantity), seatCount(rl.LineItem.Quantity)))
+				fulfillment.Clip(rl.LineItem.ID.String(), 40), lines[0].key(), seatCount(rl.Quantity), seatCount(rl.LineItem.Quantity)))
 			continue
 		}
 		ev.Returned = append(ev.Returned, lines...)

@@ -295,10 +295,39 @@ func (st stripeShop) product(li *stripe.LineItem) (Product, bool) {
 			return st.s.withMode(p), true
 		}
 	}
-	if c := meta["course_id"]; fulfillment.ValidCourseKey(c) {
-		return st.s.withMode(Product{CourseID: c, Mode: slugOrEmpty(meta["course_mode"])}), true
+	if p, ok := metadataProduct(meta); ok {
+		return st.s.withMode(p), true
 	}
 	return Product{}, false
+}
+
+// maxMetadataItems bounds the items one product's metadata may name.
+const maxMetadataItems = 100
+
+// metadataProduct reads a Stripe product's metadata: course_id (one course
+// run), course_ids (several, comma-separated: a bundle) and course_uuids
+// (courses: a program), in course_mode; entries that are not a course run
+// key or a course uuid are left out.
+func metadataProduct(meta map[string]string) (Product, bool) {
+	mode := slugOrEmpty(meta["course_mode"])
+	var p Product
+	add := func(it Item) {
+		if len(p.Items) < maxMetadataItems {
+			p.Items = append(p.Items, it)
+		}
+	}
+	runs := append([]string{meta["course_id"]}, strings.Split(meta["course_ids"], ",")...)
+	for _, c := range runs {
+		if c = strings.TrimSpace(c); fulfillment.ValidCourseKey(c) {
+			add(Item{CourseID: c, Mode: mode})
+		}
+	}
+	for _, u := range strings.Split(meta["course_uuids"], ",") {
+		if u, ok := fulfillment.CourseUUID(strings.TrimSpace(u)); ok {
+			add(Item{CourseUUID: u, Mode: mode})
+		}
+	}
+	return p, len(p.Items) > 0
 }
 
 // slugOrEmpty keeps a mode from shop metadata only when it is a mode slug;
