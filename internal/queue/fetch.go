@@ -326,7 +326,7 @@ func (f *fetcher) run(t *task) {
 	defer func() { <-f.slots }()
 	select {
 	case <-f.quit: // taken by a dequeue that crossed the shutdown
-		f.finish(t, false, nil, true)
+		f.finish(t, nil, nil, true)
 		return
 	default:
 	}
@@ -337,13 +337,13 @@ func (f *fetcher) run(t *task) {
 	f.running[t] = struct{}{}
 	f.mu.Unlock()
 	type result struct {
-		canceled bool
-		err      error
+		written []byte // the task's result, if any
+		err     error
 	}
 	done := make(chan result, 1)
 	go func() {
-		canceled, err := f.perform(ctx, t)
-		done <- result{canceled, err}
+		written, err := f.perform(ctx, t)
+		done <- result{written, err}
 	}()
 	var r result
 	select {
@@ -362,7 +362,7 @@ func (f *fetcher) run(t *task) {
 	f.mu.Lock()
 	delete(f.running, t)
 	f.mu.Unlock()
-	f.finish(t, r.canceled, r.err, r.err != nil && f.base.Err() != nil)
+	f.finish(t, r.written, r.err, r.err != nil && f.base.Err() != nil)
 }
 
 // deadline is asynq's computeDeadline: the earlier of now + the task's
@@ -380,18 +380,18 @@ func deadline(m msg, now time.Time) time.Time {
 }
 
 // perform calls the task's handler; a panic is an error, as in asynq.
-func (f *fetcher) perform(ctx context.Context, t *task) (canceled bool, err error) {
+func (f *fetcher) perform(ctx context.Context, t *task) (result []byte, err error) {
 	h, ok := f.handlers[t.m.Type]
 	if !ok {
-		return false, fmt.Errorf("handler not found for task %q", t.m.Type) // asynq's NotFound
+		return nil, fmt.Errorf("handler not found for task %q", t.m.Type) // asynq's NotFound
 	}
 	if err := ctx.Err(); err != nil {
-		return false, err
+		return nil, err
 	}
 	defer func() {
 		if x := recover(); x != nil {
 			f.log.Error("task_panic", "task_id", t.m.ID, "panic", fmt.Sprint(x), "stack", string(debug.Stack()))
-			canceled, err = false, fmt.Errorf("panic: %v", x)
+			result, err = nil, fmt.Errorf("panic: %v", x)
 		}
 	}()
 	return h.attempt(ctx, t.m.ID, int(t.m.Retried), int(t.m.Retry), t.m.Payload)
@@ -400,7 +400,7 @@ func (f *fetcher) perform(ctx context.Context, t *task) (canceled bool, err erro
 // finish writes the attempt's outcome, as asynq's processor would: requeue
 // puts the task back at the head of the queue (the shutdown timeout is up,
 // or it was never started).
-func (f *fetcher) finish(t *task, canceled bool, err error, requeue bool) {
+func (f *fetcher) finish(t *task, result []byte, err error, requeue bool) {
 	now := time.Now()
 	leaseEnds := time.Unix(0, t.lease.Load())
 	if !now.Before(leaseEnds) {
@@ -426,8 +426,8 @@ func (f *fetcher) finish(t *task, canceled bool, err error, requeue bool) {
 			m.CompletedAt = now.Unix()
 			keys = []string{k.active, k.lease, k.completed, taskKey, k.processed + ":" + day, k.processed}
 			script, args = completeScript, []any{id, stats, now.Unix() + m.Retention, m.encode(), int64(math.MaxInt64)}
-			if canceled {
-				args = append(args, canceledResult) // what asynq's ResultWriter writes
+			if result != nil {
+				args = append(args, result) // what asynq's ResultWriter writes
 			}
 			op = "complete"
 		}

@@ -107,6 +107,8 @@ func entryOf(kind string, info *asynq.TaskInfo) (pipeline.Entry, error) {
 		t.State, t.Attempts = fulfillment.StateDone, info.Retried+1
 		if string(info.Result) == string(canceledResult) {
 			t.State = fulfillment.StateCanceled
+		} else {
+			t.Result = string(info.Result) // what the task recorded (Kind.Records)
 		}
 		c := info.CompletedAt
 		t.FinishedAt, t.UpdatedAt = &c, c

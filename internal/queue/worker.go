@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -33,7 +34,7 @@ type handler struct {
 // for good (archived at once), another error to retry it with backoff.
 // canceled reports a task canceled by its order's return, which keeps that
 // as its result.
-func (h handler) attempt(ctx context.Context, id string, retried, maxRetry int, payload []byte) (canceled bool, err error) {
+func (h handler) attempt(ctx context.Context, id string, retried, maxRetry int, payload []byte) (result []byte, err error) {
 	// The message's bound has a spare retry (spareRetry): the configured
 	// last attempt is Last, asynq's own bound Final. (A task queued by an
 	// earlier version has no spare: its Last is its Final.)
@@ -41,19 +42,24 @@ func (h handler) attempt(ctx context.Context, id string, retried, maxRetry int, 
 	if h.maxAttempts > 0 {
 		last = retried+1 >= h.maxAttempts
 	}
+	var recorded bytes.Buffer
 	state, err := h.proc.Process(ctx, pipeline.Attempt{
 		Job:    pipeline.Job{Kind: h.kind, ID: id, Payload: payload},
 		Number: retried + 1, Last: last || retried >= maxRetry, Final: retried >= maxRetry,
+		Result: &recorded,
 	})
 	switch state {
 	case fulfillment.StateFailed:
-		return false, permanent{err}
+		return nil, permanent{err}
 	case fulfillment.StateRetrying, fulfillment.StateAwaitingAccount:
-		return false, err // a wait for an account is held: it costs no attempt
+		return nil, err // a wait for an account is held: it costs no attempt
 	case fulfillment.StateCanceled:
-		return true, nil
+		return canceledResult, nil
 	}
-	return false, nil
+	if recorded.Len() > 0 {
+		return recorded.Bytes(), nil
+	}
+	return nil, nil
 }
 
 // asynqHandler runs the tasks asynq's own server takes (worker.go's
@@ -74,9 +80,9 @@ func (a asynqHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	id, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	canceled, err := a.h.attempt(ctx, id, retried, maxRetry, t.Payload())
-	if w := t.ResultWriter(); canceled && w != nil {
-		_, _ = w.Write(canceledResult)
+	result, err := a.h.attempt(ctx, id, retried, maxRetry, t.Payload())
+	if w := t.ResultWriter(); result != nil && w != nil {
+		_, _ = w.Write(result)
 	}
 	return err
 }
