@@ -19,6 +19,7 @@ import (
 
 	"github.com/openedx/coordinator/internal/cache"
 	"github.com/openedx/coordinator/internal/config"
+	"github.com/openedx/coordinator/internal/entitlement"
 	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/httpapi"
@@ -152,6 +153,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 func registerFlows(sites lms.Sites, hooks *webhooks.Deliveries, wc *wcorders.Completer) *flow.Registry {
 	r := flow.NewRegistry()
 	lms.Register(r, sites)
+	entitlement.Register(r, sites)
 	hooks.Register(r)
 	wc.Register(r)
 	return r

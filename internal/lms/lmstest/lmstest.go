@@ -122,9 +122,13 @@ type Server struct {
 	calls       []Call
 	counts      map[Endpoint]int
 	noRecord    bool
-	tokenTTL    time.Duration
-	latency     time.Duration
-	now         func() time.Time
+	// entitlements.go
+	entitlements  []*Entitlement
+	slowCreates   int
+	slowCreateFor time.Duration
+	tokenTTL      time.Duration
+	latency       time.Duration
+	now           func() time.Time
 }
 
 type token struct {
@@ -333,6 +337,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serve(w, r, Account, s.authed(s.account))
 	case strings.HasPrefix(p, "/api/enrollment/v1/course/") && r.Method == http.MethodGet:
 		s.serve(w, r, Course, s.course)
+	case strings.HasPrefix(p, "/api/entitlements/v1/entitlements/"):
+		s.serve(w, r, Entitlements, s.authed(s.entitlementsAPI))
 	default:
 		w.WriteHeader(http.StatusNotFound) // Django's 404 for an unknown URL, e.g. a trailing slash
 	}
