@@ -28,6 +28,7 @@ import (
 	"github.com/openedx/coordinator/internal/metrics"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
+	"github.com/openedx/coordinator/internal/seat"
 	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/signals"
 	"github.com/openedx/coordinator/internal/sites"
@@ -152,7 +153,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 // registered before them. sites may be nil where nothing runs (config check).
 func registerFlows(sites lms.Sites, hooks *webhooks.Deliveries, wc *wcorders.Completer) *flow.Registry {
 	r := flow.NewRegistry()
-	lms.Register(r, sites)
+	seat.Register(r, sites)
 	entitlement.Register(r, sites)
 	hooks.Register(r)
 	wc.Register(r)

@@ -17,7 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/openedx/coordinator/internal/lms"
+	"github.com/openedx/coordinator/internal/seat"
 )
 
 const chromium = "/usr/bin/chromium"
@@ -54,7 +54,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("fulfill: %d", status)
 	}
-	taskID := out[lms.ReceiverEnroll]["response"].(string)
+	taskID := out[seat.ReceiverEnroll]["response"].(string)
 	if info := in.waitFinal(t, taskID); info.State != asynq.TaskStateArchived {
 		t.Fatalf("task %s: %v", taskID, info.State)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
+	"github.com/openedx/coordinator/internal/seat"
 	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
 )
 
@@ -211,7 +212,7 @@ func learnersByEmail(t *testing.T, in *instance, a *app) {
 		waitFor(t, "the waiting enrollment to end", 30*time.Second, func() bool {
 			_, st := in.order(t, "GET", "WOO-6")
 			for _, task := range st.Lines[0].Tasks {
-				if task.Kind == lms.KindEnroll {
+				if task.Kind == seat.KindEnroll {
 					return task.State == fulfillment.StateCanceled
 				}
 			}

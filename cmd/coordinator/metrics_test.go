@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openedx/coordinator/internal/lms"
+	"github.com/openedx/coordinator/internal/seat"
 )
 
 func scrape(t *testing.T, base string) string {
@@ -32,7 +32,7 @@ func TestMetrics(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("fulfill: %d", status)
 	}
-	in.waitCompleted(t, out[lms.ReceiverEnroll]["response"].(string))
+	in.waitCompleted(t, out[seat.ReceiverEnroll]["response"].(string))
 	in.fulfill(t, `{"course_id":"nope"}`, "")
 	var text string
 	want := []string{

@@ -18,8 +18,8 @@ import (
 	"github.com/hibiken/asynq"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
+	"github.com/openedx/coordinator/internal/seat"
 )
 
 var screenshots = flag.Bool("screenshots", false, "write the docs' screenshots (docs/img) from the browser tests")
@@ -40,7 +40,7 @@ func TestOrdersPageInBrowser(t *testing.T) {
 		if status != http.StatusOK {
 			t.Fatalf("fulfill %s: %d", order, status)
 		}
-		return out[lms.ReceiverEnroll]["response"].(string)
+		return out[seat.ReceiverEnroll]["response"].(string)
 	}
 	for _, o := range []string{"WEB-1001", "WEB-1002"} {
 		in.waitCompleted(t, submit(o, 3))

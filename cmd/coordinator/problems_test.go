@@ -14,11 +14,11 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/hibiken/asynq"
 
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/logtest"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
+	"github.com/openedx/coordinator/internal/seat"
 	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
 )
 
@@ -122,7 +122,7 @@ func TestProblemOrders(t *testing.T) {
 				if status != http.StatusOK {
 					t.Fatalf("fulfill %s: %d", order, status)
 				}
-				return out[lms.ReceiverEnroll]["response"].(string)
+				return out[seat.ReceiverEnroll]["response"].(string)
 			}
 			okID := submit("PB-OK", 3)
 			in.waitCompleted(t, okID)

@@ -20,12 +20,12 @@ import (
 
 	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/logtest"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
+	"github.com/openedx/coordinator/internal/seat"
 )
 
 // Redis killed and restarted during a stream of requests: every request
@@ -95,7 +95,7 @@ func TestRedisOutage(t *testing.T) {
 		defer rdb.Close()
 		insp := asynq.NewInspectorFromRedisClient(rdb)
 		for _, u := range missing[:min(5, len(missing))] {
-			id := pipeline.TaskID(lms.KindEnroll, fulfillment.Key{Site: "default", OrderNumber: fmt.Sprintf("OUTAGE-%d", u), Item: demoCourse})
+			id := pipeline.TaskID(seat.KindEnroll, fulfillment.Key{Site: "default", OrderNumber: fmt.Sprintf("OUTAGE-%d", u), Item: demoCourse})
 			ti, err := insp.GetTaskInfo(qname, id)
 			if err != nil {
 				t.Logf("learner %d: task %s: %v", u, id, err)
@@ -174,7 +174,7 @@ func enqueueOrders(t *testing.T, rdb redis.UniversalClient, queueName string, fa
 		o := fulfillment.Order{Site: "default", OrderNumber: fmt.Sprintf("CRASH-%d", u),
 			CourseID: demoCourse, CourseMode: "audit", LMSUserID: u, Username: fmt.Sprintf("learner%d", u),
 			OrderPlaced: time.Unix(1714566902, 0).UTC(), AcceptedAt: time.Now().UTC()}
-		id, err := enq.Accept(t.Context(), lms.KindEnroll, o.Ref(), o)
+		id, err := enq.Accept(t.Context(), seat.KindEnroll, o.Ref(), o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +186,7 @@ func enqueueOrders(t *testing.T, rdb redis.UniversalClient, queueName string, fa
 // redisPipeline is a Redis-only pipeline over a test's queue, for queueing
 // tasks directly; it runs none.
 func redisPipeline(rdb redis.UniversalClient, queueName string) *pipeline.Service {
-	kinds := pipeline.NewKinds(lms.Kinds(nil, nil)...)
+	kinds := pipeline.NewKinds(seat.Kinds(nil, nil)...)
 	return pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
 		Queue: queue.New(rdb, kinds, queue.Options{Name: queueName, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})})
 }

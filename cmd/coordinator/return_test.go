@@ -16,10 +16,10 @@ import (
 
 	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
+	"github.com/openedx/coordinator/internal/seat"
 	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
 )
 
@@ -228,7 +228,7 @@ func returns(t *testing.T, in *instance) {
 		waitFor(t, "the retried enrollment to end", 10*time.Second, func() bool {
 			_, st := in.order(t, "GET", "RETRY-1")
 			for _, task := range st.Lines[0].Tasks {
-				if task.Kind == lms.KindEnroll {
+				if task.Kind == seat.KindEnroll {
 					return task.State == fulfillment.StateCanceled
 				}
 			}
@@ -255,7 +255,7 @@ func returns(t *testing.T, in *instance) {
 		waitFor(t, "no open enrollment task", 10*time.Second, func() bool {
 			_, st := in.order(t, "GET", "EARLY-1")
 			for _, task := range st.Lines[0].Tasks {
-				if task.Kind == lms.KindEnroll && task.State.Open() {
+				if task.Kind == seat.KindEnroll && task.State.Open() {
 					return false
 				}
 			}
@@ -266,7 +266,7 @@ func returns(t *testing.T, in *instance) {
 			t.Errorf("line %+v, want returned and never enrolled", l)
 		}
 		for _, task := range st.Lines[0].Tasks {
-			if task.Kind == lms.KindEnroll && task.State != fulfillment.StateCanceled {
+			if task.Kind == seat.KindEnroll && task.State != fulfillment.StateCanceled {
 				t.Errorf("enrollment task %+v, want canceled", task)
 			}
 		}
@@ -329,7 +329,7 @@ func TestUpgradeKeepsRepeatsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	payload, _ := json.Marshal(o)
-	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask(lms.TypeEnroll, payload),
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask(seat.TypeEnroll, payload),
 		asynq.TaskID(legacy), asynq.Queue(in.queue), asynq.Retention(time.Hour)); err != nil {
 		t.Fatal(err)
 	}

@@ -19,10 +19,10 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/openedx/coordinator/internal/config"
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/logtest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
+	"github.com/openedx/coordinator/internal/seat"
 )
 
 const (
@@ -257,7 +257,7 @@ func TestFulfillEndToEnd(t *testing.T) {
 			if status != http.StatusOK {
 				t.Fatalf("status %d, body %v", status, out)
 			}
-			res := out[lms.ReceiverEnroll]
+			res := out[seat.ReceiverEnroll]
 			taskID, _ := res["response"].(string)
 			if res["error"] != false || taskID == "" {
 				t.Fatalf("receiver result %v", res)
@@ -315,7 +315,7 @@ func TestFulfillConcurrentRepeatsEnqueueOnce(t *testing.T) {
 		wg.Go(func() {
 			status, out := in.fulfill(t, body, "")
 			statuses[i] = status
-			ids[i], _ = out[lms.ReceiverEnroll]["response"].(string)
+			ids[i], _ = out[seat.ReceiverEnroll]["response"].(string)
 		})
 	}
 	wg.Wait()
@@ -326,7 +326,7 @@ func TestFulfillConcurrentRepeatsEnqueueOnce(t *testing.T) {
 	}
 	in.waitCompleted(t, ids[0])
 	// Repeats after completion are recognised too.
-	if status, out := in.fulfill(t, body, ""); status != 200 || out[lms.ReceiverEnroll]["response"] != ids[0] {
+	if status, out := in.fulfill(t, body, ""); status != 200 || out[seat.ReceiverEnroll]["response"] != ids[0] {
 		t.Fatalf("repeat after completion: %d %v", status, out)
 	}
 	time.Sleep(300 * time.Millisecond) // room for a wrongly enqueued duplicate to run
@@ -354,6 +354,8 @@ func TestConfigCheck(t *testing.T) {
 	// The shipped config names only part one's signal: the others get
 	// their defaults, and every signal is printed.
 	want := "signals:\n" +
+		"  fulfill_entitlement_placed:\n    - lms.fulfill_entitlement_placed_create_entitlement\n" +
+		"  fulfill_entitlement_returned:\n    - lms.fulfill_entitlement_returned_revoke_entitlement\n" +
 		"  fulfill_order_placed:\n    - lms.fulfill_order_placed_send_enroll_in_course\n" +
 		"  fulfill_order_returned:\n    - lms.fulfill_order_returned_send_unenroll_in_course\n" +
 		"  fulfillment_completed: []\n"

@@ -15,9 +15,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
+	"github.com/openedx/coordinator/internal/seat"
 	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
 )
 
@@ -305,7 +305,7 @@ func TestMemcachedDownDegrades(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("status %d %v", status, out)
 	}
-	in.waitCompleted(t, out[lms.ReceiverEnroll]["response"].(string))
+	in.waitCompleted(t, out[seat.ReceiverEnroll]["response"].(string))
 	resp, err := http.Get(in.base + "/health")
 	if err != nil {
 		t.Fatal(err)

@@ -18,9 +18,9 @@ import (
 	"github.com/stripe/stripe-go/v82/webhook"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
+	"github.com/openedx/coordinator/internal/seat"
 	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/shop/shoptest"
 	"github.com/openedx/coordinator/internal/shop/stripetest"
@@ -232,7 +232,7 @@ func TestShopWebhooks(t *testing.T) {
 }
 
 func shopWebhooks(t *testing.T, e shopEnv) {
-	enrolls := []string{demoCourse + " " + lms.KindEnroll, otherCourse + " " + lms.KindEnroll}
+	enrolls := []string{demoCourse + " " + seat.KindEnroll, otherCourse + " " + seat.KindEnroll}
 
 	t.Run("WooCommerce paid order: a line per course, redelivered 3 times", func(t *testing.T) {
 		body := wooOrder(t, 723, "joao.silva@example.com")
@@ -342,7 +342,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 		if ref := e.queuedRef(t, r.taskIDs()[0]); ref.Email != "example@example.com" {
 			t.Errorf("queued return %+v: want the learner of the enrollment", ref)
 		}
-		if got := e.kinds(t, order); !slices.Equal(got, []string{demoCourse + " " + lms.KindEnroll, demoCourse + " " + lms.KindUnenroll}) {
+		if got := e.kinds(t, order); !slices.Equal(got, []string{demoCourse + " " + seat.KindEnroll, demoCourse + " " + seat.KindUnenroll}) {
 			t.Errorf("tasks %v", got)
 		}
 	})
@@ -371,7 +371,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 		if ref := e.queuedRef(t, r.taskIDs()[0]); ref.Email != "kid@example.com" {
 			t.Errorf("queued return %+v: want the participant", ref)
 		}
-		want := []string{demoCourse + " " + lms.KindEnroll, demoCourse + " " + lms.KindUnenroll, otherCourse + " " + lms.KindEnroll}
+		want := []string{demoCourse + " " + seat.KindEnroll, demoCourse + " " + seat.KindUnenroll, otherCourse + " " + seat.KindEnroll}
 		if got := e.kinds(t, order); !slices.Equal(got, want) {
 			t.Errorf("tasks %v, want %v", got, want)
 		}
@@ -383,7 +383,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 		if a.Status != 200 || len(a.Lines) != 2 {
 			t.Fatalf("%+v, want two returns", a)
 		}
-		want := append(slices.Clone(enrolls), demoCourse+" "+lms.KindUnenroll, otherCourse+" "+lms.KindUnenroll)
+		want := append(slices.Clone(enrolls), demoCourse+" "+seat.KindUnenroll, otherCourse+" "+seat.KindUnenroll)
 		slices.Sort(want)
 		if got := e.kinds(t, "woo-723"); !slices.Equal(got, want) {
 			t.Errorf("tasks %v, want %v", got, want)
@@ -403,7 +403,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 		// (ledger; SPEC §9, TestReturns): either way the return is there.
 		got := strings.Join(e.kinds(t, "woo-727"), ",")
 		for _, c := range []string{demoCourse, otherCourse} {
-			if !strings.Contains(got, c+" "+lms.KindUnenroll) {
+			if !strings.Contains(got, c+" "+seat.KindUnenroll) {
 				t.Errorf("tasks %s: no return of %s", got, c)
 			}
 		}

@@ -10,8 +10,8 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
+	"github.com/openedx/coordinator/internal/seat"
 )
 
 // waitState waits for a task to reach a final state and returns its info.
@@ -38,7 +38,7 @@ func TestWorkerOutcomes(t *testing.T) {
 		if status != http.StatusOK {
 			t.Fatalf("status %d %v", status, out)
 		}
-		return out[lms.ReceiverEnroll]["response"].(string)
+		return out[seat.ReceiverEnroll]["response"].(string)
 	}
 	enrollCalls := func(order string) int {
 		n := 0
@@ -123,14 +123,14 @@ func TestOrderStatusAndRetry(t *testing.T) {
 	in.lms.AddCourse("course-v1:edX+Other+2025", lmstest.CourseRun{Modes: []string{"audit"}})
 	in.lms.AddCourse("course-v1:edX+Third+2025", lmstest.CourseRun{Modes: []string{"audit"}})
 	_, out := in.fulfill(t, courseOrderBody(demoCourse, order, 3, ""), "")
-	enrolledID := out[lms.ReceiverEnroll]["response"].(string)
+	enrolledID := out[seat.ReceiverEnroll]["response"].(string)
 	in.waitFinal(t, enrolledID)
 	_, out = in.fulfill(t, courseOrderBody("course-v1:edX+Other+2025", order, 998, ""), "")
-	failedID := out[lms.ReceiverEnroll]["response"].(string)
+	failedID := out[seat.ReceiverEnroll]["response"].(string)
 	in.waitFinal(t, failedID)
 	in.lms.Script(lmstest.Enroll, lmstest.Reply{Status: 429, Header: map[string]string{"Retry-After": "60"}})
 	_, out = in.fulfill(t, courseOrderBody("course-v1:edX+Third+2025", order, 4, ""), "")
-	retryingID := out[lms.ReceiverEnroll]["response"].(string)
+	retryingID := out[seat.ReceiverEnroll]["response"].(string)
 	deadline := time.Now().Add(10 * time.Second)
 	for info, _ := in.insp.GetTaskInfo(in.queue, retryingID); info == nil || info.State != asynq.TaskStateRetry; info, _ = in.insp.GetTaskInfo(in.queue, retryingID) {
 		if time.Now().After(deadline) {

@@ -37,10 +37,10 @@ import (
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/httpapi"
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
+	"github.com/openedx/coordinator/internal/seat"
 )
 
 const (
@@ -161,7 +161,7 @@ func ceilingServer(addr, redisURL, queueName string) {
 		fatal(err)
 	}
 	rdb := redis.NewClient(ropt)
-	kinds := pipeline.NewKinds(lms.Kinds(nil, nil)...)
+	kinds := pipeline.NewKinds(seat.Kinds(nil, nil)...)
 	acc := pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
 		Queue: queue.New(rdb, kinds, queue.Options{Name: queueName, MaxAttempts: 20, Retention: 7 * 24 * time.Hour, TaskTimeout: time.Minute})})
 	auth := httpapi.NewAuthenticator(httpapi.AuthOptions{AdminClaim: "administrator",
@@ -185,7 +185,7 @@ func ceilingServer(addr, redisURL, queueName string) {
 			return
 		}
 		o.RequestID, o.AcceptedAt = "ceiling", time.Now().UTC()
-		id, err := acc.Accept(r.Context(), lms.KindEnroll, o.Ref(), o)
+		id, err := acc.Accept(r.Context(), seat.KindEnroll, o.Ref(), o)
 		if err != nil {
 			http.Error(w, `{"detail":"unavailable"}`, http.StatusServiceUnavailable)
 			return
@@ -756,7 +756,7 @@ type drain struct {
 
 func (e *env) measureDrain(ctx context.Context, latency time.Duration, servers int) (drain, error) {
 	defer e.deleteQueue()
-	kinds := pipeline.NewKinds(lms.Kinds(nil, nil)...)
+	kinds := pipeline.NewKinds(seat.Kinds(nil, nil)...)
 	enq := pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
 		Queue: queue.New(e.rdb, kinds, queue.Options{Name: e.queue, MaxAttempts: 5, Retention: time.Hour, TaskTimeout: time.Minute})})
 	run := time.Now().UnixNano()
@@ -767,7 +767,7 @@ func (e *env) measureDrain(ctx context.Context, latency time.Duration, servers i
 			for i := w; i < e.o.drainN; i += 16 {
 				o := fulfillment.Order{Site: "default", OrderNumber: fmt.Sprintf("DRAIN-%d-%d", run, i),
 					CourseID: course, CourseMode: "verified", OrderPlaced: time.Unix(1714566902, 0), LMSUserID: 100000 + int64(i)}
-				_, err := enq.Accept(ctx, lms.KindEnroll, o.Ref(), o)
+				_, err := enq.Accept(ctx, seat.KindEnroll, o.Ref(), o)
 				if err != nil {
 					enqErr.Store(err)
 				}

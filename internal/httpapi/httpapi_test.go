@@ -22,10 +22,10 @@ import (
 	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/intake"
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
+	"github.com/openedx/coordinator/internal/seat"
 	"github.com/openedx/coordinator/internal/signals"
 )
 
@@ -73,7 +73,7 @@ func newTestAPILog(t testing.TB, rdb redis.UniversalClient, q string, log *slog.
 	// The production receivers over a Redis-only pipeline; the LMS
 	// handlers never run here (no worker).
 	flows := flow.NewRegistry()
-	lms.Register(flows, nil)
+	seat.Register(flows, nil)
 	kinds := flows.Kinds()
 	pipe := pipeline.New(pipeline.Options{Kinds: kinds, Logger: slog.New(slog.DiscardHandler),
 		Queue: queue.New(rdb, kinds, queue.Options{Name: q, MaxAttempts: 3, Retention: time.Hour, TaskTimeout: time.Minute})})

@@ -10,8 +10,8 @@ import (
 
 	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/pipeline"
+	"github.com/openedx/coordinator/internal/seat"
 )
 
 // lines is an order's lines, as the pipeline would report them.
@@ -43,7 +43,7 @@ func TestHandle(t *testing.T) {
 	defer srv.Close()
 	c := New(Options{Integrations: []Integration{{Name: "woo", BaseURL: srv.URL, ConsumerKey: "ck", ConsumerSecret: "cs_s3cr3t", OrderPrefix: "woo-"}}})
 	flows := flow.NewRegistry()
-	lms.Register(flows, nil)
+	seat.Register(flows, nil)
 	c.Register(flows)
 	both := lines{line("a", fulfillment.StateEnrolled), line("b", fulfillment.StateEnrolled)}
 	tests := []struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/openedx/coordinator/internal/pipeline"
 	"github.com/openedx/coordinator/internal/queue"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
+	"github.com/openedx/coordinator/internal/seat"
 	"github.com/openedx/coordinator/internal/signals"
 	"github.com/openedx/coordinator/internal/wcorders"
 	"github.com/openedx/coordinator/internal/wcorders/wcorderstest"
@@ -60,7 +61,7 @@ func start(t *testing.T) env {
 	completer := wcorders.New(wcorders.Options{Integrations: []wcorders.Integration{{Name: "woo", BaseURL: wooURL.URL,
 		ConsumerKey: "ck_test", ConsumerSecret: secret, OrderPrefix: "woo-", Site: "default"}}})
 	flows := flow.NewRegistry()
-	lms.Register(flows, site{client})
+	seat.Register(flows, site{client})
 	completer.Register(flows)
 	kinds := flows.Kinds()
 	rdb, name := queuetest.Redis(t)

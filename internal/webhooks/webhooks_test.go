@@ -13,8 +13,8 @@ import (
 
 	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
-	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/pipeline"
+	"github.com/openedx/coordinator/internal/seat"
 	"github.com/openedx/coordinator/internal/webhooks/webhookstest"
 )
 
@@ -130,7 +130,7 @@ func TestBehindOrder(t *testing.T) {
 	ref := fulfillment.Ref{Site: "default", OrderNumber: "W-1", CourseID: "course-v1:a+b+c"}
 	at := func(event string) fulfillment.Ref { r := ref; r.Event = event; return r }
 	flows := flow.NewRegistry()
-	lms.Register(flows, nil)
+	seat.Register(flows, nil)
 	behind := func(kind string, r fulfillment.Ref) ([]string, []string) { return behind(flows, kind, r) }
 	if open, running := behind("webhook.crm", at(fulfillment.SignalOrderPlaced)); len(open)+len(running) != 0 {
 		t.Errorf("placed waits for %v %v, want nothing", open, running)

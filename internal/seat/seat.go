@@ -1,4 +1,9 @@
-package lms
+// Package seat is the seat flow: a line whose item is a course run
+// (course_id). Placed, it enrolls the learner in the run in the mode bought;
+// returned, it takes the seat back. Both are tasks on the shared pipeline;
+// this package says what the LMS is asked, through the LMS client's
+// enrollment operations.
+package seat
 
 import (
 	"context"
@@ -8,10 +13,11 @@ import (
 
 	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/lms"
 	"github.com/openedx/coordinator/internal/pipeline"
 )
 
-// The LMS flows: their kinds, task types and receivers (SPEC §5, §6, §9).
+// The seat flow's kinds, task types and receivers.
 const (
 	KindEnroll   = "enroll"
 	KindUnenroll = "unenroll"
@@ -22,12 +28,6 @@ const (
 	ReceiverEnroll   = "lms.fulfill_order_placed_send_enroll_in_course"
 	ReceiverUnenroll = "lms.fulfill_order_returned_send_unenroll_in_course"
 )
-
-// Sites resolves a site name to its LMS client. An unknown site is an error
-// that pipeline.IsPermanent recognises.
-type Sites interface {
-	Client(ctx context.Context, site string) (*Client, error)
-}
 
 // Tasks reads a line's task of a kind (pipeline.Service.Find): a return that
 // names no learner undoes the enrollment of the learner the line's
@@ -43,16 +43,11 @@ type Tasks interface {
 	KeepsEveryTask() bool
 }
 
-// ErrLearnerUnknown is the permanent failure of a return that names no
-// learner when the line's enrollment is not on record (any more): support
-// returns the seat with the learner named (POST /orders/return).
-var ErrLearnerUnknown = errors.New("learner unknown: the line's enrollment is no longer on record; POST /orders/return with the learner")
-
 // Kinds returns the LMS task kinds: enroll, and unenroll, which waits for a
 // running enrollment of its line and cancels a waiting one, and whose
 // existence cancels a later enrollment of the line. tasks may be nil when no
 // task runs (a process that only queues).
-func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
+func Kinds(sites lms.Sites, tasks Tasks) []pipeline.Kind {
 	done := func(err error) (string, error) { return "", err }
 	return []pipeline.Kind{
 		{
@@ -71,9 +66,9 @@ func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
 					return done(err)
 				}
 				err = c.Fulfill(ctx, o)
-				var none *NoAccountError
+				var none *lms.NoAccountError
 				if errors.As(err, &none) && o.EnrollUnregistered {
-					return done(c.awaitAccount(ctx, o, none, time.Now()))
+					return done(awaitAccount(ctx, c, o, none, time.Now()))
 				}
 				return done(err)
 			},
@@ -106,7 +101,7 @@ func Kinds(sites Sites, tasks Tasks) []pipeline.Kind {
 						// Redis only: the enrollment may have been
 						// forgotten (worker.retention); the learner may
 						// still hold the seat. Support decides.
-						return done(pipeline.Permanent(ErrLearnerUnknown))
+						return done(pipeline.Permanent(lms.ErrLearnerUnknown))
 					}
 					r.LMSUserID, r.Username, r.Email = t.Ref.LMSUserID, t.Ref.Username, t.Ref.Email
 				}
@@ -126,7 +121,7 @@ func notDecoded(j pipeline.Job) error {
 // Register declares the seat flow: lines whose item is a course run
 // (course_id), sent on fulfill_order_placed and fulfill_order_returned, whose
 // receivers queue the enroll and unenroll tasks.
-func Register(r *flow.Registry, sites Sites) {
+func Register(r *flow.Registry, sites lms.Sites) {
 	placed, returned := r.DeclareLine(flow.Item{Field: fulfillment.ItemCourseRun,
 		Placed: fulfillment.SignalOrderPlaced, Returned: fulfillment.SignalOrderReturned,
 		PlacedKind: KindEnroll, ReturnedKind: KindUnenroll},
@@ -143,4 +138,24 @@ func Register(r *flow.Registry, sites Sites) {
 	returned.Register(ReceiverUnenroll, func(ctx context.Context, r fulfillment.Return) (string, error) {
 		return lines.Accept(ctx, KindUnenroll, r.Ref(), r)
 	})
+}
+
+// awaitAccount handles an order whose email has no LMS account yet and whose
+// integration enrolls unregistered learners: it registers an
+// enrollment_allowed (once in effect; repeating it answers 409, done) and
+// makes the task wait in state awaiting_account for the next look, or fails
+// it after lms.AwaitAccountFor. The LMS enrolls the person in the course's
+// default mode when they register; the look that finds the account enrolls
+// them in the mode bought.
+func awaitAccount(ctx context.Context, c *lms.Client, o fulfillment.Order, none *lms.NoAccountError, now time.Time) error {
+	wait, done := lms.NextLook(now.Sub(o.AcceptedAt))
+	if done {
+		return pipeline.Permanent(fmt.Errorf("%w after %d days of waiting for the learner to register",
+			none, lms.AwaitAccountFor/(24*time.Hour)))
+	}
+	if err := c.AllowEnrollment(ctx, none.Email, o.CourseID, o.RequestID); err != nil {
+		return err
+	}
+	// Not wrapped: the reason is not the permanent failure it becomes later.
+	return pipeline.AwaitAccount(fmt.Errorf("%s yet; enrollment_allowed registered, next look in %s", none, wait), wait)
 }
