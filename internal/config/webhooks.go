@@ -26,14 +26,19 @@ type Webhook struct {
 	Headers map[string]string `yaml:"headers"`
 	// MaxConcurrency bounds this subscriber's deliveries in flight per
 	// worker process, so a slow subscriber never takes the worker slots
-	// enrollments need.
+	// enrollments need: all subscribers' together may hold at most half of
+	// worker.concurrency.
 	MaxConcurrency int `yaml:"max_concurrency"`
 }
 
 // Webhook defaults and bounds.
 const (
-	DefaultWebhookTimeout        = 10 * time.Second
-	MaxWebhookTimeout            = time.Minute
+	DefaultWebhookTimeout = 10 * time.Second
+	MaxWebhookTimeout     = time.Minute
+	// DefaultWebhookMaxConcurrency is a subscriber's max_concurrency, or
+	// less where the subscribers would otherwise hold more than half of
+	// worker.concurrency together: each then gets an equal share of that
+	// half (at least 1).
 	DefaultWebhookMaxConcurrency = 10
 	// WebhookReceiverPrefix names a subscriber's receiver: webhook.<name>.
 	WebhookReceiverPrefix = "webhook."
@@ -51,13 +56,14 @@ var reservedHeaders = []string{"Webhook-Id", "Webhook-Timestamp", "Webhook-Signa
 
 // normalizeWebhooks applies each subscriber's defaults.
 func (c *Config) normalizeWebhooks() {
+	share := max(1, c.Worker.Concurrency/2/max(1, len(c.Webhooks)))
 	for i := range c.Webhooks {
 		w := &c.Webhooks[i]
 		if w.Timeout == 0 {
 			w.Timeout = Duration(DefaultWebhookTimeout)
 		}
 		if w.MaxConcurrency == 0 {
-			w.MaxConcurrency = DefaultWebhookMaxConcurrency
+			w.MaxConcurrency = min(DefaultWebhookMaxConcurrency, share)
 		}
 	}
 }
@@ -69,6 +75,7 @@ func (c *Config) validateWebhooks() error {
 		return err
 	}
 	seen := map[string]bool{}
+	held := 0 // worker slots the subscribers may hold
 	for i, w := range c.Webhooks {
 		k := fmt.Sprintf("webhooks[%d]", i)
 		switch {
@@ -82,6 +89,12 @@ func (c *Config) validateWebhooks() error {
 			return keyErr(k+".max_concurrency", "must be positive")
 		case len(w.Secrets) == 0:
 			return keyErr(k+".secrets", "required: at least one Standard Webhooks secret, whsec_<base64>")
+		}
+		// Deliveries to a subscriber that does not answer hold their worker
+		// slots for its timeout: enrollments keep at least half of them.
+		if held += w.MaxConcurrency; held > c.Worker.Concurrency/2 {
+			return keyErr(k+".max_concurrency", "the subscribers' max_concurrency add up to %d with this one, more than half of worker.concurrency (%d): subscribers that do not answer would hold the worker slots enrollments need; lower it or raise worker.concurrency",
+				held, c.Worker.Concurrency)
 		}
 		seen[w.Name] = true
 		if !c.connected(WebhookReceiverPrefix + w.Name) {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,57 @@ func TestWebhookRefusals(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Deliveries to a subscriber that never answers each hold a worker slot for
+// its timeout. Together the subscribers may hold at most half of
+// worker.concurrency, so enrollments keep the rest: more is refused, naming
+// the subscriber's max_concurrency, and the default shrinks to fit.
+func TestWebhookConcurrencyLeavesWorkerSlots(t *testing.T) {
+	sub := func(name, extra string) string {
+		return `{name: ` + name + `, url: "http://127.0.0.1:9", secrets: ["` + whsec + `"]` + extra + `}`
+	}
+	parse := func(concurrency int, subs ...string) (Config, error) {
+		return Parse([]byte(minimal+fmt.Sprintf("worker: {concurrency: %d}\nwebhooks: [%s]\n", concurrency, strings.Join(subs, ", "))), webhookEnv)
+	}
+	for _, tt := range []struct {
+		name        string
+		concurrency int
+		subs        []string
+		want        string
+	}{
+		{"one subscriber, every slot", 50, []string{sub("crm", ", max_concurrency: 50")},
+			"webhooks[0].max_concurrency: the subscribers' max_concurrency add up to 50 with this one, more than half of worker.concurrency (50)"},
+		{"three subscribers, 30 of 50 slots", 50, []string{sub("a", ", max_concurrency: 10"), sub("b", ", max_concurrency: 10"), sub("c", ", max_concurrency: 10")},
+			"webhooks[2].max_concurrency: the subscribers' max_concurrency add up to 30"},
+		{"one worker slot", 1, []string{sub("crm", "")}, "webhooks[0].max_concurrency:"},
+	} {
+		if _, err := parse(tt.concurrency, tt.subs...); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		name        string
+		concurrency int
+		subs        []string
+		want        []int
+	}{
+		{"half exactly", 20, []string{sub("crm", ", max_concurrency: 10")}, []int{10}},
+		{"the default", 50, []string{sub("crm", "")}, []int{DefaultWebhookMaxConcurrency}},
+		{"the default, few slots", 8, []string{sub("crm", "")}, []int{4}},
+		{"the default, shared", 50, []string{sub("a", ""), sub("b", ""), sub("c", "")}, []int{8, 8, 8}},
+	} {
+		cfg, err := parse(tt.concurrency, tt.subs...)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		for i, w := range cfg.Webhooks {
+			if w.MaxConcurrency != tt.want[i] {
+				t.Errorf("%s: webhooks[%d].max_concurrency %d, want %d", tt.name, i, w.MaxConcurrency, tt.want[i])
+			}
+		}
 	}
 }
 

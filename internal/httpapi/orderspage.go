@@ -70,14 +70,14 @@ type listView struct {
 	Capped    bool
 	Page      pipeline.Page
 	Limit     int
-	NextQuery string
+	NextQuery template.URL
 	Done      *pipeline.RetryResult
 }
 
 type stateCount struct {
 	State fulfillment.State
 	N     int
-	Query string
+	Query template.URL
 }
 
 func (p ordersPage) render(w http.ResponseWriter, r *http.Request, status int, name string, v any) {
@@ -90,8 +90,11 @@ func (p ordersPage) render(w http.ResponseWriter, r *http.Request, status int, n
 	}
 }
 
-// query is the filter as a query string, plus extra pairs.
-func (in filterInput) query(extra ...string) string {
+// query is the filter as a query string, plus extra pairs, for a link's
+// href after "?". url.Values.Encode escapes every key and value, so it is
+// marked safe: html/template would escape it again ("state%3dfailed"),
+// and the link would lose its filter.
+func (in filterInput) query(extra ...string) template.URL {
 	v := url.Values{}
 	for k, s := range map[string]string{"state": in.State, "site": in.Site, "course_id": in.CourseID,
 		"learner": in.Learner, "since": in.Since} {
@@ -102,7 +105,7 @@ func (in filterInput) query(extra ...string) string {
 	for i := 0; i+1 < len(extra); i += 2 {
 		v.Set(extra[i], extra[i+1])
 	}
-	return v.Encode()
+	return template.URL(v.Encode())
 }
 
 func (p ordersPage) list(w http.ResponseWriter, r *http.Request) {
@@ -182,7 +185,7 @@ func (p ordersPage) retryMatching(w http.ResponseWriter, r *http.Request) {
 		p.failed(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/admin/orders?"+in.query("requeued", strconv.Itoa(res.Requeued), "run_now", strconv.Itoa(res.RunNow)),
+	http.Redirect(w, r, "/admin/orders?"+string(in.query("requeued", strconv.Itoa(res.Requeued), "run_now", strconv.Itoa(res.RunNow))),
 		http.StatusSeeOther)
 }
 

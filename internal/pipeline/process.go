@@ -180,7 +180,7 @@ func completedOf(k Kind, j Job, state fulfillment.State, attempts int, lastErr s
 		Site: j.Ref.Site, OrderNumber: j.Ref.OrderNumber, CourseID: j.Ref.CourseID, CourseUUID: j.Ref.CourseUUID,
 		CourseMode: j.Ref.CourseMode,
 		Learner:    j.Ref.Learner(),
-		Kind:       j.Kind, State: final, Attempts: attempts, LastError: lastErr, TaskID: j.ID,
+		Kind:       j.Kind, State: final, Attempts: attempts, LastError: CleanText(lastErr), TaskID: j.ID,
 		RequestID: j.Ref.RequestID, AcceptedAt: j.Ref.AcceptedAt, FinishedAt: time.Now().UTC(),
 		Integration: j.Ref.Integration,
 	}
@@ -566,12 +566,20 @@ func (s *Service) RunReconciler(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// errText is err's message as stored and sent: valid UTF-8 without NUL
-// bytes, which PostgreSQL's text and jsonb refuse (an LMS that answers a
-// binary body must not make a task's outcome unrecordable).
+// errText is err's message as stored and sent (CleanText).
 func errText(err error) string {
 	if err == nil {
 		return ""
 	}
-	return strings.ReplaceAll(strings.ToValidUTF8(err.Error(), "\uFFFD"), "\x00", "\uFFFD")
+	return CleanText(err.Error())
+}
+
+// CleanText is an error text as stored and sent: valid UTF-8 without NUL
+// bytes, which PostgreSQL's text and jsonb refuse (an LMS that answers a
+// binary body must not make a task's outcome unrecordable). The ledger
+// cleans every error text it writes with it, whatever its source (an
+// attempt's error, or the queue's last error the reconciler copies), and
+// so does every fulfillment_completed event.
+func CleanText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }

@@ -3,8 +3,10 @@ package shop
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -430,6 +432,36 @@ func TestStripeSignature(t *testing.T) {
 		if err := s.Verify(c.h, c.body, now); (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrSignature)) {
 			t.Errorf("%s: %v, want ok=%v", c.name, err, c.ok)
 		}
+	}
+}
+
+// A Stripe-Signature header carries one timestamp. Signed for a day ahead,
+// with a fresh t= put first, a captured delivery used to pass: the first t=
+// was checked for freshness, the last one verified.
+func TestStripeSignatureOneTimestamp(t *testing.T) {
+	const whsec = "whsec_new_0123456789abcdef"
+	s := mustShop(t, Integration{Type: TypeStripe, APIKey: stripeKey, APIURL: "http://127.0.0.1:1", Secrets: []string{whsec}})
+	body := shoptest.Fixture(t, "stripe-checkout.session.completed.json")
+	now := time.Now()
+	ahead := now.Add(24 * time.Hour)
+	sig := func(at time.Time) string { return hex.EncodeToString(webhook.ComputeSignature(at, body, whsec)) }
+	for name, header := range map[string]string{
+		"fresh t= first, signed a day ahead":  fmt.Sprintf("t=%d,t=%d,v1=%s", now.Unix(), ahead.Unix(), sig(ahead)),
+		"signed a day ahead, fresh t= last":   fmt.Sprintf("t=%d,v1=%s,t=%d", ahead.Unix(), sig(ahead), now.Unix()),
+		"the same t= twice":                   fmt.Sprintf("t=%d,t=%d,v1=%s", now.Unix(), now.Unix(), sig(now)),
+		"no t=":                               "v1=" + sig(now),
+		"t= far in the past (integer bounds)": fmt.Sprintf("t=%d,v1=%s", math.MinInt64, sig(time.Unix(math.MinInt64, 0))),
+		"signed a day ahead":                  fmt.Sprintf("t=%d,v1=%s", ahead.Unix(), sig(ahead)),
+	} {
+		if err := s.Verify(headers(HeaderStripeSignature, header), body, now); !errors.Is(err, ErrSignature) {
+			t.Errorf("%s: %v, want refused", name, err)
+		}
+	}
+	// Both checks read the same clock and timestamp: signed 10 minutes ago
+	// and checked as of then, it passes.
+	then := now.Add(-10 * time.Minute)
+	if err := s.Verify(headers(HeaderStripeSignature, fmt.Sprintf("t=%d,v1=%s", then.Unix(), sig(then))), body, then); err != nil {
+		t.Errorf("signed and checked at the same time: %v", err)
 	}
 }
 

@@ -55,18 +55,25 @@ func (st stripeShop) verify(h http.Header, body []byte, now time.Time) error {
 	if header == "" {
 		return fmt.Errorf("%w: no %s header", ErrSignature, HeaderStripeSignature)
 	}
-	// stripe-go only refuses old timestamps; one far ahead would keep a
-	// captured delivery replayable for as long.
-	if t, ok := stripeTimestamp(header); ok && t > now.Unix()+int64(webhook.DefaultTolerance/time.Second) {
+	// Freshness is judged on the timestamp stripe-go verifies, the header's
+	// only t= (it verifies the last of several, so several are refused),
+	// and in both directions: stripe-go refuses only old ones, and one far
+	// ahead would keep a captured delivery replayable for as long.
+	t, err := stripeTimestamp(header)
+	if err != nil {
+		return fmt.Errorf("%w: malformed %s header: %v", ErrSignature, HeaderStripeSignature, err)
+	}
+	switch tolerance := int64(webhook.DefaultTolerance / time.Second); {
+	case t < now.Unix()-tolerance:
+		return fmt.Errorf("%w: timestamp older than %s", ErrSignature, webhook.DefaultTolerance)
+	case t > now.Unix()+tolerance:
 		return fmt.Errorf("%w: timestamp more than %s in the future", ErrSignature, webhook.DefaultTolerance)
 	}
 	for _, secret := range st.s.in.Secrets {
-		err := webhook.ValidatePayloadWithTolerance(body, header, secret, webhook.DefaultTolerance)
+		err := webhook.ValidatePayloadIgnoringTolerance(body, header, secret)
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, webhook.ErrTooOld):
-			return fmt.Errorf("%w: timestamp older than %s", ErrSignature, webhook.DefaultTolerance)
 		case errors.Is(err, webhook.ErrInvalidHeader), errors.Is(err, webhook.ErrNotSigned):
 			return fmt.Errorf("%w: malformed %s header", ErrSignature, HeaderStripeSignature)
 		}
@@ -350,13 +357,26 @@ func stripeErr(what string, err error) error {
 	return fmt.Errorf("stripe api: %s: %v: %w", what, err, ErrUnavailable)
 }
 
-// stripeTimestamp reads t=<seconds> from a Stripe-Signature header.
-func stripeTimestamp(header string) (int64, bool) {
-	for _, part := range strings.Split(header, ",") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(part), "t="); ok {
-			t, err := strconv.ParseInt(v, 10, 64)
-			return t, err == nil
+// stripeTimestamp reads the t=<seconds> of a Stripe-Signature header, split
+// as stripe-go splits it (key=value pairs separated by commas). Stripe sends
+// one; a header with none or several is refused.
+func stripeTimestamp(header string) (int64, error) {
+	var t int64
+	found := false
+	for _, pair := range strings.Split(header, ",") {
+		if k, v, _ := strings.Cut(pair, "="); k == "t" {
+			if found {
+				return 0, errors.New("more than one t=")
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, errors.New("t= is not a number of seconds")
+			}
+			t, found = n, true
 		}
 	}
-	return 0, false
+	if !found {
+		return 0, errors.New("no t=")
+	}
+	return t, nil
 }

@@ -39,19 +39,27 @@ type Store interface {
 // so that `coordinator sites update` reaches running processes quickly.
 const TTL = 30 * time.Second
 
+// maxMisses bounds the unknown site names remembered at once (each for TTL):
+// names come from requests, and each new one must not stay in memory.
+// Beyond it a name is looked up in the store every time, which is what a
+// name not remembered costs anyway.
+const maxMisses = 1024
+
 // Registry hands out one long-lived LMS client per site, so each site's token
 // is reused across tasks. It is safe for concurrent use.
 type Registry struct {
 	defaultClient *lms.Client
 	template      lms.Options // limits, cache and logger for other sites
 	store         Store       // nil: only the default site
+	now           func() time.Time
 
 	mu      sync.Mutex
-	entries map[string]entry
+	entries map[string]entry     // sites the store holds
+	misses  map[string]time.Time // names it did not hold, and when it said so
 }
 
 type entry struct {
-	client  *lms.Client // nil: the site does not exist
+	client  *lms.Client
 	site    Site
 	fetched time.Time
 }
@@ -59,7 +67,8 @@ type entry struct {
 // NewRegistry returns a registry whose default site uses def; other sites
 // take their URLs and credentials from store and the rest from def.
 func NewRegistry(def lms.Options, store Store) *Registry {
-	return &Registry{defaultClient: lms.New(def), template: def, store: store, entries: map[string]entry{}}
+	return &Registry{defaultClient: lms.New(def), template: def, store: store, now: time.Now,
+		entries: map[string]entry{}, misses: map[string]time.Time{}}
 }
 
 // Known reports whether orders may name the site.
@@ -90,20 +99,24 @@ func (r *Registry) client(ctx context.Context, name string) (*lms.Client, error)
 	}
 	r.mu.Lock()
 	e, ok := r.entries[name]
+	missed, unknown := r.misses[name]
 	r.mu.Unlock()
-	if ok && time.Since(e.fetched) < TTL {
+	switch {
+	case unknown && r.now().Sub(missed) < TTL:
+		return nil, nil
+	case ok && r.now().Sub(e.fetched) < TTL:
 		return e.client, nil
 	}
 	site, err := r.store.Get(ctx, name)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		r.put(name, entry{fetched: time.Now()})
+		r.miss(name)
 		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("site %s: %w: %v", name, fulfillment.ErrUnavailable, err)
 	}
-	if ok && e.client != nil && e.site == site {
-		e.fetched = time.Now() // unchanged: keep the client and its token
+	if ok && e.site == site {
+		e.fetched = r.now() // unchanged: keep the client and its token
 		r.put(name, e)
 		return e.client, nil
 	}
@@ -117,7 +130,7 @@ func (r *Registry) client(ctx context.Context, name string) (*lms.Client, error)
 		o.Timeout = site.Timeout
 	}
 	c := lms.New(o)
-	r.put(name, entry{client: c, site: site, fetched: time.Now()})
+	r.put(name, entry{client: c, site: site, fetched: r.now()})
 	return c, nil
 }
 
@@ -125,4 +138,25 @@ func (r *Registry) put(name string, e entry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.entries[name] = e
+	delete(r.misses, name)
+}
+
+// miss remembers that the store does not hold the site (any more), unless
+// maxMisses names are remembered and none of them has expired.
+func (r *Registry) miss(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.entries, name)
+	now := r.now()
+	if len(r.misses) >= maxMisses {
+		for n, at := range r.misses {
+			if now.Sub(at) >= TTL {
+				delete(r.misses, n)
+			}
+		}
+		if len(r.misses) >= maxMisses {
+			return
+		}
+	}
+	r.misses[name] = now
 }

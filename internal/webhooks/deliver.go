@@ -17,10 +17,12 @@ import (
 )
 
 // Response bodies are read at most this far (to reuse the connection) and
-// quoted in last_error at most this far.
+// quoted in last_error at most this far; response headers are read at most
+// this far (more fails the attempt).
 const (
-	maxDrain = 64 << 10
-	maxQuote = 200
+	maxDrain          = 64 << 10
+	maxQuote          = 200
+	maxResponseHeader = 32 << 10
 )
 
 // deliver POSTs a signed body to the subscriber once. A 2xx is delivered; a

@@ -53,7 +53,8 @@ type Subscriber struct {
 // Options configure Deliveries.
 type Options struct {
 	Subscribers []Subscriber
-	// Transport carries the deliveries; nil: a transport of its own.
+	// Transport carries the deliveries; nil: a transport of its own,
+	// which reads at most 32 KiB of a subscriber's response headers.
 	Transport http.RoundTripper
 	// Now is the clock of webhook-timestamp; nil: time.Now.
 	Now func() time.Time
@@ -82,6 +83,9 @@ func New(o Options) (*Deliveries, error) {
 	if rt == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = 16
+		// A subscriber's answer is a status; Go would read up to 10 MB of
+		// its headers.
+		t.MaxResponseHeaderBytes = maxResponseHeader
 		rt = t
 	}
 	for _, s := range o.Subscribers {

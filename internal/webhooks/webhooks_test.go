@@ -3,6 +3,7 @@ package webhooks
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -121,6 +122,25 @@ func TestDeliverOutcomes(t *testing.T) {
 	}
 	if redirected.Load() != 0 {
 		t.Error("a redirect was followed")
+	}
+}
+
+// A subscriber that answers 2xx with megabytes of headers (Go's client
+// reads up to 10 MB of them) is read only so far: past 32 KiB of headers
+// the attempt fails, to be retried. (Its body is drained at most 64 KiB:
+// TestDeliverOutcomes.)
+func TestDeliverBoundsResponseHeaders(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := range 2000 { // 2 MB
+			w.Header().Set(fmt.Sprintf("X-Filler-%d", i), strings.Repeat("h", 1000))
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	d, s := newSub(t, srv.URL, nil, 1)
+	err := d.handle(context.Background(), s, job(t))
+	if err == nil || pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "headers exceeded") {
+		t.Errorf("2 MB of response headers: %v, want a failed attempt (headers exceeded), retried", err)
 	}
 }
 

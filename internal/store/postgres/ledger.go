@@ -87,8 +87,11 @@ func (l *Ledger) Started(ctx context.Context, j pipeline.Job) error {
 // awaiting_account (whose attempt, counted by Started, is taken back: a look
 // for an account uses none) or failed.
 // A task already final is left alone: only a reopen (a retry) makes it open.
+// lastError is stored cleaned (pipeline.CleanText): one NUL byte, refused by
+// PostgreSQL, would otherwise fail the write at every reconcile pass.
 func (l *Ledger) Finished(ctx context.Context, j pipeline.Job, state fulfillment.State, lastError string) error {
 	k := j.Ref.Key()
+	lastError = pipeline.CleanText(lastError)
 	_, err := l.pool.Exec(ctx, `
 		UPDATE fulfillment_lines SET state = $5, last_error = $6, updated_at = now(),
 			result = CASE WHEN $8 <> '' THEN $8 ELSE result END,
