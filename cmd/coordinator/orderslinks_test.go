@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/openedx/coordinator/internal/lms"
+	"github.com/openedx/coordinator/internal/seat"
 )
 
 // The links of /admin/orders carry their query strings as written: a state's
@@ -28,7 +28,7 @@ func TestOrdersPageLinks(t *testing.T) {
 		if status != http.StatusOK {
 			t.Fatalf("fulfill %s: %d", o.order, status)
 		}
-		in.waitFinal(t, out[lms.ReceiverEnroll]["response"].(string))
+		in.waitFinal(t, out[seat.ReceiverEnroll]["response"].(string))
 	}
 	page := func(path string) string {
 		t.Helper()

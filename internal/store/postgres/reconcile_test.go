@@ -27,7 +27,7 @@ func TestReconcileCleansTheQueuesLastError(t *testing.T) {
 	ctx := context.Background()
 	rdb, qname := queuetest.Redis(t)
 	kinds := pipeline.NewKinds(pipeline.Kind{Name: "ping", TaskType: "test:ping", Done: "pinged", Rank: 1,
-		Handle: func(context.Context, pipeline.Job) error { return nil }})
+		Handle: pipeline.NoResult(func(context.Context, pipeline.Job) error { return nil })})
 	q := queue.New(rdb, kinds, queue.Options{Name: qname, MaxAttempts: 1, Retention: time.Hour, TaskTimeout: time.Minute})
 	var mu sync.Mutex
 	var told []fulfillment.Completed
