@@ -53,13 +53,13 @@ type Result struct {
 	SKU     string   `json:"sku,omitempty"`
 	Run     string   `json:"course_id"`
 	Mode    string   `json:"mode,omitempty"`
-	Price   string   `json:"price,omitempty"`    // as the shop writes it, with the currency
-	Product string   `json:"product,omitempty"`  // the shop's id of the product
-	Fields  []string `json:"fields,omitempty"`   // an update's fields
-	Reason  string   `json:"reason,omitempty"`   // why, for skip, retire, unchanged, update
-	Error   string   `json:"error,omitempty"`    // a failed item's error
-	Planned Action   `json:"planned,omitempty"`  // a failed item's planned action
-	Written bool     `json:"written,omitempty"`  // sync wrote the change
+	Price   string   `json:"price,omitempty"`   // as the shop writes it, with the currency
+	Product string   `json:"product,omitempty"` // the shop's id of the product
+	Fields  []string `json:"fields,omitempty"`  // an update's fields
+	Reason  string   `json:"reason,omitempty"`  // why, for skip, retire, unchanged, update
+	Error   string   `json:"error,omitempty"`   // a failed item's error
+	Planned Action   `json:"planned,omitempty"` // a failed item's planned action
+	Written bool     `json:"written,omitempty"` // sync wrote the change
 	item    Item
 	state   any // the shop's own: what apply needs
 }

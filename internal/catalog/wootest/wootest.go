@@ -2,7 +2,8 @@
 // catalog: products (GET /products with sku, status, per_page and page;
 // POST /products/batch) and the general settings (currency, decimals), with
 // WooCommerce's basic auth, batch limit (413 over 100 items), SKU uniqueness
-// (400 product_invalid_sku, trashed products excluded), default status
+// (400 product_invalid_sku, across products and variations, trashed
+// products excluded), default status
 // publish for both listing and creating, and scripted 429s.
 package wootest
 
@@ -63,6 +64,7 @@ type Store struct {
 	currency  string
 	decimals  int
 	products  map[int64]*Product
+	variation map[string]bool // SKUs of product variations
 	nextID    int64
 	throttle  int // the next calls answered 429
 	after     string
@@ -74,7 +76,7 @@ type Store struct {
 // consumer key and secret.
 func New(key, secret string) *Store {
 	return &Store{key: key, secret: secret, currency: "USD", decimals: 2, products: map[int64]*Product{},
-		nextID: 100, calls: map[string]int{}}
+		variation: map[string]bool{}, nextID: 100, calls: map[string]int{}}
 }
 
 // Start serves the store on a loopback port until the test ends.
@@ -103,6 +105,10 @@ func (s *Store) Add(p Product) int64 {
 	})
 	return id
 }
+
+// AddVariation gives a variation of some variable product the SKU: /products
+// does not list it, but no product may take its SKU.
+func (s *Store) AddVariation(sku string) { s.locked(func() { s.variation[sku] = true }) }
 
 // Edit changes a product as an operator would in WordPress.
 func (s *Store) Edit(id int64, f func(*Product)) { s.locked(func() { f(s.products[id]) }) }
@@ -335,6 +341,9 @@ func (s *Store) set(p *Product, raw json.RawMessage) *entryError {
 		return &entryError{"rest_invalid_param", "Invalid parameter(s): " + err.Error(), map[string]any{"status": 400}}
 	}
 	if in.SKU != nil && *in.SKU != "" {
+		if s.variation[*in.SKU] {
+			return &entryError{"product_invalid_sku", "Invalid or duplicated SKU.", map[string]any{"status": 400, "unique_sku": *in.SKU + "-1"}}
+		}
 		for _, o := range s.products {
 			if o.ID != p.ID && o.SKU == *in.SKU && o.Status != "trash" {
 				return &entryError{"product_invalid_sku", "Invalid or duplicated SKU.",
