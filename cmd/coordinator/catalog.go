@@ -101,7 +101,17 @@ func catalogCommand(ctx context.Context, cfg config.Config, args []string, stdou
 	if err != nil {
 		return fmt.Errorf("catalog: site %s: %w", in.Site, err)
 	}
-	opts := catalog.Options{Org: *org, Runs: runs, IncludeFree: *free, CourseMode: in.CourseMode, Now: time.Now()}
+	opts := catalog.Options{Org: *org, Runs: runs, IncludeFree: *free, CourseMode: in.CourseMode, Now: time.Now(),
+		Mapped: map[string]string{}}
+	for key, p := range in.Products {
+		mode := p.Mode
+		if mode == "" {
+			mode = in.CourseMode
+		}
+		if k := p.CourseID + "@" + mode; opts.Mapped[k] == "" || key < opts.Mapped[k] {
+			opts.Mapped[k] = key // the same one every time
+		}
+	}
 	do := catalog.Plan
 	if sync {
 		do = catalog.Sync

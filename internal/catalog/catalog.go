@@ -107,7 +107,11 @@ type Options struct {
 	// CourseMode is the integration's course_mode: its items' SKU is the
 	// bare run key.
 	CourseMode string
-	Now        time.Time
+	// Mapped are the runs and modes the integration's products map sells
+	// already: "<run>@<mode>" → the map's key (SKU or id). They get no
+	// second product.
+	Mapped map[string]string
+	Now    time.Time
 }
 
 // Plan reads the LMS and the shop and reports what Sync would do.
@@ -210,6 +214,8 @@ func item(r lms.CatalogRun, d lms.RunModes, m lms.CourseMode, o Options) Item {
 		end = d.EnrollmentEnd
 	}
 	switch {
+	case o.Mapped[r.ID+"@"+m.Slug] != "":
+		it.Skip = fmt.Sprintf("sold by %q of the integration's products map", o.Mapped[r.ID+"@"+m.Slug])
 	case m.Slug == "credit":
 		it.Skip = "credit mode: its enrollment names a credit provider, which a shop order cannot"
 	case m.MinPrice < 0:

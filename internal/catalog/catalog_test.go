@@ -415,11 +415,13 @@ func TestStripeCurrencies(t *testing.T) {
 	}
 }
 
-// --run and --include-free select items; a run not listed is named.
+// --run and --include-free select items; a run not listed is named; a
+// mode the products map sells already gets no second product.
 func TestSelection(t *testing.T) {
 	_, src := fakeLMS(t, demo, other)
 	o := opts
 	o.Runs, o.IncludeFree = []string{other, "course-v1:edX+Gone+2001"}, true
+	o.Mapped = map[string]string{other + "@verified": "OTHER-VERIFIED"}
 	items, err := catalog.Items(t.Context(), src, o)
 	if err != nil {
 		t.Fatal(err)
@@ -428,7 +430,7 @@ func TestSelection(t *testing.T) {
 	for _, it := range items {
 		got = append(got, it.SKU+" "+it.Skip)
 	}
-	want := []string{other + "@audit ", other + " ", other + "@professional ",
+	want := []string{other + "@audit ", other + ` sold by "OTHER-VERIFIED" of the integration's products map`, other + "@professional ",
 		" not in the LMS's course list (unknown, or another organization than --org)"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("items (-want +got):\n%s", diff)
