@@ -338,7 +338,7 @@ func TestStripe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, writes, _ := st.Calls(); writes != 0 || plan.Counts[catalog.Create] != 4 {
+	if _, writes := st.Calls(); writes != 0 || plan.Counts[catalog.Create] != 4 {
 		t.Fatalf("plan: %v with %d writes, want 4 creates and none", plan.Counts, writes)
 	}
 	sync(t, src, shop, opts)
@@ -384,9 +384,63 @@ func TestStripe(t *testing.T) {
 	if p, _ := st.Product(catalog.StripeProductID(other, "verified")); p.Active {
 		t.Error("the ended run's product is still active")
 	}
-	if calls, writes, unkeyed := st.Calls(); unkeyed != 0 {
-		t.Errorf("%d of %d writes (%d calls) without an Idempotency-Key", unkeyed, writes, calls)
+	// stripe-go sends a random key when none is set: each must be ours,
+	// derived from what it writes.
+	for _, k := range st.IdempotencyKeys() {
+		if !strings.HasPrefix(k, "coordinator-catalog-") {
+			t.Errorf("a write with Idempotency-Key %q, not one of Coordinator's", k)
+		}
 	}
+}
+
+// A sync that failed after creating a price (here: Stripe refused to make
+// it the default) is finished by the next one, which finds the price by its
+// lookup_key instead of making another.
+func TestStripeResumesAfterAFailure(t *testing.T) {
+	_, src := fakeLMS(t, demo)
+	st := stripetest.NewProducts(stripeKey)
+	srv := httptest.NewServer(st)
+	t.Cleanup(srv.Close)
+	refuse := &refuseDefaultPrice{next: http.DefaultTransport}
+	shop := catalog.NewStripe(srv.URL, stripeKey, &http.Client{Transport: refuse})
+	o := opts
+	o.Runs = []string{demo}
+	rep := sync(t, src, shop, o)
+	if rep.Failed() != 2 || rep.Counts[catalog.Skip] != 1 {
+		t.Fatalf("first sync: %v, want both paid modes failed\n%v", rep.Counts, rep.Results)
+	}
+	id := catalog.StripeProductID(demo, "verified")
+	if p, ok := st.Product(id); !ok || p.DefaultPrice != "" || len(st.Prices(id)) != 1 {
+		t.Fatalf("after the failure: %+v, prices %+v", p, st.Prices(id))
+	}
+	refuse.off = true
+	rep = sync(t, src, shop, o)
+	if rep.Counts[catalog.Update] != 2 || rep.Failed() != 0 {
+		t.Errorf("second sync: %v", rep.Counts)
+	}
+	p, _ := st.Product(id)
+	if prices := st.Prices(id); len(prices) != 1 || p.DefaultPrice != prices[0].ID {
+		t.Errorf("prices %+v, default %s: want the first sync's price made default, no second one", prices, p.DefaultPrice)
+	}
+}
+
+// refuseDefaultPrice answers Stripe's 400 to every product update setting
+// default_price, until off.
+type refuseDefaultPrice struct {
+	next http.RoundTripper
+	off  bool
+}
+
+func (r *refuseDefaultPrice) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !r.off && req.Method == http.MethodPost && strings.HasPrefix(req.URL.Path, "/v1/products/") {
+		body, _ := io.ReadAll(req.Body)
+		if strings.Contains(string(body), "default_price=") {
+			return &http.Response{StatusCode: 400, Header: http.Header{"Content-Type": {"application/json"}}, Request: req,
+				Body: io.NopCloser(strings.NewReader(`{"error":{"type":"invalid_request_error","message":"refused by the test"}}`))}, nil
+		}
+		req.Body = io.NopCloser(strings.NewReader(string(body)))
+	}
+	return r.next.RoundTrip(req)
 }
 
 // Stripe amounts are in minor units: none for zero-decimal currencies,

@@ -32,7 +32,7 @@ type Products struct {
 	after    string
 	calls    int
 	writes   int
-	unkeyed  int // writes without an Idempotency-Key
+	keys     []string // each write's Idempotency-Key, "" for none
 }
 
 // Product is a product as the fake keeps it.
@@ -120,12 +120,20 @@ func (s *Products) Len() int {
 	return len(s.products)
 }
 
-// Calls is how many requests the fake received; Writes how many of them
-// were POSTs, and Unkeyed how many POSTs came without an Idempotency-Key.
-func (s *Products) Calls() (calls, writes, unkeyed int) {
+// Calls is how many requests the fake received, and how many of them were
+// writes (POSTs).
+func (s *Products) Calls() (calls, writes int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.calls, s.writes, s.unkeyed
+	return s.calls, s.writes
+}
+
+// IdempotencyKeys lists each write's Idempotency-Key ("" for none), in
+// order.
+func (s *Products) IdempotencyKeys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.keys)
 }
 
 func (s *Products) locked(f func()) {
@@ -158,9 +166,8 @@ func (s *Products) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
 		s.writes++
 		key := r.Header.Get("Idempotency-Key")
-		if key == "" {
-			s.unkeyed++
-		} else {
+		s.keys = append(s.keys, key)
+		if key != "" {
 			digest := fmt.Sprintf("%x", sha256.Sum256([]byte(r.URL.Path+"?"+r.PostForm.Encode())))
 			if e, ok := s.idem[key]; ok {
 				if e.digest != digest {
