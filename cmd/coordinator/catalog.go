@@ -221,7 +221,7 @@ func printReport(w io.Writer, rep catalog.Report) {
 	}
 	_ = tw.Flush()
 	var counts []string
-	for _, a := range catalog.Actions {
+	for _, a := range catalog.Actions() {
 		counts = append(counts, fmt.Sprintf("%s %d", a, rep.Counts[a]))
 	}
 	fmt.Fprintf(w, "\n%s\n", strings.Join(counts, " · "))

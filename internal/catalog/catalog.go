@@ -30,7 +30,7 @@ const (
 )
 
 // Actions lists every action in report order.
-var Actions = []Action{Create, Update, Unchanged, Retire, Skip, Failed}
+func Actions() []Action { return []Action{Create, Update, Unchanged, Retire, Skip, Failed} }
 
 // Item is one course run and mode the LMS offers.
 type Item struct {

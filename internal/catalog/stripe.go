@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,19 +49,14 @@ func StripeProductID(run, mode string) string {
 // StripeLookupKey is the lookup_key of a run's mode's current price.
 func StripeLookupKey(run, mode string) string { return "coordinator:" + run + ":" + mode }
 
-// stripeZeroDecimal are the currencies Stripe counts in whole units.
-var stripeZeroDecimal = []string{"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
-
-// stripeThreeDecimal are the currencies Stripe counts in thousandths.
-var stripeThreeDecimal = []string{"bhd", "jod", "kwd", "omr", "tnd"}
-
 // StripeAmount is a whole amount in Stripe's minor units of the currency:
-// 49 usd is 4900, 5000 jpy is 5000, 3 kwd is 3000.
+// 49 usd is 4900, 5000 jpy is 5000 (a zero-decimal currency), 3 kwd is 3000
+// (a three-decimal one).
 func StripeAmount(amount int64, currency string) int64 {
-	switch c := strings.ToLower(currency); {
-	case slices.Contains(stripeZeroDecimal, c):
+	switch strings.ToLower(currency) {
+	case "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf":
 		return amount
-	case slices.Contains(stripeThreeDecimal, c):
+	case "bhd", "jod", "kwd", "omr", "tnd":
 		return amount * 1000
 	}
 	return amount * 100

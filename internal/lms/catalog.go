@@ -13,16 +13,16 @@ import (
 // CatalogRun is one course run as the Course API lists it
 // (GET /api/courses/v1/courses/).
 type CatalogRun struct {
-	ID              string   `json:"id"` // the course run key
-	Name            string   `json:"name"`
-	Org             string   `json:"org"`
-	Number          string   `json:"number"`
-	Start           *LMSTime `json:"start"`
-	End             *LMSTime `json:"end"`
-	EnrollmentStart *LMSTime `json:"enrollment_start"`
-	EnrollmentEnd   *LMSTime `json:"enrollment_end"`
-	InvitationOnly  bool     `json:"invitation_only"`
-	Hidden          bool     `json:"hidden"`
+	ID              string `json:"id"` // the course run key
+	Name            string `json:"name"`
+	Org             string `json:"org"`
+	Number          string `json:"number"`
+	Start           *Time  `json:"start"`
+	End             *Time  `json:"end"`
+	EnrollmentStart *Time  `json:"enrollment_start"`
+	EnrollmentEnd   *Time  `json:"enrollment_end"`
+	InvitationOnly  bool   `json:"invitation_only"`
+	Hidden          bool   `json:"hidden"`
 }
 
 // CourseMode is one mode of a course run with its price, as the enrollment
@@ -31,9 +31,9 @@ type CourseMode struct {
 	Slug string `json:"slug"`
 	Name string `json:"name"`
 	// MinPrice is in whole units of Currency: the LMS stores an integer.
-	MinPrice   int64    `json:"min_price"`
-	Currency   string   `json:"currency"` // lower case, e.g. usd
-	Expiration *LMSTime `json:"expiration_datetime"`
+	MinPrice   int64  `json:"min_price"`
+	Currency   string `json:"currency"` // lower case, e.g. usd
+	Expiration *Time  `json:"expiration_datetime"`
 }
 
 // RunModes is a course run's enrollment details: its modes, expired ones
@@ -41,16 +41,16 @@ type CourseMode struct {
 type RunModes struct {
 	CourseID      string       `json:"course_id"`
 	CourseName    string       `json:"course_name"`
-	EnrollmentEnd *LMSTime     `json:"enrollment_end"`
+	EnrollmentEnd *Time        `json:"enrollment_end"`
 	Modes         []CourseMode `json:"course_modes"`
 }
 
-// LMSTime is a date the LMS writes: RFC 3339, or Django's ISO 8601 without a
+// Time is a date the LMS writes: RFC 3339, or Django's ISO 8601 without a
 // zone (UTC).
-type LMSTime struct{ time.Time }
+type Time struct{ time.Time }
 
 // UnmarshalJSON reads an LMS date; null stays the zero time.
-func (t *LMSTime) UnmarshalJSON(b []byte) error {
+func (t *Time) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil || s == "" {
 		return err

@@ -9,7 +9,7 @@ import (
 )
 
 // Catalog is what the Course API says of a course run, and its modes'
-// prices (LMS.md §11).
+// prices.
 type Catalog struct {
 	Org            string // default: the key's org part
 	Hidden         bool   // catalog visibility none: listed to staff only
@@ -57,7 +57,7 @@ func (s *Server) optionalAuth(h handler) handler {
 	}
 }
 
-// courseList implements GET /api/courses/v1/courses/ (LMS.md §11): the runs
+// courseList implements GET /api/courses/v1/courses/: the runs
 // the caller may see (staff: hidden and invitation-only ones too), of org
 // (case-insensitive) when given, by id, paged with page and page_size; a page
 // past the end is 404.
