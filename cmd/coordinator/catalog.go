@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"text/tabwriter"
@@ -173,7 +172,7 @@ func catalogShop(in config.Integration) (catalog.Shop, error) {
 		case in.ConsumerKey == "" || in.ConsumerSecret == "":
 			return nil, fmt.Errorf("catalog: %s.consumer_key and consumer_secret are required: a WooCommerce REST API key with Read/Write", k)
 		}
-		if u, _ := url.Parse(in.APIURL); u.Scheme != "https" && !loopbackHost(u.Hostname()) {
+		if u, _ := url.Parse(in.APIURL); !config.CredentialsSafe(u) {
 			return nil, fmt.Errorf("catalog: %s.api_url must be https: the consumer key and secret travel with every call (plain http only to a loopback address)", k)
 		}
 		return catalog.NewWooCommerce(in.APIURL, in.ConsumerKey, in.ConsumerSecret, hc), nil
@@ -181,15 +180,6 @@ func catalogShop(in config.Integration) (catalog.Shop, error) {
 		return catalog.NewStripe(in.APIURL, in.APIKey, hc), nil
 	}
 	return nil, fmt.Errorf("catalog: integration %s is of type %s: only woocommerce and stripe products are made", in.Name, in.Type)
-}
-
-// loopbackHost reports whether host is this machine.
-func loopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }
 
 // printReport writes the report as a table and a summary line.

@@ -99,8 +99,8 @@ func (s *Stripe) plan(ctx context.Context, items []Item) (string, []Result, erro
 	return currency, results, nil
 }
 
-// formatMinor shows a minor-unit amount with its currency: "4900 usd
-// minor units" reads worse than "4900 (USD minor units)".
+// formatMinor shows an amount as Stripe takes it, saying it is in minor
+// units: "4900 USD (minor units)".
 func formatMinor(minor int64, currency string) string {
 	return strconv.FormatInt(minor, 10) + " " + strings.ToUpper(currency) + " (minor units)"
 }
