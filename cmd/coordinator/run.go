@@ -27,6 +27,8 @@ commands:
                  manage LMS sites in the database (coordinator sites help)
   webhooks ping NAME
                  send one signed test delivery to subscriber NAME and print the outcome
+  catalog plan|sync --integration NAME
+                 stock a WooCommerce or Stripe shop from the LMS catalog (coordinator catalog help)
   version        print version and build information
 
 --config defaults to $COORDINATOR_CONFIG, else configs/coordinator.yaml.
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return sitesCommand(ctx, cfg, rest[1:], getenv, stdout)
 	case rest[0] == "webhooks":
 		return webhooksCommand(ctx, cfg, rest[1:], stdout)
+	case rest[0] == "catalog":
+		return catalogCommand(ctx, cfg, rest[1:], stdout, stderr)
 	case cmd == "api", cmd == "worker", cmd == "all":
 		return serve(ctx, cfg, rest[0], stderr)
 	default:

@@ -151,12 +151,16 @@ func (c *Config) validateCompleteOrder() error {
 		if err := HTTPURL(k+".api_url", in.APIURL); err != nil {
 			return keyErr(k+".api_url", "required: the store's base URL (https://shop.example.com), as %s calls its REST API", CompleteOrderReceiver)
 		}
-		if u, _ := url.Parse(in.APIURL); u.Scheme != "https" && !loopback(u.Hostname()) {
+		if u, _ := url.Parse(in.APIURL); !CredentialsSafe(u) {
 			return keyErr(k+".api_url", "must be https: %s sends the consumer key and secret with every call (plain http only to a loopback address)", CompleteOrderReceiver)
 		}
 	}
 	return nil
 }
+
+// CredentialsSafe reports whether credentials may travel to u: over https,
+// or to this machine.
+func CredentialsSafe(u *url.URL) bool { return u.Scheme == "https" || loopback(u.Hostname()) }
 
 // loopback reports whether host is this machine: localhost or a loopback IP.
 func loopback(host string) bool {

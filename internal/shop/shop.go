@@ -201,7 +201,8 @@ func (s *Shop) Event(ctx context.Context, h http.Header, body []byte) (Event, er
 func (s *Shop) OrderNumber(orderID string) string { return s.in.OrderPrefix + orderID }
 
 // product maps a line item to its course: the products map by each of keys
-// (SKU first, then ids), else a SKU that is a course run key.
+// (SKU first, then ids), else a SKU that is a course run key, or a run key
+// and a mode as "<run key>@<mode>".
 func (s *Shop) product(sku string, ids ...string) (Product, bool) {
 	for _, k := range append([]string{sku}, ids...) {
 		if k == "" {
@@ -213,6 +214,11 @@ func (s *Shop) product(sku string, ids ...string) (Product, bool) {
 	}
 	if fulfillment.ValidCourseKey(sku) {
 		return s.withMode(OneItem(sku, "")), true
+	}
+	// "<run key>@<mode>", as `coordinator catalog` writes for a mode other
+	// than course_mode; neither a run key nor a mode holds an '@'.
+	if run, mode, ok := strings.Cut(sku, "@"); ok && fulfillment.ValidCourseKey(run) && fulfillment.ValidMode(mode) {
+		return OneItem(run, mode), true
 	}
 	return Product{}, false
 }

@@ -36,6 +36,8 @@ const (
 	Read    Endpoint = "read"
 	Account Endpoint = "account"
 	Course  Endpoint = "course"
+	// Courses is the Course API's list, /api/courses/v1/courses/.
+	Courses Endpoint = "courses"
 	// Deactivate counts the enrollment POSTs with is_active false (they
 	// are Enroll calls too).
 	Deactivate Endpoint = "deactivate"
@@ -66,6 +68,8 @@ type CourseRun struct {
 	Name   string
 	Modes  []string // offered mode slugs
 	Closed bool     // enrollment closed: new enrollments and repeats get 400
+	// Catalog is what the Course API lists and the modes' prices.
+	Catalog Catalog
 }
 
 // Enrollment is the fake's record of one learner in one course run.
@@ -339,6 +343,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serve(w, r, Course, s.course)
 	case strings.HasPrefix(p, "/api/entitlements/v1/entitlements/"):
 		s.serve(w, r, Entitlements, s.authed(s.entitlementsAPI))
+	case p == "/api/courses/v1/courses/" && r.Method == http.MethodGet:
+		s.serve(w, r, Courses, s.optionalAuth(s.courseList))
 	default:
 		w.WriteHeader(http.StatusNotFound) // Django's 404 for an unknown URL, e.g. a trailing slash
 	}
@@ -711,17 +717,11 @@ func (s *Server) course(r *http.Request, _ []byte, _ string) answer {
 	if !ok {
 		return msg(400, fmt.Sprintf("No course found for course ID '%s'", id))
 	}
-	return answer{status: 200, body: s.courseJSON(id, c)}
+	return answer{status: 200, body: c.detailsJSON(id, s.now(), r.URL.Query().Get("include_expired") != "")}
 }
 
 func (s *Server) courseJSON(id string, c *CourseRun) map[string]any {
-	modes := make([]map[string]any, 0, len(c.Modes))
-	for _, m := range c.Modes {
-		modes = append(modes, map[string]any{"slug": m, "name": m, "min_price": 0, "suggested_prices": "",
-			"currency": "usd", "expiration_datetime": nil, "description": nil, "sku": nil, "bulk_sku": nil})
-	}
-	return map[string]any{"course_id": id, "course_name": c.Name, "enrollment_start": nil, "enrollment_end": nil,
-		"course_start": nil, "course_end": nil, "invite_only": false, "course_modes": modes}
+	return c.detailsJSON(id, s.now(), false)
 }
 
 func (s *Server) enrollmentJSON(e *Enrollment) map[string]any {
