@@ -6,7 +6,8 @@
 # while `make test` needs it); with --browser
 # Debian's Chromium for the dashboard's browser test, and with --tools the
 # tools the deployment tests run (kubectl, promtool, systemd-analyze) and
-# the interpreters of the subscriber docs' snippets (python3, node, php).
+# the interpreters of the subscriber docs' snippets (python3, node, php) and
+# Jinja2 for rendering the Tutor plugin.
 # Idempotent; a service already answering is left alone.
 set -eu
 
@@ -79,6 +80,8 @@ if [ "$tools" = yes ]; then
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 	# The subscriber docs' signature snippets run in Python, Node and PHP.
 	command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+	# The Tutor plugin's render test uses Jinja2, as Tutor does.
+	python3 -c 'import jinja2' >/dev/null 2>&1 || missing="$missing python3-jinja2"
 	command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 	command -v php >/dev/null 2>&1 || missing="$missing php-cli"
 	if [ -n "$missing" ]; then
@@ -89,6 +92,7 @@ if [ "$tools" = yes ]; then
 	for tool in kubectl promtool systemd-analyze python3 node php; do
 		command -v $tool >/dev/null 2>&1 || { echo "services: $tool missing after install" >&2; exit 1; }
 	done
+	python3 -c 'import jinja2' 2>/dev/null || { echo "services: python3-jinja2 missing after install" >&2; exit 1; }
 	echo "services: deployment tools OK"
 fi
 if [ "$memcached" = yes ]; then
