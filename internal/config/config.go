@@ -694,7 +694,7 @@ func (c *Config) Validate() error {
 			return keyErr(k+".user", "required")
 		}
 		if _, err := bcrypt.Cost([]byte(u.PasswordBcrypt)); err != nil {
-			return keyErr(k+".password_bcrypt", "required: a bcrypt hash ($2a$..., $2b$...), e.g. from htpasswd -nbB user pass")
+			return keyErr(k+".password_bcrypt", "required: a bcrypt hash ($2a$..., $2b$...), e.g. from coordinator admin hash-password")
 		}
 	}
 	w := c.Worker
