@@ -22,15 +22,12 @@ done
 bin/fakelms --addr "$FAKELMS_ADDR" &
 fake=$!
 trap 'kill $fake 2>/dev/null' EXIT
-# Wait until the fake LMS serves; if it exits instead (the port was taken
-# after all), stop here.
-until answers "$FAKELMS_ADDR"; do
-	if ! kill -0 $fake 2>/dev/null; then
-		wait $fake || true
-		taken FAKELMS_ADDR "$FAKELMS_ADDR"
-	fi
-	sleep 0.1
-done
+# Wait until the port answers. The fake LMS binds before anything else and
+# exits at once when it cannot, so if it is still running a moment later,
+# the port is its own; if it exited (another program took the port since
+# the check above), stop here.
+until answers "$FAKELMS_ADDR" || ! kill -0 $fake 2>/dev/null; do sleep 0.1; done
+sleep 0.3
 kill -0 $fake 2>/dev/null || taken FAKELMS_ADDR "$FAKELMS_ADDR"
 
 echo "make run: the fake LMS on http://$FAKELMS_ADDR, Coordinator on http://$COORDINATOR_ADDR" >&2
