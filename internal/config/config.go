@@ -546,8 +546,10 @@ func (w walker) unsetUnder(key string) []string {
 	return vars
 }
 
-// droppedSecret is a list entry of signing secrets (integrations[0].secrets[1]).
-var droppedSecret = regexp.MustCompile(`^(integrations|webhooks)\[\d+\]\.secrets\[\d+\]$`)
+// droppedSecret is an entry of an integration's signing secrets
+// (integrations[0].secrets[1]), which are dropped when empty; a subscriber's
+// empty secret is an error instead.
+var droppedSecret = regexp.MustCompile(`^integrations\[\d+\]\.secrets\[\d+\]$`)
 
 // droppedSecrets warns of each signing secret that expanded to nothing and
 // was dropped while others of its list remain (all of them dropped is an
