@@ -24,13 +24,20 @@ setup:
 	./deploy/dev/services.sh $(SERVICES_FLAGS)
 	$(GO) mod download
 
-# A local trial: the fake LMS on :18000 and `coordinator all` on :8140 with
-# configs/coordinator.yaml. Ctrl-C stops both. COORDINATOR_DEV=1 lets it
-# accept the development JWT secret above, which it refuses otherwise.
+# A local trial: the fake LMS on $(FAKELMS_ADDR) and `coordinator all` on
+# $(COORDINATOR_ADDR) with configs/coordinator.yaml (its http.addr, lms.url
+# and JWT issuer follow both). A port already taken stops it with the
+# variable to set, e.g. `make run FAKELMS_ADDR=127.0.0.1:18010` next to a
+# devstack. memcached is started only when the config uses it. Ctrl-C stops
+# both. COORDINATOR_DEV=1 lets it accept the development JWT secret above,
+# which it refuses otherwise.
+export COORDINATOR_ADDR ?= 127.0.0.1:8140
+export FAKELMS_ADDR ?= 127.0.0.1:18000
+RUN_CONFIG ?= configs/coordinator.yaml
+export RUN_CONFIG
+run: SERVICES_FLAGS = $(if $(shell grep -Es '^[[:space:]]*memcached:' $(RUN_CONFIG)),,--no-memcached)
 run: setup build
-	@$(BIN)/fakelms --addr 127.0.0.1:18000 & fake=$$!; \
-	trap 'kill $$fake 2>/dev/null' EXIT; \
-	COORDINATOR_DEV=1 $(BIN)/coordinator --config configs/coordinator.yaml all
+	@./deploy/dev/trial.sh
 
 # Every test, with the race detector, plus vet, staticcheck, gofmt and a
 # short fuzz run of the fulfill and return endpoints.

@@ -78,19 +78,58 @@ func readDeploy(t *testing.T, name string) string {
 // that env provides every variable it references.
 func checkConfigEnv(t *testing.T, where string, env map[string]string) config.Config {
 	t.Helper()
-	for _, m := range envRef.FindAllStringSubmatch(readDeploy(t, "coordinator.yaml"), -1) {
+	return checkConfigText(t, where, readDeploy(t, "coordinator.yaml"), env)
+}
+
+// commentLine is a YAML line holding only a comment.
+var commentLine = regexp.MustCompile(`(?m)^\s*#.*$`)
+
+// checkConfigText parses a deployment's config file with env, checks that
+// env provides every variable it references, and runs `config check` on it.
+func checkConfigText(t *testing.T, where, text string, env map[string]string) config.Config {
+	t.Helper()
+	for _, m := range envRef.FindAllStringSubmatch(commentLine.ReplaceAllString(text, ""), -1) {
 		if _, ok := env[m[1]]; !ok {
-			t.Errorf("%s does not set ${%s}, which deploy/coordinator.yaml uses", where, m[1])
+			t.Errorf("%s does not set ${%s}, which its config file uses", where, m[1])
 		}
 	}
-	cfg, err := config.Parse([]byte(readDeploy(t, "coordinator.yaml")), func(k string) string { return env[k] })
+	cfg, err := config.Parse([]byte(text), func(k string) string { return env[k] })
 	if err != nil {
-		t.Errorf("%s: deploy/coordinator.yaml does not load: %v", where, err)
+		t.Errorf("%s: the config file does not load: %v", where, err)
 	}
 	if err := configCheck(cfg, &strings.Builder{}); err != nil {
 		t.Errorf("%s: config check: %v", where, err)
 	}
 	return cfg
+}
+
+// shopsMarker starts deploy/coordinator.yaml's commented example of shops
+// and subscribers.
+const shopsMarker = "# --- shops and subscribers ---\n"
+
+// withShops is a config file with its commented shops and subscribers
+// example turned on, as an operator does.
+func withShops(t *testing.T, text string) string {
+	t.Helper()
+	head, tail, ok := strings.Cut(text, shopsMarker)
+	if !ok {
+		t.Fatalf("the config file has no %q section", strings.TrimSpace(shopsMarker))
+	}
+	return head + regexp.MustCompile(`(?m)^# ?`).ReplaceAllString(tail, "")
+}
+
+// shopSecrets are the secrets the shops example names.
+var shopSecrets = map[string]string{
+	"WOO_WEBHOOK_SECRET": "woo-webhook-secret-0123456789",
+	"CRM_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+}
+
+// checkShops checks that a config with the shops example on has them.
+func checkShops(t *testing.T, where string, cfg config.Config) {
+	t.Helper()
+	if len(cfg.Integrations) != 1 || len(cfg.Integrations[0].Secrets) != 1 || len(cfg.Webhooks) != 1 || len(cfg.Webhooks[0].Secrets) != 1 {
+		t.Errorf("%s: %d integrations, %d subscribers, want the example's one of each with its secret", where, len(cfg.Integrations), len(cfg.Webhooks))
+	}
 }
 
 // sample fills placeholders and blanks with valid values, as an operator would.
@@ -195,13 +234,7 @@ func TestCompose(t *testing.T) {
 				if len(s.Command) != 1 || !slices.Contains(runnable, s.Command[0]) {
 					t.Errorf("%s command %q is not a coordinator command", name, s.Command)
 				}
-				env := map[string]string{}
-				for k, v := range s.Environment {
-					if v != nil {
-						env[k] = *v
-					}
-				}
-				cfg := checkConfigEnv(t, "compose "+name, env)
+				cfg := checkConfigText(t, "compose "+name, composeConfig(t, s), composeServiceEnv(s))
 				// The tiers are on exactly when their file is loaded, and
 				// point at services of the project.
 				if on := cfg.Database.URL != ""; on != c.postgres {
@@ -258,6 +291,27 @@ func TestCompose(t *testing.T) {
 			}
 		})
 	}
+	// Shops and subscribers: the operator's copy of the config, mounted,
+	// and their secrets in coordinator.env.
+	dir := t.TempDir()
+	shopConfig, envFile := filepath.Join(dir, "coordinator.yaml"), filepath.Join(dir, "coordinator.env")
+	var envLines strings.Builder
+	for k, v := range shopSecrets {
+		fmt.Fprintf(&envLines, "%s=%s\n", k, v)
+	}
+	if err := os.WriteFile(shopConfig, []byte(withShops(t, readDeploy(t, "coordinator.yaml"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(envFile, []byte(envLines.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	shops := loadCompose(t, append(slices.Clone(composeEnv), "COORDINATOR_CONFIG_FILE="+shopConfig, "COORDINATOR_ENV_FILE="+envFile),
+		"docker-compose.yml", "compose.postgres.yml")
+	for _, name := range []string{"api", "worker", "migrate"} {
+		s := shops.Services[name]
+		checkShops(t, "compose "+name, checkConfigText(t, "compose with shops "+name, composeConfig(t, s), composeServiceEnv(s)))
+	}
+
 	// The operator chooses where the API listens.
 	p := loadCompose(t, append(slices.Clone(composeEnv), "COORDINATOR_BIND=0.0.0.0", "COORDINATOR_PORT=9000"), "docker-compose.yml")
 	if port := p.Services["api"].Ports[0]; port.HostIP != "0.0.0.0" || port.Published != "9000" {
@@ -269,6 +323,37 @@ func TestCompose(t *testing.T) {
 	if _, err := opts.LoadProject(context.Background()); err == nil || !strings.Contains(err.Error(), "ADMIN_PASSWORD_BCRYPT") {
 		t.Errorf("compose without ADMIN_PASSWORD_BCRYPT: %v, want an error naming it", err)
 	}
+}
+
+// composeServiceEnv is a Compose service's environment, env_file included.
+func composeServiceEnv(s types.ServiceConfig) map[string]string {
+	env := map[string]string{}
+	for k, v := range s.Environment {
+		if v != nil {
+			env[k] = *v
+		}
+	}
+	return env
+}
+
+// composeConfig reads the config file a Compose service mounts where the
+// image reads it.
+func composeConfig(t *testing.T, s types.ServiceConfig) string {
+	t.Helper()
+	for _, v := range s.Volumes {
+		if v.Target == "/etc/coordinator/coordinator.yaml" {
+			if !v.ReadOnly {
+				t.Errorf("%s mounts its config writable", s.Name)
+			}
+			b, err := os.ReadFile(v.Source)
+			if err != nil {
+				t.Fatalf("%s: %v", s.Name, err)
+			}
+			return string(b)
+		}
+	}
+	t.Fatalf("%s mounts no config file at /etc/coordinator/coordinator.yaml", s.Name)
+	return ""
 }
 
 // k8sObject is one object of the kustomize output, decoded strictly into
@@ -406,7 +491,11 @@ func TestKubernetes(t *testing.T) {
 		if !slices.Equal(refs, []string{"configmap", "secret"}) {
 			t.Errorf("%s envFrom %v", role, refs)
 		}
-		cfg := checkConfigEnv(t, "kubernetes "+role, sample(env))
+		cfgText := podConfig(t, pod, configMaps)
+		if cfgText != readDeploy(t, "coordinator.yaml") {
+			t.Errorf("%s: deploy/k8s/coordinator.yaml is not a copy of deploy/coordinator.yaml", role)
+		}
+		cfg := checkConfigText(t, "kubernetes "+role, cfgText, sample(env))
 		_, port, _ := net.SplitHostPort(cfg.HTTP.Addr)
 		if len(c.Ports) != 1 || c.Ports[0].Name != "http" || int(c.Ports[0].ContainerPort) != mustAtoi(port) {
 			t.Errorf("%s ports %+v, but http.addr is %s", role, c.Ports, cfg.HTTP.Addr)
@@ -484,6 +573,88 @@ func TestKubernetes(t *testing.T) {
 				t.Errorf("PDB %s selects no pods", o.name)
 			}
 		}
+	}
+}
+
+// podConfig is the config file a pod's container reads: the ConfigMap
+// mounted at /etc/coordinator, where the image's COORDINATOR_CONFIG points.
+func podConfig(t *testing.T, pod corev1.PodSpec, configMaps map[string]*corev1.ConfigMap) string {
+	t.Helper()
+	for _, m := range pod.Containers[0].VolumeMounts {
+		if m.MountPath != "/etc/coordinator" {
+			continue
+		}
+		if !m.ReadOnly {
+			t.Error("the config volume is mounted writable")
+		}
+		for _, v := range pod.Volumes {
+			if v.Name == m.Name && v.ConfigMap != nil {
+				cm, ok := configMaps[v.ConfigMap.Name]
+				if !ok {
+					t.Fatalf("the pods mount ConfigMap %s, which kustomize does not make", v.ConfigMap.Name)
+				}
+				return cm.Data["coordinator.yaml"]
+			}
+		}
+	}
+	t.Fatal("no ConfigMap mounted at /etc/coordinator: the pods would run the image's built-in config")
+	return ""
+}
+
+// An operator's overlay replaces the config with one holding shops and
+// subscribers, and adds their secrets to the Secret: it renders, and every
+// pod's config passes `config check` with them.
+func TestKubernetesShops(t *testing.T) {
+	kubectl := requireTool(t, "kubectl", "kubernetes-client")
+	base, err := filepath.Abs(filepath.Join(deployDir, "k8s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay := t.TempDir()
+	rel, err := filepath.Rel(overlay, base) // kustomize takes no absolute resource paths
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"kustomization.yaml": "resources: [" + rel + "]\n" +
+			"configMapGenerator:\n  - {name: coordinator-config, behavior: replace, files: [coordinator.yaml]}\n",
+		"coordinator.yaml": withShops(t, readDeploy(t, "k8s/coordinator.yaml")),
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(overlay, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command(kubectl, "kustomize", overlay).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize of the overlay: %v\n%s", err, out)
+	}
+	configMaps := map[string]*corev1.ConfigMap{}
+	var deployments []*appsv1.Deployment
+	for _, o := range decodeK8s(t, out) {
+		switch x := o.obj.(type) {
+		case *corev1.ConfigMap:
+			configMaps[x.Name] = x
+		case *appsv1.Deployment:
+			deployments = append(deployments, x)
+		}
+	}
+	secret := decodeK8s(t, []byte(readDeploy(t, "k8s/secret.example.yaml")))[0].obj.(*corev1.Secret)
+	for _, d := range deployments {
+		env := map[string]string{}
+		for _, cm := range configMaps {
+			if strings.HasPrefix(cm.Name, "coordinator-env") {
+				maps.Copy(env, cm.Data)
+			}
+		}
+		maps.Copy(env, secret.StringData)
+		env = sample(env)
+		maps.Copy(env, shopSecrets)
+		cfg := checkConfigText(t, "kubernetes overlay "+d.Name, podConfig(t, d.Spec.Template.Spec, configMaps), env)
+		checkShops(t, "kubernetes overlay "+d.Name, cfg)
+	}
+	if len(deployments) != 2 {
+		t.Errorf("the overlay renders %d Deployments, want api and worker", len(deployments))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime/debug"
 	"strings"
 
@@ -20,7 +21,11 @@ commands:
   api            run the HTTP API
   worker         run the task worker
   all            run the API and the worker in one process
-  config check   validate the configuration and print the signal map
+  config check [--lms]
+                 validate the configuration and print the signal map; with --lms
+                 also ask the LMS that every mapped product's course run and mode exist
+  admin hash-password
+                 print a bcrypt hash of a password read from a prompt or stdin
   token          print an admin JWT signed with the first HS256 issuer (local trials)
   migrate        apply the SQL migrations to database.url (idempotent)
   sites list|add|update|remove
@@ -57,6 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	case "admin":
+		return adminCommand(rest[1:], os.Stdin, stdout, stderr)
 	}
 
 	cfg, err := config.Load(cfgPath, getenv)
@@ -66,6 +73,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd := strings.Join(rest, " "); {
 	case cmd == "config check":
 		return configCheck(cfg, stdout)
+	case cmd == "config check --lms":
+		return configCheckLMS(ctx, cfg, stdout)
 	case rest[0] == "token":
 		return printToken(cfg, rest[1:], stdout)
 	case cmd == "migrate":

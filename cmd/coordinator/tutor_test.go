@@ -12,10 +12,13 @@ import (
 	"strings"
 	"testing"
 
+	"encoding/json"
+
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	sigsyaml "sigs.k8s.io/yaml"
 )
 
 // The Tutor plugin is Python run by Tutor, which no registry reachable here
@@ -108,6 +111,7 @@ func TestTutorPlugin(t *testing.T) {
 	templates := maps.Clone(patches)
 	templates["plugin.py"] = py
 	templates["Dockerfile"] = readDeploy(t, filepath.Join(tutorDir, "templates/coordinator/build/coordinator/Dockerfile"))
+	templates["coordinator.yaml"] = readDeploy(t, filepath.Join(tutorDir, tutorConfigTemplate))
 	jinja := regexp.MustCompile(`\{[{%][^}]*\}`)
 	word := regexp.MustCompile(`\b[A-Z][A-Z0-9_]{2,}\b`)
 	for name, text := range templates {
@@ -265,5 +269,157 @@ func TestTutorRenderedEnv(t *testing.T) {
 	}
 	if _, ok := deployments["coordinator-redis"]; !ok {
 		t.Error("no coordinator-redis Deployment")
+	}
+}
+
+// tutorConfigTemplate is the plugin's config file template; Tutor renders
+// it to env/plugins/coordinator/apps/config/coordinator.yaml.
+const tutorConfigTemplate = "templates/coordinator/apps/config/coordinator.yaml"
+
+// tutorRender is the plugin rendered by testdata/tutor/render.py.
+type tutorRender struct {
+	Patches   map[string]string `json:"patches"`
+	Templates map[string]string `json:"templates"`
+}
+
+// renderTutor renders the plugin with Jinja2, as `tutor config save` does,
+// with settings as given by `--set`.
+func renderTutor(t *testing.T, settings map[string]any) tutorRender {
+	t.Helper()
+	python := requireTool(t, "python3", "python3")
+	if err := exec.Command(python, "-c", "import jinja2").Run(); err != nil {
+		msg := "python3 has no jinja2 (Debian package python3-jinja2; `make setup` and .ci/run install it)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	js, err := json.Marshal(settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(python, filepath.Join("testdata", "tutor", "render.py"), filepath.Join(deployDir, tutorDir), string(js), sampleBcrypt)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("render the Tutor plugin: %v\n%s", err, stderr.String())
+	}
+	var r tutorRender
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestTutorRender renders the plugin, without and with a shop and a
+// subscriber set by Tutor settings only, and checks what tutor local and
+// tutor k8s would run: the rendered config file, mounted, passes `config
+// check` with the environment each gives the containers, and the shop's
+// secret reaches them intact but stays out of the config file.
+func TestTutorRender(t *testing.T) {
+	// A secret with the characters Compose, YAML and JSON treat specially.
+	wooSecret := `woo-"$ecret'\-0123456789`
+	shops := map[string]any{
+		"COORDINATOR_INTEGRATIONS": []any{map[string]any{
+			"name": "woo", "type": "woocommerce", "secrets": []string{"${WOO_WEBHOOK_SECRET}"},
+			"products": map[string]any{"DEMO-VERIFIED": map[string]string{"course_id": demoCourse, "mode": "verified"}},
+		}},
+		"COORDINATOR_WEBHOOKS": []any{map[string]any{
+			"name": "crm", "url": "https://crm.example.com/hooks/openedx", "secrets": []string{"${CRM_WEBHOOK_SECRET}"},
+		}},
+		"COORDINATOR_SIGNALS":    map[string]any{"fulfillment_completed": []string{"webhook.crm"}},
+		"COORDINATOR_SECRET_ENV": map[string]string{"WOO_WEBHOOK_SECRET": wooSecret, "CRM_WEBHOOK_SECRET": shopSecrets["CRM_WEBHOOK_SECRET"]},
+	}
+	head, _, _ := strings.Cut(readDeploy(t, "coordinator.yaml"), "# Shops and subscribers: uncomment")
+	for _, c := range []struct {
+		name     string
+		settings map[string]any
+	}{{"defaults", map[string]any{}}, {"shops", shops}} {
+		t.Run(c.name, func(t *testing.T) {
+			r := renderTutor(t, c.settings)
+			text, ok := r.Templates["plugins/coordinator/apps/config/coordinator.yaml"]
+			if !ok {
+				t.Fatalf("no config file rendered: %v", slices.Sorted(maps.Keys(r.Templates)))
+			}
+			if !strings.HasPrefix(text, head) {
+				t.Error("the plugin's config template does not begin with deploy/coordinator.yaml")
+			}
+			if strings.Contains(text, wooSecret) || strings.Contains(text, shopSecrets["CRM_WEBHOOK_SECRET"]) {
+				t.Error("a shop's secret is written into the config file (a ConfigMap under k8s)")
+			}
+			check := func(where, text string, env map[string]string) {
+				t.Helper()
+				cfg := checkConfigText(t, where, text, env)
+				if len(c.settings) == 0 {
+					if len(cfg.Integrations)+len(cfg.Webhooks) > 0 {
+						t.Errorf("%s: shops or subscribers without settings", where)
+					}
+					return
+				}
+				checkShops(t, where, cfg)
+				if len(cfg.Integrations) == 1 && cfg.Integrations[0].Secrets[0] != wooSecret {
+					t.Errorf("%s: the shop's secret arrives as %q, want %q", where, cfg.Integrations[0].Secrets[0], wooSecret)
+				}
+			}
+
+			// tutor local: the services mount the rendered folder.
+			var services map[string]struct {
+				Volumes     []string          `json:"volumes"`
+				Environment map[string]string `json:"environment"`
+			}
+			if err := sigsyaml.Unmarshal([]byte(r.Patches["local-docker-compose-services"]), &services); err != nil {
+				t.Fatalf("local-docker-compose-services: %v", err)
+			}
+			for _, name := range []string{"coordinator-api", "coordinator-worker"} {
+				s := services[name]
+				// env/local/docker-compose.yml: ../plugins is env/plugins.
+				if !slices.Contains(s.Volumes, "../plugins/coordinator/apps/config:/etc/coordinator:ro") {
+					t.Errorf("%s volumes %v: the rendered config is not mounted", name, s.Volumes)
+				}
+				env := map[string]string{}
+				for k, v := range s.Environment {
+					if strings.Contains(strings.ReplaceAll(v, "$$", ""), "$") {
+						t.Errorf("%s: %s has a bare $, which Compose would read as a variable", name, k)
+					}
+					env[k] = strings.ReplaceAll(v, "$$", "$") // Compose's escape
+				}
+				check("tutor local "+name, text, env)
+			}
+
+			// tutor k8s: the ConfigMap of the configmapgenerator patch.
+			var generators []struct {
+				Name  string   `json:"name"`
+				Files []string `json:"files"`
+			}
+			if err := sigsyaml.Unmarshal([]byte(r.Patches["kustomization-configmapgenerator"]), &generators); err != nil {
+				t.Fatalf("kustomization-configmapgenerator: %v", err)
+			}
+			if len(generators) != 1 || generators[0].Name != "coordinator-config" ||
+				!slices.Equal(generators[0].Files, []string{"plugins/coordinator/apps/config/coordinator.yaml"}) {
+				t.Errorf("configmapgenerator %+v, want coordinator-config from the rendered config file", generators)
+			}
+			env := map[string]string{}
+			var deployments []*appsv1.Deployment
+			for _, o := range decodeK8s(t, []byte(r.Patches["k8s-deployments"])) {
+				switch x := o.obj.(type) {
+				case *corev1.Secret:
+					maps.Copy(env, x.StringData)
+				case *corev1.ConfigMap:
+					maps.Copy(env, x.Data)
+				case *appsv1.Deployment:
+					if x.Name != "coordinator-redis" {
+						deployments = append(deployments, x)
+					}
+				}
+			}
+			generated := map[string]*corev1.ConfigMap{"coordinator-config": {Data: map[string]string{"coordinator.yaml": text}}}
+			for _, d := range deployments {
+				check("tutor k8s "+d.Name, podConfig(t, d.Spec.Template.Spec, generated), env)
+			}
+			if len(deployments) != 2 {
+				t.Errorf("%d coordinator Deployments, want api and worker", len(deployments))
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -46,11 +47,17 @@ func run(ctx context.Context, args []string) error {
 		log.Info("fakelms_request", "method", r.Method, "path", r.URL.Path, "request_id", r.Header.Get("X-Request-ID"))
 		lms.ServeHTTP(w, r)
 	})
-	srv := &http.Server{Addr: *addr, Handler: logged, ReadHeaderTimeout: 5 * time.Second}
+	// Bind before saying so: a port another program holds (a devstack LMS
+	// on 18000) must stop the trial, not leave Coordinator talking to it.
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (another program holds the port: choose another with --addr)", *addr, err)
+	}
+	srv := &http.Server{Handler: logged, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("fakelms_listening", "addr", *addr, "users", "3=edx 4=audit 5=honor 6=verified 7=staff",
-		"course", "course-v1:edX+DemoX+Demo_Course")
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("fakelms_listening", "addr", ln.Addr().String(), "users", "3=edx 4=audit 5=honor 6=verified 7=staff",
+		"emails", "<username>@example.com", "course", "course-v1:edX+DemoX+Demo_Course")
 	select {
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {

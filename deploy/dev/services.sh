@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Makes sure the services Coordinator's tests and local trial need are up on
 # this machine: Redis and PostgreSQL (started if not answering) and memcached
-# (installed from Debian's packages and started if missing); with --browser
+# (installed from Debian's packages and started if missing; not with
+# --no-memcached, which `make run` passes when its config does not use it,
+# while `make test` needs it); with --browser
 # Debian's Chromium for the dashboard's browser test, and with --tools the
 # tools the deployment tests run (kubectl, promtool, systemd-analyze) and
-# the interpreters of the subscriber docs' snippets (python3, node, php).
+# the interpreters of the subscriber docs' snippets (python3, node, php) and
+# Jinja2 for rendering the Tutor plugin.
 # Idempotent; a service already answering is left alone.
 set -eu
 
-browser=no tools=no
+browser=no tools=no memcached=yes
 for arg in "$@"; do
 	case $arg in
+	--no-memcached) memcached=no ;;
 	--browser) browser=yes ;;
 	--tools) tools=yes ;;
 	*) echo "services: unknown flag $arg" >&2; exit 2 ;;
@@ -55,7 +59,7 @@ apt_install() { # package...
 	}
 }
 
-if ! command -v memcached >/dev/null 2>&1; then
+if [ "$memcached" = yes ] && ! command -v memcached >/dev/null 2>&1; then
 	echo "services: installing memcached"
 	apt_install memcached
 fi
@@ -76,6 +80,8 @@ if [ "$tools" = yes ]; then
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 	# The subscriber docs' signature snippets run in Python, Node and PHP.
 	command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+	# The Tutor plugin's render test uses Jinja2, as Tutor does.
+	python3 -c 'import jinja2' >/dev/null 2>&1 || missing="$missing python3-jinja2"
 	command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 	command -v php >/dev/null 2>&1 || missing="$missing php-cli"
 	if [ -n "$missing" ]; then
@@ -86,10 +92,13 @@ if [ "$tools" = yes ]; then
 	for tool in kubectl promtool systemd-analyze python3 node php; do
 		command -v $tool >/dev/null 2>&1 || { echo "services: $tool missing after install" >&2; exit 1; }
 	done
+	python3 -c 'import jinja2' 2>/dev/null || { echo "services: python3-jinja2 missing after install" >&2; exit 1; }
 	echo "services: deployment tools OK"
 fi
-if ! (exec 3<>/dev/tcp/127.0.0.1/11211) 2>/dev/null; then
-	echo "services: starting memcached"
-	as_root memcached -d -u memcache -l 127.0.0.1 -p 11211 -m 64 || as_root memcached -d -u root -l 127.0.0.1 -p 11211 -m 64
+if [ "$memcached" = yes ]; then
+	if ! (exec 3<>/dev/tcp/127.0.0.1/11211) 2>/dev/null; then
+		echo "services: starting memcached"
+		as_root memcached -d -u memcache -l 127.0.0.1 -p 11211 -m 64 || as_root memcached -d -u root -l 127.0.0.1 -p 11211 -m 64
+	fi
+	wait_for memcached bash -c 'exec 3<>/dev/tcp/127.0.0.1/11211'
 fi
-wait_for memcached bash -c 'exec 3<>/dev/tcp/127.0.0.1/11211'

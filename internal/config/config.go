@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"reflect"
@@ -315,6 +316,7 @@ func parse(data []byte, getenv func(string) string) (Config, []string, error) {
 		}
 		return Config{}, nil, w.redact(err)
 	}
+	cfg.warnings = append(cfg.warnings, w.droppedSecrets()...)
 	var literal []string
 	for k := range w.literal {
 		literal = append(literal, k)
@@ -424,7 +426,10 @@ func keyName(k string) string {
 
 var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+// envRef is a ${NAME} or ${NAME:-default} reference: the default stands in
+// when NAME is unset or empty, as in a shell, so one file serves a trial on
+// other ports (make run) without every variable set.
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}`)
 
 // walker checks a YAML tree against the Config type before decoding, so that
 // unknown keys and badly typed values are reported with their full key path,
@@ -543,6 +548,26 @@ func (w walker) unsetUnder(key string) []string {
 	return vars
 }
 
+// droppedSecret is an entry of an integration's signing secrets
+// (integrations[0].secrets[1]), which are dropped when empty; a subscriber's
+// empty secret is an error instead.
+var droppedSecret = regexp.MustCompile(`^integrations\[\d+\]\.secrets\[\d+\]$`)
+
+// droppedSecrets warns of each signing secret that expanded to nothing and
+// was dropped while others of its list remain (all of them dropped is an
+// error instead): a rotation's new secret left unset fails the deliveries
+// signed with it, and nothing else would say why.
+func (w walker) droppedSecrets() []string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(w.unset)) {
+		if droppedSecret.MatchString(k) {
+			out = append(out, fmt.Sprintf("%s: ${%s} is not set in the environment, so this secret is dropped and only the others are used",
+				k, strings.Join(w.unset[k], "}, ${")))
+		}
+	}
+	return out
+}
+
 // expand replaces ${NAME} in a scalar. A plain scalar loses its resolved tag so
 // that "${PORT}" can become an integer after expansion. It notes which
 // variables a value came from, and which secret values are written in the
@@ -555,9 +580,13 @@ func (w walker) expand(n *yaml.Node, path string) {
 		return
 	}
 	n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
-		name := ref[2 : len(ref)-1]
+		m := envRef.FindStringSubmatch(ref)
+		name, def := m[1], m[2]
 		w.env[path] = append(w.env[path], name)
 		v := w.getenv(name)
+		if v == "" {
+			v = def
+		}
 		if v == "" {
 			w.unset[path] = append(w.unset[path], name)
 		}
@@ -575,9 +604,10 @@ func secretInFile(path, raw string) bool {
 	if strings.HasSuffix(path, ".url") {
 		m := userinfo.FindString(raw)
 		_, pass, ok := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(m, "//"), "@"), ":")
-		return ok && strings.TrimSpace(envRef.ReplaceAllString(pass, "")) != ""
+		return ok && strings.TrimSpace(envRef.ReplaceAllString(pass, "$2")) != ""
 	}
-	return strings.TrimSpace(envRef.ReplaceAllString(raw, "")) != ""
+	// A ${NAME:-default}'s default is written in the file.
+	return strings.TrimSpace(envRef.ReplaceAllString(raw, "$2")) != ""
 }
 
 // scalarProblem says why a scalar does not fit type t, and whether showing
@@ -668,7 +698,7 @@ func (c *Config) Validate() error {
 			return keyErr(k+".user", "required")
 		}
 		if _, err := bcrypt.Cost([]byte(u.PasswordBcrypt)); err != nil {
-			return keyErr(k+".password_bcrypt", "required: a bcrypt hash ($2a$..., $2b$...), e.g. from htpasswd -nbB user pass")
+			return keyErr(k+".password_bcrypt", "required: a bcrypt hash ($2a$..., $2b$...), e.g. from coordinator admin hash-password")
 		}
 	}
 	w := c.Worker

@@ -8,7 +8,8 @@ It adds coordinator-api and coordinator-worker, on a Redis of their own
 Redis is an LRU cache shared with the LMS), published by Caddy on
 COORDINATOR_HOST, and an LMS init task that creates the staff service user
 and the client-credentials OAuth application the worker uses. Every tier and
-secret is a COORDINATOR_* setting (deploy/README.md lists them).
+secret is a COORDINATOR_* setting (deploy/README.md lists them), and so are
+the shops (COORDINATOR_INTEGRATIONS) and subscribers (COORDINATOR_WEBHOOKS).
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ hooks.Filters.CONFIG_DEFAULTS.add_items(
         ("COORDINATOR_MEMCACHED_ADDR", ""),
         # The queue dashboard at https://COORDINATOR_HOST/admin/queues/.
         ("COORDINATOR_ADMIN_USER", "ops"),
+        # Shops posting webhooks, subscribers, and the signal map: the
+        # config file's integrations:, webhooks: and signals: sections, as
+        # YAML values (docs/integrations.md). Secrets are written there as
+        # ${NAME}, and COORDINATOR_SECRET_ENV gives each NAME its value: the
+        # containers get them as environment variables (Kubernetes: from the
+        # Secret), never in the config file or its ConfigMap.
+        ("COORDINATOR_INTEGRATIONS", []),
+        ("COORDINATOR_WEBHOOKS", []),
+        ("COORDINATOR_SIGNALS", {}),
+        ("COORDINATOR_SECRET_ENV", {}),
     ]
 )
 hooks.Filters.CONFIG_UNIQUE.add_items(
@@ -113,7 +124,9 @@ def _public_hosts(hosts: list[str], context_name: str) -> list[str]:
 hooks.Filters.ENV_TEMPLATE_ROOTS.add_item(
     str(importlib_resources.files("tutorcoordinator") / "templates")
 )
-hooks.Filters.ENV_TEMPLATE_TARGETS.add_items([("coordinator/build", "plugins")])
+# coordinator/apps/config/coordinator.yaml: the config file, mounted into
+# the containers (local) or made a ConfigMap (k8s).
+hooks.Filters.ENV_TEMPLATE_TARGETS.add_items([("coordinator/build", "plugins"), ("coordinator/apps", "plugins")])
 
 # Runs in the LMS container on `tutor local|k8s do init`.
 hooks.Filters.CLI_DO_INIT_TASKS.add_item(
