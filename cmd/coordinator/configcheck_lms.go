@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,28 +47,33 @@ func configCheckLMS(ctx context.Context, cfg config.Config, stdout io.Writer) er
 	fmt.Fprintln(stdout, "lms check:")
 	for _, in := range cfg.Integrations {
 		for _, sku := range slices.Sorted(maps.Keys(in.Products)) {
-			p := in.Products[sku]
-			mode := p.Mode
-			if mode == "" {
-				mode = in.CourseMode
-			}
-			r := run{in.Site, p.CourseID}
-			m, ok := modes[r]
-			if !ok {
-				m = fetchCourseModes(ctx, client, lmsURLs[in.Site], p.CourseID)
-				modes[r] = m
-			}
-			checked++
-			line := fmt.Sprintf("%s %q: %s (%s) at %s", in.Name, sku, p.CourseID, mode, config.RedactURL(lmsURLs[in.Site]))
-			switch {
-			case m.err != nil:
-				missing++
-				fmt.Fprintf(stdout, "  MISSING %s: %v\n", line, m.err)
-			case !slices.Contains(m.slugs, mode):
-				missing++
-				fmt.Fprintf(stdout, "  MISSING %s: the course run does not offer mode %s (it offers %s)\n", line, mode, strings.Join(m.slugs, ", "))
-			default:
-				fmt.Fprintf(stdout, "  ok      %s\n", line)
+			for _, it := range in.Products[sku] {
+				mode := cmp.Or(it.Mode, in.CourseMode)
+				if it.CourseID == "" {
+					// A course (an entitlement): the enrollment API knows
+					// course runs only; the LMS checks the course when the
+					// entitlement is made.
+					fmt.Fprintf(stdout, "  skip    %s %q: course %s (%s): an entitlement, not checked\n", in.Name, sku, it.CourseUUID, mode)
+					continue
+				}
+				r := run{in.Site, it.CourseID}
+				m, ok := modes[r]
+				if !ok {
+					m = fetchCourseModes(ctx, client, lmsURLs[in.Site], it.CourseID)
+					modes[r] = m
+				}
+				checked++
+				line := fmt.Sprintf("%s %q: %s (%s) at %s", in.Name, sku, it.CourseID, mode, config.RedactURL(lmsURLs[in.Site]))
+				switch {
+				case m.err != nil:
+					missing++
+					fmt.Fprintf(stdout, "  MISSING %s: %v\n", line, m.err)
+				case !slices.Contains(m.slugs, mode):
+					missing++
+					fmt.Fprintf(stdout, "  MISSING %s: the course run does not offer mode %s (it offers %s)\n", line, mode, strings.Join(m.slugs, ", "))
+				default:
+					fmt.Fprintf(stdout, "  ok      %s\n", line)
+				}
 			}
 		}
 	}
