@@ -374,6 +374,14 @@ func keyErr(key, format string, args ...any) error {
 	return &KeyError{Key: key, Reason: fmt.Sprintf(format, args...)}
 }
 
+// KeyErr is the error an adapter validating its own part of the
+// configuration returns: the key and the reason, never the value.
+func KeyErr(key, format string, args ...any) error { return keyErr(key, format, args...) }
+
+// ValueErr is KeyErr showing the offending value, unless the key holds a
+// secret.
+func ValueErr(key, value, reason string) error { return valueErr(key, value, reason) }
+
 // valueErr is a KeyError showing the offending value, unless it is hidden
 // later (see walker.redact).
 func valueErr(key, value, reason string) error {
