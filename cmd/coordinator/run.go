@@ -8,7 +8,6 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
-
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

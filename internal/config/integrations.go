@@ -80,7 +80,6 @@ func (p *Product) UnmarshalYAML(n *yaml.Node) error {
 // paid seats.
 const DefaultIntegrationMode = "verified"
 
-
 // MinWebhookSecretBytes is the shortest signing secret accepted: shops
 // generate long ones, and a short one could be guessed to forge paid orders.
 const MinWebhookSecretBytes = 16

@@ -115,4 +115,3 @@ func TestWebhookConcurrencyLeavesWorkerSlots(t *testing.T) {
 		}
 	}
 }
-
