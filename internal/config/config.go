@@ -149,9 +149,10 @@ type Worker struct {
 	// Retention is how long a finished task is kept in Redis, so that repeats
 	// of the request are recognised and GET /orders/{n} can answer.
 	Retention Duration `yaml:"retention"`
-	// Servers is how many fetch loops a worker process runs, sharing
-	// worker.concurrency and one Redis client: each takes up to 100 tasks
-	// per Redis round trip (docs/performance.md).
+	// Servers is how many asynq servers a worker process runs, sharing
+	// worker.concurrency and one Redis client: each takes one task per
+	// Redis round trip, so several take tasks in parallel
+	// (docs/performance.md).
 	Servers int `yaml:"servers"`
 }
 
