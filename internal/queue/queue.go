@@ -114,10 +114,10 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	if err != nil {
 		return "", unavailable("index", j.ID, err)
 	}
-	// Indexed under the order: the task may exist (a task is indexed before
-	// it is queued, and its index outlives it unless the task ran for more
-	// than a day past the retention; the worker checks CanceledBy again
-	// before every attempt).
+	// Only a task indexed under the order may exist: a task is indexed
+	// before it is queued, and its index outlives it unless it kept
+	// running (retrying, awaiting an account) for more than a day — for
+	// which the worker's check of CanceledBy before every attempt remains.
 	if superseding {
 		switch _, err := q.info(o.UnlessExists); {
 		case err == nil:
@@ -165,11 +165,11 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	return "", fmt.Errorf("enqueue %s: %w: the task kept changing state", j.ID, fulfillment.ErrUnavailable)
 }
 
-// info reads a task with asynq's Inspector. A queue asynq does not know
-// reads as a missing task: Redis lost asynq's set of queue names (asynq:queues:
-// flushed, restored) which asynq's Inspector looks queues up in, and which
-// asynq's client fills in only at its first enqueue of a queue — so the next
-// enqueue goes through a new client, naming the queue again.
+// info reads a task with asynq's Inspector. A queue the Inspector does not
+// know reads as a missing task: Redis lost asynq's set of queue names
+// (flushed, or restored from an older copy), which asynq's client fills in
+// only at its first enqueue to a queue — so the next enqueue goes through a
+// new client, which names the queue again.
 func (q *Queue) info(id string) (*asynq.TaskInfo, error) {
 	info, err := q.inspector.GetTaskInfo(q.name, id)
 	if errors.Is(err, asynq.ErrQueueNotFound) {
