@@ -109,6 +109,8 @@ func NewHandler(d Deps) http.Handler {
 		}
 		return r
 	}
+	// Integrators read the API's description here (docs/openapi.yaml).
+	r.Get("/openapi.yaml", handleOpenAPI)
 	ops := newOperators(d.Auth, d.BasicAuth, d.Dashboard)
 	// Operators inspect and retry tasks here, never without credentials.
 	if d.Dashboard != nil {
