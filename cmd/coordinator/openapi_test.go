@@ -199,7 +199,7 @@ integrations:
 		t.Fatal(err)
 	}
 	defer rdb.Close()
-	insp := asynq.NewInspectorFromRedisClient(rdb)
+	in := &instance{base: base, lms: fake, queue: qname, insp: asynq.NewInspectorFromRedisClient(rdb)}
 
 	admin := http.Header{"Authorization": {"JWT " + adminToken(t)}}
 	withJSON := func(h http.Header) http.Header {
@@ -253,7 +253,7 @@ integrations:
 
 	// The failed line, for the listing and the retries.
 	failedID := jsonString(t, failed, lms.ReceiverEnroll, "response")
-	waitArchived(t, insp, qname, failedID)
+	in.waitTaskState(t, failedID, asynq.TaskStateArchived)
 
 	for _, p := range []string{"/orders/OA-1", "/orders/OA-2?site=default", "/orders/OA%2FSLASH-1"} {
 		want := 200
@@ -271,7 +271,7 @@ integrations:
 	c.call("POST", "/orders/OA-FAIL/retry", none, "", 401, false)
 	c.call("POST", "/orders/OA-FAIL/retry", notAdmin, "", 403, false)
 
-	waitArchived(t, insp, qname, failedID)
+	in.waitTaskState(t, failedID, asynq.TaskStateArchived)
 	if page := c.call("GET", "/orders?state=failed&limit=10", admin, "", 200, true); !bytes.Contains(page, []byte("OA-FAIL")) {
 		t.Errorf("GET /orders?state=failed lacks the failed line: %s", clip(page))
 	}
@@ -372,16 +372,4 @@ func jsonString(t *testing.T, raw []byte, keys ...string) string {
 		t.Fatalf("%s has no %s", clip(raw), strings.Join(keys, "."))
 	}
 	return s
-}
-
-// waitArchived waits for a task to fail for good.
-func waitArchived(t *testing.T, insp *asynq.Inspector, queue, id string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for info, _ := insp.GetTaskInfo(queue, id); info == nil || info.State != asynq.TaskStateArchived; info, _ = insp.GetTaskInfo(queue, id) {
-		if time.Now().After(deadline) {
-			t.Fatalf("task %s not failed within 20s", id)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
