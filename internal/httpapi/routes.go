@@ -120,7 +120,7 @@ func NewHandler(d Deps) http.Handler {
 			r.Handle("/admin/queues/*", d.Dashboard)
 		})
 	}
-	// Support staff find problem lines and retry them here (SPEC §12).
+	// Support staff find problem lines and retry them here (README, Problem orders).
 	if d.Problems != nil {
 		r.Group(func(r chi.Router) {
 			r.Use(ops.require(d.Logger))

@@ -16,7 +16,7 @@ import (
 	"github.com/openedx/coordinator/internal/pipeline"
 )
 
-// Look-ups by email (LMS.md §4): an account is found and cached; no account,
+// Look-ups by email (docs/lms.md#accounts): an account is found and cached; no account,
 // an empty list and a retired email are all "no account", never cached.
 func TestUsernameByEmail(t *testing.T) {
 	fake := lmstest.NewDemo("s")
@@ -59,7 +59,7 @@ func TestUsernameByEmail(t *testing.T) {
 	}
 }
 
-// enrollment_allowed (LMS.md §9): 201 and 409 are done, and so are 204 and
+// enrollment_allowed (docs/lms.md#enrollment-allowed): 201 and 409 are done, and so are 204 and
 // 404 for the removal.
 func TestEnrollmentAllowed(t *testing.T) {
 	fake := lmstest.NewDemo("s")
@@ -175,7 +175,7 @@ func emailOrder(email string, unregistered bool, acceptedAt time.Time) fulfillme
 		Integration: "woo", AcceptedAt: acceptedAt}
 }
 
-// SPEC §10: an order naming its learner by email.
+// README, Learners by email: an order naming its learner by email.
 func TestEnrollByEmail(t *testing.T) {
 	now := time.Now().UTC()
 	t.Run("account exists: enrolled in the mode bought", func(t *testing.T) {
@@ -244,7 +244,7 @@ func TestEnrollByEmail(t *testing.T) {
 	})
 }
 
-// SPEC §9 with learners named by email, or not named at all.
+// Returns (README, POST /orders/return) with learners named by email, or not named at all.
 func TestUnenrollByEmailOrEnrollment(t *testing.T) {
 	ret := func(l fulfillment.Learner) fulfillment.Return {
 		return fulfillment.Return{Site: "default", OrderNumber: "WOO-1", CourseID: demoCourse, CourseMode: "verified",

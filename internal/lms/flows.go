@@ -11,7 +11,7 @@ import (
 	"github.com/openedx/coordinator/internal/signals"
 )
 
-// The LMS flows: their kinds, task types and receivers (SPEC §5, §6, §9).
+// The LMS flows: their kinds, task types and receivers (docs/architecture.md).
 const (
 	KindEnroll   = "enroll"
 	KindUnenroll = "unenroll"
@@ -131,7 +131,7 @@ type Accepter interface {
 func Register(a Accepter, placed *signals.Signal[fulfillment.Order], returned *signals.Signal[fulfillment.Return]) {
 	placed.Register(ReceiverEnroll, func(ctx context.Context, o fulfillment.Order) (string, error) {
 		if o.AcceptedAt.IsZero() {
-			// The wait for an account is counted from it (SPEC §10).
+			// The wait for an account is counted from it (README, Learners by email).
 			o.AcceptedAt = time.Now().UTC()
 		}
 		return a.Accept(ctx, KindEnroll, o.Ref(), o)
