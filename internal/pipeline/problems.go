@@ -15,7 +15,7 @@ import (
 	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
-// This file is the operators' use case (SPEC §12): find lines by state, site,
+// This file is the operators' use case (README, Problem orders): find lines by state, site,
 // course, learner and age without knowing their order, page through them
 // newest first, and retry the stuck ones in bulk. Lines are summarised by the
 // same status model as Lines (line, rank).
