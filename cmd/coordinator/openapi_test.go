@@ -23,6 +23,7 @@ import (
 
 	"github.com/openedx/coordinator/docs"
 	"github.com/openedx/coordinator/internal/config"
+	"github.com/openedx/coordinator/internal/entitlement"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 	"github.com/openedx/coordinator/internal/seat"
@@ -250,12 +251,16 @@ integrations:
 		c.call("POST", p, http.Header{"Authorization": admin["Authorization"], "Content-Type": {"text/plain"}}, enrolled, 415, false)
 	}
 	c.call("POST", "/orders/return", withJSON(admin), returnBody("OA-2", 4), 200, true)
+	// An entitlement line (course_uuid), placed and returned.
+	c.call("POST", "/orders/fulfill", withJSON(admin), entitlementBody(courseA, "OA-ENT", 5), 200, true)
+	c.call("POST", "/orders/return", withJSON(admin), entitlementReturn(courseA, "OA-ENT", 5), 200, true)
 
 	// The failed line, for the listing and the retries.
 	failedID := jsonString(t, failed, seat.ReceiverEnroll, "response")
 	in.waitTaskState(t, failedID, asynq.TaskStateArchived)
 
-	for _, p := range []string{"/orders/OA-1", "/orders/OA-2?site=default", "/orders/OA%2FSLASH-1"} {
+	in.waitLineState(t, "OA-ENT", entitlement.StateRevoked)
+	for _, p := range []string{"/orders/OA-1", "/orders/OA-2?site=default", "/orders/OA-ENT", "/orders/OA%2FSLASH-1"} {
 		want := 200
 		if strings.Contains(p, "SLASH") {
 			want = 404
