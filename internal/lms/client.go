@@ -162,6 +162,15 @@ func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
 	return err
 }
 
+// ChangeMode moves a learner's active enrollment in a course run to mode,
+// sending nothing else (no attributes, which would replace the enrollment's;
+// no email_opt_in, the learner's choice). It is what a return does when
+// another line of the learner still holds the seat in another mode.
+func (c *Client) ChangeMode(ctx context.Context, user, courseID, mode, requestID string) error {
+	return c.post(ctx, "change_mode", EnrollmentData{User: user, Mode: mode, IsActive: true,
+		CourseDetails: CourseDetails{CourseID: courseID}}, requestID)
+}
+
 // Unenroll takes back the seat a return names (docs/lms.md#unenroll). It returns nil when
 // the learner holds no active enrollment in the course run afterwards, or
 // holds one in another mode than the one bought (nothing of this order to

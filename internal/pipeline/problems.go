@@ -347,6 +347,14 @@ func (s *Service) Counts(ctx context.Context, f Filter) (counts map[fulfillment.
 	return counts, capped, err
 }
 
+// Matching calls fn for every line matching f, of any order, newest first,
+// at most MaxBulk of them (capped says there were more): what a flow reads
+// to know which other lines hold what a line holds.
+func (s *Service) Matching(ctx context.Context, f Filter, fn func(Row) error) (capped bool, err error) {
+	err = s.each(ctx, f, fn, &capped)
+	return capped, err
+}
+
 // each calls fn for every line matching f, newest first, at most MaxBulk.
 // Without a ledger, the lines come from one read of the queue.
 func (s *Service) each(ctx context.Context, f Filter, fn func(Row) error, capped *bool) error {

@@ -30,6 +30,11 @@ type tasksOf map[string]fulfillment.Task
 // KeepsEveryTask is false: the Redis-only tier.
 func (tasksOf) KeepsEveryTask() bool { return false }
 
+// Matching finds no other line.
+func (tasksOf) Matching(context.Context, pipeline.Filter, func(pipeline.Row) error) (bool, error) {
+	return false, nil
+}
+
 func (m tasksOf) Find(_ context.Context, kind string, _ fulfillment.Key) (fulfillment.Task, bool, error) {
 	t, ok := m[kind]
 	return t, ok, nil
