@@ -43,7 +43,7 @@ type wooOrder struct {
 	Billing     struct {
 		Email string `json:"email"`
 	} `json:"billing"`
-	LineItems []wooItem    `json:"line_items"`
+	LineItems []wooItem   `json:"line_items"`
 	Refunds   []wooRefund `json:"refunds"`
 }
 
