@@ -62,6 +62,7 @@ func TestIntegrationsRefusals(t *testing.T) {
 		{"stripe without key", `[{name: s, type: stripe, ` + ok + `}]`, "integrations[0].api_key: required for type stripe"},
 		{"stripe bad url", `[{name: s, type: stripe, ` + ok + `, api_key: k, api_url: "ftp://x"}]`, "integrations[0].api_url:"},
 		{"key on shopify", `[{name: s, type: shopify, ` + ok + `, api_key: k}]`, "integrations[0].api_key: is not used by type shopify"},
+		{"woo credentials over plain http", `[{name: w, type: woocommerce, ` + ok + `, api_url: "http://shop.test", consumer_key: ck, consumer_secret: cs}]`, "integrations[0].api_url: must be https"},
 		{"half woo credentials", `[{name: w, type: woocommerce, ` + ok + `, api_url: "https://shop.test", consumer_key: ck}]`, "integrations[0].consumer_secret: set consumer_key and consumer_secret together"},
 		{"same prefix", `[{name: a, type: woocommerce, ` + ok + `, order_prefix: "x-"}, {name: b, type: shopify, ` + ok + `, order_prefix: "x-"}]`, "integrations[1].order_prefix: is also a's"},
 		// Finding 7: "S" + "12" is "S1" + "2".

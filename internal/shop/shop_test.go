@@ -125,7 +125,8 @@ func TestWooCommercePartialRefunds(t *testing.T) {
 	}
 	body = shoptest.Patch(t, wooPaid(t), func(m map[string]any) {
 		m["refunds"] = []any{map[string]any{"id": 726, "total": "-20.00", "line_items": []any{
-			map[string]any{"id": 401, "product_id": 34, "sku": "OTHER-VERIFIED", "quantity": -1}}}}
+			// A product no line item of the order has: returned as it is.
+			map[string]any{"id": 401, "product_id": 35, "sku": "OTHER-VERIFIED", "quantity": -1}}}}
 	})
 	ev, err = s.Event(t.Context(), headers(HeaderWooTopic, "order.updated"), body)
 	want := []Line{{Item: "401", CourseID: otherCourse, Mode: "professional"}}

@@ -229,7 +229,7 @@ func matchItem(items []wooItem, ri wooItem) int {
 		}
 	}
 	for i, it := range items {
-		if ri.ProductID.String() != "" && it.ProductID == ri.ProductID && it.VariationID == ri.VariationID {
+		if ri.ProductID.String() != "" && it.ProductID.String() == ri.ProductID.String() && it.VariationID.String() == ri.VariationID.String() {
 			return i
 		}
 	}
