@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,8 @@ import (
 	"github.com/openedx/coordinator/internal/shop/stripetest"
 	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
 	"github.com/openedx/coordinator/internal/wcorders/wcorderstest"
+	"github.com/openedx/coordinator/internal/webhooks"
+	"github.com/openedx/coordinator/internal/webhooks/webhookstest"
 )
 
 const (
@@ -256,4 +259,16 @@ func shopStories(t *testing.T, e shopEnv, store *wcorderstest.Store) {
 			}
 		}
 	})
+}
+
+// docs/schemas/shop_dispute_opened.json describes the signal's payload as a
+// delivery would carry it: the envelope of type, timestamp and data.
+func TestDisputeOpenedSchema(t *testing.T) {
+	d := shop.DisputeOpened{Integration: "stripe", Site: "default", OrderNumber: "stripe-" + stripeIntent, DisputeID: "du_1",
+		Amount: 1000, Currency: "usd", Reason: "fraudulent", OpenedAt: time.Unix(1700000000, 0).UTC(), RequestID: "req-1"}
+	body, err := json.Marshal(webhooks.Envelope{Type: shop.SignalDisputeOpened, Timestamp: d.OpenedAt, Data: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSchemas(t, []webhookstest.Attempt{{Type: shop.SignalDisputeOpened, Body: body}}, shop.SignalDisputeOpened)
 }
