@@ -93,16 +93,31 @@ func TestWooCommerceRefundsFromTheStore(t *testing.T) {
 			t.Errorf("returns %+v %q %v, want the other course's line", rets, note, err)
 		}
 	})
-	t.Run("part of a line's units: that many seats, unnamed", func(t *testing.T) {
+	t.Run("part of a line's units: the seats no longer paid for, unnamed", func(t *testing.T) {
 		store := wcorderstest.New("ck_test", "cs_test")
 		store.AddRefund("723", wcorderstest.Refund{ID: 726, Items: []wcorderstest.RefundItem{{ID: 401, OrderItem: 311, ProductID: 87, Quantity: 1}}})
 		srv := httptest.NewServer(store)
 		t.Cleanup(srv.Close)
-		s := mustShop(t, Integration{Type: TypeWooCommerce, Products: wooProducts, APIURL: srv.URL, ConsumerKey: "ck_test", ConsumerSecret: "cs_test"})
-		body := shoptest.Patch(t, wooPartlyRefunded(t), func(m map[string]any) { m["line_items"].([]any)[0].(map[string]any)["quantity"] = 2 })
-		ev, err := s.Event(t.Context(), headers(HeaderWooTopic, "order.updated"), body)
-		if err != nil || len(ev.Returned) != 1 || ev.Returned[0].CourseID != demoCourse || ev.Returned[0].Email != "" || ev.Returned[0].Refunded {
+		in := Integration{Type: TypeWooCommerce, Products: wooProducts, APIURL: srv.URL, ConsumerKey: "ck_test", ConsumerSecret: "cs_test"}
+		twoUnits := func(meta []any) []byte {
+			return shoptest.Patch(t, wooPartlyRefunded(t), func(m map[string]any) {
+				item := m["line_items"].([]any)[0].(map[string]any)
+				item["quantity"], item["meta_data"] = 2, meta
+			})
+		}
+		// Two participants, one unit refunded: one seat back, which one
+		// Returns decides (or notes).
+		in.LearnerEmailField = "Participant email"
+		two := twoUnits([]any{map[string]any{"key": "Participant email", "value": "ana@example.com, bo@example.com"}})
+		ev, err := mustShop(t, in).Event(t.Context(), headers(HeaderWooTopic, "order.updated"), two)
+		if err != nil || len(ev.Returned) != 1 || ev.Returned[0].CourseID != demoCourse || ev.Returned[0].Email != "" || ev.Returned[0].Refunded || len(ev.Placed) != 3 {
 			t.Errorf("%+v %v, want one unnamed seat of the demo course returned", ev, err)
+		}
+		// The buyer's one seat bought as 2 units, one refunded: still paid.
+		in.LearnerEmailField = ""
+		ev, err = mustShop(t, in).Event(t.Context(), headers(HeaderWooTopic, "order.updated"), twoUnits([]any{}))
+		if err != nil || len(ev.Returned) != 0 || !strings.Contains(ev.Note, "still paid for: kept") {
+			t.Errorf("%+v %v, want the seat kept, noted", ev, err)
 		}
 	})
 	t.Run("without credentials: noted, nothing returned", func(t *testing.T) {

@@ -182,16 +182,26 @@ func (w wooCommerce) paid(ctx context.Context, ev *Event, o wooOrder) error {
 	}
 	for i, it := range o.LineItems {
 		lines := placed[i]
-		switch n := taken[i]; {
-		case len(lines) == 0 || n == 0:
-		case n >= seatCount(it.Quantity):
+		if len(lines) == 0 || taken[i] == 0 {
+			ev.Placed = append(ev.Placed, lines...)
+			continue
+		}
+		// The seats no longer paid for: a line of 2 units with one seat
+		// (the buyer's) keeps it when 1 unit is refunded.
+		seatsOf := participants(lines)
+		back := seatsOf - max(0, seatCount(it.Quantity)-taken[i])
+		switch {
+		case back <= 0:
+			ev.addNote(fmt.Sprintf("line item %s (%s): %d of %d units refunded; its %d seats are still paid for: kept",
+				fulfillment.Clip(it.ID.String(), 40), lines[0].key(), taken[i], seatCount(it.Quantity), seatsOf))
+		case back >= seatsOf:
 			for j := range lines {
 				lines[j].Refunded = true
 			}
 			ev.Returned = append(ev.Returned, lines...)
 		default:
 			part := it
-			part.Quantity, part.MetaData = int64(n), nil
+			part.Quantity, part.MetaData = int64(back), nil
 			unnamed, _, err := w.lines(part, "", false)
 			if err != nil {
 				return err
@@ -201,6 +211,15 @@ func (w wooCommerce) paid(ctx context.Context, ev *Event, o wooOrder) error {
 		ev.Placed = append(ev.Placed, lines...)
 	}
 	return nil
+}
+
+// participants counts the learners of a line item's seats.
+func participants(lines []Line) int {
+	seen := map[string]bool{}
+	for _, l := range lines {
+		seen[strings.ToLower(l.Email)] = true
+	}
+	return len(seen)
 }
 
 // countUnitemized counts the refunds that carry no line items.
