@@ -251,7 +251,7 @@ func serve(ctx context.Context, cfg config.Config, mode string, stderr io.Writer
 	log.Info("starting", "mode", mode, "version", version, "http_addr", listenAddr(cfg, mode),
 		"redis", redisDescription(cfg.Redis), "lms_url", config.RedactURL(cfg.LMS.URL), "queue", cfg.Worker.Queue,
 		"worker_concurrency", cfg.Worker.Concurrency, "postgres", a.pool != nil, "memcached", a.mc != nil)
-	for _, w := range cfg.Warnings() {
+	for _, w := range warnings(cfg) {
 		log.Warn("config_warning", "detail", w)
 	}
 
@@ -439,7 +439,7 @@ func configCheck(cfg config.Config, stdout io.Writer) error {
 	}
 	printIntegrations(cfg, stdout)
 	printWebhooks(cfg, stdout)
-	for _, w := range cfg.Warnings() {
+	for _, w := range warnings(cfg) {
 		fmt.Fprintln(stdout, "warning:", w)
 	}
 	return nil

@@ -18,6 +18,7 @@ import (
 	"github.com/openedx/coordinator/internal/catalog"
 	"github.com/openedx/coordinator/internal/config"
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/sites"
 	"github.com/openedx/coordinator/internal/store/postgres"
 )
@@ -168,7 +169,7 @@ func catalogShop(in config.Integration) (catalog.Shop, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	k := "integrations[" + in.Name + "]"
 	switch in.Type {
-	case config.IntegrationWooCommerce:
+	case shop.TypeWooCommerce:
 		switch {
 		case in.APIURL == "":
 			return nil, fmt.Errorf("catalog: %s.api_url is required: the store's base URL (https://shop.example.com)", k)
@@ -179,8 +180,8 @@ func catalogShop(in config.Integration) (catalog.Shop, error) {
 			return nil, fmt.Errorf("catalog: %s.api_url must be https: the consumer key and secret travel with every call (plain http only to a loopback address)", k)
 		}
 		return catalog.NewWooCommerce(in.APIURL, in.ConsumerKey, in.ConsumerSecret, hc), nil
-	case config.IntegrationStripe:
-		return catalog.NewStripe(in.APIURL, in.APIKey, hc), nil
+	case shop.TypeStripe:
+		return catalog.NewStripe(cmp.Or(in.APIURL, shop.DefaultStripeAPIURL), in.APIKey, hc), nil
 	}
 	return nil, fmt.Errorf("catalog: integration %s is of type %s: only woocommerce and stripe products are made", in.Name, in.Type)
 }

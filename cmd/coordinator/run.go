@@ -8,8 +8,6 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
-
-	"github.com/openedx/coordinator/internal/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -66,7 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return adminCommand(rest[1:], os.Stdin, stdout, stderr)
 	}
 
-	cfg, err := config.Load(cfgPath, getenv)
+	cfg, err := loadConfig(cfgPath, getenv)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -281,7 +283,8 @@ func TestSharedTokenAcrossWorkers(t *testing.T) {
 	}
 }
 
-// mustServers lists the worker processes serving a queue.
+// mustServers lists the worker processes serving a queue (each runs
+// worker.servers asynq servers).
 func mustServers(t *testing.T, insp *asynq.Inspector, queue string) []string {
 	t.Helper()
 	servers, err := insp.Servers()
@@ -290,8 +293,9 @@ func mustServers(t *testing.T, insp *asynq.Inspector, queue string) []string {
 	}
 	var ids []string
 	for _, s := range servers {
-		if _, ok := s.Queues[queue]; ok {
-			ids = append(ids, s.ID)
+		id := s.Host + ":" + strconv.Itoa(s.PID)
+		if _, ok := s.Queues[queue]; ok && !slices.Contains(ids, id) {
+			ids = append(ids, id)
 		}
 	}
 	return ids

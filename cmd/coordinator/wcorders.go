@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/openedx/coordinator/internal/config"
+	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/wcorders"
 )
 
@@ -10,7 +11,7 @@ import (
 func newCompleter(cfg config.Config) *wcorders.Completer {
 	var shops []wcorders.Integration
 	for _, in := range cfg.Integrations {
-		if in.Type != config.IntegrationWooCommerce {
+		if in.Type != shop.TypeWooCommerce {
 			continue
 		}
 		shops = append(shops, wcorders.Integration{Name: in.Name, BaseURL: in.APIURL, ConsumerKey: in.ConsumerKey,

@@ -77,19 +77,9 @@ func (p *Product) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// The integration types Coordinator has adapters for.
-const (
-	IntegrationWooCommerce = "woocommerce"
-	IntegrationShopify     = "shopify"
-	IntegrationStripe      = "stripe"
-)
-
 // DefaultIntegrationMode is integrations[].course_mode's default: shops sell
 // paid seats.
 const DefaultIntegrationMode = "verified"
-
-// DefaultStripeAPIURL is integrations[].api_url's default for type stripe.
-const DefaultStripeAPIURL = "https://api.stripe.com"
 
 // MinWebhookSecretBytes is the shortest signing secret accepted: shops
 // generate long ones, and a short one could be guessed to forge paid orders.
@@ -112,9 +102,6 @@ func (c *Config) normalizeIntegrations() {
 		if in.CourseMode == "" {
 			in.CourseMode = DefaultIntegrationMode
 		}
-		if in.Type == IntegrationStripe && in.APIURL == "" {
-			in.APIURL = DefaultStripeAPIURL
-		}
 	}
 }
 
@@ -132,10 +119,10 @@ func (c *Config) validateIntegrations() error {
 			return valueErr(k+".name", in.Name, "is used by another integration")
 		}
 		names[in.Name] = true
-		switch in.Type {
-		case IntegrationWooCommerce, IntegrationShopify, IntegrationStripe:
-		default:
-			return valueErr(k+".type", in.Type, "is not woocommerce, shopify or stripe")
+		// The type, and the keys only some types use, are checked by the
+		// shop adapters (shop.CheckIntegration): they own their names.
+		if in.Type == "" {
+			return keyErr(k+".type", "required")
 		}
 		if len(in.Secrets) == 0 {
 			return keyErr(k+".secrets", "required: at least one signing secret (entries that expand to nothing are dropped)")
@@ -226,29 +213,16 @@ func validateProducts(k string, products map[string]Product) error {
 // and a task, per participant).
 const MaxProductItems = 100
 
-// validateIntegrationAPI checks the keys only some types use: api_key and
-// api_url for Stripe; api_url, consumer_key and consumer_secret for
-// WooCommerce.
+// validateIntegrationAPI checks what every type's REST API keys share: an
+// api_url is an http(s) URL, and consumer_key and consumer_secret come
+// together with it.
 func validateIntegrationAPI(k string, in Integration) error {
-	used := map[string]map[string]bool{
-		IntegrationStripe:      {"api_key": true, "api_url": true},
-		IntegrationWooCommerce: {"api_url": true, "consumer_key": true, "consumer_secret": true},
-	}[in.Type]
-	for _, f := range []struct{ key, value string }{
-		{"api_key", in.APIKey}, {"api_url", in.APIURL}, {"consumer_key", in.ConsumerKey}, {"consumer_secret", in.ConsumerSecret},
-	} {
-		if f.value != "" && !used[f.key] {
-			return keyErr(k+"."+f.key, "is not used by type %s", in.Type)
-		}
-	}
 	if in.APIURL != "" {
 		if err := HTTPURL(k+".api_url", in.APIURL); err != nil {
 			return err
 		}
 	}
 	switch {
-	case in.Type == IntegrationStripe && in.APIKey == "":
-		return keyErr(k+".api_key", "required for type stripe: a secret or restricted key that may read Checkout Sessions")
 	case (in.ConsumerKey == "") != (in.ConsumerSecret == ""):
 		return keyErr(k+".consumer_secret", "set consumer_key and consumer_secret together")
 	case in.ConsumerKey != "" && in.APIURL == "":

@@ -40,8 +40,6 @@ const (
 	// worker.concurrency together: each then gets an equal share of that
 	// half (at least 1).
 	DefaultWebhookMaxConcurrency = 10
-	// WebhookReceiverPrefix names a subscriber's receiver: webhook.<name>.
-	WebhookReceiverPrefix = "webhook."
 )
 
 var (
@@ -71,9 +69,6 @@ func (c *Config) normalizeWebhooks() {
 // validateWebhooks checks the subscribers. Values are never echoed: a URL
 // or a header may hold a token.
 func (c *Config) validateWebhooks() error {
-	if err := c.validateCompleteOrder(); err != nil {
-		return err
-	}
 	seen := map[string]bool{}
 	held := 0 // worker slots the subscribers may hold
 	for i, w := range c.Webhooks {
@@ -97,10 +92,6 @@ func (c *Config) validateWebhooks() error {
 				held, c.Worker.Concurrency)
 		}
 		seen[w.Name] = true
-		if !c.connected(WebhookReceiverPrefix + w.Name) {
-			c.warnings = append(c.warnings, fmt.Sprintf("%s (%s%s) is connected to no signal: it receives nothing (list it under signals:)",
-				k, WebhookReceiverPrefix, w.Name))
-		}
 		if err := webhookURL(k+".url", w.URL); err != nil {
 			return err
 		}
@@ -122,37 +113,6 @@ func (c *Config) validateWebhooks() error {
 					return keyErr(hk, "is set by Coordinator on every delivery and cannot be replaced")
 				}
 			}
-		}
-	}
-	return nil
-}
-
-// CompleteOrderReceiver is the built-in receiver that completes WooCommerce
-// orders through their store's REST API (internal/wcorders).
-const CompleteOrderReceiver = "woocommerce.complete_order"
-
-// validateCompleteOrder requires, when woocommerce.complete_order is
-// connected, the REST API of every WooCommerce integration.
-func (c *Config) validateCompleteOrder() error {
-	if !c.connected(CompleteOrderReceiver) {
-		return nil
-	}
-	for i, in := range c.Integrations {
-		if in.Type != IntegrationWooCommerce {
-			continue
-		}
-		k := fmt.Sprintf("integrations[%d]", i)
-		switch {
-		case in.ConsumerKey == "":
-			return keyErr(k+".consumer_key", "required: %s is connected and calls the store's REST API", CompleteOrderReceiver)
-		case in.ConsumerSecret == "":
-			return keyErr(k+".consumer_secret", "required: %s is connected and calls the store's REST API", CompleteOrderReceiver)
-		}
-		if err := HTTPURL(k+".api_url", in.APIURL); err != nil {
-			return keyErr(k+".api_url", "required: the store's base URL (https://shop.example.com), as %s calls its REST API", CompleteOrderReceiver)
-		}
-		if u, _ := url.Parse(in.APIURL); !CredentialsSafe(u) {
-			return keyErr(k+".api_url", "must be https: %s sends the consumer key and secret with every call (plain http only to a loopback address)", CompleteOrderReceiver)
 		}
 	}
 	return nil
@@ -199,17 +159,8 @@ func WebhookSecret(s string) ([]byte, error) {
 	return key, nil
 }
 
-// WebhookReceivers lists the receiver names the subscribers provide.
-func (c Config) WebhookReceivers() []string {
-	names := make([]string, len(c.Webhooks))
-	for i, w := range c.Webhooks {
-		names[i] = WebhookReceiverPrefix + w.Name
-	}
-	return names
-}
-
-// connected reports whether the signal map names the receiver.
-func (c *Config) connected(receiver string) bool {
+// Connected reports whether the signal map names the receiver.
+func (c Config) Connected(receiver string) bool {
 	for _, rs := range c.Signals {
 		for _, r := range rs {
 			if r == receiver {

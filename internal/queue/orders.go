@@ -1,10 +1,12 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
@@ -15,14 +17,41 @@ import (
 	"github.com/openedx/coordinator/internal/pipeline"
 )
 
+// ownKey is the key of Coordinator's own structure s of the queue. It
+// carries the queue's {hash tag}, as asynq's keys do, so a Redis Cluster
+// keeps an order's index next to its tasks.
+func ownKey(queue, s string) string { return "coordinator:{" + queue + "}:" + s }
+
 // orderKey is the Redis set of an order's task ids. Site names contain no
 // ':', so the key is unambiguous whatever the order number holds.
 func (q *Queue) orderKey(site, orderNumber string) string {
-	return q.keys.order + site + ":" + orderNumber
+	return q.orderKeys + site + ":" + orderNumber
 }
 
 // indexTTL keeps an order's index a day longer than its tasks.
 func (q *Queue) indexTTL() time.Duration { return q.retention + 24*time.Hour }
+
+// indexTask adds the job's task id to its order's index, in the accepts'
+// group commit, and reports whether the index holds o.LegacyID and
+// o.UnlessExists.
+func (q *Queue) indexTask(ctx context.Context, j pipeline.Job, o pipeline.EnqueueOptions) (legacy, superseding bool, err error) {
+	key := q.orderKey(j.Ref.Site, j.Ref.OrderNumber)
+	var legacyCmd, supersedingCmd *redis.BoolCmd
+	err = q.index.do(ctx, func(ctx context.Context, p redis.Pipeliner) {
+		if o.LegacyID != "" {
+			legacyCmd = p.SIsMember(ctx, key, o.LegacyID)
+		}
+		if o.UnlessExists != "" {
+			supersedingCmd = p.SIsMember(ctx, key, o.UnlessExists)
+		}
+		p.SAdd(ctx, key, j.ID)
+		p.Expire(ctx, key, q.indexTTL())
+	})
+	if err != nil {
+		return false, false, err
+	}
+	return legacyCmd != nil && legacyCmd.Val(), supersedingCmd != nil && supersedingCmd.Val(), nil
+}
 
 // Order reads the tasks of an order's lines, of every registered kind.
 func (q *Queue) Order(ctx context.Context, site, orderNumber string) ([]pipeline.Entry, error) {
@@ -47,9 +76,9 @@ func (q *Queue) Order(ctx context.Context, site, orderNumber string) ([]pipeline
 // Task reads one task of a registered kind; found is false when it does not
 // exist (never queued, expired after the retention, or of no known kind).
 func (q *Queue) Task(ctx context.Context, id string) (pipeline.Entry, bool, error) {
-	info, err := q.inspector.GetTaskInfo(q.name, id)
+	info, err := q.info(id)
 	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+	case errors.Is(err, asynq.ErrTaskNotFound):
 		return pipeline.Entry{}, false, nil
 	case err != nil:
 		return pipeline.Entry{}, false, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
@@ -62,25 +91,39 @@ func (q *Queue) Task(ctx context.Context, id string) (pipeline.Entry, bool, erro
 	return e, err == nil, err
 }
 
-// taskKey is the hash asynq keeps a task in (asynq:{queue}:t:<id>, its layout
-// since v0.18; pinned by TestEnqueueUnlessExists and TestExists).
-func (q *Queue) taskKey(id string) string { return q.keys.task + id }
-
-// Exists reports whether a task exists, with an EXISTS on the hash asynq
-// keeps it in (not a read of the whole task), group-committed with the
-// other workers' checks.
+// Exists reports whether a task exists, in any state, with asynq's
+// Inspector.
 func (q *Queue) Exists(ctx context.Context, id string) (bool, error) {
-	var n *redis.IntCmd
-	err := q.checks.do(ctx, func(ctx context.Context, p redis.Pipeliner) { n = p.Exists(ctx, q.taskKey(id)) })
-	if err != nil {
+	_, err := q.info(id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound):
+		return false, nil
+	case err != nil:
 		return false, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
 	}
-	return n.Val() == 1, nil
+	return true, nil
 }
 
-// canceledResult is the result a task that was not needed any more leaves,
-// so that a completed task reads back as canceled, not done.
-var canceledResult = []byte("canceled")
+// A task's result in asynq (asynq.ResultWriter) is either canceledResult,
+// left by a task that was not needed any more so that it reads back as
+// canceled, not done (what earlier versions wrote too), or what its kind
+// recorded (Attempt.Result) after resultPrefix, so that no kind's result
+// can read as the marker.
+var (
+	canceledResult = []byte("canceled")
+	resultPrefix   = []byte("result:")
+)
+
+// resultWriter gives a kind's handler asynq's ResultWriter: each Write
+// replaces the task's result with resultPrefix and the bytes written.
+type resultWriter struct{ w io.Writer }
+
+func (r resultWriter) Write(p []byte) (int, error) {
+	if _, err := r.w.Write(append(slices.Clip(resultPrefix), p...)); err != nil {
+		return 0, fmt.Errorf("record the task's result: %w", err)
+	}
+	return len(p), nil
+}
 
 // entryOf maps an asynq task to its line task and job.
 func entryOf(kind string, info *asynq.TaskInfo) (pipeline.Entry, error) {
@@ -97,6 +140,9 @@ func entryOf(kind string, info *asynq.TaskInfo) (pipeline.Entry, error) {
 		UpdatedAt:  ref.AcceptedAt,
 		Ref:        ref,
 	}
+	if r, ok := bytes.CutPrefix(info.Result, resultPrefix); ok {
+		t.Result = string(r)
+	}
 	if info.LastFailedAt.After(t.UpdatedAt) {
 		t.UpdatedAt = info.LastFailedAt
 	}
@@ -105,10 +151,8 @@ func entryOf(kind string, info *asynq.TaskInfo) (pipeline.Entry, error) {
 		t.State, t.Attempts = fulfillment.StateRunning, info.Retried+1
 	case asynq.TaskStateCompleted:
 		t.State, t.Attempts = fulfillment.StateDone, info.Retried+1
-		if string(info.Result) == string(canceledResult) {
+		if bytes.Equal(info.Result, canceledResult) {
 			t.State = fulfillment.StateCanceled
-		} else {
-			t.Result = string(info.Result) // what the task recorded (Kind.Records)
 		}
 		c := info.CompletedAt
 		t.FinishedAt, t.UpdatedAt = &c, c

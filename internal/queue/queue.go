@@ -1,7 +1,10 @@
-// Package queue is Coordinator's seam to asynq and Redis, and nothing else:
-// it queues the tasks of whatever kinds the pipeline registers, idempotently
-// by task id; reads them back as line tasks for status, retry and
-// reconciliation; and runs a worker that hands each task to the pipeline.
+// Package queue is Coordinator's seam to asynq: it queues the tasks of
+// whatever kinds the pipeline registers with asynq's client, idempotently by
+// task id; reads them back with asynq's Inspector, and through an index of
+// each order's task ids that it keeps in Redis itself, as line tasks for
+// status, retry and reconciliation; and runs asynq servers that hand each
+// task to the pipeline. It uses asynq's public API only: asynq's keys,
+// messages and scripts are asynq's business.
 package queue
 
 import (
@@ -23,17 +26,17 @@ import (
 // implements pipeline.Queue.
 type Queue struct {
 	rdb       redis.UniversalClient
+	client    atomic.Pointer[asynq.Client]
+	republish atomic.Bool // asynq:queues lost the queue's name: enqueue through a new client
 	inspector *asynq.Inspector
 	kinds     *pipeline.Kinds
 	byType    map[string]pipeline.Kind
 	name      string
-	keys      queueKeys
+	orderKeys string // prefix of an order's index
 	maxRetry  int
 	retention time.Duration
 	timeout   time.Duration
-	batch     *batcher    // the accepts' enqueues, at once
-	checks    *batcher    // the workers' checks, lingering for company
-	published atomic.Bool // the queue is named in asynq:queues
+	index     *batcher // the accepts' index writes and checks, group-committed
 }
 
 // Options configure a Queue.
@@ -52,38 +55,31 @@ func New(rdb redis.UniversalClient, kinds *pipeline.Kinds, o Options) *Queue {
 		kinds:     kinds,
 		byType:    map[string]pipeline.Kind{},
 		name:      o.Name,
-		keys:      newQueueKeys(o.Name),
+		orderKeys: ownKey(o.Name, "order:"),
 		maxRetry:  o.MaxAttempts - 1,
 		retention: o.Retention,
 		timeout:   o.TaskTimeout,
+		index:     newBatcher(rdb),
 	}
-	if q.timeout <= 0 {
-		q.timeout = asynqDefaultTimeout // what asynq.Client sets without a timeout or deadline
-	}
+	q.client.Store(asynq.NewClientFromRedisClient(rdb))
 	for _, k := range kinds.All() {
 		q.byType[k.TaskType] = k
 	}
-	q.batch = newBatcher(rdb, 0, enqueueScript)
-	q.checks = newBatcher(rdb, checkLinger)
 	return q
 }
 
-// spareRetry is how many retries asynq's bound on a task (its message's
-// max retry) has beyond worker.retry.max_attempts. asynq archives a task
-// whose retries reached the bound whatever its handler returns, a Hold too;
-// a Hold does not count as a retry, so with one spare the attempt the
-// pipeline treats as the last (Attempt.Last) can still be held — put back
-// for a wait (Behind, Slots, an account) or a store's failure — and run
-// again without being archived. The pipeline itself ends a task whose last
-// attempt failed (permanent: archived at once); the spare is used only by
-// asynq's recoverer (a worker that died mid-attempt counts one), after
-// which Attempt.Final is set.
+// spareRetry is how many retries asynq's bound on a task (asynq.MaxRetry)
+// has beyond worker.retry.max_attempts. asynq archives a task whose retries
+// reached the bound whatever its handler returns, a Hold too; a Hold does
+// not count as a retry (IsFailure is false for it), so with one spare the
+// attempt the pipeline treats as the last (Attempt.Last) can still be held —
+// put back for a wait (Behind, Slots, an account) or a store's failure —
+// and run again without being archived. The pipeline itself ends a task
+// whose last attempt failed (asynq.SkipRetry: archived at once); the spare
+// is used only by asynq's recoverer (a worker that died mid-attempt counts
+// one) and by an attempt that ran past its deadline, after which
+// Attempt.Final is set.
 const spareRetry = 1
-
-// checkLinger is how long a worker's check waits for others to share its
-// round trip: nothing next to an LMS call, much in Redis load at thousands of
-// tasks a second.
-const checkLinger = time.Millisecond
 
 // enqueueTimeout bounds one enqueue, so a dead Redis answers 503 quickly.
 const enqueueTimeout = 3 * time.Second
@@ -97,11 +93,13 @@ const enqueueTimeout = 3 * time.Second
 // pipeline.ErrSuperseded. An unreachable Redis yields an error wrapping
 // fulfillment.ErrUnavailable.
 //
-// The task is written by enqueueScript inside the accepts' group commit:
-// one command, in a pipeline shared with concurrent accepts, indexes the task
-// under its order, makes both checks and queues the task as asynq's client
-// would (message.go). The id is returned only after Redis answered that
-// command; a batch that failed fails every accept in it.
+// The task is indexed under its order first (group-committed with
+// concurrent accepts: one round trip per batch), so that every task asynq
+// holds is found by its order; that round trip also tells whether the order
+// holds the legacy id and the superseding task's id, which are then looked
+// up with the Inspector. Then asynq's client queues the task under its id
+// (asynq.TaskID), which asynq refuses when a task of that id exists. The id
+// is returned only after Redis answered both.
 func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueOptions) (string, error) {
 	k, ok := q.kinds.Get(j.Kind)
 	if !ok {
@@ -109,83 +107,97 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	}
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
-	msg := taskMessage(k.TaskType, j.Payload, j.ID, q.name, q.maxRetry+spareRetry, q.timeout, q.retention)
-	keys := []string{q.taskKey(j.ID), q.keys.pending, q.orderKey(j.Ref.Site, j.Ref.OrderNumber)}
-	if o.UnlessExists != "" {
-		keys = append(keys, q.taskKey(o.UnlessExists))
+	unavailable := func(op, id string, err error) error {
+		return fmt.Errorf("%s %s: %w: %v", op, id, fulfillment.ErrUnavailable, err)
 	}
-	ttl := int64(q.indexTTL() / time.Second)
-	legacyID := o.LegacyID
+	legacy, superseding, err := q.indexTask(ctx, j, o)
+	if err != nil {
+		return "", unavailable("index", j.ID, err)
+	}
+	// Only a task indexed under the order may exist: a task is indexed
+	// before it is queued, and its index outlives it unless it kept
+	// running (retrying, awaiting an account) for more than a day — for
+	// which the worker's check of CanceledBy before every attempt remains.
+	if superseding {
+		switch _, err := q.info(o.UnlessExists); {
+		case err == nil:
+			return j.ID, pipeline.ErrSuperseded
+		case !errors.Is(err, asynq.ErrTaskNotFound):
+			return "", unavailable("inspect", o.UnlessExists, err)
+		}
+	}
+	if legacy {
+		info, err := q.info(o.LegacyID)
+		switch {
+		case err == nil && info.State != asynq.TaskStateArchived:
+			return o.LegacyID, nil
+		case err != nil && !errors.Is(err, asynq.ErrTaskNotFound):
+			return "", unavailable("inspect", o.LegacyID, err)
+		}
+	}
+	task := asynq.NewTask(k.TaskType, j.Payload)
 	// A few rounds cover a failed task deleted by a concurrent repeat
 	// between our conflict and our look-up.
-	unavailable := func(err error) error { return fmt.Errorf("enqueue %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err) }
 	for range 3 {
-		if !q.published.Load() {
-			// asynq's client names the queue in asynq:queues before its
-			// first enqueue (Inspector and asynqmon look queues up there).
-			if err := q.rdb.SAdd(ctx, allQueues, q.name).Err(); err != nil {
-				return "", unavailable(err)
-			}
-			q.published.Store(true)
-		}
-		var res *redis.Cmd
-		err := q.batch.do(ctx, func(ctx context.Context, p redis.Pipeliner) {
-			res = enqueueScript.EvalSha(ctx, p, keys, msg, j.ID, time.Now().UnixNano(), ttl, legacyID)
-		})
-		if err != nil {
-			return "", unavailable(err)
-		}
-		n, err := res.Int()
-		if err != nil {
-			return "", unavailable(err)
-		}
-		switch n {
-		case enqueueQueued:
+		_, err := q.asynqClient().EnqueueContext(ctx, task,
+			asynq.TaskID(j.ID), asynq.Queue(q.name), asynq.MaxRetry(q.maxRetry+spareRetry),
+			asynq.Retention(q.retention), asynq.Timeout(q.timeout))
+		if err == nil {
 			return j.ID, nil
-		case enqueueSuperseded:
-			return j.ID, pipeline.ErrSuperseded
-		case enqueueLegacy:
-			info, err := q.inspector.GetTaskInfo(q.name, legacyID)
-			switch {
-			case err == nil && info.State != asynq.TaskStateArchived:
-				return legacyID, nil
-			case err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound):
-				return "", fmt.Errorf("inspect %s: %w: %v", legacyID, fulfillment.ErrUnavailable, err)
-			}
-			legacyID = "" // not in effect: queue ours
-			continue
 		}
-		// A task of this id exists (or the reply was unreadable): look.
-		info, err := q.inspector.GetTaskInfo(q.name, j.ID)
+		if !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return "", unavailable("enqueue", j.ID, err)
+		}
+		info, err := q.info(j.ID)
 		switch {
-		case errors.Is(err, asynq.ErrQueueNotFound):
-			// Redis lost asynq:queues (flushed, restored): name the queue
-			// again, then look again.
-			q.published.Store(false)
-			continue
 		case errors.Is(err, asynq.ErrTaskNotFound):
-			continue // finished and expired, or deleted: enqueue again
+			continue // finished and expired, deleted, or the queue's name lost: enqueue again
 		case err != nil:
-			return "", fmt.Errorf("inspect %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
+			return "", unavailable("inspect", j.ID, err)
 		case info.State != asynq.TaskStateArchived:
 			return j.ID, nil // queued, running, retrying or done
 		}
 		// Failed for good: the shop asks to try again.
 		if err := q.inspector.DeleteTask(q.name, j.ID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-			return "", fmt.Errorf("delete failed %s: %w: %v", j.ID, fulfillment.ErrUnavailable, err)
+			return "", unavailable("delete failed", j.ID, err)
 		}
 	}
 	return "", fmt.Errorf("enqueue %s: %w: the task kept changing state", j.ID, fulfillment.ErrUnavailable)
 }
 
+// info reads a task with asynq's Inspector. A queue the Inspector does not
+// know reads as a missing task: Redis lost asynq's set of queue names
+// (flushed, or restored from an older copy), which asynq's client fills in
+// only at its first enqueue to a queue — so the next enqueue goes through a
+// new client, which names the queue again.
+func (q *Queue) info(id string) (*asynq.TaskInfo, error) {
+	info, err := q.inspector.GetTaskInfo(q.name, id)
+	if errors.Is(err, asynq.ErrQueueNotFound) {
+		q.republish.Store(true)
+		return nil, fmt.Errorf("%w (queue %s not known to asynq)", asynq.ErrTaskNotFound, q.name)
+	}
+	return info, err
+}
+
+// asynqClient is the client to enqueue with: a new one when asynq's set of
+// queue names lost this queue's (info), since a client names a queue only
+// at its first enqueue to it.
+func (q *Queue) asynqClient() *asynq.Client {
+	if q.republish.CompareAndSwap(true, false) {
+		q.client.Store(asynq.NewClientFromRedisClient(q.rdb))
+	}
+	return q.client.Load()
+}
+
 // Purge deletes a queue and every key that belongs to it — asynq's (tasks,
-// completed-task retention, statistics) and Coordinator's order index — and
+// completed-task retention, statistics), found by the queue's {hash tag}
+// that asynq puts in each of them, and Coordinator's order index — and
 // forgets the queue's name. It is for tests and benchmarks that make their
 // own queues; asynq's Inspector.DeleteQueue leaves completed tasks and
 // statistics behind.
 func Purge(ctx context.Context, rdb redis.UniversalClient, queue string) error {
 	var keys []string
-	for _, pattern := range []string{asynqKey(queue, "*"), ownKey(queue, "*")} {
+	for _, pattern := range []string{"asynq:{" + queue + "}:*", ownKey(queue, "*")} {
 		// SCAN, not KEYS: the server may be shared, and must not stall.
 		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 		for iter.Next(ctx) {
@@ -200,5 +212,5 @@ func Purge(ctx context.Context, rdb redis.UniversalClient, queue string) error {
 			return fmt.Errorf("purge %s: %w", queue, err)
 		}
 	}
-	return rdb.SRem(ctx, allQueues, queue).Err()
+	return rdb.SRem(ctx, "asynq:queues", queue).Err()
 }

@@ -157,7 +157,7 @@ func TestTaskStatesAndExists(t *testing.T) {
 
 // The worker hands every registered kind's tasks to the processor, and maps
 // its states onto asynq: done and canceled complete (canceled keeping that
-// as its result), failed is archived at once.
+// as its result, done what the kind recorded), failed is archived at once.
 func TestWorkerRunsEveryKind(t *testing.T) {
 	t.Parallel()
 	rdb, name := queuetest.Redis(t)
@@ -174,6 +174,13 @@ func TestWorkerRunsEveryKind(t *testing.T) {
 			return fulfillment.StateCanceled, nil
 		case "FAIL":
 			return fulfillment.StateFailed, errors.New("no such user")
+		case "OK":
+			if a.Result == nil {
+				return fulfillment.StateFailed, errors.New("no result writer")
+			}
+			if _, err := a.Result.Write([]byte("uuid-" + a.Job.ID)); err != nil {
+				return fulfillment.StateRetrying, err
+			}
 		}
 		return fulfillment.StateDone, nil
 	})
@@ -185,7 +192,7 @@ func TestWorkerRunsEveryKind(t *testing.T) {
 	defer w.Shutdown()
 	ctx := context.Background()
 	want := map[string]fulfillment.State{}
-	var holdID string
+	var holdID, okID string
 	for kind, orders := range map[string][]string{"ping": {"OK", "CANCEL", "HOLD"}, "pong": {"FAIL"}} {
 		for _, o := range orders {
 			j := job(t, kind, o)
@@ -194,8 +201,11 @@ func TestWorkerRunsEveryKind(t *testing.T) {
 			}
 			want[j.ID] = map[string]fulfillment.State{"OK": fulfillment.StateDone, "CANCEL": fulfillment.StateCanceled,
 				"FAIL": fulfillment.StateFailed, "HOLD": fulfillment.StateDone}[o]
-			if o == "HOLD" {
+			switch o {
+			case "HOLD":
 				holdID = j.ID
+			case "OK":
+				okID = j.ID
 			}
 		}
 	}
@@ -213,6 +223,11 @@ func TestWorkerRunsEveryKind(t *testing.T) {
 		}
 		if got.State != state || (state == fulfillment.StateFailed && got.LastError != "no such user") {
 			t.Errorf("task %s ended %q (%q), want %q", id, got.State, got.LastError, state)
+		}
+		// What a kind recorded reads back as the task's result; the
+		// queue's own mark of a canceled task is no kind's result.
+		if wantResult := map[bool]string{true: "uuid-" + id}[id == okID]; got.Result != wantResult {
+			t.Errorf("task %s: result %q, want %q", id, got.Result, wantResult)
 		}
 	}
 	// The held attempt was retried without counting: one attempt in all.
@@ -259,9 +274,10 @@ func TestRetryDelay(t *testing.T) {
 	}
 }
 
-// A task is not queued while the task it must give way to exists. The check
-// reads asynq's own key for that task: queued, failed and deleted tasks must
-// read right, or an asynq upgrade changed the layout.
+// A task is not queued while the task it must give way to exists, in any
+// state: the order's index names it, and asynq's Inspector finds it. A task
+// the index names that asynq does not hold (deleted, expired, or never
+// queued) does not stop it.
 func TestEnqueueUnlessExists(t *testing.T) {
 	t.Parallel()
 	q, insp, name := newQueue(t)

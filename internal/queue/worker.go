@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -22,69 +21,55 @@ type Processor interface {
 	Process(ctx context.Context, a pipeline.Attempt) (fulfillment.State, error)
 }
 
-// handler adapts one kind's tasks to the processor.
+// handler adapts one kind's tasks to the processor: it is the asynq.Handler
+// of the kind's task type.
 type handler struct {
 	kind        string
 	proc        Processor
 	maxAttempts int // worker.retry.max_attempts; 0: read from the task's bound
 }
 
-// attempt runs one attempt of a task and returns what asynq's processor
-// expects of a handler: nil when the task is done, permanent when it failed
-// for good (archived at once), another error to retry it with backoff.
-// canceled reports a task canceled by its order's return, which keeps that
-// as its result.
-func (h handler) attempt(ctx context.Context, id string, retried, maxRetry int, payload []byte) (result []byte, err error) {
-	// The message's bound has a spare retry (spareRetry): the configured
-	// last attempt is Last, asynq's own bound Final. (A task queued by an
-	// earlier version has no spare: its Last is its Final.)
+// ProcessTask runs one attempt of a task and returns what asynq's processor
+// expects of a handler: nil when the task is done (or canceled, which it
+// keeps as its result), an error that is asynq.SkipRetry when it failed for
+// good (archived at once), another error to retry it with backoff — not
+// counted as an attempt when it is a pipeline.Hold (the worker's IsFailure).
+func (h handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	id, _ := asynq.GetTaskID(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	// The task's bound has a spare retry (spareRetry): the configured last
+	// attempt is Last, asynq's own bound Final. (A task queued by a version
+	// without the spare has none: its Last is its Final.)
 	last := retried >= maxRetry-spareRetry
 	if h.maxAttempts > 0 {
 		last = retried+1 >= h.maxAttempts
 	}
-	var recorded bytes.Buffer
-	state, err := h.proc.Process(ctx, pipeline.Attempt{
-		Job:    pipeline.Job{Kind: h.kind, ID: id, Payload: payload},
+	a := pipeline.Attempt{
+		Job:    pipeline.Job{Kind: h.kind, ID: id, Payload: t.Payload()},
 		Number: retried + 1, Last: last || retried >= maxRetry, Final: retried >= maxRetry,
-		Result: &recorded,
-	})
+	}
+	w := t.ResultWriter()
+	if w != nil {
+		a.Result = resultWriter{w}
+	}
+	state, err := h.proc.Process(ctx, a)
 	switch state {
 	case fulfillment.StateFailed:
-		return nil, permanent{err}
+		return permanent{err}
 	case fulfillment.StateRetrying, fulfillment.StateAwaitingAccount:
-		return nil, err // a wait for an account is held: it costs no attempt
+		return err // a wait for an account is held: it costs no attempt
 	case fulfillment.StateCanceled:
-		return canceledResult, nil
+		if w == nil {
+			return nil
+		}
+		if _, err := w.Write(canceledResult); err != nil {
+			// Without its mark the task would read as done: run it again,
+			// uncounted; it is canceled again.
+			return pipeline.Hold(fmt.Errorf("record the cancellation: %w", err))
+		}
 	}
-	if recorded.Len() > 0 {
-		return recorded.Bytes(), nil
-	}
-	return nil, nil
-}
-
-// asynqHandler runs the tasks asynq's own server takes (worker.go's
-// NewWorker) in a slot shared with the batched fetch, so the two together
-// never run more than worker.concurrency attempts.
-type asynqHandler struct {
-	h     handler
-	slots chan struct{}
-}
-
-func (a asynqHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	select {
-	case a.slots <- struct{}{}:
-		defer func() { <-a.slots }()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	id, _ := asynq.GetTaskID(ctx)
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	result, err := a.h.attempt(ctx, id, retried, maxRetry, t.Payload())
-	if w := t.ResultWriter(); result != nil && w != nil {
-		_, _ = w.Write(result)
-	}
-	return err
+	return nil
 }
 
 // permanent marks an error asynq must not retry (it is asynq.SkipRetry to
@@ -116,9 +101,11 @@ func RetryDelay(initial, maxDelay time.Duration) asynq.RetryDelayFunc {
 // WorkerOptions configure a Worker.
 type WorkerOptions struct {
 	Queue       string
-	Concurrency int // attempts in flight in all
-	// Servers is how many fetch loops take tasks off the queue (default 1),
-	// each many tasks per Redis round trip (fetch.go).
+	Concurrency int // attempts in flight in all, split between the servers
+	// Servers is how many asynq servers share the process, its
+	// concurrency and its Redis client (default 1). An asynq server takes
+	// one task per Redis round trip; several take tasks in parallel
+	// (docs/performance.md).
 	Servers int
 	// MaxAttempts is worker.retry.max_attempts, the attempts a failing
 	// task gets whatever bound it was queued with (0: the task's bound).
@@ -129,80 +116,82 @@ type WorkerOptions struct {
 	Logger          *slog.Logger
 }
 
-// Worker processes the queue's tasks of every registered kind. Tasks are
-// taken many per Redis round trip by the fetch loops of fetch.go, and their
-// outcomes written in shared pipelines, with asynq v0.26.0's own scripts
-// (leases, retries, archiving and statistics as asynq's processor keeps
-// them). One asynq.Server runs beside them for what asynq does per queue
-// rather than per task — moving due retries to pending, recovering tasks
-// whose lease expired (a worker that died), deleting expired completed
-// tasks, announcing the server to asynqmon — and takes tasks too, one at a
-// time, in the same slots.
+// Worker processes the queue's tasks of every registered kind with asynq
+// servers. asynq does the queueing: it takes tasks under a lease, extends
+// it while they run, retries and archives them, moves due retries back to
+// pending, recovers the tasks of a worker that died (their lease expired),
+// deletes completed tasks after their retention, and at shutdown puts back
+// the tasks still running.
 type Worker struct {
-	srv   *asynq.Server
-	mux   *asynq.ServeMux
-	fetch *fetcher
+	srvs []*asynq.Server
+	mux  *asynq.ServeMux
 }
+
+// taskCheckInterval is how long an idle asynq server waits before it looks
+// for a task again (asynq's default is 1 s): a task queued into an idle
+// worker starts within a quarter of a second.
+const taskCheckInterval = 250 * time.Millisecond
 
 // NewWorker returns a worker that hands the tasks of every kind to proc.
 func NewWorker(rdb redis.UniversalClient, kinds *pipeline.Kinds, proc Processor, o WorkerOptions) *Worker {
-	slots := make(chan struct{}, max(1, o.Concurrency))
-	retryDelay := RetryDelay(o.InitialDelay, o.MaxDelay)
-	// A store outage or a wait for another task is retried without counting
-	// as an attempt (asynq leaves the retry counter alone).
-	isFailure := func(err error) bool { return !pipeline.IsHold(err) }
+	concurrency := max(1, o.Concurrency)
+	n := max(1, min(o.Servers, concurrency))
 	w := &Worker{mux: asynq.NewServeMux()}
-	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:     1,
-		Queues:          map[string]int{o.Queue: 1},
-		RetryDelayFunc:  retryDelay,
-		IsFailure:       isFailure,
-		ShutdownTimeout: o.ShutdownTimeout,
-		// A task that waits for another (a subscriber's earlier event, a
-		// running enrollment) goes back to the retry set; asynq's default
-		// 5 s between moves of due tasks would add up to 5 s per wait.
-		DelayedTaskCheckInterval: time.Second,
-		Logger:                   slogAdapter{o.Logger},
-		LogLevel:                 asynq.WarnLevel,
-		HealthCheckFunc: func(err error) {
-			if err != nil {
-				o.Logger.Warn("worker_redis_unhealthy", "err", err)
-			}
-		},
-	})
-	hs := handlers(kinds, proc, o)
-	for typ, h := range hs {
-		w.mux.Handle(typ, asynqHandler{h: h, slots: slots})
+	for i := range n {
+		// The concurrency is split evenly; the first servers take the rest.
+		c := concurrency / n
+		if i < concurrency%n {
+			c++
+		}
+		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(rdb, asynq.Config{
+			Concurrency:    c,
+			Queues:         map[string]int{o.Queue: 1},
+			RetryDelayFunc: RetryDelay(o.InitialDelay, o.MaxDelay),
+			// A store outage or a wait for another task is retried without
+			// counting as an attempt (asynq leaves the retry counter alone).
+			IsFailure:         func(err error) bool { return !pipeline.IsHold(err) },
+			ShutdownTimeout:   o.ShutdownTimeout,
+			TaskCheckInterval: taskCheckInterval,
+			// A task that waits for another (a subscriber's earlier event, a
+			// running enrollment) goes back to the retry set; asynq's default
+			// 5 s between moves of due tasks would add up to 5 s per wait.
+			DelayedTaskCheckInterval: time.Second,
+			Logger:                   slogAdapter{o.Logger},
+			LogLevel:                 asynq.WarnLevel,
+			HealthCheckFunc: func(err error) {
+				if err != nil {
+					o.Logger.Warn("worker_redis_unhealthy", "err", err)
+				}
+			},
+		}))
 	}
-	w.fetch = newFetcher(rdb, o.Queue, hs, slots, max(1, o.Servers), retryDelay, isFailure, o.ShutdownTimeout, o.Logger)
-	return w
-}
-
-// handlers returns the handler of each registered kind, by task type.
-func handlers(kinds *pipeline.Kinds, proc Processor, o WorkerOptions) map[string]handler {
-	hs := map[string]handler{}
 	for _, k := range kinds.All() {
-		hs[k.TaskType] = handler{kind: k.Name, proc: proc, maxAttempts: o.MaxAttempts}
+		w.mux.Handle(k.TaskType, handler{kind: k.Name, proc: proc, maxAttempts: o.MaxAttempts})
 	}
-	return hs
+	return w
 }
 
 // Start begins processing in the background.
 func (w *Worker) Start() error {
-	if err := w.srv.Start(w.mux); err != nil {
-		return fmt.Errorf("start worker: %w", err)
+	for i, srv := range w.srvs {
+		if err := srv.Start(w.mux); err != nil {
+			for _, started := range w.srvs[:i] {
+				started.Shutdown()
+			}
+			return fmt.Errorf("start worker: %w", err)
+		}
 	}
-	w.fetch.start()
 	return nil
 }
 
 // Shutdown stops taking tasks and waits up to the shutdown timeout for those
-// in flight; unfinished ones go back to the queue. asynq's server and the
-// fetch stop in parallel, so the whole takes one shutdown timeout.
+// in flight; unfinished ones go back to the queue. The servers stop in
+// parallel, so the whole takes one shutdown timeout, not one per server.
 func (w *Worker) Shutdown() {
 	var wg sync.WaitGroup
-	wg.Go(w.srv.Shutdown)
-	wg.Go(w.fetch.shutdown)
+	for _, srv := range w.srvs {
+		wg.Go(srv.Shutdown)
+	}
 	wg.Wait()
 }
 

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -19,12 +20,43 @@ import (
 	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
-// The platforms a shop can be.
+// The platforms a shop can be: integrations[].type.
 const (
-	TypeWooCommerce = config.IntegrationWooCommerce
-	TypeShopify     = config.IntegrationShopify
-	TypeStripe      = config.IntegrationStripe
+	TypeWooCommerce = "woocommerce"
+	TypeShopify     = "shopify"
+	TypeStripe      = "stripe"
 )
+
+// DefaultStripeAPIURL is integrations[].api_url's default for type stripe.
+const DefaultStripeAPIURL = "https://api.stripe.com"
+
+// apiKeys are the keys each type uses to call its platform's API.
+var apiKeys = map[string][]string{
+	TypeWooCommerce: {"api_url", "consumer_key", "consumer_secret"},
+	TypeShopify:     nil,
+	TypeStripe:      {"api_key", "api_url"},
+}
+
+// CheckIntegration validates what of integrations[i] only the adapters
+// know: its type, and the API keys that type uses (k is the entry's key,
+// "integrations[i]"). The config package checks the rest.
+func CheckIntegration(k string, in config.Integration) error {
+	used, ok := apiKeys[in.Type]
+	if !ok {
+		return config.ValueErr(k+".type", in.Type, "is not woocommerce, shopify or stripe")
+	}
+	for _, f := range []struct{ key, value string }{
+		{"api_key", in.APIKey}, {"api_url", in.APIURL}, {"consumer_key", in.ConsumerKey}, {"consumer_secret", in.ConsumerSecret},
+	} {
+		if f.value != "" && !slices.Contains(used, f.key) {
+			return config.KeyErr(k+"."+f.key, "is not used by type %s", in.Type)
+		}
+	}
+	if in.Type == TypeStripe && in.APIKey == "" {
+		return config.KeyErr(k+".api_key", "required for type stripe: a secret or restricted key that may read Checkout Sessions")
+	}
+	return nil
+}
 
 // Integration is one configured shop.
 type Integration struct {
@@ -172,6 +204,9 @@ type Shop struct {
 func New(in Integration) (*Shop, error) {
 	if in.HTTPClient == nil {
 		in.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if in.Type == TypeStripe && in.APIURL == "" {
+		in.APIURL = DefaultStripeAPIURL
 	}
 	s := &Shop{in: in}
 	switch in.Type {

@@ -28,7 +28,7 @@ import (
 // Names of the receiver, its task kind and task type, and the event that
 // names its one task per order.
 const (
-	Receiver = config.CompleteOrderReceiver
+	Receiver = "woocommerce.complete_order"
 	Kind     = Receiver
 	TaskType = "woocommerce:complete_order"
 	Event    = "complete_order"
@@ -246,4 +246,31 @@ func message(b []byte) string {
 		return ""
 	}
 	return ": " + strings.ToValidUTF8(m.Message[:min(len(m.Message), 200)], "")
+}
+
+// Check requires, when woocommerce.complete_order is connected, the REST
+// API of every WooCommerce integration, whose keys the errors name.
+func Check(cfg config.Config) error {
+	if !cfg.Connected(Receiver) {
+		return nil
+	}
+	for i, in := range cfg.Integrations {
+		if in.Type != shop.TypeWooCommerce {
+			continue
+		}
+		k := fmt.Sprintf("integrations[%d]", i)
+		switch {
+		case in.ConsumerKey == "":
+			return config.KeyErr(k+".consumer_key", "required: %s is connected and calls the store's REST API", Receiver)
+		case in.ConsumerSecret == "":
+			return config.KeyErr(k+".consumer_secret", "required: %s is connected and calls the store's REST API", Receiver)
+		}
+		if err := config.HTTPURL(k+".api_url", in.APIURL); err != nil {
+			return config.KeyErr(k+".api_url", "required: the store's base URL (https://shop.example.com), as %s calls its REST API", Receiver)
+		}
+		if u, _ := url.Parse(in.APIURL); !config.CredentialsSafe(u) {
+			return config.KeyErr(k+".api_url", "must be https: %s sends the consumer key and secret with every call (plain http only to a loopback address)", Receiver)
+		}
+	}
+	return nil
 }

@@ -26,15 +26,31 @@ import (
 // StateDelivered is what a delivery reports once the subscriber took it.
 const StateDelivered fulfillment.State = "delivered"
 
+// receiverPrefix starts a subscriber's receiver and delivery kind names.
+const receiverPrefix = "webhook."
+
+// Warnings are what an operator should know of the subscribers the
+// configuration lists: one connected to no signal receives nothing.
+func Warnings(cfg config.Config) []string {
+	var out []string
+	for i, w := range cfg.Webhooks {
+		if !cfg.Connected(Receiver(w.Name)) {
+			out = append(out, fmt.Sprintf("webhooks[%d] (%s) is connected to no signal: it receives nothing (list it under signals:)",
+				i, Receiver(w.Name)))
+		}
+	}
+	return out
+}
+
 // Receiver, Kind and TaskType name a subscriber's receiver (webhook.crm), the
 // kind of its deliveries (the same name) and their task type (webhook:crm).
-func Receiver(name string) string { return config.WebhookReceiverPrefix + name }
+func Receiver(name string) string { return receiverPrefix + name }
 
 // Kind is the task kind of a subscriber's deliveries.
-func Kind(name string) string { return config.WebhookReceiverPrefix + name }
+func Kind(name string) string { return receiverPrefix + name }
 
 // IsKind reports whether kind is a subscriber's delivery kind (Kind).
-func IsKind(kind string) bool { return strings.HasPrefix(kind, config.WebhookReceiverPrefix) }
+func IsKind(kind string) bool { return strings.HasPrefix(kind, receiverPrefix) }
 
 // TaskType is the queue's task type of a subscriber's deliveries.
 func TaskType(name string) string { return "webhook:" + name }
