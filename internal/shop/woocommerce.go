@@ -135,8 +135,8 @@ func (w wooCommerce) event(ctx context.Context, h http.Header, body []byte) (Eve
 
 // paid maps a paid order: every course line placed, less what its refunds
 // took back. A line item refunded in full is returned, with its learners,
-// and not placed; part of one returns that many of its seats, unnamed
-// (Returns decides which, if it can). A refund's line items are only in its
+// and not placed; part of one returns the seats its remaining units no
+// longer pay for, unnamed (Returns decides which, if it can). A refund's line items are only in its
 // own REST representation: the order's refunds[] has id and total only, so
 // they are read from the store when the integration has its REST API
 // (woorefunds.go), else the refund is noted and returns nothing.
