@@ -101,10 +101,11 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	a.flows = registerFlows(a.sites, a.hooks, a.wc)
 	a.kinds = a.flows.Kinds()
 	a.queue = queue.New(a.rdb, a.kinds, queue.Options{
-		Name:        cfg.Worker.Queue,
-		MaxAttempts: cfg.Worker.Retry.MaxAttempts,
-		Retention:   cfg.Worker.Retention.D(),
-		TaskTimeout: taskTimeout(cfg),
+		Name:            cfg.Worker.Queue,
+		MaxAttempts:     cfg.Worker.Retry.MaxAttempts,
+		Retention:       cfg.Worker.Retention.D(),
+		ReturnRetention: cfg.Worker.ReturnRetention.D(),
+		TaskTimeout:     taskTimeout(cfg),
 	})
 	done := a.flows.Completed()
 	a.pipe = pipeline.New(pipeline.Options{

@@ -5,6 +5,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -298,4 +299,67 @@ func (in *instance) waitLines(t *testing.T, order string, want map[string]fulfil
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("order %s: lines %+v, want %v", order, last.Lines, want)
+}
+
+// Returned stays returned in the Redis tier after worker.retention: the
+// line's return is kept for worker.return_retention, so a redelivery of the
+// order long after enrolls nobody — a seat and an entitlement line alike.
+func TestReturnOutlivesRetention(t *testing.T) {
+	t.Parallel()
+	rdb, queue := queuetest.Redis(t)
+	fake := lmstest.NewDemo(testSecret)
+	addLearners(fake, 93000, 2)
+	cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queue, "")
+	raw, _ := os.ReadFile(cfg)
+	withRetention := strings.Replace(string(raw), "worker:\n", "worker:\n  retention: 2s\n  return_retention: 1h\n", 1)
+	if err := os.WriteFile(cfg, []byte(withRetention), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in := &instance{lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
+	in.base = startRun(t, "all", cfg)
+
+	for _, l := range []struct{ order, place, ret string }{
+		{"RET-SEAT", orderBody("RET-SEAT", 93000, ""), returnBody("RET-SEAT", 93000)},
+		{"RET-ENT", entitlementBody(courseA, "RET-ENT", 93001), entitlementReturn(courseA, "RET-ENT", 93001)},
+	} {
+		if status, _ := in.send(t, "/orders/fulfill", l.place); status != 200 {
+			t.Fatalf("%s fulfill: %d", l.order, status)
+		}
+		if status, _ := in.send(t, "/orders/return", l.ret); status != 200 {
+			t.Fatalf("%s return: %d", l.order, status)
+		}
+	}
+	in.waitLineState(t, "RET-SEAT", fulfillment.StateReturned)
+	in.waitLineState(t, "RET-ENT", entitlement.StateRevoked)
+	// Past worker.retention, asynq's janitor deletes the fulfillments (it
+	// runs every few seconds); the returns stay.
+	for _, order := range []string{"RET-SEAT", "RET-ENT"} {
+		waitFor(t, order+"'s fulfillment forgotten", 30*time.Second, func() bool {
+			status, st := in.order(t, "GET", order)
+			return status == 200 && len(st.Lines) == 1 && len(st.Lines[0].Tasks) == 1
+		})
+	}
+	for _, body := range []string{orderBody("RET-SEAT", 93000, ""), entitlementBody(courseA, "RET-ENT", 93001)} {
+		if status, _ := in.send(t, "/orders/fulfill", body); status != 200 {
+			t.Fatalf("redelivery: %d", status)
+		}
+	}
+	enrolls, creates := fake.Count(lmstest.Enroll), fake.Count(lmstest.Entitlements)
+	// The redeliveries are refused at the queue (their line's return
+	// exists); a worker given one would run it within a second.
+	time.Sleep(3 * time.Second)
+	for _, order := range []string{"RET-SEAT", "RET-ENT"} {
+		if _, st := in.order(t, "GET", order); len(st.Lines) != 1 || (st.Lines[0].State != fulfillment.StateReturned && st.Lines[0].State != entitlement.StateRevoked) {
+			t.Errorf("%s after the redelivery: %+v, want still returned", order, st.Lines)
+		}
+	}
+	if fake.Count(lmstest.Enroll) != enrolls || fake.Count(lmstest.Entitlements) != creates {
+		t.Errorf("the redeliveries called the LMS")
+	}
+	if e, ok := fake.Enrollment("learner93000", demoCourse); ok && e.IsActive {
+		t.Errorf("the returned seat was enrolled again after worker.retention: %+v", e)
+	}
+	if ents := unexpired(fake, "learner93001"); len(ents) != 0 {
+		t.Errorf("the revoked entitlement was made again after worker.retention: %+v", ents)
+	}
 }

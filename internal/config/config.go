@@ -151,6 +151,11 @@ type Worker struct {
 	// Retention is how long a finished task is kept in Redis, so that repeats
 	// of the request are recognised and GET /orders/{n} can answer.
 	Retention Duration `yaml:"retention"`
+	// ReturnRetention is how long a returned line's return is kept in
+	// Redis, whatever Retention is: while it is, no redelivery or later
+	// update of the order enrolls the line again (the ledger keeps it for
+	// good).
+	ReturnRetention Duration `yaml:"return_retention"`
 	// Servers is how many asynq servers a worker process runs, sharing
 	// worker.concurrency and one Redis client: each takes one task per
 	// Redis round trip, so several take tasks in parallel
@@ -250,8 +255,9 @@ func Defaults() Config {
 				InitialDelay: Duration(5 * time.Second),
 				MaxDelay:     Duration(time.Hour),
 			},
-			Retention: Duration(7 * 24 * time.Hour),
-			HTTPAddr:  DefaultWorkerHTTPAddr,
+			Retention:       Duration(7 * 24 * time.Hour),
+			ReturnRetention: Duration(400 * 24 * time.Hour),
+			HTTPAddr:        DefaultWorkerHTTPAddr,
 		},
 		Database: Database{ReconcileInterval: Duration(30 * time.Second)},
 	}
@@ -727,6 +733,8 @@ func (c *Config) Validate() error {
 		return keyErr("worker.retry.max_delay", "must be at least worker.retry.initial_delay")
 	case w.Retention <= 0:
 		return keyErr("worker.retention", "must be positive")
+	case w.ReturnRetention < w.Retention:
+		return keyErr("worker.return_retention", "must be at least worker.retention: a return outlives the enrollment it undoes")
 	case w.HTTPAddr == "":
 		return keyErr("worker.http_addr", "required")
 	}

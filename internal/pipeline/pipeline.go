@@ -196,6 +196,18 @@ func (ks *Kinds) Get(name string) (Kind, bool) {
 	return k, ok
 }
 
+// Supersedes reports whether a task of kind name makes another kind's task
+// unnecessary (it is some kind's CanceledBy): a line's return. Such a task
+// is the line's tombstone, kept as long as a later repeat must find it.
+func (ks *Kinds) Supersedes(name string) bool {
+	for _, k := range ks.list {
+		if k.CanceledBy == name {
+			return true
+		}
+	}
+	return false
+}
+
 // All lists the kinds in registration order.
 func (ks *Kinds) All() []Kind { return append([]Kind(nil), ks.list...) }
 

@@ -28,9 +28,6 @@ func (q *Queue) orderKey(site, orderNumber string) string {
 	return q.orderKeys + site + ":" + orderNumber
 }
 
-// indexTTL keeps an order's index a day longer than its tasks.
-func (q *Queue) indexTTL() time.Duration { return q.retention + 24*time.Hour }
-
 // indexTask adds the job's task id to its order's index, in the accepts'
 // group commit, and reports whether the index holds o.LegacyID and
 // o.UnlessExists.
@@ -45,7 +42,11 @@ func (q *Queue) indexTask(ctx context.Context, j pipeline.Job, o pipeline.Enqueu
 			supersedingCmd = p.SIsMember(ctx, key, o.UnlessExists)
 		}
 		p.SAdd(ctx, key, j.ID)
-		p.Expire(ctx, key, q.indexTTL())
+		// The index outlives its tasks by a day; it is never shortened,
+		// so a line's return keeps its order's index as long as itself.
+		ttl := q.retentionOf(j.Kind) + 24*time.Hour
+		p.ExpireNX(ctx, key, ttl)
+		p.ExpireGT(ctx, key, ttl)
 	})
 	if err != nil {
 		return false, false, err

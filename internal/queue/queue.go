@@ -35,6 +35,7 @@ type Queue struct {
 	orderKeys string // prefix of an order's index
 	maxRetry  int
 	retention time.Duration
+	tombstone time.Duration // retention of a task that supersedes others
 	timeout   time.Duration
 	index     *batcher // the accepts' index writes and checks, group-committed
 }
@@ -44,7 +45,20 @@ type Options struct {
 	Name        string        // the asynq queue
 	MaxAttempts int           // attempts per task, the first included
 	Retention   time.Duration // how long finished tasks are kept
-	TaskTimeout time.Duration // how long one attempt may run
+	// ReturnRetention is how long a finished task that supersedes others
+	// (pipeline.Kinds.Supersedes: a line's return) is kept, so that a
+	// repeat of the line's fulfillment long after still finds it; at
+	// least Retention.
+	ReturnRetention time.Duration
+	TaskTimeout     time.Duration // how long one attempt may run
+}
+
+// retentionOf is how long a finished task of kind is kept.
+func (q *Queue) retentionOf(kind string) time.Duration {
+	if q.kinds.Supersedes(kind) {
+		return q.tombstone
+	}
+	return q.retention
 }
 
 // New returns a Queue over rdb for the kinds registered.
@@ -58,6 +72,7 @@ func New(rdb redis.UniversalClient, kinds *pipeline.Kinds, o Options) *Queue {
 		orderKeys: ownKey(o.Name, "order:"),
 		maxRetry:  o.MaxAttempts - 1,
 		retention: o.Retention,
+		tombstone: max(o.Retention, o.ReturnRetention),
 		timeout:   o.TaskTimeout,
 		index:     newBatcher(rdb),
 	}
@@ -141,7 +156,7 @@ func (q *Queue) Enqueue(ctx context.Context, j pipeline.Job, o pipeline.EnqueueO
 	for range 3 {
 		_, err := q.asynqClient().EnqueueContext(ctx, task,
 			asynq.TaskID(j.ID), asynq.Queue(q.name), asynq.MaxRetry(q.maxRetry+spareRetry),
-			asynq.Retention(q.retention), asynq.Timeout(q.timeout))
+			asynq.Retention(q.retentionOf(j.Kind)), asynq.Timeout(q.timeout))
 		if err == nil {
 			return j.ID, nil
 		}
