@@ -1,4 +1,4 @@
--- Operators list lines newest first, filtered (SPEC §12): the keyset
+-- Operators list lines newest first, filtered (README, "Problem orders"): the keyset
 -- (created_at, id) of a line's first task, the learner, and the oldest line
 -- that may still run (coordinator_oldest_open_line_age_seconds).
 CREATE INDEX fulfillment_lines_listing ON fulfillment_lines (created_at DESC, id DESC);

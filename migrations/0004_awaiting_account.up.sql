@@ -1,5 +1,5 @@
 -- An enrollment whose learner has no LMS account yet waits for it in state
--- 'awaiting_account' (SPEC §10). The new check only allows more, so the rows
+-- 'awaiting_account' (README, "Learners by email"). The new check only allows more, so the rows
 -- are validated without rewriting any.
 ALTER TABLE fulfillment_lines DROP CONSTRAINT fulfillment_lines_state_check;
 ALTER TABLE fulfillment_lines ADD CONSTRAINT fulfillment_lines_state_check

@@ -1,5 +1,5 @@
 -- A kind may have several tasks per line, one per event of the line (a
--- subscriber's deliveries, SPEC §11): the event joins the unique key. Rows
+-- subscriber's deliveries, docs/subscribers.md): the event joins the unique key. Rows
 -- of the kinds with one task per line have the empty event.
 ALTER TABLE fulfillment_lines ADD COLUMN event text NOT NULL DEFAULT '';
 ALTER TABLE fulfillment_lines DROP CONSTRAINT fulfillment_lines_line_kind;

@@ -36,7 +36,7 @@ import (
 const deployDir = "../../deploy"
 
 // lmsDefaultThrottle is the enrollment API's default throttle for a staff
-// service user (LMS.md): what every worker of a deployment shares.
+// service user (docs/lms.md): what every worker of a deployment shares.
 const lmsDefaultThrottle = 120
 
 // sampleBcrypt is a valid bcrypt hash ("ops-password", cost 10) standing in

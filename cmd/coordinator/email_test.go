@@ -23,7 +23,7 @@ import (
 // startEmailTier runs `coordinator all` like startTier, with retries waiting
 // up to an hour (so that a line awaiting an account is looked at again only
 // when an operator asks, within a test), and returns with it an app built
-// from the same config, whose signals stand for the shop webhooks (SPEC §10)
+// from the same config, whose signals stand for the shop webhooks (docs/integrations.md)
 // that send orders naming learners by email.
 func startEmailTier(t *testing.T, ledger bool) (*instance, *app) {
 	t.Helper()
@@ -103,7 +103,7 @@ func (in *instance) waitLine(t *testing.T, order string, want fulfillment.State)
 	return l
 }
 
-// SPEC §10's learners by email, end to end in both tiers: through the
+// The README's learners by email, end to end in both tiers: through the
 // signals the shop webhooks send, the worker, the fake LMS and GET /orders.
 func TestLearnersByEmail(t *testing.T) {
 	t.Parallel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/seat"
 )
@@ -33,7 +35,8 @@ func TestOrdersPageInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, logs := startProblems(t, false, "admin:\n  basic_auth:\n    - {user: support, password_bcrypt: \""+string(hash)+"\"}\n")
+	in, logs := startProblems(t, false, "admin:\n  basic_auth:\n    - {user: support, password_bcrypt: \""+string(hash)+"\"}\n"+
+		fmt.Sprintf("integrations:\n  - {name: woo, type: woocommerce, secrets: [%q], enroll_unregistered: true}\n", wooSecret))
 	submit := func(order string, user int64) string {
 		t.Helper()
 		status, out := in.fulfill(t, orderBody(order, user, ""), "")
@@ -49,6 +52,12 @@ func TestOrdersPageInBrowser(t *testing.T) {
 	in.waitFinal(t, failedID)
 	in.lms.Script(lmstest.Enroll, lmstest.Reply{Status: 429, Header: map[string]string{"Retry-After": "3600"}})
 	in.waitTaskState(t, submit("WEB-1004", 4), asynq.TaskStateRetry)
+	// A shop's order for an email without an LMS account yet.
+	order := wooOrder(t, 1005, "not-registered-yet@example.com")
+	if a := (shopEnv{instance: in}).post(t, "woo", order, wooHeaders("order.created", order, wooSecret)); a.Status != http.StatusOK {
+		t.Fatalf("woo order: %d %s", a.Status, a.Detail)
+	}
+	in.waitLine(t, "woo-1005", fulfillment.StateAwaitingAccount)
 
 	// Without credentials: refused, in the browser and over plain HTTP.
 	ctx := browser(t)
@@ -125,7 +134,7 @@ func TestOrdersPageInBrowser(t *testing.T) {
 		t.Fatalf("page with credentials: %v\n%s", err, text())
 	}
 	page := text()
-	for _, want := range []string{"failed: 1", "retrying: 1", "enrolled: 2", "WEB-1001", "WEB-1004", "lms enroll: 429"} {
+	for _, want := range []string{"failed: 1", "retrying: 1", "enrolled: 2", "awaiting_account: 1", "WEB-1001", "WEB-1004", "woo-1005", "lms enroll: 429"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("list lacks %q:\n%s", want, page)
 		}

@@ -92,7 +92,7 @@ func (in *instance) lineState(t *testing.T, order string) fulfillment.Line {
 	return fulfillment.Line{}
 }
 
-// Every path of SPEC §9 against the fake LMS, in both tiers.
+// Every path of a return (README, POST /orders/return) against the fake LMS, in both tiers.
 func TestReturns(t *testing.T) {
 	t.Parallel()
 	for _, ledger := range []bool{false, true} {

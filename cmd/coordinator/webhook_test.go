@@ -222,7 +222,7 @@ func (e shopEnv) kinds(t *testing.T, order string) []string {
 
 // Shop deliveries through the real HTTP server into the real queue (and
 // ledger): which lines each event records, with which learner, and every
-// refusal of SPEC §10. The API runs alone, so tasks stay queued as recorded.
+// refusal of docs/integrations.md. The API runs alone, so tasks stay queued as recorded.
 func TestShopWebhooks(t *testing.T) {
 	t.Parallel()
 	for _, ledger := range []bool{false, true} {
@@ -404,7 +404,7 @@ func shopWebhooks(t *testing.T, e shopEnv) {
 			t.Fatalf("%+v, want 200", a)
 		}
 		// The enrollment is refused (Redis tier) or queued to end canceled
-		// (ledger; SPEC §9, TestReturns): either way the return is there.
+		// (ledger; TestReturns): either way the return is there.
 		got := strings.Join(e.kinds(t, "woo-727"), ",")
 		for _, c := range []string{demoCourse, otherCourse} {
 			if !strings.Contains(got, c+" "+seat.KindUnenroll) {
@@ -488,7 +488,7 @@ func webhookMetrics(t *testing.T, e shopEnv) {
 }
 
 // hasAccountsByEmail asks the fake LMS for an account by email
-// (GET /api/user/v1/accounts?email=, LMS.md §4), which part B of issue 12
+// (GET /api/user/v1/accounts?email=, docs/lms.md#accounts), which part B of issue 12
 // adds to lmstest.
 func hasAccountsByEmail(t *testing.T, fake *lmstest.Server, email string) bool {
 	t.Helper()

@@ -1,6 +1,6 @@
 // Package config loads Coordinator's YAML configuration: ${NAME} expansion from
 // the environment, defaults, and validation whose errors name the offending
-// key (SPEC §3). Unknown keys are errors, so a typo is never silently ignored.
+// key (README.md, Configuration). Unknown keys are errors, so a typo is never silently ignored.
 package config
 
 import (
@@ -37,9 +37,9 @@ type Config struct {
 	Database        Database            `yaml:"database"`
 	Cache           Cache               `yaml:"cache"`
 	Signals         map[string][]string `yaml:"signals"`
-	// Integrations are the shops posting webhooks (SPEC §10; integrations.go).
+	// Integrations are the shops posting webhooks (docs/integrations.md; integrations.go).
 	Integrations []Integration `yaml:"integrations"`
-	// Webhooks are the subscribers (SPEC §11; webhooks.go).
+	// Webhooks are the subscribers (docs/subscribers.md; webhooks.go).
 	Webhooks []Webhook `yaml:"webhooks"`
 
 	dev      bool     // COORDINATOR_DEV=1: development secrets accepted

@@ -43,7 +43,7 @@ func TestParseDefaultsAndExpansion(t *testing.T) {
 	}
 }
 
-// Each start-up refusal of SPEC §3 names the offending key.
+// Each start-up refusal (README.md, Configuration) names the offending key.
 func TestParseRefusals(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string

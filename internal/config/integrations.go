@@ -14,7 +14,7 @@ import (
 )
 
 // Integration is one shop that posts its events to POST /webhooks/{name}
-// (SPEC §10).
+// (docs/integrations.md).
 type Integration struct {
 	Name string `yaml:"name"`
 	Type string `yaml:"type"`

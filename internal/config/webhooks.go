@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Webhook is a subscriber (SPEC §11): an HTTP endpoint that receives the
+// Webhook is a subscriber (docs/subscribers.md): an HTTP endpoint that receives the
 // signals it is connected to as signed deliveries. Its receiver is
 // webhook.<name>.
 type Webhook struct {

@@ -40,6 +40,10 @@ func (l lines) Find(_ context.Context, kind string, _ fulfillment.Key) (fulfillm
 
 func (l lines) KeepsEveryTask() bool { return l.every }
 
+func (l lines) Matching(context.Context, pipeline.Filter, func(pipeline.Row) error) (bool, error) {
+	return false, errors.New("not used")
+}
+
 func (l lines) Lines(context.Context, string, string) ([]fulfillment.Line, error) {
 	return nil, errors.New("not used")
 }

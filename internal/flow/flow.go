@@ -28,6 +28,9 @@ type Lines interface {
 	KeepsEveryTask() bool
 	// Lines reads an order's lines; fulfillment.ErrNotFound when none.
 	Lines(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error)
+	// Matching calls fn for the lines of any order matching f (at most
+	// pipeline.MaxBulk; capped says there were more).
+	Matching(ctx context.Context, f pipeline.Filter, fn func(pipeline.Row) error) (capped bool, err error)
 }
 
 // Item is one kind of order line item: the request field that names it
@@ -158,6 +161,13 @@ func (b *boundLines) Lines(ctx context.Context, site, orderNumber string) ([]ful
 		return nil, errUnbound
 	}
 	return b.l.Lines(ctx, site, orderNumber)
+}
+
+func (b *boundLines) Matching(ctx context.Context, f pipeline.Filter, fn func(pipeline.Row) error) (bool, error) {
+	if b.l == nil {
+		return false, errUnbound
+	}
+	return b.l.Matching(ctx, f, fn)
 }
 
 func (b *boundLines) KeepsEveryTask() bool { return b.l != nil && b.l.KeepsEveryTask() }

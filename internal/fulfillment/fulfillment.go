@@ -22,7 +22,7 @@ const DefaultSite = "default"
 // (Python's %Y-%m-%dT%H:%M:%SZ).
 const DateLayout = "2006-01-02T15:04:05Z"
 
-// The signals lines travel on (SPEC §5, §9).
+// The signals lines travel on (docs/architecture.md).
 const (
 	SignalOrderPlaced   = "fulfill_order_placed"
 	SignalOrderReturned = "fulfill_order_returned"
@@ -61,9 +61,9 @@ type Ref struct {
 	LMSUserID  int64  `json:"edx_lms_user_id,omitempty"`
 	Username   string `json:"username,omitempty"`
 	// Email is the learner's email when the shop knows no LMS account
-	// (shop webhooks, SPEC §10): the worker looks the account up.
+	// (shop webhooks, docs/integrations.md): the worker looks the account up.
 	Email string `json:"email,omitempty"`
-	// Integration is the shop integration (SPEC §10) the line came from;
+	// Integration is the shop integration (docs/integrations.md) the line came from;
 	// empty for lines posted to /orders/fulfill or /orders/return.
 	Integration string    `json:"integration,omitempty"`
 	RequestID   string    `json:"request_id,omitempty"`
@@ -113,10 +113,10 @@ type Order struct {
 	EmailOptIn  bool      `json:"email_opt_in"`
 	Provider    string    `json:"provider,omitempty"`
 	Username    string    `json:"username,omitempty"`
-	// Email names the learner by email instead (shop webhooks, SPEC §10).
+	// Email names the learner by email instead (shop webhooks, docs/integrations.md).
 	Email string `json:"email,omitempty"`
 	// EnrollUnregistered: when no LMS account has Email, register an
-	// enrollment_allowed and wait for the account (SPEC §10).
+	// enrollment_allowed and wait for the account (docs/lms.md#enrollment-allowed).
 	EnrollUnregistered bool `json:"enroll_unregistered,omitempty"`
 	// Integration is the shop integration the line came from, if any.
 	Integration string `json:"integration,omitempty"`
@@ -135,7 +135,7 @@ func (o Order) Ref() Ref {
 }
 
 // Return is one validated return (refund) of a line: the seat bought in
-// CourseMode is to be taken back (SPEC §9).
+// CourseMode is to be taken back (README, POST /orders/return).
 type Return struct {
 	Site        string `json:"site"`
 	OrderNumber string `json:"order_number"`
@@ -178,7 +178,7 @@ const (
 	StateCanceled State = "canceled"
 	// StateAwaitingAccount is an enrollment for an email that has no LMS
 	// account yet: an enrollment_allowed is registered and the account is
-	// looked for again with a growing interval (SPEC §10).
+	// looked for again with a growing interval (README, Learners by email).
 	StateAwaitingAccount State = "awaiting_account"
 )
 
@@ -336,7 +336,7 @@ type Learner struct {
 }
 
 // Completed is a line that reached a final state — enrolled, returned or
-// failed — as the fulfillment_completed signal carries it (SPEC §9).
+// failed — as the fulfillment_completed signal carries it (README, What the worker does).
 type Completed struct {
 	Site        string    `json:"site"`
 	OrderNumber string    `json:"order_number"`

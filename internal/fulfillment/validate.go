@@ -66,13 +66,13 @@ var (
 	siteName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,100}$`)
 )
 
-// ValidMode reports whether s is a course mode slug (SPEC §4): lower-case
+// ValidMode reports whether s is a course mode slug (docs/openapi.yaml, CourseMode): lower-case
 // letters, digits, '_' and '-', 1 to 100 of them.
 func ValidMode(s string) bool { return modeSlug.MatchString(s) }
 
 // ValidCourseKey reports whether s is an Open edX course run key, new style
 // (course-v1:Org+Course+Run) or legacy (Org/Course/Run), as opaque-keys
-// accepts them (LMS.md §6). Block, branch and version suffixes are refused.
+// accepts them (docs/lms.md#course-run-keys). Block, branch and version suffixes are refused.
 func ValidCourseKey(s string) bool {
 	if len(s) > maxCourseID {
 		return false
@@ -162,7 +162,7 @@ func Parse(body []byte, knownSite func(string) bool) (Order, error) {
 	return o, nil
 }
 
-// ParseReturn decodes and validates a return request body (SPEC §9), like
+// ParseReturn decodes and validates a return request body (docs/openapi.yaml, ReturnRequest), like
 // Parse: every problem at once. ReturnedAt is zero when the request names
 // none; the caller stamps it.
 func ParseReturn(body []byte, knownSite func(string) bool) (Return, error) {

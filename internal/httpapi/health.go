@@ -10,7 +10,7 @@ import (
 // Three probes, for three questions:
 //
 //   - GET /health: is every dependency answering? The overall status the
-//     SPEC promises (503 when any non-optional check fails), for people and
+//     README promises (503 when any non-optional check fails), for people and
 //     monitoring.
 //   - GET /health/live: is this process alive? It checks nothing else, so a
 //     Redis or Postgres outage never gets a process restarted: liveness

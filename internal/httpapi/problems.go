@@ -21,7 +21,7 @@ import (
 )
 
 // Problems finds lines without their order number and retries them in bulk
-// (SPEC §12); pipeline.Service implements it.
+// (README, Problem orders); pipeline.Service implements it.
 type Problems interface {
 	List(ctx context.Context, f pipeline.Filter, after *pipeline.Cursor, limit int) (pipeline.Page, error)
 	Counts(ctx context.Context, f pipeline.Filter) (map[fulfillment.State]int, bool, error)

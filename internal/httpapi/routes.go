@@ -111,6 +111,8 @@ func NewHandler(d Deps) http.Handler {
 		}
 		return r
 	}
+	// Integrators read the API's description here (docs/openapi.yaml).
+	r.Get("/openapi.yaml", handleOpenAPI)
 	ops := newOperators(d.Auth, d.BasicAuth, d.Dashboard)
 	// Operators inspect and retry tasks here, never without credentials.
 	if d.Dashboard != nil {
@@ -120,7 +122,7 @@ func NewHandler(d Deps) http.Handler {
 			r.Handle("/admin/queues/*", d.Dashboard)
 		})
 	}
-	// Support staff find problem lines and retry them here (SPEC §12).
+	// Support staff find problem lines and retry them here (README, Problem orders).
 	if d.Problems != nil {
 		r.Group(func(r chi.Router) {
 			r.Use(ops.require(d.Logger))

@@ -14,9 +14,9 @@ import (
 	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
-// NoAccountError says no LMS account has a learner's email (LMS.md §4). It is
+// NoAccountError says no LMS account has a learner's email (docs/lms.md#accounts). It is
 // permanent: an order whose integration does not enroll unregistered
-// learners fails with it (SPEC §10).
+// learners fails with it (README, Learners by email).
 type NoAccountError struct{ Email string }
 
 func (e *NoAccountError) Error() string { return "no LMS account for " + e.Email }
@@ -41,7 +41,7 @@ func (c *Client) Learner(ctx context.Context, l fulfillment.Learner, requestID s
 }
 
 // UsernameByEmail resolves an email to the username of its LMS account
-// (GET /api/user/v1/accounts?email=, LMS.md §4), from the cache when it can.
+// (GET /api/user/v1/accounts?email=, docs/lms.md#accounts), from the cache when it can.
 // No account — a 404, an empty list, or a retired email — is a
 // *NoAccountError. Only found accounts are cached, so an account created
 // after an order is seen at the next look.
@@ -56,7 +56,7 @@ func (c *Client) UsernameByEmail(ctx context.Context, email, requestID string) (
 }
 
 // accountUsername reads the username of the account the query names (GET
-// /api/user/v1/accounts?query, LMS.md §4), from the cache under key when it
+// /api/user/v1/accounts?query, docs/lms.md#accounts), from the cache under key when it
 // can; a found one is cached. notFound makes the answer to a 404, and to an
 // empty list when emptyIsNotFound (else an empty list is unexpected).
 func (c *Client) accountUsername(ctx context.Context, key, query string, notFound func() error, emptyIsNotFound bool, requestID string) (string, error) {
@@ -91,7 +91,7 @@ func (c *Client) accountUsername(ctx context.Context, key, query string, notFoun
 }
 
 // allowedPath is the enrollment_allowed endpoint; its trailing slash is
-// required (LMS.md §9).
+// required (docs/lms.md#enrollment-allowed).
 const allowedPath = "/api/enrollment/v1/enrollment_allowed/"
 
 type allowedBody struct {
@@ -114,7 +114,7 @@ func (c *Client) allowedKey(email, courseID string) string {
 }
 
 // AllowEnrollment registers an enrollment_allowed with auto_enroll for an
-// email without an account (LMS.md §9): when that person registers, the LMS
+// email without an account (docs/lms.md#enrollment-allowed): when that person registers, the LMS
 // enrolls them in the course's default mode. 201 and 409 (already allowed)
 // are success; a success is remembered for allowedTTL, and not posted again
 // meanwhile.
@@ -139,7 +139,7 @@ func (c *Client) AllowEnrollment(ctx context.Context, email, courseID, requestID
 }
 
 // DisallowEnrollment removes an email's enrollment_allowed for a course run
-// (LMS.md §9), so that a person whose line was returned before they
+// (docs/lms.md#enrollment-allowed), so that a person whose line was returned before they
 // registered is not enrolled when they do. 204 and 404 (none) are success.
 func (c *Client) DisallowEnrollment(ctx context.Context, email, courseID, requestID string) error {
 	email = strings.TrimSpace(email)
@@ -156,7 +156,7 @@ func (c *Client) DisallowEnrollment(ctx context.Context, email, courseID, reques
 }
 
 // allowedFor reports whether an enrollment_allowed for email and courseID
-// is on record (GET ?email=, LMS.md §9).
+// is on record (GET ?email=, docs/lms.md#enrollment-allowed).
 func (c *Client) allowedFor(ctx context.Context, email, courseID, requestID string) (bool, error) {
 	status, resp, err := c.allowedCall(ctx, http.MethodGet, "?"+url.Values{"email": {email}}.Encode(), nil, requestID)
 	if err != nil {

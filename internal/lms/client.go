@@ -1,6 +1,6 @@
 // Package lms is Coordinator's client for the Open edX LMS REST API: OAuth2
 // client-credentials JWTs, username look-ups and enrollments, with the LMS's
-// answers sorted into outcome classes (LMS.md).
+// answers sorted into outcome classes (docs/lms.md).
 package lms
 
 import (
@@ -151,7 +151,7 @@ func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
 		return err
 	}
 	// After enrollment closes, a repeat of an enrollment that did succeed
-	// gets 400 (LMS.md §2): read it back before calling it a failure.
+	// gets 400 (docs/lms.md#enroll): read it back before calling it a failure.
 	got, rerr := c.ReadEnrollment(ctx, user, o.CourseID, o.RequestID)
 	switch {
 	case rerr != nil:
@@ -162,7 +162,16 @@ func (c *Client) Fulfill(ctx context.Context, o fulfillment.Order) error {
 	return err
 }
 
-// Unenroll takes back the seat a return names (SPEC §9). It returns nil when
+// ChangeMode moves a learner's active enrollment in a course run to mode,
+// sending nothing else (no attributes, which would replace the enrollment's;
+// no email_opt_in, the learner's choice). It is what a return does when
+// another line of the learner still holds the seat in another mode.
+func (c *Client) ChangeMode(ctx context.Context, user, courseID, mode, requestID string) error {
+	return c.post(ctx, "change_mode", EnrollmentData{User: user, Mode: mode, IsActive: true,
+		CourseDetails: CourseDetails{CourseID: courseID}}, requestID)
+}
+
+// Unenroll takes back the seat a return names (docs/lms.md#unenroll). It returns nil when
 // the learner holds no active enrollment in the course run afterwards, or
 // holds one in another mode than the one bought (nothing of this order to
 // revoke), else an *Error whose Class says whether to retry. It posts only
@@ -175,7 +184,7 @@ func (c *Client) Unenroll(ctx context.Context, r fulfillment.Return) error {
 	var none *NoAccountError
 	if errors.As(err, &none) {
 		// Nobody to unenroll; but a person allowed to enroll must not be
-		// enrolled when they register (LMS.md §9).
+		// enrolled when they register (docs/lms.md#enrollment-allowed).
 		return c.DisallowEnrollment(ctx, none.Email, r.CourseID, r.RequestID)
 	}
 	if err != nil {
@@ -322,7 +331,7 @@ func (c *Client) acquire(ctx context.Context, op string) (release func(), err er
 // ReadEnrollment reads a learner's enrollment in a course run; nil when none.
 func (c *Client) ReadEnrollment(ctx context.Context, user, courseID, requestID string) (*Enrollment, error) {
 	// Both parts are escaped as path segments: '+' and ':' stay as they are
-	// (LMS.md §3), a legacy key's '/' and '%' do not, so the LMS decodes
+	// (docs/lms.md#reading-an-enrollment-back), a legacy key's '/' and '%' do not, so the LMS decodes
 	// the key it was given and the request stays inside the enrollment API.
 	if err := checkPathKey(courseID); err != nil {
 		return nil, &Error{Op: "read_enrollment", Class: Permanent, Err: err}

@@ -14,7 +14,7 @@ import (
 	"github.com/openedx/coordinator/internal/pipeline"
 )
 
-// Look-ups by email (LMS.md §4): an account is found and cached; no account,
+// Look-ups by email (docs/lms.md#accounts): an account is found and cached; no account,
 // an empty list and a retired email are all "no account", never cached.
 func TestUsernameByEmail(t *testing.T) {
 	fake := lmstest.NewDemo("s")
@@ -57,7 +57,7 @@ func TestUsernameByEmail(t *testing.T) {
 	}
 }
 
-// enrollment_allowed (LMS.md §9): 201 and 409 are done, and so are 204 and
+// enrollment_allowed (docs/lms.md#enrollment-allowed): 201 and 409 are done, and so are 204 and
 // 404 for the removal.
 func TestEnrollmentAllowed(t *testing.T) {
 	fake := lmstest.NewDemo("s")

@@ -16,7 +16,7 @@ type CourseDetails struct {
 	CourseID string `json:"course_id"`
 }
 
-// EnrollmentData is the body of POST /api/enrollment/v1/enrollment (SPEC §6).
+// EnrollmentData is the body of POST /api/enrollment/v1/enrollment (docs/lms.md#enroll).
 type EnrollmentData struct {
 	User                 string        `json:"user"`
 	Mode                 string        `json:"mode"`

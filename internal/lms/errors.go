@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Class is what an LMS answer means for a fulfillment (LMS.md §7). This file
+// Class is what an LMS answer means for a fulfillment (docs/lms.md#what-each-answer-means). This file
 // is the one place that decides it.
 type Class int
 

@@ -12,7 +12,7 @@ var errPathKey = errors.New("course id has a dot-segment or an encoded separator
 
 // checkPathKey refuses a course key whose '/'-separated parts are, or
 // decode to, "." or "..", or decode to something holding a path separator.
-// Legacy keys allow '.' and '%' (LMS.md §6), so "a/b/%2e%2e%2f" is a valid
+// Legacy keys allow '.' and '%' (docs/lms.md#course-run-keys), so "a/b/%2e%2e%2f" is a valid
 // key that a server decoding it twice would read as a step up the tree.
 func checkPathKey(key string) error {
 	for part := range strings.SplitSeq(key, "/") {

@@ -40,7 +40,7 @@ func TestReadEnrollmentPath(t *testing.T) {
 	sent := strings.Join(seen, "\n")
 	mu.Unlock()
 	for _, want := range []string{
-		"/api/enrollment/v1/enrollment/edx,course-v1:edX+DemoX+Demo_Course", // '+' and ':' as they are (LMS.md §3)
+		"/api/enrollment/v1/enrollment/edx,course-v1:edX+DemoX+Demo_Course", // '+' and ':' as they are (docs/lms.md#reading-an-enrollment-back)
 		"/api/enrollment/v1/enrollment/edx,edX%2FDemoX%2F2014",
 		"/api/enrollment/v1/enrollment/edx,edX%2FDemo%25X%2F2014",
 	} {

@@ -15,7 +15,7 @@ func ret(mode string) fulfillment.Return {
 	return fulfillment.Return{Site: "default", OrderNumber: "EDX-1", CourseID: demoCourse, CourseMode: mode, LMSUserID: 3, RequestID: "req-r"}
 }
 
-// Each unenroll path of SPEC §9 against the fake LMS.
+// Each unenroll path of docs/lms.md#unenroll against the fake LMS.
 func TestUnenroll(t *testing.T) {
 	tests := []struct {
 		name        string

@@ -5,7 +5,7 @@ import (
 )
 
 // AwaitAccountFor is how long an enrollment waits for its learner's account
-// (SPEC §10): then the line fails.
+// (README, Learners by email): then the line fails.
 const AwaitAccountFor = 30 * 24 * time.Hour
 
 // NextLook is how long an enrollment that has waited age for its learner's

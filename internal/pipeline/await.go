@@ -11,7 +11,7 @@ import (
 // tells such a task (asynq's retry state) from one that is retrying.
 const awaitingPrefix = "awaiting_account: "
 
-// awaitErr marks a task waiting for a learner's LMS account (SPEC §10): the
+// awaitErr marks a task waiting for a learner's LMS account (README, Learners by email): the
 // enrollment cannot run yet, through no fault of the LMS's.
 type awaitErr struct {
 	err error

@@ -15,7 +15,7 @@ import (
 	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
-// This file is the operators' use case (SPEC §12): find lines by state, site,
+// This file is the operators' use case (README, Problem orders): find lines by state, site,
 // course, learner and age without knowing their order, page through them
 // newest first, and retry the stuck ones in bulk. Lines are summarised by the
 // same status model as Lines (line, rank).
@@ -345,6 +345,14 @@ func (s *Service) Counts(ctx context.Context, f Filter) (counts map[fulfillment.
 	counts = map[fulfillment.State]int{}
 	err = s.each(ctx, f, func(r Row) error { counts[r.State]++; return nil }, &capped)
 	return counts, capped, err
+}
+
+// Matching calls fn for every line matching f, of any order, newest first,
+// at most MaxBulk of them (capped says there were more): what a flow reads
+// to know which other lines hold what a line holds.
+func (s *Service) Matching(ctx context.Context, f Filter, fn func(Row) error) (capped bool, err error) {
+	err = s.each(ctx, f, fn, &capped)
+	return capped, err
 }
 
 // each calls fn for every line matching f, newest first, at most MaxBulk.

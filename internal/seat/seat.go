@@ -41,6 +41,9 @@ type Tasks interface {
 	// names nobody cannot tell "never enrolled" from "enrolled, then
 	// forgotten".
 	KeepsEveryTask() bool
+	// Matching calls fn for the lines of any order matching f: a return
+	// looks for the seat's other holders.
+	Matching(ctx context.Context, f pipeline.Filter, fn func(pipeline.Row) error) (capped bool, err error)
 }
 
 // Kinds returns the LMS task kinds: enroll, and unenroll, which waits for a
@@ -75,8 +78,9 @@ func Kinds(sites lms.Sites, tasks Tasks) []pipeline.Kind {
 		},
 		{
 			Name: KindUnenroll, TaskType: TypeUnenroll, Done: fulfillment.StateReturned, DoneAt: "returned_at", Rank: 2,
-			After:  KindEnroll,
-			Decode: pipeline.DecodeAs[fulfillment.Return],
+			Records: "note",
+			After:   KindEnroll,
+			Decode:  pipeline.DecodeAs[fulfillment.Return],
 			Handle: func(ctx context.Context, j pipeline.Job) (string, error) {
 				r, ok := j.Value.(fulfillment.Return)
 				if !ok {
@@ -105,10 +109,65 @@ func Kinds(sites lms.Sites, tasks Tasks) []pipeline.Kind {
 					}
 					r.LMSUserID, r.Username, r.Email = t.Ref.LMSUserID, t.Ref.Username, t.Ref.Email
 				}
+				if tasks != nil {
+					if held, err := heldElsewhere(ctx, c, tasks, r); err != nil || held != "" {
+						return held, err
+					}
+				}
 				return done(c.Unenroll(ctx, r))
 			},
 		},
 	}
+}
+
+// heldElsewhere reports whether another line holds the seat a return would
+// take back — an enrolled line, of another order or shop, of the same
+// learner and course run whose own return has not been accepted — and then
+// leaves the LMS as it is, but for the mode: the enrollment is moved to the
+// remaining line's mode when it holds another. The note it returns says so
+// ("seat still held by <order>"); "" when no line holds the seat and the
+// return unenrolls. A line with a return accepted is not a holder (its
+// state is no longer enrolled), so two returns of the seat's two lines at
+// once both unenroll. Lines are matched by the learner as the return names
+// them (LMS user id or username); a line naming the learner otherwise is
+// not seen. Without a ledger, a line is seen for worker.retention.
+func heldElsewhere(ctx context.Context, c *lms.Client, tasks Tasks, r fulfillment.Return) (string, error) {
+	if r.LMSUserID == 0 && r.Username == "" {
+		return "", nil // named by email: the ledger's and queue's filters do not match emails
+	}
+	f := pipeline.Filter{State: fulfillment.StateEnrolled, Site: r.Site, CourseID: r.CourseID, LMSUserID: r.LMSUserID}
+	if r.LMSUserID == 0 {
+		f.Username = r.Username
+	}
+	var holder *pipeline.Row
+	_, err := tasks.Matching(ctx, f, func(row pipeline.Row) error {
+		if row.OrderNumber != r.OrderNumber && holder == nil {
+			holder = &row
+		}
+		return nil
+	})
+	if err != nil {
+		return "", pipeline.Hold(fmt.Errorf("look for the seat's other lines: %w", err))
+	}
+	if holder == nil {
+		return "", nil
+	}
+	if holder.CourseMode != r.CourseMode {
+		user, err := c.Learner(ctx, r.Ref().Learner(), r.RequestID)
+		if err != nil {
+			return "", err
+		}
+		got, err := c.ReadEnrollment(ctx, user, r.CourseID, r.RequestID)
+		if err != nil {
+			return "", err
+		}
+		if got != nil && got.IsActive && got.Mode != holder.CourseMode {
+			if err := c.ChangeMode(ctx, user, r.CourseID, holder.CourseMode, r.RequestID); err != nil {
+				return "", err
+			}
+		}
+	}
+	return "seat still held by " + holder.OrderNumber, nil
 }
 
 // notDecoded fails a job whose payload its kind's Decode did not read (a

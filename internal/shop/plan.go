@@ -109,7 +109,7 @@ func (s *Shop) knownLines(ctx context.Context, base string, r LineReader) ([]kno
 // known yet (a refund before the payment), the event carries the order's
 // whole line list (a WooCommerce refunded order, a Stripe full refund read
 // through the API), so its seats are numbered as a paid order's would be
-// (SPEC §9: a later fulfill then enrolls nobody). A partial refund returns
+// (a return before its fulfill: the later fulfill enrolls nobody). A partial refund returns
 // at most the refunded seats (one Line each) of each course: the known lines
 // whose learner the refund names; then, for the seats it names no known
 // learner of, the course's other known lines only when there are no more of

@@ -2,7 +2,7 @@
 // into fulfillment lines: it verifies each platform's signature over the raw
 // body, reads the platform's event into a platform-neutral Event, maps line
 // items to course runs and learners, and plans the orders and returns the
-// event asks for (SPEC §10). One file per platform.
+// event asks for (docs/integrations.md). One file per platform.
 package shop
 
 import (

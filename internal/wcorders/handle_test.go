@@ -25,6 +25,9 @@ func (lines) Find(context.Context, string, fulfillment.Key) (fulfillment.Task, b
 	return fulfillment.Task{}, false, errors.New("not used")
 }
 func (lines) KeepsEveryTask() bool { return true }
+func (lines) Matching(context.Context, pipeline.Filter, func(pipeline.Row) error) (bool, error) {
+	return false, errors.New("not used")
+}
 
 func line(course string, state fulfillment.State) fulfillment.Line {
 	return fulfillment.Line{CourseID: course, State: state, Tasks: []fulfillment.Task{{Kind: "enroll", State: fulfillment.StateDone}}}

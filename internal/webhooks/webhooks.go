@@ -1,5 +1,5 @@
 // Package webhooks delivers signals to subscribers: HTTP endpoints, written
-// in any language, that react to a line's events (SPEC §11). Each subscriber
+// in any language, that react to a line's events (docs/subscribers.md). Each subscriber
 // is a receiver, webhook.<name>, that only queues a delivery; each delivery
 // is a task of the subscriber's own kind, signed per the Standard Webhooks
 // specification and retried like any task, in the order of the line's
@@ -162,7 +162,7 @@ func (d *Deliveries) Register(r *flow.Registry) {
 	}
 }
 
-// Envelope is a delivery's body (SPEC §11).
+// Envelope is a delivery's body (docs/subscribers.md).
 type Envelope struct {
 	Type      string    `json:"type"`
 	Timestamp time.Time `json:"timestamp"`

@@ -9,8 +9,8 @@ import (
 	"testing"
 )
 
-// The fake's enrollment_allowed and accounts by email answer as LMS.md §4
-// and §9 say, and registration auto-enrolls in the default mode.
+// The fake's enrollment_allowed and accounts by email answer as docs/lms.md#accounts
+// and docs/lms.md#enrollment-allowed say, and registration auto-enrolls in the default mode.
 func TestEnrollmentAllowedContract(t *testing.T) {
 	s := NewDemo("s")
 	srv := Start(t, s)

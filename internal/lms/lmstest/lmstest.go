@@ -1,5 +1,5 @@
 // Package lmstest is a fake Open edX LMS that follows the HTTP contracts in
-// LMS.md §1–§5 and §9: OAuth2 client-credentials JWTs, enrollments,
+// docs/lms.md: OAuth2 client-credentials JWTs, enrollments,
 // enrollment read-back, account look-ups (by LMS user id and by email),
 // course details and enrollment_allowed, with the real status codes and
 // bodies (406 for unknown users, empty-body 404s, 200 on repeats, 400 after
@@ -83,7 +83,7 @@ type Enrollment struct {
 }
 
 // EnrollmentAllowed is the fake's record of an email allowed to enroll in a
-// course run before it has an account (LMS.md §9).
+// course run before it has an account (docs/lms.md#enrollment-allowed).
 type EnrollmentAllowed struct {
 	Email      string    `json:"email"`
 	CourseID   string    `json:"course_id"`
@@ -446,7 +446,7 @@ func msg(status int, text string) answer {
 	return answer{status: status, body: map[string]string{"message": text}}
 }
 
-// token implements POST /oauth2/access_token (LMS.md §1).
+// token implements POST /oauth2/access_token (docs/lms.md#oauth2-tokens).
 func (s *Server) token(r *http.Request, body []byte, _ string) answer {
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
@@ -504,7 +504,7 @@ func (s *Server) authed(h handler) handler {
 	}
 }
 
-// enroll implements POST /api/enrollment/v1/enrollment (LMS.md §2).
+// enroll implements POST /api/enrollment/v1/enrollment (docs/lms.md#enroll).
 func (s *Server) enroll(_ *http.Request, body []byte, client string) answer {
 	var req struct {
 		User          string          `json:"user"`
@@ -548,7 +548,7 @@ func (s *Server) enroll(_ *http.Request, body []byte, client string) answer {
 	existing := s.enrollments[key]
 	if !active {
 		// Deactivating needs the active mode; with none active it creates
-		// or keeps an inactive enrollment (LMS.md §2, SPEC §9).
+		// or keeps an inactive enrollment (docs/lms.md#unenroll).
 		if existing != nil && existing.IsActive && existing.Mode != mode {
 			return msg(400, fmt.Sprintf("Enrollment mode mismatch: active mode=%s, requested mode=%s. Won't deactivate.", existing.Mode, mode))
 		}
@@ -565,7 +565,7 @@ func (s *Server) enroll(_ *http.Request, body []byte, client string) answer {
 			"course_details": s.courseJSON(id, course),
 		}}
 	}
-	// The closed check runs before the already-enrolled check (LMS.md §2).
+	// The closed check runs before the already-enrolled check (docs/lms.md#enroll).
 	if course.Closed {
 		return msg(400, fmt.Sprintf("An error occurred while creating the new course enrollment for user '%s' in course '%s'", req.User, id))
 	}
@@ -580,7 +580,7 @@ func (s *Server) enroll(_ *http.Request, body []byte, client string) answer {
 	return answer{status: 200, body: s.enrollmentJSON(existing)}
 }
 
-// read implements GET /api/enrollment/v1/enrollment/{username},{course_id} (LMS.md §3).
+// read implements GET /api/enrollment/v1/enrollment/{username},{course_id} (docs/lms.md#reading-an-enrollment-back).
 func (s *Server) read(r *http.Request, _ []byte, _ string) answer {
 	// Split before decoding, as the LMS's URL pattern does after Django
 	// decodes the path: a legacy key arrives with its '/' as %2F.
@@ -606,7 +606,7 @@ func (s *Server) read(r *http.Request, _ []byte, _ string) answer {
 var digits = regexp.MustCompile(`^[0-9]+$`)
 
 // account implements GET /api/user/v1/accounts?lms_user_id=N and
-// ?email=... (LMS.md §4).
+// ?email=... (docs/lms.md#accounts).
 func (s *Server) account(r *http.Request, _ []byte, client string) answer {
 	q := r.URL.Query()
 	if q.Has("email") {
@@ -649,7 +649,7 @@ func (s *Server) accountJSON(id int64) map[string]any {
 }
 
 // enrollmentAllowed implements /api/enrollment/v1/enrollment_allowed/
-// (LMS.md §9): GET ?email= lists, POST creates (201; 409 when it exists),
+// (docs/lms.md#enrollment-allowed): GET ?email= lists, POST creates (201; 409 when it exists),
 // DELETE removes one (204; 404 when none). Staff only.
 func (s *Server) enrollmentAllowed(r *http.Request, body []byte, client string) answer {
 	s.mu.Lock()
@@ -708,7 +708,7 @@ func (s *Server) enrollmentAllowed(r *http.Request, body []byte, client string) 
 	return answer{status: 201, body: a}
 }
 
-// course implements GET /api/enrollment/v1/course/{course_id} (LMS.md §5).
+// course implements GET /api/enrollment/v1/course/{course_id} (docs/lms.md#course-details).
 func (s *Server) course(r *http.Request, _ []byte, _ string) answer {
 	id := strings.TrimPrefix(r.URL.Path, "/api/enrollment/v1/course/")
 	s.mu.Lock()
