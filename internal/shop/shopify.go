@@ -114,7 +114,15 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 	case o.CancelledAt != "" && !paidStatuses[status]:
 		ev.Ignored = "order cancelled before it was paid: nothing to return"
 	case o.CancelledAt != "":
-		return sh.cancelled(ev, o)
+		return sh.returnAll(ev, o, o.CancelledAt)
+	case status == "refunded":
+		// Every payment given back: the whole order returned, whether or
+		// not its refunds name line items (an amount-only refund).
+		at := ""
+		if n := len(o.Refunds); n > 0 {
+			at = cmp.Or(o.Refunds[n-1].ProcessedAt, o.Refunds[n-1].CreatedAt)
+		}
+		return sh.returnAll(ev, o, at)
 	case status == "paid", status == "partially_refunded":
 	default:
 		ev.Ignored = "financial_status " + fulfillment.Clip(status, 32) + ": not paid"
@@ -170,11 +178,12 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 	return ev, nil
 }
 
-// cancelled maps a paid order that was cancelled (orders/cancelled, and the
-// orders/updated that follows): every line returned.
-func (sh shopify) cancelled(ev Event, o shopifyOrder) (Event, error) {
+// returnAll maps a paid order that was cancelled (orders/cancelled, and the
+// orders/updated that follows) or refunded in full: every line returned, at
+// the time given (the cancellation, the last refund).
+func (sh shopify) returnAll(ev Event, o shopifyOrder, at string) (Event, error) {
 	ev.ReturnAll = true
-	ev.At, _ = parseShopTime(o.CancelledAt)
+	ev.At, _ = parseShopTime(at)
 	buyer := cmp.Or(o.Email, o.ContactEmail, o.Customer.Email)
 	for _, it := range o.LineItems {
 		lines, note, err := sh.lines(it, buyer, false)

@@ -174,6 +174,16 @@ func TestShopifyCancellations(t *testing.T) {
 			}
 		})
 	}
+	t.Run("orders/updated of an order refunded in full: every line returned", func(t *testing.T) {
+		body := shoptest.Patch(t, shopifyPaid(t), func(m map[string]any) {
+			m["financial_status"] = "refunded"
+			m["refunds"] = []any{map[string]any{"id": 1, "created_at": "2022-01-03T10:00:00-05:00", "refund_line_items": []any{}}}
+		})
+		ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "orders/updated"), body)
+		if err != nil || !ev.ReturnAll || len(ev.Returned) != 2 || len(ev.Placed) != 0 || !ev.At.Equal(time.Date(2022, 1, 3, 15, 0, 0, 0, time.UTC)) {
+			t.Errorf("%+v %v, want every line returned at the refund's time", ev, err)
+		}
+	})
 	for _, status := range []string{"pending", "authorized", "voided"} {
 		t.Run("cancelled "+status+": nothing returned", func(t *testing.T) {
 			ev, err := s.Event(t.Context(), headers(HeaderShopifyTopic, "orders/cancelled"), shopifyCancelled(t, status))
