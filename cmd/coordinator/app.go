@@ -156,6 +156,7 @@ func registerFlows(sites lms.Sites, hooks *webhooks.Deliveries, wc *wcorders.Com
 	r := flow.NewRegistry()
 	seat.Register(r, sites)
 	entitlement.Register(r, sites)
+	shop.Register(r)
 	hooks.Register(r)
 	wc.Register(r)
 	return r

@@ -295,7 +295,8 @@ integrations:
 	c.call("POST", "/webhooks/woo", http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}, "webhook_id=7", 200, true)
 	c.call("POST", "/webhooks/woo", woo("order.created", []byte("{}")), string(order), 401, false)
 	c.call("POST", "/webhooks/magento", woo("order.created", order), string(order), 404, false)
-	c.call("POST", "/webhooks/woo", woo("product.created", order), string(order), 400, false)
+	c.call("POST", "/webhooks/woo", woo("product.created", order), string(order), 200, true)
+	c.call("POST", "/webhooks/woo", woo("order.created", []byte(`{"id":`)), `{"id":`, 400, false)
 	c.call("POST", "/webhooks/woo", woo("order.created", order), strings.Repeat(" ", 600<<10), 413, false)
 	c.call("GET", "/orders/woo-9101", admin, "", 200, true)
 

@@ -358,7 +358,8 @@ func TestConfigCheck(t *testing.T) {
 		"  fulfill_entitlement_returned:\n    - lms.fulfill_entitlement_returned_revoke_entitlement\n" +
 		"  fulfill_order_placed:\n    - lms.fulfill_order_placed_send_enroll_in_course\n" +
 		"  fulfill_order_returned:\n    - lms.fulfill_order_returned_send_unenroll_in_course\n" +
-		"  fulfillment_completed: []\n"
+		"  fulfillment_completed: []\n" +
+		"  shop_dispute_opened: []\n"
 	if !strings.Contains(out.String(), want) {
 		t.Errorf("config check printed:\n%s\nwant the whole signal map:\n%s", out.String(), want)
 	}

@@ -31,7 +31,7 @@ func newShops(cfg config.Config) (map[string]*shop.Shop, error) {
 			Name: in.Name, Type: in.Type, Secrets: in.Secrets, Site: in.Site, OrderPrefix: in.OrderPrefix,
 			CourseMode: in.CourseMode, Products: products, LearnerEmailField: in.LearnerEmailField,
 			EnrollUnregistered: in.EnrollUnregistered, AcceptTestOrders: in.AcceptTestOrders,
-			APIKey: in.APIKey, APIURL: in.APIURL,
+			APIKey: in.APIKey, APIURL: in.APIURL, ConsumerKey: in.ConsumerKey, ConsumerSecret: in.ConsumerSecret,
 		})
 		if err != nil {
 			return nil, err

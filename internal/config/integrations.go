@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -38,8 +39,8 @@ type Integration struct {
 	// base URL.
 	APIKey string `yaml:"api_key"`
 	APIURL string `yaml:"api_url"`
-	// WooCommerce REST API credentials, for receivers that call the store
-	// back (woocommerce.complete_order).
+	// WooCommerce REST API credentials, for what calls the store back
+	// (woocommerce.complete_order, the line items of a partial refund).
 	ConsumerKey    string `yaml:"consumer_key"`
 	ConsumerSecret string `yaml:"consumer_secret"`
 }
@@ -226,8 +227,16 @@ func validateIntegrationAPI(k string, in Integration) error {
 		return keyErr(k+".consumer_secret", "set consumer_key and consumer_secret together")
 	case in.ConsumerKey != "" && in.APIURL == "":
 		return keyErr(k+".api_url", "required with consumer_key: the store's base URL")
+	case in.ConsumerKey != "" && !credentialsSafeURL(in.APIURL):
+		return keyErr(k+".api_url", "must be https: the consumer key and secret go with every call to the store (plain http only to a loopback address)")
 	}
 	return nil
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// credentialsSafeURL is CredentialsSafe for a URL not yet parsed.
+func credentialsSafeURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && CredentialsSafe(u)
+}

@@ -59,6 +59,7 @@ func TestIntegrationsRefusals(t *testing.T) {
 		{"bad course", `[{name: w, type: woocommerce, ` + ok + `, products: {SKU1: {course_id: "DemoX"}}}]`, `integrations[0].products.SKU1.course_id: "DemoX" is not a course run key`},
 		{"bad mode", `[{name: w, type: woocommerce, ` + ok + `, course_mode: "Verified!"}]`, "integrations[0].course_mode:"},
 		{"stripe bad url", `[{name: s, type: stripe, ` + ok + `, api_key: k, api_url: "ftp://x"}]`, "integrations[0].api_url:"},
+		{"woo credentials over plain http", `[{name: w, type: woocommerce, ` + ok + `, api_url: "http://shop.test", consumer_key: ck, consumer_secret: cs}]`, "integrations[0].api_url: must be https"},
 		{"half woo credentials", `[{name: w, type: woocommerce, ` + ok + `, api_url: "https://shop.test", consumer_key: ck}]`, "integrations[0].consumer_secret: set consumer_key and consumer_secret together"},
 		{"same prefix", `[{name: a, type: woocommerce, ` + ok + `, order_prefix: "x-"}, {name: b, type: shopify, ` + ok + `, order_prefix: "x-"}]`, "integrations[1].order_prefix: is also a's"},
 		// Finding 7: "S" + "12" is "S1" + "2".

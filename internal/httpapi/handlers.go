@@ -15,6 +15,7 @@ import (
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/intake"
+	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/signals"
 )
 
@@ -76,6 +77,8 @@ type Intake interface {
 	Accepts(field string) bool
 	Place(ctx context.Context, o fulfillment.Order) (intake.Sent, error)
 	Return(ctx context.Context, r fulfillment.Return) (intake.Sent, error)
+	// DisputeOpened sends a shop's disputed payment on its signal.
+	DisputeOpened(ctx context.Context, d shop.DisputeOpened) (intake.Sent, error)
 }
 
 // noIntake is the intake of an API that accepts no lines.
@@ -88,6 +91,9 @@ func (noIntake) Place(context.Context, fulfillment.Order) (intake.Sent, error) {
 func (noIntake) Return(context.Context, fulfillment.Return) (intake.Sent, error) {
 	return intake.Sent{}, errors.New("no flows")
 }
+func (noIntake) DisputeOpened(context.Context, shop.DisputeOpened) (intake.Sent, error) {
+	return intake.Sent{}, errors.New("no flows")
+}
 
 // sendAll sends v through send and returns the signal's name, every
 // receiver's answer, in name order, and whether every receiver succeeded.
@@ -96,10 +102,22 @@ func sendAll[T lineRequest](ctx context.Context, send func(context.Context, T) (
 	if err != nil {
 		// No flow for the line's item: the handlers check Accepts first,
 		// so this is a wiring fault, answered like a failed receiver.
-		return "", receiverResults{{name: "intake", receiverResult: receiverResult{Response: receiverMessage(err), Error: true},
-			logged: "error: " + err.Error()}}, false
+		return "", intakeFault(err), false
 	}
-	results := sent.Results
+	out, ok := toResults(sent.Results)
+	return sent.Signal, out, ok
+}
+
+// intakeFault is the answer of an intake that could not send: a wiring
+// fault, answered like a failed receiver.
+func intakeFault(err error) receiverResults {
+	return receiverResults{{name: "intake", receiverResult: receiverResult{Response: receiverMessage(err), Error: true},
+		logged: "error: " + err.Error()}}
+}
+
+// toResults are a signal's receivers' answers in name order, and whether
+// every receiver succeeded.
+func toResults(results []signals.Result) (receiverResults, bool) {
 	out := make(receiverResults, 0, len(results))
 	ok := true
 	for _, res := range results {
@@ -112,7 +130,7 @@ func sendAll[T lineRequest](ctx context.Context, send func(context.Context, T) (
 			"error: " + res.Err.Error()})
 	}
 	slices.SortFunc(out, func(a, b namedResult) int { return strings.Compare(a.name, b.name) })
-	return sent.Signal, out, ok
+	return out, ok
 }
 
 // handleLine validates a line request (a fulfill, a return) with parse,

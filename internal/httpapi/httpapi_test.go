@@ -26,6 +26,7 @@ import (
 	"github.com/openedx/coordinator/internal/queue"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 	"github.com/openedx/coordinator/internal/seat"
+	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/signals"
 )
 
@@ -111,6 +112,11 @@ func (s seatIntake) Place(ctx context.Context, o fulfillment.Order) (intake.Sent
 
 func (s seatIntake) Return(ctx context.Context, r fulfillment.Return) (intake.Sent, error) {
 	return intake.Sent{Signal: s.returned.Name(), Results: s.returned.Send(ctx, r)}, nil
+}
+
+// DisputeOpened: no receivers.
+func (seatIntake) DisputeOpened(context.Context, shop.DisputeOpened) (intake.Sent, error) {
+	return intake.Sent{Signal: shop.SignalDisputeOpened}, nil
 }
 
 func claims(mod func(jwt.MapClaims)) jwt.MapClaims {

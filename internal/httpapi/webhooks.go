@@ -113,13 +113,21 @@ type webhookLine struct {
 	Receivers   receiverResults `json:"receivers"`
 }
 
+// webhookSignal is a signal an event sent that is not about one line
+// (shop_dispute_opened), in the webhook's answer.
+type webhookSignal struct {
+	Signal    string          `json:"signal"`
+	Receivers receiverResults `json:"receivers"`
+}
+
 // webhookResult is the answer to a delivery that was read.
 type webhookResult struct {
-	Integration string        `json:"integration"`
-	Event       string        `json:"event"`
-	OrderNumber string        `json:"order_number,omitempty"`
-	Ignored     string        `json:"ignored,omitempty"`
-	Lines       []webhookLine `json:"lines"`
+	Integration string          `json:"integration"`
+	Event       string          `json:"event"`
+	OrderNumber string          `json:"order_number,omitempty"`
+	Ignored     string          `json:"ignored,omitempty"`
+	Lines       []webhookLine   `json:"lines"`
+	Signals     []webhookSignal `json:"signals,omitempty"`
 }
 
 // handleWebhook answers POST /webhooks/{name}: the signature is the
@@ -254,6 +262,23 @@ func handleWebhook(shops map[string]*shop.Shop, in Intake, lines shop.LineReader
 		now := time.Now().UTC()
 		failed := false
 		var receivers []map[string]string // each line's receivers' results, for the log line
+		if ev.Dispute != nil {
+			// Changes no seat; whoever listens is told, and the
+			// operator reads it in the log line.
+			d := s.DisputeOpened(ev, reqID)
+			notes = append(notes, "payment disputed ("+d.Reason+"): the seats stay unless the dispute is lost")
+			sent, err := in.DisputeOpened(ctx, d)
+			res, ok := toResults(sent.Results)
+			if err != nil {
+				res, ok = intakeFault(err), false
+			}
+			out.Signals = append(out.Signals, webhookSignal{Signal: shop.SignalDisputeOpened, Receivers: res})
+			logged := map[string]string{"signal": shop.SignalDisputeOpened, "dispute_id": d.DisputeID}
+			for _, r := range res {
+				logged[r.name] = r.logged
+			}
+			failed, receivers = !ok, append(receivers, logged)
+		}
 		for _, o := range s.Orders(ev, reqID, now) {
 			l, logged, ok := sendLine(ctx, in.Place, o)
 			out.Lines, failed, receivers = append(out.Lines, l), failed || !ok, append(receivers, logged)
@@ -326,9 +351,8 @@ func sendLine[T lineRequest](ctx context.Context, send func(context.Context, T) 
 // stores). Never a 500: the shop would only deliver the same body again.
 func webhookError(w http.ResponseWriter, err error, report func(slog.Level, string, ...slog.Attr)) {
 	var bad *shop.BadEvent
-	var unexpected *shop.UnexpectedEvent
 	switch {
-	case errors.As(err, &bad), errors.As(err, &unexpected):
+	case errors.As(err, &bad):
 		report(slog.LevelWarn, "invalid", slog.String("reason", err.Error()))
 		encode(w, http.StatusBadRequest, detail(err.Error()))
 	default:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/signals"
 )
 
@@ -42,6 +43,16 @@ func (s *Service) Place(ctx context.Context, o fulfillment.Order) (Sent, error) 
 // Return sends a returned line on its flow's signal.
 func (s *Service) Return(ctx context.Context, r fulfillment.Return) (Sent, error) {
 	return send(ctx, s.flows, r, func(it flow.Item) string { return it.Returned })
+}
+
+// DisputeOpened sends a shop's report of a disputed payment on
+// shop_dispute_opened.
+func (s *Service) DisputeOpened(ctx context.Context, d shop.DisputeOpened) (Sent, error) {
+	sig, ok := signals.Lookup[shop.DisputeOpened](s.flows.Signals(), shop.SignalDisputeOpened)
+	if !ok {
+		return Sent{}, fmt.Errorf("signal %q is not declared", shop.SignalDisputeOpened)
+	}
+	return Sent{Signal: sig.Name(), Results: sig.Send(ctx, d)}, nil
 }
 
 func send[T interface{ Ref() fulfillment.Ref }](ctx context.Context, flows *flow.Registry, v T, signal func(flow.Item) string) (Sent, error) {

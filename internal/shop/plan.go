@@ -47,11 +47,15 @@ func number(base string, lines []Line) []numbered {
 }
 
 // Orders are the fulfill requests a paid event makes: one per seat, stamped
-// with the request id and the time.
+// with the request id and the time; a seat refunded in the same body
+// (Line.Refunded) keeps its number but is not placed.
 func (s *Shop) Orders(ev Event, requestID string, now time.Time) []fulfillment.Order {
 	base := s.OrderNumber(ev.OrderID)
 	var out []fulfillment.Order
 	for _, n := range number(base, ev.Placed) {
+		if n.line.Refunded {
+			continue
+		}
 		out = append(out, fulfillment.Order{
 			Site: s.in.Site, OrderNumber: n.number, CourseID: n.line.CourseID, CourseUUID: n.line.CourseUUID, CourseMode: n.line.Mode,
 			OrderPlaced: ev.At.UTC().Truncate(time.Second), Email: n.line.Email,

@@ -78,6 +78,11 @@ type Integration struct {
 	APIKey     string
 	APIURL     string
 	HTTPClient *http.Client
+	// WooCommerce: the REST API's consumer key and secret, with APIURL the
+	// store's root; when set, a partial refund's line items are read from
+	// the store (woorefunds.go).
+	ConsumerKey    string
+	ConsumerSecret string
 }
 
 // Product is what a shop product sells: one item, or several (a bundle of
@@ -130,6 +135,9 @@ type Event struct {
 	ReturnAll bool
 	// At is when the shop says the order was paid, or the refund made.
 	At time.Time
+	// Dispute is a payment dispute just opened (Stripe): it returns
+	// nothing, and is sent as shop_dispute_opened (dispute.go).
+	Dispute *Dispute
 }
 
 // Line is one item (a course seat, an entitlement) for one participant.
@@ -139,6 +147,10 @@ type Line struct {
 	CourseUUID string
 	Mode       string
 	Email      string // the learner's; may be empty on a refund
+	// Refunded marks a line of a paid order that a refund in the same body
+	// took back: it is numbered with the order's other lines, so that
+	// theirs do not change, but never placed (it is in Returned).
+	Refunded bool
 }
 
 // key is the line's item: its course run, or its course.
@@ -157,12 +169,13 @@ func badEvent(format string, args ...any) error {
 	return &BadEvent{Reason: fulfillment.Clip(fmt.Sprintf(format, args...), 300)}
 }
 
-// UnexpectedEvent is a verified delivery of a topic Coordinator does not
-// handle: the shop's webhook subscribes to something it should not.
-type UnexpectedEvent struct{ Topic string }
-
-func (e *UnexpectedEvent) Error() string {
-	return fmt.Sprintf("unexpected event %q: see docs/integrations.md for the events to subscribe to", e.Topic)
+// unused is the answer to a verified delivery of a topic (or event type)
+// Coordinator does not use: 200 ignored, not an error, since shops disable
+// an endpoint that keeps failing (WooCommerce after 5 failures in a row,
+// Shopify removes the subscription). The topic is in the log line.
+func unused(ev Event) (Event, error) {
+	ev.Ignored = "topic not used by Coordinator (docs/integrations.md lists the ones to subscribe to)"
+	return ev, nil
 }
 
 // ErrUnavailable wraps a failure of the shop's API (Stripe): the shop
@@ -225,9 +238,9 @@ func (s *Shop) Verify(h http.Header, body []byte, now time.Time) error {
 	return s.a.verify(h, body, now)
 }
 
-// Event reads a verified delivery: *BadEvent or *UnexpectedEvent for what
-// the shop must be told about (4xx), an error wrapping ErrUnavailable when
-// the shop's API failed.
+// Event reads a verified delivery: *BadEvent for what the shop must be
+// told about (400), an error wrapping ErrUnavailable when the shop's API
+// failed. A topic Coordinator does not use is an Event that is Ignored.
 func (s *Shop) Event(ctx context.Context, h http.Header, body []byte) (Event, error) {
 	return s.a.event(ctx, h, body)
 }

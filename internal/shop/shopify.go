@@ -10,8 +10,8 @@ import (
 	"github.com/openedx/coordinator/internal/fulfillment"
 )
 
-// Shopify webhooks: an order (orders/paid, orders/create, orders/updated) or
-// a refund (refunds/create), signed with X-Shopify-Hmac-Sha256 = base64
+// Shopify webhooks: an order (orders/paid, orders/create, orders/updated,
+// orders/cancelled) or a refund (refunds/create), signed with X-Shopify-Hmac-Sha256 = base64
 // HMAC-SHA256 of the body with the app's client secret; the topic is in
 // X-Shopify-Topic.
 type shopify struct{ s *Shop }
@@ -55,7 +55,8 @@ type shopifyOrder struct {
 	Customer        struct {
 		Email string `json:"email"`
 	} `json:"customer"`
-	LineItems []shopifyItem `json:"line_items"`
+	LineItems []shopifyItem   `json:"line_items"`
+	Refunds   []shopifyRefund `json:"refunds"`
 }
 
 type shopifyRefund struct {
@@ -74,15 +75,19 @@ func (sh shopify) event(_ context.Context, h http.Header, body []byte) (Event, e
 	topic := h.Get(HeaderShopifyTopic)
 	ev := Event{Topic: fulfillment.Clip(topic, 64)}
 	switch topic {
-	case "orders/paid", "orders/create", "orders/updated":
+	case "orders/paid", "orders/create", "orders/updated", "orders/cancelled":
 		return sh.order(ev, body)
 	case "refunds/create":
 		return sh.refund(ev, body)
 	case "":
 		return ev, badEvent("no %s header", HeaderShopifyTopic)
 	}
-	return ev, &UnexpectedEvent{Topic: ev.Topic}
+	return unused(ev)
 }
+
+// paidStatuses are the financial_status values of an order that was paid
+// (in full or in part), whatever happened since.
+var paidStatuses = map[string]bool{"paid": true, "partially_paid": true, "partially_refunded": true, "refunded": true}
 
 func (sh shopify) order(ev Event, body []byte) (Event, error) {
 	var o shopifyOrder
@@ -100,14 +105,24 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 	if p := orderIDProblem("id", ev.OrderID, intOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
-	// Paid on every topic only when financial_status says so: the topic
-	// header is not signed. partially_refunded orders keep their
-	// still-paid lines (refunds/create returns the refunded ones).
+	// Paid on every topic only when financial_status says so, and
+	// cancelled when cancelled_at says so: the topic header is not
+	// signed. partially_refunded orders keep their still-paid lines.
 	switch {
 	case o.Test && !sh.s.in.AcceptTestOrders:
 		ev.Ignored = "test order (accept_test_orders is false)"
+	case o.CancelledAt != "" && !paidStatuses[status]:
+		ev.Ignored = "order cancelled before it was paid: nothing to return"
 	case o.CancelledAt != "":
-		ev.Ignored = "order cancelled"
+		return sh.returnAll(ev, o, o.CancelledAt)
+	case status == "refunded":
+		// Every payment given back: the whole order returned, whether or
+		// not its refunds name line items (an amount-only refund).
+		at := ""
+		if n := len(o.Refunds); n > 0 {
+			at = cmp.Or(o.Refunds[n-1].ProcessedAt, o.Refunds[n-1].CreatedAt)
+		}
+		return sh.returnAll(ev, o, at)
 	case status == "paid", status == "partially_refunded":
 	default:
 		ev.Ignored = "financial_status " + fulfillment.Clip(status, 32) + ": not paid"
@@ -122,6 +137,15 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 		}
 	}
 	ev.At = at
+	// The units of each line item the order's refunds took back: every
+	// topic's order body carries them, so a later orders/updated of a
+	// refunded line enrolls nobody, whatever became of refunds/create.
+	refunded := map[id]int{}
+	for _, r := range o.Refunds {
+		for _, rl := range r.RefundLineItems {
+			refunded[rl.LineItemID] += int(min(max(rl.Quantity, 0), maxSeats+1))
+		}
+	}
 	buyer := cmp.Or(o.Email, o.ContactEmail, o.Customer.Email)
 	for _, it := range o.LineItems {
 		lines, note, err := sh.lines(it, buyer, true)
@@ -129,6 +153,20 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 			return ev, err
 		}
 		ev.addNote(note)
+		switch n := refunded[it.ID]; {
+		case len(lines) == 0 || n == 0:
+		case n >= seatCount(it.Quantity):
+			// Refunded in full: numbered with the others, not placed,
+			// returned (a repeat of refunds/create's return is the same
+			// task).
+			for i := range lines {
+				lines[i].Refunded = true
+			}
+			ev.Returned = append(ev.Returned, lines...)
+		default:
+			ev.addNote(fmt.Sprintf("line item %s (%s): %d of %d units refunded: unclear which seats, all kept; return them with POST /orders/return",
+				fulfillment.Clip(it.ID.String(), 40), lines[0].key(), n, seatCount(it.Quantity)))
+		}
 		ev.Placed = append(ev.Placed, lines...)
 	}
 	if len(ev.Placed) > maxSeats {
@@ -136,6 +174,27 @@ func (sh shopify) order(ev Event, body []byte) (Event, error) {
 	}
 	if len(ev.Placed) == 0 {
 		ev.Ignored = "no course lines"
+	}
+	return ev, nil
+}
+
+// returnAll maps a paid order that was cancelled (orders/cancelled, and the
+// orders/updated that follows) or refunded in full: every line returned, at
+// the time given (the cancellation, the last refund).
+func (sh shopify) returnAll(ev Event, o shopifyOrder, at string) (Event, error) {
+	ev.ReturnAll = true
+	ev.At, _ = parseShopTime(at)
+	buyer := cmp.Or(o.Email, o.ContactEmail, o.Customer.Email)
+	for _, it := range o.LineItems {
+		lines, note, err := sh.lines(it, buyer, false)
+		if err != nil {
+			return ev, err
+		}
+		ev.addNote(note)
+		ev.Returned = append(ev.Returned, lines...)
+	}
+	if len(ev.Returned) > maxSeats {
+		return ev, badEvent("more than %d course seats in one order", maxSeats)
 	}
 	return ev, nil
 }

@@ -148,10 +148,12 @@ func (st stripeShop) event(ctx context.Context, _ http.Header, body []byte) (Eve
 		return ev, nil
 	case "charge.refunded":
 		return st.refund(ctx, ev, e)
+	case "charge.dispute.created", "charge.dispute.closed":
+		return st.dispute(ctx, ev, e)
 	case "":
 		return ev, badEvent("the event has no type")
 	default:
-		return ev, &UnexpectedEvent{Topic: ev.Topic}
+		return unused(ev)
 	}
 	var cs stripeSession
 	if err := decode(e.Data.Object, &cs, "data.object"); err != nil {
@@ -220,6 +222,12 @@ func (st stripeShop) refund(ctx context.Context, ev Event, e stripeEvent) (Event
 	if p := orderIDProblem("data.object.payment_intent", ev.OrderID, stripeOrderID); p != "" {
 		return ev, badEvent("%s", p)
 	}
+	return st.returnAll(ctx, ev)
+}
+
+// returnAll returns the whole order of ev.OrderID, a payment intent: the
+// known lines, and the lines of its Checkout Session, read through the API.
+func (st stripeShop) returnAll(ctx context.Context, ev Event) (Event, error) {
 	ev.ReturnAll = true
 	id, found, err := st.sessionOf(ctx, ev.OrderID)
 	if err != nil || !found {

@@ -96,13 +96,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// listSessions answers GET /v1/checkout/sessions?payment_intent=.
+// listSessions answers GET /v1/checkout/sessions?payment_intent=: the
+// sessions of that payment intent (a refund's or a dispute's), as Checkout
+// Session objects of a paid one-time payment, without their line items
+// (Stripe never includes them in a list).
 func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 	pi := r.URL.Query().Get("payment_intent")
 	data := []any{}
 	for _, cs := range s.sessions {
 		if pi != "" && cs.PaymentIntent == pi {
-			data = append(data, map[string]any{"id": cs.ID, "object": "checkout.session", "payment_intent": cs.PaymentIntent})
+			data = append(data, map[string]any{"id": cs.ID, "object": "checkout.session", "mode": "payment",
+				"payment_intent": cs.PaymentIntent, "payment_status": "paid", "status": "complete",
+				"livemode": false, "metadata": map[string]string{}, "currency": "usd", "amount_total": 1000 * len(cs.Items)})
 		}
 	}
 	list(w, "/v1/checkout/sessions", data)
