@@ -174,43 +174,49 @@ func TestEntitlements(t *testing.T) {
 }
 
 // A subscriber receives an entitlement line's events in order — placed,
-// entitled (with the entitlement's uuid), returned, revoked — as for seats.
+// entitled (with the entitlement's uuid), returned, revoked — as for seats,
+// in both tiers.
 func TestEntitlementEvents(t *testing.T) {
 	t.Parallel()
-	sub := webhookstest.New(hookSecretNew)
-	signals := fmt.Sprintf("signals:\n  fulfill_entitlement_placed: [%s, webhook.crm]\n  fulfill_entitlement_returned: [%s, webhook.crm]\n  fulfillment_completed: [webhook.crm]\n",
-		entitlement.ReceiverCreate, entitlement.ReceiverRevoke)
-	in := startHooks(t, false, 91000, 5, signals, "webhooks:\n"+webhookYAML("crm", sub.Start(t), hookSecretNew))
-	// The create is held 1 s (lms.timeout is 2 s); the return arrives meanwhile.
-	in.lms.Script(lmstest.Entitlements, lmstest.Reply{Delay: time.Second})
-	if status, _ := in.send(t, "/orders/fulfill", entitlementBody(courseA, "ENT-EV", 91000)); status != 200 {
-		t.Fatalf("fulfill: %d", status)
-	}
-	waitFor(t, "the entitlement call", 20*time.Second, func() bool { return in.lms.Count(lmstest.Entitlements) > 0 })
-	if status, _ := in.send(t, "/orders/return", entitlementReturn(courseA, "ENT-EV", 91000)); status != 200 {
-		t.Fatalf("return: %d", status)
-	}
-	in.waitLineState(t, "ENT-EV", entitlement.StateRevoked)
-	waitFor(t, "four events delivered", 60*time.Second, func() bool { return len(sub.Delivered()) == 4 })
-	var got []string
-	uuid := ""
-	for _, a := range sub.Delivered() {
-		got = append(got, event(a))
-		if a.Type == fulfillment.SignalLineCompleted && a.Data["state"] == string(entitlement.StateEntitled) {
-			uuid, _ = a.Data[entitlement.Recorded].(string)
-			if a.Data["kind"] != entitlement.KindCreate || a.Data["course_uuid"] != courseA {
-				t.Errorf("completed event %v: want kind %s and the course", a.Data, entitlement.KindCreate)
+	for _, ledger := range []bool{false, true} {
+		t.Run(map[bool]string{false: "redis", true: "ledger"}[ledger], func(t *testing.T) {
+			t.Parallel()
+			sub := webhookstest.New(hookSecretNew)
+			signals := fmt.Sprintf("signals:\n  fulfill_entitlement_placed: [%s, webhook.crm]\n  fulfill_entitlement_returned: [%s, webhook.crm]\n  fulfillment_completed: [webhook.crm]\n",
+				entitlement.ReceiverCreate, entitlement.ReceiverRevoke)
+			in := startHooks(t, ledger, 91000, 5, signals, "webhooks:\n"+webhookYAML("crm", sub.Start(t), hookSecretNew))
+			// The create is held 1 s (lms.timeout is 2 s); the return arrives meanwhile.
+			in.lms.Script(lmstest.Entitlements, lmstest.Reply{Delay: time.Second})
+			if status, _ := in.send(t, "/orders/fulfill", entitlementBody(courseA, "ENT-EV", 91000)); status != 200 {
+				t.Fatalf("fulfill: %d", status)
 			}
-		}
+			waitFor(t, "the entitlement call", 20*time.Second, func() bool { return in.lms.Count(lmstest.Entitlements) > 0 })
+			if status, _ := in.send(t, "/orders/return", entitlementReturn(courseA, "ENT-EV", 91000)); status != 200 {
+				t.Fatalf("return: %d", status)
+			}
+			in.waitLineState(t, "ENT-EV", entitlement.StateRevoked)
+			waitFor(t, "four events delivered", 60*time.Second, func() bool { return len(sub.Delivered()) == 4 })
+			var got []string
+			uuid := ""
+			for _, a := range sub.Delivered() {
+				got = append(got, event(a))
+				if a.Type == fulfillment.SignalLineCompleted && a.Data["state"] == string(entitlement.StateEntitled) {
+					uuid, _ = a.Data[entitlement.Recorded].(string)
+					if a.Data["kind"] != entitlement.KindCreate || a.Data["course_uuid"] != courseA {
+						t.Errorf("completed event %v: want kind %s and the course", a.Data, entitlement.KindCreate)
+					}
+				}
+			}
+			want := []string{entitlement.SignalPlaced, "fulfillment_completed:entitled", entitlement.SignalReturned, "fulfillment_completed:revoked"}
+			if !slices.Equal(got, want) {
+				t.Errorf("events in the order delivered: %v, want %v", got, want)
+			}
+			if ents := in.lms.Entitlements("learner91000"); len(ents) != 1 || ents[0].UUID != uuid || ents[0].ExpiredAt == nil {
+				t.Errorf("entitlements %+v; the event's uuid %q: want the one, revoked", ents, uuid)
+			}
+			checkSchemas(t, sub.Delivered(), entitlement.SignalPlaced, entitlement.SignalReturned, fulfillment.SignalLineCompleted)
+		})
 	}
-	want := []string{entitlement.SignalPlaced, "fulfillment_completed:entitled", entitlement.SignalReturned, "fulfillment_completed:revoked"}
-	if !slices.Equal(got, want) {
-		t.Errorf("events in the order delivered: %v, want %v", got, want)
-	}
-	if ents := in.lms.Entitlements("learner91000"); len(ents) != 1 || ents[0].UUID != uuid || ents[0].ExpiredAt == nil {
-		t.Errorf("entitlements %+v; the event's uuid %q: want the one, revoked", ents, uuid)
-	}
-	checkSchemas(t, sub.Delivered(), entitlement.SignalPlaced, entitlement.SignalReturned, fulfillment.SignalLineCompleted)
 }
 
 // A WooCommerce store selling a bundle (two course runs under one SKU) and a
