@@ -67,7 +67,7 @@ func (q *fakeQueue) Task(_ context.Context, id string) (Entry, bool, error) {
 	return e, ok, nil
 }
 
-func (q *fakeQueue) Exists(ctx context.Context, id string) (bool, error) {
+func (q *fakeQueue) Exists(ctx context.Context, _ fulfillment.Key, id string) (bool, error) {
 	_, found, err := q.Task(ctx, id)
 	return found, err
 }

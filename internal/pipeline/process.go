@@ -362,7 +362,7 @@ func (s *Service) exists(ctx context.Context, kind string, key fulfillment.Key) 
 		_, found, err := s.o.Ledger.Find(ctx, kind, key)
 		return found, err
 	}
-	return s.o.Queue.Exists(ctx, TaskID(kind, key))
+	return s.o.Queue.Exists(ctx, key, TaskID(kind, key))
 }
 
 // steadyFor bounds how long steady retries a store's errors (a variable for

@@ -92,10 +92,21 @@ func (q *Queue) Task(ctx context.Context, id string) (pipeline.Entry, bool, erro
 	return e, err == nil, err
 }
 
-// Exists reports whether a task exists, in any state, with asynq's
-// Inspector.
-func (q *Queue) Exists(ctx context.Context, id string) (bool, error) {
-	_, err := q.info(id)
+// Exists reports whether a task of the line exists, in any state: its
+// order's index, then asynq's Inspector.
+func (q *Queue) Exists(ctx context.Context, key fulfillment.Key, id string) (bool, error) {
+	// Every task is in its order's index, which outlives it: a task the
+	// index does not hold does not exist, and one round trip of our own
+	// says so (most enrollments have no return); one it holds is asked of
+	// asynq (it may have expired, or its enqueue failed).
+	indexed, err := q.rdb.SIsMember(ctx, q.orderKey(key.Site, key.OrderNumber), id).Result()
+	if err != nil {
+		return false, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
+	}
+	if !indexed {
+		return false, nil
+	}
+	_, err = q.info(id)
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound):
 		return false, nil

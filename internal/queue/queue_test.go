@@ -125,7 +125,7 @@ func TestTaskStatesAndExists(t *testing.T) {
 	q, insp, name := newQueue(t)
 	ctx := context.Background()
 	j := job(t, "ping", "EDX-C")
-	if ok, err := q.Exists(ctx, j.ID); err != nil || ok {
+	if ok, err := q.Exists(ctx, j.Ref.Key(), j.ID); err != nil || ok {
 		t.Fatalf("Exists before enqueue: %v %v", ok, err)
 	}
 	if _, err := q.Enqueue(ctx, j, pipeline.EnqueueOptions{}); err != nil {
@@ -135,7 +135,7 @@ func TestTaskStatesAndExists(t *testing.T) {
 	if err != nil || !found || e.Task.State != fulfillment.StateQueued || e.Job.Ref.OrderNumber != "EDX-C" || e.Task.Kind != "ping" {
 		t.Fatalf("Task = %+v %v %v, want a queued ping of EDX-C", e, found, err)
 	}
-	if ok, err := q.Exists(ctx, j.ID); err != nil || !ok {
+	if ok, err := q.Exists(ctx, j.Ref.Key(), j.ID); err != nil || !ok {
 		t.Fatalf("Exists of a queued task: %v %v", ok, err)
 	}
 	if err := insp.ArchiveTask(name, j.ID); err != nil {
@@ -144,13 +144,13 @@ func TestTaskStatesAndExists(t *testing.T) {
 	if e, _, _ := q.Task(ctx, j.ID); e.Task.State != fulfillment.StateFailed {
 		t.Fatalf("archived task reads %q, want failed", e.Task.State)
 	}
-	if ok, _ := q.Exists(ctx, j.ID); !ok {
+	if ok, _ := q.Exists(ctx, j.Ref.Key(), j.ID); !ok {
 		t.Fatal("an archived task reads as missing")
 	}
 	if err := insp.DeleteTask(name, j.ID); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := q.Exists(ctx, j.ID); ok {
+	if ok, _ := q.Exists(ctx, j.Ref.Key(), j.ID); ok {
 		t.Fatal("a deleted task reads as existing")
 	}
 }
