@@ -97,7 +97,7 @@ func (p ordersPage) render(w http.ResponseWriter, r *http.Request, status int, n
 func (in filterInput) query(extra ...string) template.URL {
 	v := url.Values{}
 	for k, s := range map[string]string{"state": in.State, "site": in.Site, "course_id": in.CourseID,
-		"learner": in.Learner, "since": in.Since} {
+		"learner": in.Learner, "email": in.Email, "since": in.Since} {
 		if s != "" {
 			v.Set(k, s)
 		}
@@ -111,7 +111,7 @@ func (in filterInput) query(extra ...string) template.URL {
 func (p ordersPage) list(w http.ResponseWriter, r *http.Request) {
 	in := filterFromQuery(r.URL.Query())
 	v := listView{Filter: in, States: p.problems.States(), Page: pipeline.Page{Lines: []pipeline.Row{}}}
-	f, after, limit, errs, err := listQuery(r, p.problems, p.knownSite)
+	f, after, limit, errs, err := listQuery(r, p.problems, p.knownSite, "requeued", "run_now")
 	if err != nil {
 		p.failed(w, r, err)
 		return
