@@ -19,6 +19,7 @@ import (
 
 	"github.com/openedx/coordinator/internal/cache"
 	"github.com/openedx/coordinator/internal/config"
+	"github.com/openedx/coordinator/internal/dismiss"
 	"github.com/openedx/coordinator/internal/entitlement"
 	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
@@ -155,6 +156,7 @@ func registerFlows(sites lms.Sites, hooks *webhooks.Deliveries, wc *wcorders.Com
 	r := flow.NewRegistry()
 	seat.Register(r, sites)
 	entitlement.Register(r, sites)
+	dismiss.Register(r) // for the lines of every flow
 	hooks.Register(r)
 	wc.Register(r)
 	return r
@@ -319,6 +321,7 @@ func (a *app) api(opsOnly bool) http.Handler {
 		Dashboard:    a.dashboard(opsOnly),
 		BasicAuth:    basicAuthUsers(a.cfg.Admin.BasicAuth),
 		Problems:     a.pipe,
+		Dismiss:      dismiss.New(a.flows),
 		Queue:        a.cfg.Worker.Queue,
 		Shops:        a.shops,
 		Webhooks:     a.met.Webhooks(),

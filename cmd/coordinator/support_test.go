@@ -1,0 +1,203 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/openedx/coordinator/internal/fulfillment"
+	"github.com/openedx/coordinator/internal/pipeline"
+	"github.com/openedx/coordinator/internal/seat"
+)
+
+// Support finds and fixes a shop's orders, end to end in both tiers: an
+// order for "Honor@Example.COM" enrolls the account of "honor@example.com";
+// GET /orders?email= finds the line whatever the case (and refuses a
+// misspelt parameter by name); /admin/orders shows the email; a return names
+// the learner by email; a failed line is dismissed, listed as dismissed and
+// never retried by either retry, while a sibling failed line is.
+func TestSupportByEmail(t *testing.T) {
+	t.Parallel()
+	for _, ledger := range []bool{false, true} {
+		t.Run(map[bool]string{false: "redis", true: "ledger"}[ledger], func(t *testing.T) {
+			t.Parallel()
+			in, a := startEmailTier(t, ledger)
+			supportByEmail(t, in, a)
+		})
+	}
+}
+
+func supportByEmail(t *testing.T, in *instance, a *app) {
+	fake := in.lms
+	auth := supportToken(t)
+	fake.Register(62000, "honor", "honor@example.com")
+
+	// A shop's buyer typed capitals; the LMS account has none.
+	place(t, a, emailOrder("SUP-1", "Honor@Example.COM", false))
+	if l := in.lineState(t, "SUP-1"); l.State != fulfillment.StateEnrolled {
+		t.Fatalf("SUP-1 %+v, want enrolled (the account of honor@example.com)", l)
+	}
+	if e, _ := fake.Enrollment("honor", demoCourse); !e.IsActive || e.Mode != "verified" {
+		t.Fatalf("enrollment %+v, want active verified", e)
+	}
+	// Two lines that fail: no account has these emails.
+	place(t, a, emailOrder("SUP-2", "Typo@Example.com", false))
+	place(t, a, emailOrder("SUP-3", "late@example.com", false))
+	for _, n := range []string{"SUP-2", "SUP-3"} {
+		if l := in.lineState(t, n); l.State != fulfillment.StateFailed {
+			t.Fatalf("%s %+v, want failed", n, l)
+		}
+	}
+
+	t.Run("GET /orders?email= finds the email's lines in any case", func(t *testing.T) {
+		for _, q := range []string{"honor@example.com", " HONOR@example.COM "} {
+			var page pipeline.Page
+			if status := in.call(t, "GET", "/orders?email="+url.QueryEscape(q), "", auth, &page); status != 200 {
+				t.Fatalf("?email=%q: %d", q, status)
+			}
+			if len(page.Lines) != 1 || page.Lines[0].OrderNumber != "SUP-1" || page.Lines[0].Learner.Email != "Honor@Example.COM" {
+				t.Errorf("?email=%q: %+v, want SUP-1 of Honor@Example.COM only", q, page.Lines)
+			}
+		}
+		var errs map[string][]string
+		if status := in.call(t, "GET", "/orders?emial=honor@example.com", "", auth, &errs); status != 400 || len(errs["emial"]) != 1 {
+			t.Errorf("misspelt parameter: %d %v, want 400 naming emial", status, errs)
+		}
+		if status := in.call(t, "GET", "/orders?email=not-an-email", "", auth, &errs); status != 400 || len(errs["email"]) != 1 {
+			t.Errorf("bad email: %d %v, want 400 naming email", status, errs)
+		}
+		if status := in.call(t, "POST", "/orders/retry", `{"emial":"x@example.com"}`, auth, &errs); status != 400 ||
+			!strings.Contains(strings.Join(errs[fulfillment.NonFieldErrors], ""), `"emial"`) {
+			t.Errorf("misspelt retry filter: %d %v, want 400 naming emial", status, errs)
+		}
+	})
+
+	t.Run("the admin page shows the email in the Learner column", func(t *testing.T) {
+		page := in.page(t, "/admin/orders?email=honor%40example.com", auth)
+		if !strings.Contains(page, "Honor@Example.COM") || !strings.Contains(page, "SUP-1") || strings.Contains(page, "SUP-2") {
+			t.Errorf("page does not list SUP-1 with its email only:\n%s", page)
+		}
+		if p := in.page(t, "/admin/orders/default/SUP-2", auth); !strings.Contains(p, `action="/admin/orders/default/SUP-2/dismiss"`) {
+			t.Errorf("a failed line's page has no Dismiss button:\n%s", p)
+		}
+		if p := in.page(t, "/admin/orders/default/SUP-1", auth); strings.Contains(p, "/dismiss") {
+			t.Errorf("an enrolled line's page offers Dismiss")
+		}
+	})
+
+	t.Run("dismiss: 400, 404 and 409 refused; a failed line closed", func(t *testing.T) {
+		body := func(course, reason string) string {
+			return `{"course_id":"` + course + `","reason":"` + reason + `"}`
+		}
+		var out map[string]any
+		for _, c := range []struct {
+			path, body string
+			status     int
+			field      string
+		}{
+			{"/orders/SUP-2/dismiss", `{"course_id":"` + demoCourse + `"}`, 400, "reason"},
+			{"/orders/SUP-2/dismiss", body(demoCourse, strings.Repeat("x", 501)), 400, "reason"},
+			{"/orders/SUP-2/dismiss", `{"reason":"typo"}`, 400, "course_id"},
+			{"/orders/SUP-2/dismiss", body("not a course", "typo"), 400, "course_id"},
+			{"/orders/SUP-2/dismiss", `{"course_id":"` + demoCourse + `","reason":"typo","site":"nowhere"}`, 400, "site"},
+			{"/orders/SUP-2/dismiss", `{"course_id":"` + demoCourse + `","reason":"typo","why":1}`, 400, fulfillment.NonFieldErrors},
+			{"/orders/SUP-404/dismiss", body(demoCourse, "typo"), 404, ""},
+			{"/orders/SUP-2/dismiss", body("course-v1:edX+Other+2026", "typo"), 404, ""},
+			{"/orders/SUP-1/dismiss", body(demoCourse, "typo"), 409, ""},
+		} {
+			out = nil
+			status := in.call(t, "POST", c.path, c.body, auth, &out)
+			if status != c.status || (c.field != "" && out[c.field] == nil) {
+				t.Errorf("POST %s %s: %d %v, want %d naming %q", c.path, c.body, status, out, c.status, c.field)
+			}
+		}
+		if status := in.call(t, "POST", "/orders/SUP-2/dismiss", body(demoCourse, "typo in the email; refunded in the shop"), auth, &out); status != 200 {
+			t.Fatalf("dismiss: %d %v", status, out)
+		}
+		l := in.waitLine(t, "SUP-2", fulfillment.StateDismissed)
+		if l.Recorded["dismiss_reason"] != "typo in the email; refunded in the shop" || l.DoneAt["dismissed_at"] == nil {
+			t.Errorf("dismissed line %+v, want its reason and time", l)
+		}
+		if status := in.call(t, "POST", "/orders/SUP-2/dismiss", body(demoCourse, "again"), auth, &out); status != 409 {
+			t.Errorf("dismissing a dismissed line: %d, want 409", status)
+		}
+		var page pipeline.Page
+		in.call(t, "GET", "/orders?state=dismissed", "", auth, &page)
+		if len(page.Lines) != 1 || page.Lines[0].OrderNumber != "SUP-2" {
+			t.Errorf("?state=dismissed: %+v, want SUP-2", page.Lines)
+		}
+		in.call(t, "GET", "/orders?state=failed", "", auth, &page)
+		if len(page.Lines) != 1 || page.Lines[0].OrderNumber != "SUP-3" {
+			t.Errorf("?state=failed: %+v, want SUP-3 only", page.Lines)
+		}
+	})
+
+	t.Run("neither retry touches a dismissed line", func(t *testing.T) {
+		// Both learners register: a line that is retried now enrolls, so a
+		// retried dismissed line could never show its enrollment failed.
+		fake.Register(62001, "typo", "Typo@Example.com")
+		fake.Register(62002, "late", "late@example.com")
+		enrollFailed := func(l fulfillment.Line) bool {
+			for _, task := range l.Tasks {
+				if task.Kind == seat.KindEnroll {
+					return task.State == fulfillment.StateFailed
+				}
+			}
+			return false
+		}
+		status, st := in.order(t, "POST", "SUP-2")
+		if status != 200 || len(st.Lines) != 1 || st.Lines[0].State != fulfillment.StateDismissed || !enrollFailed(st.Lines[0]) {
+			t.Fatalf("order retry of a dismissed line: %d %+v, want it dismissed, its enrollment still failed", status, st)
+		}
+		var res pipeline.RetryResult
+		if status := in.call(t, "POST", "/orders/retry", `{}`, auth, &res); status != 200 || res.Requeued != 1 {
+			t.Fatalf("bulk retry: %d %+v, want SUP-3 alone requeued", status, res)
+		}
+		if l := in.lineState(t, "SUP-3"); l.State != fulfillment.StateEnrolled {
+			t.Errorf("SUP-3 %+v, want enrolled once retried", l)
+		}
+		if _, st := in.order(t, "GET", "SUP-2"); st.Lines[0].State != fulfillment.StateDismissed || !enrollFailed(st.Lines[0]) {
+			t.Errorf("SUP-2 after the bulk retry %+v, want dismissed, its enrollment still failed", st.Lines[0])
+		}
+		if e, ok := fake.Enrollment("typo", demoCourse); ok && e.IsActive {
+			t.Errorf("the dismissed line's learner was enrolled: %+v", e)
+		}
+	})
+
+	t.Run("POST /orders/return names the learner by email, in any case", func(t *testing.T) {
+		status, _ := in.send(t, "/orders/return", `{"course_id":"`+demoCourse+`","course_mode":"verified","order_number":"SUP-1","email":"HONOR@example.com"}`)
+		if status != 200 {
+			t.Fatalf("return by email: %d", status)
+		}
+		if l := in.lineState(t, "SUP-1"); l.State != fulfillment.StateReturned {
+			t.Fatalf("SUP-1 %+v, want returned", l)
+		}
+		if e, _ := fake.Enrollment("honor", demoCourse); e.IsActive {
+			t.Errorf("enrollment %+v, want inactive", e)
+		}
+		var errs map[string][]string
+		status = in.call(t, "POST", "/orders/return", `{"course_id":"`+demoCourse+`","course_mode":"verified","order_number":"SUP-9","email":"not an email"}`, auth, &errs)
+		if status != 400 || len(errs["email"]) != 1 {
+			t.Errorf("bad email: %d %v, want 400 naming email", status, errs)
+		}
+	})
+}
+
+// page reads an admin page's HTML.
+func (in *instance) page(t *testing.T, path, auth string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, in.base+path, nil)
+	req.Header.Set("Authorization", auth)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+	}
+	return string(b)
+}
