@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/pipeline"
@@ -200,4 +201,51 @@ func (in *instance) page(t *testing.T, path, auth string) string {
 		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
 	}
 	return string(b)
+}
+
+// A WooCommerce order whose buyer typed "Learner62100@Example.COM" enrolls
+// the account registered as "learner62100@example.com", and support finds
+// its lines by that email in another case; an order for an email without an
+// account waits for it, as integrations enroll unregistered learners unless
+// told not to. Both tiers, through the real webhook endpoint.
+func TestShopOrderEmailCase(t *testing.T) {
+	t.Parallel()
+	for _, ledger := range []bool{false, true} {
+		t.Run(map[bool]string{false: "redis", true: "ledger"}[ledger], func(t *testing.T) {
+			t.Parallel()
+			e := startShops(t, "all", ledger, 62100, 1)
+			body := wooOrder(t, 910, "Learner62100@Example.COM")
+			if a := e.post(t, "woo", body, wooHeaders("order.created", body, wooSecret)); a.Status != 200 || len(a.Lines) != 2 {
+				t.Fatalf("%+v", a)
+			}
+			waitFor(t, "both courses enrolled", 30*time.Second, func() bool {
+				d, ok1 := e.lms.Enrollment("learner62100", demoCourse)
+				o, ok2 := e.lms.Enrollment("learner62100", otherCourse)
+				return ok1 && ok2 && d.IsActive && o.IsActive
+			})
+			var page pipeline.Page
+			if status := e.call(t, "GET", "/orders?email=LEARNER62100%40example.com", "", supportToken(t), &page); status != 200 || len(page.Lines) != 2 {
+				t.Fatalf("?email= in another case: %d %+v, want the order's two lines", status, page.Lines)
+			}
+			for _, l := range page.Lines {
+				if l.OrderNumber != "woo-910" || l.Learner.Email != "Learner62100@Example.COM" {
+					t.Errorf("line %+v, want woo-910 of Learner62100@Example.COM", l)
+				}
+			}
+
+			// No account has this email: by default the line waits for one.
+			body = wooOrder(t, 911, "Newcomer@Example.com")
+			if a := e.post(t, "woo", body, wooHeaders("order.created", body, wooSecret)); a.Status != 200 {
+				t.Fatalf("%+v", a)
+			}
+			waitFor(t, "woo-911 awaiting the account", 30*time.Second, func() bool {
+				_, st := e.order(t, "GET", "woo-911")
+				return len(st.Lines) == 2 && st.Lines[0].State == fulfillment.StateAwaitingAccount &&
+					st.Lines[1].State == fulfillment.StateAwaitingAccount
+			})
+			if got := e.lms.Allowed("Newcomer@Example.com"); len(got) != 2 {
+				t.Errorf("enrollment_allowed %+v, want one per course", got)
+			}
+		})
+	}
 }
