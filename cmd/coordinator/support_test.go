@@ -83,7 +83,7 @@ func supportByEmail(t *testing.T, in *instance, a *app) {
 		if p := in.page(t, "/admin/orders/default/SUP-2", auth); !strings.Contains(p, `action="/admin/orders/default/SUP-2/dismiss"`) {
 			t.Errorf("a failed line's page has no Dismiss button:\n%s", p)
 		}
-		if p := in.page(t, "/admin/orders/default/SUP-1", auth); strings.Contains(p, "/dismiss") {
+		if p := in.page(t, "/admin/orders/default/SUP-1", auth); strings.Contains(p, `/dismiss"`) {
 			t.Errorf("an enrolled line's page offers Dismiss")
 		}
 	})
@@ -167,6 +167,36 @@ func supportByEmail(t *testing.T, in *instance, a *app) {
 		}
 	})
 
+	t.Run("the page's Dismiss button, refused from another site", func(t *testing.T) {
+		place(t, a, emailOrder("SUP-4", "gone@example.com", false))
+		if l := in.lineState(t, "SUP-4"); l.State != fulfillment.StateFailed {
+			t.Fatalf("SUP-4 %+v, want failed", l)
+		}
+		form := url.Values{"course_id": {demoCourse}, "reason": {"duplicate of SUP-1"}}
+		if status := in.postForm(t, "/admin/orders/default/SUP-4/dismiss", form, "cross-site"); status != http.StatusForbidden {
+			t.Errorf("cross-site dismiss: %d, want 403", status)
+		}
+		if status := in.postForm(t, "/admin/orders/default/SUP-4/dismiss", url.Values{"course_id": {demoCourse}}, "same-origin"); status != http.StatusBadRequest {
+			t.Errorf("dismiss without a reason: %d, want 400", status)
+		}
+		if status := in.postForm(t, "/admin/orders/default/SUP-4/dismiss", form, "same-origin"); status != http.StatusSeeOther {
+			t.Fatalf("dismiss: %d, want 303 to the order's page", status)
+		}
+		if l := in.waitLine(t, "SUP-4", fulfillment.StateDismissed); l.Recorded["dismiss_reason"] != "duplicate of SUP-1" {
+			t.Errorf("SUP-4 %+v, want dismissed with the reason", l)
+		}
+		if p := in.page(t, "/admin/orders/default/SUP-4", auth); strings.Contains(p, `action="/admin/orders/default/SUP-4/dismiss"`) || !strings.Contains(p, "duplicate of SUP-1") {
+			t.Errorf("the dismissed line's page offers Dismiss again or hides the reason:\n%s", p)
+		}
+		req, _ := http.NewRequest(http.MethodGet, in.base+"/admin/orders?emial=x", nil)
+		req.Header.Set("Authorization", auth)
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 400 {
+			t.Errorf("page with a misspelt parameter: %v %v, want 400", resp, err)
+		} else {
+			resp.Body.Close()
+		}
+	})
+
 	t.Run("POST /orders/return names the learner by email, in any case", func(t *testing.T) {
 		status, _ := in.send(t, "/orders/return", `{"course_id":"`+demoCourse+`","course_mode":"verified","order_number":"SUP-1","email":"HONOR@example.com"}`)
 		if status != 200 {
@@ -184,6 +214,23 @@ func supportByEmail(t *testing.T, in *instance, a *app) {
 			t.Errorf("bad email: %d %v, want 400 naming email", status, errs)
 		}
 	})
+}
+
+// postForm posts an admin page's form as a browser would, with its
+// Sec-Fetch-Site, and returns the status (redirects not followed).
+func (in *instance) postForm(t *testing.T, path string, form url.Values, fetchSite string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, in.base+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", supportToken(t))
+	req.Header.Set("Sec-Fetch-Site", fetchSite)
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // page reads an admin page's HTML.
