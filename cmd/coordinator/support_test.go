@@ -208,6 +208,21 @@ func supportByEmail(t *testing.T, in *instance, a *app) {
 		if e, _ := fake.Enrollment("honor", demoCourse); e.IsActive {
 			t.Errorf("enrollment %+v, want inactive", e)
 		}
+		// A learner still awaiting their account, returned by support
+		// in another case: the enrollment_allowed under the order's
+		// spelling goes, so that registering later enrolls nobody.
+		place(t, a, emailOrder("SUP-5", "Newcomer@Example.com", true))
+		in.waitLine(t, "SUP-5", fulfillment.StateAwaitingAccount)
+		if got := fake.Allowed("Newcomer@Example.com"); len(got) != 1 {
+			t.Fatalf("enrollment_allowed %+v, want one", got)
+		}
+		status, _ = in.send(t, "/orders/return", `{"course_id":"`+demoCourse+`","course_mode":"verified","order_number":"SUP-5","email":"newcomer@example.com"}`)
+		if l := in.lineState(t, "SUP-5"); status != 200 || l.State != fulfillment.StateReturned {
+			t.Fatalf("return of SUP-5: %d %+v, want returned", status, l)
+		}
+		if got := fake.Allowed("Newcomer@Example.com"); len(got) != 0 {
+			t.Errorf("enrollment_allowed %+v left under the order's spelling, want none", got)
+		}
 		var errs map[string][]string
 		status = in.call(t, "POST", "/orders/return", `{"course_id":"`+demoCourse+`","course_mode":"verified","order_number":"SUP-9","email":"not an email"}`, auth, &errs)
 		if status != 400 || len(errs["email"]) != 1 {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/openedx/coordinator/internal/flow"
@@ -104,6 +105,16 @@ func Kinds(sites lms.Sites, tasks Tasks) []pipeline.Kind {
 						return done(pipeline.Permanent(lms.ErrLearnerUnknown))
 					}
 					r.LMSUserID, r.Username, r.Email = t.Ref.LMSUserID, t.Ref.Username, t.Ref.Email
+				} else if r.LMSUserID == 0 && r.Username == "" && tasks != nil {
+					// Named by email, in any case: an enrollment_allowed the
+					// LMS keeps is under the order's own spelling of it.
+					t, found, err := tasks.Find(ctx, KindEnroll, j.Ref.Key())
+					if err != nil {
+						return done(pipeline.Hold(fmt.Errorf("read the line's enrollment: %w", err)))
+					}
+					if found && t.Ref.Email != r.Email && strings.EqualFold(strings.TrimSpace(t.Ref.Email), strings.TrimSpace(r.Email)) {
+						r.Email = t.Ref.Email
+					}
 				}
 				return done(c.Unenroll(ctx, r))
 			},
