@@ -53,8 +53,8 @@ func supportByEmail(t *testing.T, in *instance, a *app) {
 	}
 
 	t.Run("GET /orders?email= finds the email's lines in any case", func(t *testing.T) {
+		var page pipeline.Page
 		for _, q := range []string{"honor@example.com", " HONOR@example.COM "} {
-			var page pipeline.Page
 			if status := in.call(t, "GET", "/orders?email="+url.QueryEscape(q), "", auth, &page); status != 200 {
 				t.Fatalf("?email=%q: %d", q, status)
 			}
@@ -65,6 +65,13 @@ func supportByEmail(t *testing.T, in *instance, a *app) {
 		var errs map[string][]string
 		if status := in.call(t, "GET", "/orders?emial=honor@example.com", "", auth, &errs); status != 400 || len(errs["emial"]) != 1 {
 			t.Errorf("misspelt parameter: %d %v, want 400 naming emial", status, errs)
+		}
+		const uuid = "0D6A2B5E7F184C299A3B4C5D6E7F8A9B"
+		if status := in.call(t, "GET", "/orders?course_uuid="+uuid+"&email=honor%40example.com", "", auth, &page); status != 200 || len(page.Lines) != 0 {
+			t.Errorf("?course_uuid=: %d %+v, want 200 and no line (SUP-1 is a course run's)", status, page.Lines)
+		}
+		if status := in.call(t, "GET", "/orders?course_uuid="+uuid+"&course_id="+url.QueryEscape(demoCourse), "", auth, &errs); status != 400 || len(errs["course_uuid"]) != 1 {
+			t.Errorf("course_id and course_uuid: %d %v, want 400 naming course_uuid", status, errs)
 		}
 		if status := in.call(t, "GET", "/orders?email=not-an-email", "", auth, &errs); status != 400 || len(errs["email"]) != 1 {
 			t.Errorf("bad email: %d %v, want 400 naming email", status, errs)
@@ -114,8 +121,10 @@ func supportByEmail(t *testing.T, in *instance, a *app) {
 				t.Errorf("POST %s %s: %d %v, want %d naming %q", c.path, c.body, status, out, c.status, c.field)
 			}
 		}
-		if status := in.call(t, "POST", "/orders/SUP-2/dismiss", body(demoCourse, "typo in the email; refunded in the shop"), auth, &out); status != 200 {
-			t.Fatalf("dismiss: %d %v", status, out)
+		var st orderStatus
+		if status := in.call(t, "POST", "/orders/SUP-2/dismiss", body(demoCourse, "typo in the email; refunded in the shop"), auth, &st); status != 200 ||
+			st.OrderNumber != "SUP-2" || len(st.Lines) != 1 || st.Lines[0].TaskID != "dismiss_"+pipeline.Digest(fulfillment.Key{Site: "default", OrderNumber: "SUP-2", Item: demoCourse}) {
+			t.Fatalf("dismiss: %d %+v, want the order's line led by its dismissal", status, st)
 		}
 		l := in.waitLine(t, "SUP-2", fulfillment.StateDismissed)
 		if l.Recorded["dismiss_reason"] != "typo in the email; refunded in the shop" || l.DoneAt["dismissed_at"] == nil {

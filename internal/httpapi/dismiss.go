@@ -77,20 +77,20 @@ func (in dismissInput) parse(ctx context.Context, number string, knownSite SiteC
 	return key, reason, nil
 }
 
-// dismiss validates a dismissal and runs it; it answers the status and the
-// body for the API, and logs the operator's action. status 0 with the
-// Dismisser's error: writeError decides.
-func dismiss(r *http.Request, d Dismisser, knownSite SiteChecker, number string, in dismissInput, log *slog.Logger) (int, any, error) {
+// dismiss validates a dismissal and runs it, logging the operator's action.
+// It answers a refusal's status and body (status 0: dismissed), or the
+// error writeError maps (404, 503).
+func dismiss(r *http.Request, d Dismisser, knownSite SiteChecker, number string, in dismissInput, log *slog.Logger) (fulfillment.Key, int, any, error) {
 	if problem := fulfillment.OrderNumberProblem(number); problem != "" {
-		return http.StatusBadRequest, fulfillment.FieldErrors{"order_number": {problem}}, nil
+		return fulfillment.Key{}, http.StatusBadRequest, fulfillment.FieldErrors{"order_number": {problem}}, nil
 	}
 	errs := fulfillment.FieldErrors{}
 	key, reason, err := in.parse(r.Context(), number, knownSite, errs)
 	if err != nil {
-		return 0, nil, err
+		return key, 0, nil, err
 	}
 	if len(errs) > 0 {
-		return http.StatusBadRequest, errs, nil
+		return key, http.StatusBadRequest, errs, nil
 	}
 	id, err := d.Dismiss(r.Context(), key, reason, Operator(r.Context()), RequestID(r.Context()))
 	attrs := []any{"request_id", RequestID(r.Context()), "operator", Operator(r.Context()), "action", "dismiss_line",
@@ -98,21 +98,21 @@ func dismiss(r *http.Request, d Dismisser, knownSite SiteChecker, number string,
 	switch {
 	case errors.Is(err, fulfillment.ErrConflict):
 		log.InfoContext(r.Context(), "operator_action", append(attrs, "refused", "not failed")...)
-		return http.StatusConflict, detail("The line is not failed: only a failed line can be dismissed."), nil
+		return key, http.StatusConflict, detail("The line is not failed: only a failed line can be dismissed."), nil
 	case err != nil && !errors.Is(err, fulfillment.ErrNotFound):
 		log.InfoContext(r.Context(), "operator_action", append(attrs, "err", err.Error())...)
-		return 0, nil, err
+		return key, 0, nil, err
 	case err != nil:
-		return 0, nil, err // 404: nothing was done, nothing to log
+		return key, 0, nil, err // 404: nothing was done, nothing to log
 	}
 	log.InfoContext(r.Context(), "operator_action", append(attrs, "task", id)...)
-	return http.StatusOK, map[string]any{"site": key.Site, "order_number": key.OrderNumber, "item": key.Item,
-		"task_id": id}, nil
+	return key, 0, nil, nil
 }
 
 // handleDismiss answers POST /orders/{order_number}/dismiss with
-// {"course_id"|"course_uuid", "site"?, "reason"}.
-func handleDismiss(d Dismisser, knownSite SiteChecker, log *slog.Logger) http.HandlerFunc {
+// {"course_id"|"course_uuid", "site"?, "reason"}: the order's lines
+// afterwards, as GET /orders/{order_number}.
+func handleDismiss(d Dismisser, orders Orders, knownSite SiteChecker, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		number, err := url.PathUnescape(chi.URLParam(r, "order_number"))
 		if err != nil {
@@ -131,7 +131,13 @@ func handleDismiss(d Dismisser, knownSite SiteChecker, log *slog.Logger) http.Ha
 				"A JSON object with course_id or course_uuid, site (optional) and reason: " + fulfillment.Clip(err.Error(), 200)}})
 			return
 		}
-		status, body, err := dismiss(r, d, knownSite, number, in, log)
+		key, status, body, err := dismiss(r, d, knownSite, number, in, log)
+		if err == nil && status == 0 {
+			var lines []fulfillment.Line
+			if lines, err = orders.Lines(r.Context(), key.Site, key.OrderNumber); err == nil {
+				status, body = http.StatusOK, orderStatus{Site: key.Site, OrderNumber: key.OrderNumber, Lines: lines}
+			}
+		}
 		if err != nil {
 			writeError(w, r, err, log)
 			return

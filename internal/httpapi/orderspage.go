@@ -101,7 +101,7 @@ func (p ordersPage) render(w http.ResponseWriter, r *http.Request, status int, n
 // and the link would lose its filter.
 func (in filterInput) query(extra ...string) template.URL {
 	v := url.Values{}
-	for k, s := range map[string]string{"state": in.State, "site": in.Site, "course_id": in.CourseID,
+	for k, s := range map[string]string{"state": in.State, "site": in.Site, "course_id": in.CourseID, "course_uuid": in.CourseUUID,
 		"learner": in.Learner, "email": in.Email, "since": in.Since} {
 		if s != "" {
 			v.Set(k, s)
@@ -267,11 +267,11 @@ func (p ordersPage) dismissLine(w http.ResponseWriter, r *http.Request) {
 	}
 	f := r.PostForm
 	in := dismissInput{CourseID: f.Get("course_id"), CourseUUID: f.Get("course_uuid"), Site: site, Reason: f.Get("reason")}
-	status, _, err := dismiss(r, p.dismiss, p.knownSite, number, in, p.log)
+	_, status, _, err := dismiss(r, p.dismiss, p.knownSite, number, in, p.log)
 	switch {
 	case err != nil:
 		p.failed(w, r, err)
-	case status != http.StatusOK:
+	case status != 0:
 		p.render(w, r, status, "error", map[string]any{"Status": status, "RequestID": RequestID(r.Context())})
 	default:
 		http.Redirect(w, r, "/admin/orders/"+url.PathEscape(site)+"/"+url.PathEscape(number)+"?dismissed=1", http.StatusSeeOther)

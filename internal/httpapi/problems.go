@@ -77,19 +77,21 @@ type filterInput struct {
 	State    string `json:"state"`
 	Site     string `json:"site"`
 	CourseID string `json:"course_id"`
-	Learner  string `json:"learner"`
-	Email    string `json:"email"`
-	Since    string `json:"since"`
+	// CourseUUID names an entitlement line's item (a catalog course).
+	CourseUUID string `json:"course_uuid"`
+	Learner    string `json:"learner"`
+	Email      string `json:"email"`
+	Since      string `json:"since"`
 }
 
 func filterFromQuery(q url.Values) filterInput {
-	return filterInput{State: q.Get("state"), Site: q.Get("site"), CourseID: q.Get("course_id"),
+	return filterInput{State: q.Get("state"), Site: q.Get("site"), CourseID: q.Get("course_id"), CourseUUID: q.Get("course_uuid"),
 		Learner: q.Get("learner"), Email: q.Get("email"), Since: q.Get("since")}
 }
 
 // listParams are the query parameters of a listing: the filter's, the
 // cursor and the limit.
-var listParams = []string{"state", "site", "course_id", "learner", "email", "since", "cursor", "limit"}
+var listParams = []string{"state", "site", "course_id", "course_uuid", "learner", "email", "since", "cursor", "limit"}
 
 // unknownParams adds an error for each query parameter that is neither in
 // listParams nor in extra: a misspelt filter (?emial=) must not silently
@@ -137,6 +139,16 @@ func (in filterInput) parse(ctx context.Context, states []fulfillment.State, kno
 			errs.Add("course_id", "Not a valid course key.")
 		}
 		f.CourseID = in.CourseID
+	}
+	if in.CourseUUID != "" {
+		u, ok := fulfillment.CourseUUID(in.CourseUUID)
+		switch {
+		case in.CourseID != "":
+			errs.Add("course_uuid", "Give course_id (a course run) or course_uuid (a course), not both.")
+		case !ok:
+			errs.Add("course_uuid", "Not a valid course UUID.")
+		}
+		f.CourseID = u // the line's item, as the filter matches it
 	}
 	if in.Learner != "" {
 		if id, err := strconv.ParseInt(in.Learner, 10, 64); err == nil {
@@ -197,7 +209,7 @@ func listQuery(r *http.Request, p Problems, knownSite SiteChecker, extra ...stri
 	return f, after, limit, errs, nil
 }
 
-// handleListLines answers GET /orders?state=&site=&course_id=&learner=&email=&since=&cursor=&limit=.
+// handleListLines answers GET /orders?state=&site=&course_id=&course_uuid=&learner=&email=&since=&cursor=&limit=.
 func handleListLines(p Problems, knownSite SiteChecker, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		f, after, limit, errs, err := listQuery(r, p, knownSite)
@@ -229,7 +241,7 @@ func handleRetryLines(p Problems, knownSite SiteChecker, log *slog.Logger) http.
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&in); err != nil && !errors.Is(err, io.EOF) {
 			encode(w, http.StatusBadRequest, fulfillment.FieldErrors{fulfillment.NonFieldErrors: {
-				"A JSON object with state, site, course_id, learner, email and since (all optional): " + fulfillment.Clip(err.Error(), 200)}})
+				"A JSON object with state, site, course_id, course_uuid, learner, email and since (all optional): " + fulfillment.Clip(err.Error(), 200)}})
 			return
 		}
 		errs := fulfillment.FieldErrors{}

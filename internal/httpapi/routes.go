@@ -152,7 +152,7 @@ func NewHandler(d Deps) http.Handler {
 		r.Post("/orders/{order_number}/retry", handleOrder(d.Orders, d.KnownSite, true, d.Logger))
 		// Support closes a failed line that will never succeed.
 		if d.Dismiss != nil {
-			r.Post("/orders/{order_number}/dismiss", handleDismiss(d.Dismiss, d.KnownSite, d.Logger))
+			r.Post("/orders/{order_number}/dismiss", handleDismiss(d.Dismiss, d.Orders, d.KnownSite, d.Logger))
 		}
 		// Operators find lines without their order number, and retry them in bulk.
 		if d.Problems != nil {
