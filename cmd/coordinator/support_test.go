@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -144,7 +145,7 @@ func supportByEmail(t *testing.T, in *instance, a *app) {
 		}
 	})
 
-	t.Run("neither retry touches a dismissed line", func(t *testing.T) {
+	t.Run("neither retry nor a redelivery runs a dismissed line", func(t *testing.T) {
 		// Both learners register: a line that is retried now enrolls, so a
 		// retried dismissed line could never show its enrollment failed.
 		fake.Register(62001, "typo", "Typo@Example.com")
@@ -170,6 +171,18 @@ func supportByEmail(t *testing.T, in *instance, a *app) {
 		}
 		if _, st := in.order(t, "GET", "SUP-2"); st.Lines[0].State != fulfillment.StateDismissed || !enrollFailed(st.Lines[0]) {
 			t.Errorf("SUP-2 after the bulk retry %+v, want dismissed, its enrollment still failed", st.Lines[0])
+		}
+		// The shop delivers the order again (an order.updated): accepted,
+		// but the dismissed line's enrollment ends canceled, not enrolled.
+		place(t, a, emailOrder("SUP-2", "Typo@Example.com", false))
+		waitFor(t, "SUP-2's enrollment canceled", 30*time.Second, func() bool {
+			_, st := in.order(t, "GET", "SUP-2")
+			return len(st.Lines) == 1 && slices.ContainsFunc(st.Lines[0].Tasks, func(task fulfillment.Task) bool {
+				return task.Kind == seat.KindEnroll && task.State == fulfillment.StateCanceled
+			})
+		})
+		if _, st := in.order(t, "GET", "SUP-2"); st.Lines[0].State != fulfillment.StateDismissed {
+			t.Errorf("SUP-2 after a redelivery %+v, want dismissed", st.Lines[0])
 		}
 		if e, ok := fake.Enrollment("typo", demoCourse); ok && e.IsActive {
 			t.Errorf("the dismissed line's learner was enrolled: %+v", e)

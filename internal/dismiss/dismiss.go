@@ -1,7 +1,8 @@
 // Package dismiss closes failed lines that will never succeed (a mistyped
 // SKU, a course that no longer exists): an operator dismisses the line with a
 // reason, and it reports the state dismissed from then on — kept and listed,
-// never retried by an operator's retry, not open, not alerted on. A dismissal
+// never run again (an operator's retry leaves it alone; a shop's redelivery
+// or the dashboard's "run" ends canceled), not open, not alerted on. A dismissal
 // is a task of its own kind on the line, accepted through the pipeline like
 // any flow's and ranked above every flow, so the line reports it; its handler
 // only records the reason. It is registered once, for the lines of every
@@ -42,7 +43,7 @@ type payload struct {
 // Register adds the dismissal's kind to the registry.
 func Register(r *flow.Registry) {
 	r.AddKinds(pipeline.Kind{Name: Kind, TaskType: TaskType, Done: fulfillment.StateDismissed, DoneAt: "dismissed_at",
-		Records: Recorded, Rank: Rank, Decode: decode,
+		Records: Recorded, Rank: Rank, Closes: true, Decode: decode,
 		Handle: func(_ context.Context, j pipeline.Job) (string, error) {
 			p, ok := j.Value.(payload)
 			if !ok {

@@ -47,6 +47,11 @@ type Kind struct {
 	// this kind's task unnecessary (an enrollment of a returned line): it is
 	// not queued, and checked again before every attempt.
 	CanceledBy string
+	// Closes marks a kind whose task closes its line for good (an
+	// operator's dismissal): once it exists, an attempt of any of the
+	// line's other flows (not an aside) ends canceled, whatever queued it
+	// (a shop's redelivery, a retry, the dashboard's "run").
+	Closes bool
 	// LegacyID, when set, is the id an earlier version gave this kind's task,
 	// so that repeats of lines accepted before an upgrade stay idempotent.
 	LegacyID func(fulfillment.Key) string

@@ -134,6 +134,9 @@ type Options struct {
 type Service struct {
 	o     Options
 	slots map[string]chan struct{} // per kind with Slots
+	// cancelers are, per kind, the kinds whose task cancels its task
+	// (CanceledBy, and every kind that Closes the line).
+	cancelers map[string][]string
 }
 
 // New returns a Service.
@@ -153,7 +156,21 @@ func New(o Options) *Service {
 	if o.Settle <= 0 {
 		o.Settle = 10 * time.Second
 	}
-	s := &Service{o: o, slots: map[string]chan struct{}{}}
+	s := &Service{o: o, slots: map[string]chan struct{}{}, cancelers: map[string][]string{}}
+	var closers []string
+	for _, k := range o.Kinds.All() {
+		if k.Closes {
+			closers = append(closers, k.Name)
+		}
+	}
+	for _, k := range o.Kinds.All() {
+		if k.CanceledBy != "" {
+			s.cancelers[k.Name] = append(s.cancelers[k.Name], k.CanceledBy)
+		}
+		if !k.Aside && !k.Closes {
+			s.cancelers[k.Name] = append(s.cancelers[k.Name], closers...)
+		}
+	}
 	for _, k := range o.Kinds.All() {
 		if k.Slots > 0 {
 			s.slots[k.Name] = make(chan struct{}, k.Slots)
