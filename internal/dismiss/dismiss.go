@@ -53,6 +53,7 @@ func Register(r *flow.Registry) {
 		}})
 }
 
+// decode reads a dismissal's payload: the line it closes and why.
 func decode(b []byte) (fulfillment.Ref, any, error) {
 	var p payload
 	if err := json.Unmarshal(b, &p); err != nil {
