@@ -19,6 +19,7 @@ import (
 
 	"github.com/openedx/coordinator/internal/cache"
 	"github.com/openedx/coordinator/internal/config"
+	"github.com/openedx/coordinator/internal/dismiss"
 	"github.com/openedx/coordinator/internal/entitlement"
 	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
@@ -157,6 +158,7 @@ func registerFlows(sites lms.Sites, hooks *webhooks.Deliveries, wc *wcorders.Com
 	seat.Register(r, sites)
 	entitlement.Register(r, sites)
 	shop.Register(r)
+	dismiss.Register(r) // for the lines of every flow
 	hooks.Register(r)
 	wc.Register(r)
 	return r
@@ -321,6 +323,7 @@ func (a *app) api(opsOnly bool) http.Handler {
 		Dashboard:    a.dashboard(opsOnly),
 		BasicAuth:    basicAuthUsers(a.cfg.Admin.BasicAuth),
 		Problems:     a.pipe,
+		Dismiss:      dismiss.New(a.flows),
 		Queue:        a.cfg.Worker.Queue,
 		Shops:        a.shops,
 		Webhooks:     a.met.Webhooks(),

@@ -5,8 +5,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
+	"github.com/openedx/coordinator/internal/queue/queuetest"
+	"github.com/openedx/coordinator/internal/shop/shoptest"
+	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
 )
 
 // seatOrder is a fulfill of the demo course in mode for learner user.
@@ -81,6 +86,61 @@ func TestSeatHeldByTwoOrders(t *testing.T) {
 			giveBack("OTHER-1", 94002, "verified")
 			if e := enrollment(94002); e.IsActive {
 				t.Errorf("another learner's line kept this one's seat: %+v", e)
+			}
+		})
+	}
+}
+
+// The shop story: a buyer who paid twice for the same course in a
+// WooCommerce store (the learner named by email, in two spellings) keeps the
+// seat when one order is refunded, and loses it when both are. Both tiers.
+func TestShopSeatHeldByTwoOrders(t *testing.T) {
+	t.Parallel()
+	for _, ledger := range []bool{false, true} {
+		t.Run(map[bool]string{false: "redis", true: "ledger"}[ledger], func(t *testing.T) {
+			t.Parallel()
+			rdb, queue := queuetest.Redis(t)
+			fake := lmstest.NewDemo(testSecret)
+			fake.Register(95000, "twice95000", "twice@example.com")
+			extra := fmt.Sprintf("integrations:\n  - {name: woo, type: woocommerce, secrets: [%q]}\n", wooSecret)
+			if ledger {
+				extra += databaseYAML(pgtest.Schema(t))
+			}
+			cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queue, extra)
+			if ledger {
+				mustRunCmd(t, cfg, nil, "migrate")
+			}
+			in := &instance{lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
+			in.base = startRun(t, "all", cfg)
+			e := shopEnv{instance: in}
+			order := func(id int, email string) []byte {
+				return shoptest.Patch(t, wooOrder(t, id, email), func(m map[string]any) {
+					m["line_items"] = m["line_items"].([]any)[:1] // the demo course only
+				})
+			}
+			deliver := func(body []byte) {
+				t.Helper()
+				if a := e.post(t, "woo", body, wooHeaders("order.updated", body, wooSecret)); a.Status != 200 {
+					t.Fatalf("delivery: %d %+v", a.Status, a)
+				}
+			}
+			first, second := order(951, "twice@example.com"), order(952, "Twice@Example.COM")
+			deliver(first)
+			deliver(second)
+			in.waitLineState(t, "woo-951", fulfillment.StateEnrolled)
+			in.waitLineState(t, "woo-952", fulfillment.StateEnrolled)
+			deliver(shoptest.Patch(t, first, func(m map[string]any) { m["status"] = "refunded" }))
+			l := in.waitLineState(t, "woo-951", fulfillment.StateReturned)
+			if en, _ := fake.Enrollment("twice95000", demoCourse); !en.IsActive {
+				t.Errorf("after one of two refunds: %+v, want still enrolled", en)
+			}
+			if !strings.Contains(l.Recorded["note"], "seat still held by woo-952") {
+				t.Errorf("refunded line %+v: want the note naming woo-952", l)
+			}
+			deliver(shoptest.Patch(t, second, func(m map[string]any) { m["status"] = "refunded" }))
+			in.waitLineState(t, "woo-952", fulfillment.StateReturned)
+			if en, _ := fake.Enrollment("twice95000", demoCourse); en.IsActive {
+				t.Errorf("after both refunds: %+v, want unenrolled", en)
 			}
 		})
 	}

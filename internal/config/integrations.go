@@ -30,8 +30,12 @@ type Integration struct {
 	// LearnerEmailField names where the participant's email is when it is
 	// not the buyer's: a line-item meta key (WooCommerce), a line property
 	// (Shopify) or a Checkout Session metadata key (Stripe).
-	LearnerEmailField  string `yaml:"learner_email_field"`
-	EnrollUnregistered bool   `yaml:"enroll_unregistered"`
+	LearnerEmailField string `yaml:"learner_email_field"`
+	// EnrollUnregistered registers an enrollment_allowed for an email
+	// without an LMS account and waits for the account; false fails the
+	// line. Default true (UnmarshalYAML): a shop's buyer pays first and
+	// registers later.
+	EnrollUnregistered bool `yaml:"enroll_unregistered"`
 	// AcceptTestOrders enrolls for orders the shop marks as tests (Shopify
 	// test: true, Stripe livemode: false); they are ignored by default.
 	AcceptTestOrders bool `yaml:"accept_test_orders"`
@@ -43,6 +47,18 @@ type Integration struct {
 	// (woocommerce.complete_order, the line items of a partial refund).
 	ConsumerKey    string `yaml:"consumer_key"`
 	ConsumerSecret string `yaml:"consumer_secret"`
+}
+
+// UnmarshalYAML reads an integration over its defaults that YAML cannot
+// tell from an absent key (enroll_unregistered: true).
+func (in *Integration) UnmarshalYAML(n *yaml.Node) error {
+	type plain Integration // without this method
+	p := plain{EnrollUnregistered: true}
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*in = Integration(p)
+	return nil
 }
 
 // Product is what a shop product (SKU, product, variant or price id) sells:

@@ -33,15 +33,22 @@ func TestIntegrationsDefaultsAndExpansion(t *testing.T) {
     secrets: ["whsec_0123456789abcdef"]
     api_key: "${STRIPE_KEY}"
     order_prefix: "S"
+  - name: strict
+    type: shopify
+    secrets: ["shpss_0123456789abcdef"]
+    enroll_unregistered: false
 `)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []Integration{
 		{Name: "woo", Type: "woocommerce", Secrets: []string{"woo-secret-0123456789abcdef"}, Site: "default", OrderPrefix: "woo-",
-			CourseMode: "verified", Products: map[string]Product{"DEMO-VERIFIED": {{CourseID: "course-v1:edX+DemoX+Demo_Course", Mode: "verified"}}}},
+			CourseMode: "verified", Products: map[string]Product{"DEMO-VERIFIED": {{CourseID: "course-v1:edX+DemoX+Demo_Course", Mode: "verified"}}},
+			EnrollUnregistered: true}, // by default: shop buyers pay first and register later
 		{Name: "stripe", Type: "stripe", Secrets: []string{"whsec_0123456789abcdef"}, Site: "default", OrderPrefix: "S",
-			CourseMode: "verified", APIKey: "sk_live_0123456789"},
+			CourseMode: "verified", APIKey: "sk_live_0123456789", EnrollUnregistered: true},
+		{Name: "strict", Type: "shopify", Secrets: []string{"shpss_0123456789abcdef"}, Site: "default", OrderPrefix: "strict-",
+			CourseMode: "verified"}, // an explicit false holds
 	}
 	if diff := cmp.Diff(want, cfg.Integrations); diff != "" {
 		t.Errorf("integrations (-want +got):\n%s", diff)

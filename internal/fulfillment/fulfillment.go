@@ -186,6 +186,9 @@ const (
 const (
 	StateEnrolled State = "enrolled"
 	StateReturned State = "returned"
+	// StateDismissed is a failed line an operator closed (POST
+	// /orders/{n}/dismiss): kept and listed, never retried, not open.
+	StateDismissed State = "dismissed"
 )
 
 // Open reports whether a task in state s may still run.
@@ -326,6 +329,9 @@ var (
 	ErrUnavailable = errors.New("service temporarily unavailable")
 	// ErrNotFound means the order or line is unknown (HTTP 404).
 	ErrNotFound = errors.New("not found")
+	// ErrConflict means the line is not in a state the request applies to
+	// (HTTP 409): dismissing a line that has not failed.
+	ErrConflict = errors.New("conflict with the line's state")
 )
 
 // Learner is who a line is for, as far as the request said.

@@ -174,8 +174,15 @@ func ParseReturn(body []byte, knownSite func(string) bool) (Return, error) {
 	l := f.line(knownSite)
 	r.Site, r.OrderNumber, r.CourseID, r.CourseUUID, r.CourseMode, r.Username = l.Site, l.OrderNumber, l.CourseID, l.CourseUUID, l.CourseMode, l.Username
 	r.LMSUserID = f.userID("edx_lms_user_id", false)
-	if r.LMSUserID == 0 && r.Username == "" && f.errs["edx_lms_user_id"] == nil && f.errs["username"] == nil {
-		f.errs.Add("edx_lms_user_id", "Either edx_lms_user_id or username is required.")
+	// A shop's line names its learner by email: support returns it so.
+	if s, ok := f.optStr("email"); ok && s != "" {
+		if r.Email = strings.TrimSpace(s); !ValidEmail(r.Email) {
+			f.errs.Add("email", fmt.Sprintf("Not a valid email address (at most %d characters, no spaces).", MaxEmail))
+		}
+	}
+	if r.LMSUserID == 0 && r.Username == "" && r.Email == "" && f.errs["edx_lms_user_id"] == nil && f.errs["username"] == nil &&
+		f.errs["email"] == nil {
+		f.errs.Add("edx_lms_user_id", "One of edx_lms_user_id, username or email is required.")
 	}
 	r.ReturnedAt = f.time("returned_at", false)
 	if len(f.errs) > 0 {

@@ -44,6 +44,7 @@ var ordersTemplates = template.Must(template.New("orders.html").Funcs(template.F
 type ordersPage struct {
 	problems  Problems
 	orders    Orders
+	dismiss   Dismisser // nil: no Dismiss buttons
 	knownSite SiteChecker
 	queue     string
 	dashboard bool
@@ -60,6 +61,10 @@ func mountOrdersPage(r chi.Router, p ordersPage) {
 	// Support staff look at one order and retry it.
 	r.Get("/admin/orders/{site}/{order_number}", p.order)
 	r.Post("/admin/orders/{site}/{order_number}/retry", p.retryOrder)
+	// Support staff close a failed line that will never succeed.
+	if p.dismiss != nil {
+		r.Post("/admin/orders/{site}/{order_number}/dismiss", p.dismissLine)
+	}
 }
 
 type listView struct {
@@ -96,8 +101,8 @@ func (p ordersPage) render(w http.ResponseWriter, r *http.Request, status int, n
 // and the link would lose its filter.
 func (in filterInput) query(extra ...string) template.URL {
 	v := url.Values{}
-	for k, s := range map[string]string{"state": in.State, "site": in.Site, "course_id": in.CourseID,
-		"learner": in.Learner, "since": in.Since} {
+	for k, s := range map[string]string{"state": in.State, "site": in.Site, "course_id": in.CourseID, "course_uuid": in.CourseUUID,
+		"learner": in.Learner, "email": in.Email, "since": in.Since} {
 		if s != "" {
 			v.Set(k, s)
 		}
@@ -111,7 +116,7 @@ func (in filterInput) query(extra ...string) template.URL {
 func (p ordersPage) list(w http.ResponseWriter, r *http.Request) {
 	in := filterFromQuery(r.URL.Query())
 	v := listView{Filter: in, States: p.problems.States(), Page: pipeline.Page{Lines: []pipeline.Row{}}}
-	f, after, limit, errs, err := listQuery(r, p.problems, p.knownSite)
+	f, after, limit, errs, err := listQuery(r, p.problems, p.knownSite, "requeued", "run_now")
 	if err != nil {
 		p.failed(w, r, err)
 		return
@@ -195,6 +200,8 @@ type orderView struct {
 	Queue             string
 	Dashboard         bool
 	Retried           bool
+	Dismissed         bool
+	CanDismiss        bool
 	NotFound          bool
 }
 
@@ -215,7 +222,8 @@ func (p ordersPage) order(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	v := orderView{Site: site, OrderNumber: number, Queue: p.queue, Dashboard: p.dashboard, Retried: r.URL.Query().Has("retried")}
+	v := orderView{Site: site, OrderNumber: number, Queue: p.queue, Dashboard: p.dashboard, Retried: r.URL.Query().Has("retried"),
+		Dismissed: r.URL.Query().Has("dismissed"), CanDismiss: p.dismiss != nil}
 	lines, err := p.orders.Lines(r.Context(), site, number)
 	switch {
 	case err == nil:
@@ -243,6 +251,31 @@ func (p ordersPage) retryOrder(w http.ResponseWriter, r *http.Request) {
 	}
 	logOrderRetry(r, site, number, lines, p.log)
 	http.Redirect(w, r, "/admin/orders/"+url.PathEscape(site)+"/"+url.PathEscape(number)+"?retried=1", http.StatusSeeOther)
+}
+
+// dismissLine closes one failed line of the order: the form names its item
+// (course_id or course_uuid) and the reason.
+func (p ordersPage) dismissLine(w http.ResponseWriter, r *http.Request) {
+	site, number, ok := p.orderParams(w, r)
+	if !ok {
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
+	if err := r.ParseForm(); err != nil {
+		p.render(w, r, http.StatusBadRequest, "error", map[string]any{"Status": http.StatusBadRequest, "RequestID": RequestID(r.Context())})
+		return
+	}
+	f := r.PostForm
+	in := dismissInput{CourseID: f.Get("course_id"), CourseUUID: f.Get("course_uuid"), Site: site, Reason: f.Get("reason")}
+	_, status, _, err := dismiss(r, p.dismiss, p.knownSite, number, in, p.log)
+	switch {
+	case err != nil:
+		p.failed(w, r, err)
+	case status != 0:
+		p.render(w, r, status, "error", map[string]any{"Status": status, "RequestID": RequestID(r.Context())})
+	default:
+		http.Redirect(w, r, "/admin/orders/"+url.PathEscape(site)+"/"+url.PathEscape(number)+"?dismissed=1", http.StatusSeeOther)
+	}
 }
 
 func isNotFound(err error) bool { return errors.Is(err, fulfillment.ErrNotFound) }

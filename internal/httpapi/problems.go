@@ -77,13 +77,38 @@ type filterInput struct {
 	State    string `json:"state"`
 	Site     string `json:"site"`
 	CourseID string `json:"course_id"`
-	Learner  string `json:"learner"`
-	Since    string `json:"since"`
+	// CourseUUID names an entitlement line's item (a catalog course).
+	CourseUUID string `json:"course_uuid"`
+	Learner    string `json:"learner"`
+	Email      string `json:"email"`
+	Since      string `json:"since"`
 }
 
 func filterFromQuery(q url.Values) filterInput {
-	return filterInput{State: q.Get("state"), Site: q.Get("site"), CourseID: q.Get("course_id"),
-		Learner: q.Get("learner"), Since: q.Get("since")}
+	return filterInput{State: q.Get("state"), Site: q.Get("site"), CourseID: q.Get("course_id"), CourseUUID: q.Get("course_uuid"),
+		Learner: q.Get("learner"), Email: q.Get("email"), Since: q.Get("since")}
+}
+
+// listParams are the query parameters of a listing: the filter's, the
+// cursor and the limit.
+var listParams = []string{"state", "site", "course_id", "course_uuid", "learner", "email", "since", "cursor", "limit"}
+
+// unknownParams adds an error for each query parameter that is neither in
+// listParams nor in extra: a misspelt filter (?emial=) must not silently
+// list every line. At most a few are named, clipped: the query is the
+// caller's.
+func unknownParams(q url.Values, errs fulfillment.FieldErrors, extra ...string) {
+	n := 0
+	for name := range q {
+		if slices.Contains(listParams, name) || slices.Contains(extra, name) {
+			continue
+		}
+		if n++; n > 5 {
+			errs.Add(fulfillment.NonFieldErrors, "More unknown query parameters.")
+			return
+		}
+		errs.Add(fulfillment.Clip(name, 40), "Unknown query parameter; known: "+strings.Join(listParams, ", ")+".")
+	}
 }
 
 // parse validates the filter; problems are added to errs by field.
@@ -115,6 +140,16 @@ func (in filterInput) parse(ctx context.Context, states []fulfillment.State, kno
 		}
 		f.CourseID = in.CourseID
 	}
+	if in.CourseUUID != "" {
+		u, ok := fulfillment.CourseUUID(in.CourseUUID)
+		switch {
+		case in.CourseID != "":
+			errs.Add("course_uuid", "Give course_id (a course run) or course_uuid (a course), not both.")
+		case !ok:
+			errs.Add("course_uuid", "Not a valid course UUID.")
+		}
+		f.CourseID = u // the line's item, as the filter matches it
+	}
 	if in.Learner != "" {
 		if id, err := strconv.ParseInt(in.Learner, 10, 64); err == nil {
 			if id <= 0 {
@@ -129,6 +164,12 @@ func (in filterInput) parse(ctx context.Context, states []fulfillment.State, kno
 			f.Username = in.Learner
 		}
 	}
+	if in.Email != "" {
+		if !fulfillment.ValidEmail(strings.TrimSpace(in.Email)) {
+			errs.Add("email", "Not an email address.")
+		}
+		f.Email = pipeline.NormalEmail(in.Email)
+	}
 	if in.Since != "" {
 		t, err := time.Parse(time.RFC3339, in.Since)
 		if err != nil {
@@ -139,10 +180,12 @@ func (in filterInput) parse(ctx context.Context, states []fulfillment.State, kno
 	return f, nil
 }
 
-// listQuery validates a listing's query string: the filter, cursor and limit.
-func listQuery(r *http.Request, p Problems, knownSite SiteChecker) (pipeline.Filter, *pipeline.Cursor, int, fulfillment.FieldErrors, error) {
+// listQuery validates a listing's query string: the filter, cursor and limit,
+// and no other parameter but those in extra.
+func listQuery(r *http.Request, p Problems, knownSite SiteChecker, extra ...string) (pipeline.Filter, *pipeline.Cursor, int, fulfillment.FieldErrors, error) {
 	q := r.URL.Query()
 	errs := fulfillment.FieldErrors{}
+	unknownParams(q, errs, extra...)
 	f, err := filterFromQuery(q).parse(r.Context(), p.States(), knownSite, errs)
 	if err != nil {
 		return f, nil, 0, nil, err
@@ -166,7 +209,7 @@ func listQuery(r *http.Request, p Problems, knownSite SiteChecker) (pipeline.Fil
 	return f, after, limit, errs, nil
 }
 
-// handleListLines answers GET /orders?state=&site=&course_id=&learner=&since=&cursor=&limit=.
+// handleListLines answers GET /orders?state=&site=&course_id=&course_uuid=&learner=&email=&since=&cursor=&limit=.
 func handleListLines(p Problems, knownSite SiteChecker, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		f, after, limit, errs, err := listQuery(r, p, knownSite)
@@ -198,7 +241,7 @@ func handleRetryLines(p Problems, knownSite SiteChecker, log *slog.Logger) http.
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&in); err != nil && !errors.Is(err, io.EOF) {
 			encode(w, http.StatusBadRequest, fulfillment.FieldErrors{fulfillment.NonFieldErrors: {
-				"A JSON object with state, site, course_id, learner and since (all optional): " + fulfillment.Clip(err.Error(), 200)}})
+				"A JSON object with state, site, course_id, course_uuid, learner, email and since (all optional): " + fulfillment.Clip(err.Error(), 200)}})
 			return
 		}
 		errs := fulfillment.FieldErrors{}
@@ -248,6 +291,9 @@ func filterAttrs(f pipeline.Filter) slog.Value {
 		as = append(as, slog.Int64("lms_user_id", f.LMSUserID))
 	}
 	add("username", f.Username)
+	if f.Email != "" {
+		add("email", fulfillment.MaskEmail(f.Email)) // personal data: masked in logs
+	}
 	if !f.Since.IsZero() {
 		add("since", f.Since.Format(time.RFC3339))
 	}

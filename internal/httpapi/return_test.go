@@ -31,7 +31,7 @@ func TestReturnStatuses(t *testing.T) {
 		{"username instead of id", "/orders/return", admin, "application/json",
 			`{"course_id":"course-v1:edX+DemoX+Demo_Course","course_mode":"verified","username":"edx","order_number":"EDX-2","returned_at":"2026-11-27T10:00:00Z"}`, 200, `unenroll_`},
 		{"neither learner field", "/orders/return", admin, "application/json",
-			`{"course_id":"course-v1:edX+DemoX+Demo_Course","course_mode":"verified","order_number":"EDX-3"}`, 400, `"edx_lms_user_id":["Either edx_lms_user_id or username is required."]`},
+			`{"course_id":"course-v1:edX+DemoX+Demo_Course","course_mode":"verified","order_number":"EDX-3"}`, 400, `"edx_lms_user_id":["One of edx_lms_user_id, username or email is required."]`},
 		{"every bad field at once", "/orders/return", admin, "application/json",
 			`{"course_id":"x","course_mode":"Verified!","order_number":"","edx_lms_user_id":-1,"returned_at":"soon"}`, 400, `"returned_at":["Must be POSIX seconds or an RFC 3339 timestamp."]`},
 		{"unknown site", "/orders/return", admin, "application/json", strings.Replace(returnBody, `"order_number"`, `"site":"north","order_number"`, 1), 400, `"site"`},

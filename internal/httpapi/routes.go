@@ -64,6 +64,9 @@ type Deps struct {
 	// Problems lists lines by state and retries them in bulk: GET /orders,
 	// POST /orders/retry and the page /admin/orders; nil: none of them.
 	Problems Problems
+	// Dismiss closes failed lines: POST /orders/{n}/dismiss and the page's
+	// Dismiss buttons; nil: neither.
+	Dismiss Dismisser
 	// Queue is the asynq queue, for links from /admin/orders to the
 	// dashboard's task pages.
 	Queue string
@@ -126,7 +129,7 @@ func NewHandler(d Deps) http.Handler {
 	if d.Problems != nil {
 		r.Group(func(r chi.Router) {
 			r.Use(ops.require(d.Logger))
-			mountOrdersPage(r, ordersPage{problems: d.Problems, orders: d.Orders, knownSite: d.KnownSite,
+			mountOrdersPage(r, ordersPage{problems: d.Problems, orders: d.Orders, dismiss: d.Dismiss, knownSite: d.KnownSite,
 				queue: d.Queue, dashboard: d.Dashboard != nil, log: d.Logger})
 		})
 	}
@@ -149,6 +152,10 @@ func NewHandler(d Deps) http.Handler {
 		// Operators and shops check on an order, and re-queue its failed lines.
 		r.Get("/orders/{order_number}", handleOrder(d.Orders, d.KnownSite, false, d.Logger))
 		r.Post("/orders/{order_number}/retry", handleOrder(d.Orders, d.KnownSite, true, d.Logger))
+		// Support closes a failed line that will never succeed.
+		if d.Dismiss != nil {
+			r.Post("/orders/{order_number}/dismiss", handleDismiss(d.Dismiss, d.Orders, d.KnownSite, d.Logger))
+		}
 		// Operators find lines without their order number, and retry them in bulk.
 		if d.Problems != nil {
 			r.Get("/orders", handleListLines(d.Problems, d.KnownSite, d.Logger))

@@ -45,14 +45,26 @@ func (c *Client) Learner(ctx context.Context, l fulfillment.Learner, requestID s
 // No account — a 404, an empty list, or a retired email — is a
 // *NoAccountError. Only found accounts are cached, so an account created
 // after an order is seen at the next look.
+//
+// Emails are compared case-insensitively: the cache is keyed by the
+// lower-cased address, and the LMS, which stores an address as it was
+// registered and may compare it exactly, is asked for it as given, then
+// lower-cased when that differs and the first look found nothing (a shop's
+// "Honor@Example.COM" for the account of "honor@example.com").
 func (c *Client) UsernameByEmail(ctx context.Context, email, requestID string) (string, error) {
 	email = strings.TrimSpace(email) // as the LMS stores it: as given, trimmed
-	sum := sha256.Sum256([]byte(email))
+	lower := strings.ToLower(email)
+	sum := sha256.Sum256([]byte(lower))
 	// The key holds a digest, not the address: memcached keys are listed in
 	// its tools and must not contain spaces.
 	key := c.keyPrefix + "email:" + hex.EncodeToString(sum[:16])
 	none := func() error { return &NoAccountError{Email: email} }
-	return c.accountUsername(ctx, key, url.Values{"email": {email}}.Encode(), none, true, requestID)
+	user, err := c.accountUsername(ctx, key, url.Values{"email": {email}}.Encode(), none, true, requestID)
+	var miss *NoAccountError
+	if lower != email && errors.As(err, &miss) {
+		return c.accountUsername(ctx, key, url.Values{"email": {lower}}.Encode(), none, true, requestID)
+	}
+	return user, err
 }
 
 // accountUsername reads the username of the account the query names (GET
@@ -109,7 +121,7 @@ const allowedTTL = 24 * time.Hour
 // allowedKey is the cache key remembering an email's enrollment_allowed for
 // a course run: a digest, not the address.
 func (c *Client) allowedKey(email, courseID string) string {
-	sum := sha256.Sum256([]byte(email + "\x00" + courseID))
+	sum := sha256.Sum256([]byte(strings.ToLower(email) + "\x00" + courseID))
 	return c.keyPrefix + "allowed:" + hex.EncodeToString(sum[:16])
 }
 

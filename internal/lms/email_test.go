@@ -132,3 +132,36 @@ func TestNextLook(t *testing.T) {
 		}
 	}
 }
+
+// Emails are case-insensitive: the LMS is asked for the address as given,
+// then lower-cased when that found nothing, and the cache is shared by every
+// spelling of it. An account registered with capitals is found as given.
+func TestUsernameByEmailCase(t *testing.T) {
+	fake := lmstest.NewDemo("s")
+	fake.Register(100, "honor", "honor@example.com")
+	fake.Register(101, "mixed", "Mixed@Example.com")
+	c := newClient(t, fake, nil)
+	ctx := context.Background()
+
+	if u, err := c.UsernameByEmail(ctx, " Honor@Example.COM ", "r"); err != nil || u != "honor" {
+		t.Fatalf("other case: %q %v, want honor", u, err)
+	}
+	var paths []string
+	for _, call := range fake.Calls(lmstest.Account) {
+		paths = append(paths, call.Path)
+	}
+	want := []string{"/api/user/v1/accounts?email=Honor%40Example.COM", "/api/user/v1/accounts?email=honor%40example.com"}
+	if diff := cmp.Diff(want, paths); diff != "" {
+		t.Errorf("look-ups (-want +got):\n%s", diff)
+	}
+	if u, err := c.UsernameByEmail(ctx, "HONOR@example.com", "r"); err != nil || u != "honor" || fake.Count(lmstest.Account) != 2 {
+		t.Errorf("another spelling: %q %v after %d look-ups, want honor from the cache", u, err, fake.Count(lmstest.Account))
+	}
+	if u, err := c.UsernameByEmail(ctx, "Mixed@Example.com", "r"); err != nil || u != "mixed" || fake.Count(lmstest.Account) != 3 {
+		t.Errorf("registered with capitals: %q %v after %d look-ups, want mixed at the first look", u, err, fake.Count(lmstest.Account))
+	}
+	var none *NoAccountError
+	if _, err := c.UsernameByEmail(ctx, "Nobody@Example.com", "r"); !errors.As(err, &none) || none.Email != "Nobody@Example.com" {
+		t.Errorf("nobody: %v, want NoAccountError naming the address as given", err)
+	}
+}

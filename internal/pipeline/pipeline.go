@@ -47,6 +47,11 @@ type Kind struct {
 	// this kind's task unnecessary (an enrollment of a returned line): it is
 	// not queued, and checked again before every attempt.
 	CanceledBy string
+	// Closes marks a kind whose task closes its line for good (an
+	// operator's dismissal): once it exists, an attempt of any of the
+	// line's other flows (not an aside) ends canceled, whatever queued it
+	// (a shop's redelivery, a retry, the dashboard's "run").
+	Closes bool
 	// LegacyID, when set, is the id an earlier version gave this kind's task,
 	// so that repeats of lines accepted before an upgrade stay idempotent.
 	LegacyID func(fulfillment.Key) string
@@ -197,11 +202,12 @@ func (ks *Kinds) Get(name string) (Kind, bool) {
 }
 
 // Supersedes reports whether a task of kind name makes another kind's task
-// unnecessary (it is some kind's CanceledBy): a line's return. Such a task
-// is the line's tombstone, kept as long as a later repeat must find it.
+// unnecessary (it is some kind's CanceledBy: a line's return) or closes its
+// line (Closes: a dismissal). Such a task is the line's tombstone, kept as
+// long as a later repeat must find it.
 func (ks *Kinds) Supersedes(name string) bool {
 	for _, k := range ks.list {
-		if k.CanceledBy == name {
+		if k.CanceledBy == name || (k.Name == name && k.Closes) {
 			return true
 		}
 	}

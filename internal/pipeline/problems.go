@@ -27,8 +27,15 @@ type Filter struct {
 	CourseID  string
 	LMSUserID int64  // the learner, by LMS user id
 	Username  string // or by username
-	Since     time.Time
+	// Email, or by email (a shop's line): compared case-insensitively; set
+	// it trimmed and lower-cased (NormalEmail).
+	Email string
+	Since time.Time
 }
+
+// NormalEmail is an email as Filter.Email holds it and the ledger indexes
+// it: trimmed and lower-cased (emails are compared case-insensitively).
+func NormalEmail(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
 
 // Row is one line in a listing: where it belongs and its summary, in one
 // JSON object.
@@ -224,11 +231,12 @@ func (f Filter) matches(r Row, es []Entry) bool {
 		(f.CourseID != "" && r.Item() != f.CourseID) || (!f.Since.IsZero() && r.AcceptedAt.Before(f.Since)) {
 		return false
 	}
-	if f.LMSUserID == 0 && f.Username == "" {
+	if f.LMSUserID == 0 && f.Username == "" && f.Email == "" {
 		return true
 	}
 	return slices.ContainsFunc(es, func(e Entry) bool {
-		return (f.LMSUserID != 0 && e.Job.Ref.LMSUserID == f.LMSUserID) || (f.Username != "" && e.Job.Ref.Username == f.Username)
+		return (f.LMSUserID != 0 && e.Job.Ref.LMSUserID == f.LMSUserID) || (f.Username != "" && e.Job.Ref.Username == f.Username) ||
+			(f.Email != "" && NormalEmail(e.Job.Ref.Email) == f.Email)
 	})
 }
 

@@ -182,3 +182,26 @@ func TestParseCursor(t *testing.T) {
 		}
 	}
 }
+
+// A learner's email is found in any case, spaces around it ignored.
+func TestListByEmail(t *testing.T) {
+	for _, withLedger := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ledger=%v", withLedger), func(t *testing.T) {
+			s, _, _, _, _ := newService(t, withLedger)
+			for order, email := range map[string]string{"E1": "Honor@Example.COM", "E2": "other@example.com", "E3": ""} {
+				r := ref(order)
+				r.Email = email
+				if _, err := s.Accept(context.Background(), "place", r, r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p, err := s.List(context.Background(), Filter{Email: NormalEmail(" HONOR@example.com ")}, nil, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]string{"E1:queued"}, orderNumbers(p.Lines)); diff != "" || p.Lines[0].Learner.Email != "Honor@Example.COM" {
+				t.Errorf("by email (-want +got):\n%s%+v", diff, p.Lines)
+			}
+		})
+	}
+}

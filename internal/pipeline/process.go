@@ -210,11 +210,12 @@ func (s *Service) outcome(k Kind, state fulfillment.State) string {
 func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, string, error) {
 	// Checked before every attempt, whatever queued it (an accept, a retry,
 	// the reconciler, the dashboard's "run"): an accept's own check cannot
-	// see a return that arrives while the task waits in the queue.
-	if k.CanceledBy != "" {
+	// see a return that arrives while the task waits in the queue, nor can
+	// a repeat see that its failed line was dismissed.
+	for _, by := range s.cancelers[k.Name] {
 		var found bool
 		err := s.steady(ctx, func() (err error) {
-			found, err = s.exists(ctx, k.CanceledBy, j.Ref.Key())
+			found, err = s.exists(ctx, by, j.Ref.Key())
 			return err
 		})
 		if err != nil {

@@ -134,6 +134,9 @@ type Options struct {
 type Service struct {
 	o     Options
 	slots map[string]chan struct{} // per kind with Slots
+	// cancelers are, per kind, the kinds whose task cancels its task
+	// (CanceledBy, and every kind that Closes the line).
+	cancelers map[string][]string
 }
 
 // New returns a Service.
@@ -153,7 +156,21 @@ func New(o Options) *Service {
 	if o.Settle <= 0 {
 		o.Settle = 10 * time.Second
 	}
-	s := &Service{o: o, slots: map[string]chan struct{}{}}
+	s := &Service{o: o, slots: map[string]chan struct{}{}, cancelers: map[string][]string{}}
+	var closers []string
+	for _, k := range o.Kinds.All() {
+		if k.Closes {
+			closers = append(closers, k.Name)
+		}
+	}
+	for _, k := range o.Kinds.All() {
+		if k.CanceledBy != "" {
+			s.cancelers[k.Name] = append(s.cancelers[k.Name], k.CanceledBy)
+		}
+		if !k.Aside && !k.Closes {
+			s.cancelers[k.Name] = append(s.cancelers[k.Name], closers...)
+		}
+	}
 	for _, k := range o.Kinds.All() {
 		if k.Slots > 0 {
 			s.slots[k.Name] = make(chan struct{}, k.Slots)
@@ -333,12 +350,37 @@ func (s *Service) line(es []Entry) fulfillment.Line {
 // RetryFailed queues an order's failed tasks again, runs its retrying and
 // awaiting_account tasks now, and returns the order's lines afterwards. With
 // a ledger, a task the queue cannot take now stays queued in the ledger, and
-// the reconciler queues it later.
+// the reconciler queues it later. The flows of a dismissed line are never
+// retried (dismissed).
 func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]fulfillment.Line, error) {
+	ledgered, queued, err := s.entries(ctx, site, orderNumber)
+	if err != nil {
+		return nil, err
+	}
+	closed := s.dismissed(append(ledgered, queued...))
+	skip := func(e Entry) bool { // a dismissed line's flow; asides are not its flows
+		k, _ := s.o.Kinds.Get(e.Job.Kind)
+		return closed[e.Job.Ref.Item()] && !k.Aside
+	}
 	if s.o.Ledger != nil {
-		reopened, err := s.o.Ledger.ReopenFailed(ctx, site, orderNumber)
-		if err != nil {
-			return nil, err
+		var reopened []Job
+		if len(closed) == 0 {
+			if reopened, err = s.o.Ledger.ReopenFailed(ctx, site, orderNumber); err != nil {
+				return nil, err
+			}
+		}
+		for _, e := range ledgered {
+			if len(closed) == 0 || e.Task.State != fulfillment.StateFailed || skip(e) {
+				continue
+			}
+			id, fresh, err := s.o.Ledger.Accept(ctx, e.Job) // reopens the failed task
+			if err != nil {
+				return nil, err
+			}
+			if fresh {
+				e.Job.ID = id
+				reopened = append(reopened, e.Job)
+			}
 		}
 		for _, j := range reopened {
 			if _, err := s.o.Queue.Enqueue(ctx, j, EnqueueOptions{}); err != nil {
@@ -346,12 +388,8 @@ func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]
 			}
 		}
 	}
-	ledgered, queued, err := s.entries(ctx, site, orderNumber)
-	if err != nil {
-		return nil, err
-	}
 	for _, e := range queued {
-		if e.Task.State != fulfillment.StateFailed {
+		if e.Task.State != fulfillment.StateFailed || skip(e) {
 			continue
 		}
 		if _, err := s.o.Queue.Enqueue(ctx, e.Job, EnqueueOptions{}); err != nil {
@@ -362,7 +400,7 @@ func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]
 	// fixed, nor one awaiting an account once the learner registered: it
 	// runs now.
 	for _, e := range append(ledgered, queued...) {
-		if !runsNow(e.Task.State) {
+		if !runsNow(e.Task.State) || skip(e) {
 			continue
 		}
 		if _, err := s.o.Queue.RunNow(ctx, e.Task.TaskID); err != nil {
@@ -370,6 +408,19 @@ func (s *Service) RetryFailed(ctx context.Context, site, orderNumber string) ([]
 		}
 	}
 	return s.Lines(ctx, site, orderNumber)
+}
+
+// dismissed lists the items of an order's lines that were dismissed (they
+// report fulfillment.StateDismissed): operators' retries leave their flows
+// alone.
+func (s *Service) dismissed(entries []Entry) map[string]bool {
+	items := map[string]bool{}
+	for _, l := range s.lines(entries) {
+		if l.State == fulfillment.StateDismissed {
+			items[l.Item()] = true
+		}
+	}
+	return items
 }
 
 // runsNow reports whether an operator's retry moves a task in state st to

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/openedx/coordinator/internal/flow"
@@ -108,6 +109,16 @@ func Kinds(sites lms.Sites, tasks Tasks) []pipeline.Kind {
 						return done(pipeline.Permanent(lms.ErrLearnerUnknown))
 					}
 					r.LMSUserID, r.Username, r.Email = t.Ref.LMSUserID, t.Ref.Username, t.Ref.Email
+				} else if r.LMSUserID == 0 && r.Username == "" && tasks != nil {
+					// Named by email, in any case: an enrollment_allowed the
+					// LMS keeps is under the order's own spelling of it.
+					t, found, err := tasks.Find(ctx, KindEnroll, j.Ref.Key())
+					if err != nil {
+						return done(pipeline.Hold(fmt.Errorf("read the line's enrollment: %w", err)))
+					}
+					if found && t.Ref.Email != r.Email && strings.EqualFold(strings.TrimSpace(t.Ref.Email), strings.TrimSpace(r.Email)) {
+						r.Email = t.Ref.Email
+					}
 				}
 				if tasks != nil {
 					if held, err := heldElsewhere(ctx, c, tasks, r); err != nil || held != "" {
@@ -129,15 +140,20 @@ func Kinds(sites lms.Sites, tasks Tasks) []pipeline.Kind {
 // return unenrolls. A line with a return accepted is not a holder (its
 // state is no longer enrolled), so two returns of the seat's two lines at
 // once both unenroll. Lines are matched by the learner as the return names
-// them (LMS user id or username); a line naming the learner otherwise is
-// not seen. Without a ledger, a line is seen for worker.retention.
+// them (LMS user id, username, or email, case-insensitively); a line naming
+// the learner otherwise is not seen. Without a ledger, a line is seen for
+// worker.retention.
 func heldElsewhere(ctx context.Context, c *lms.Client, tasks Tasks, r fulfillment.Return) (string, error) {
-	if r.LMSUserID == 0 && r.Username == "" {
-		return "", nil // named by email: the ledger's and queue's filters do not match emails
-	}
-	f := pipeline.Filter{State: fulfillment.StateEnrolled, Site: r.Site, CourseID: r.CourseID, LMSUserID: r.LMSUserID}
-	if r.LMSUserID == 0 {
+	f := pipeline.Filter{State: fulfillment.StateEnrolled, Site: r.Site, CourseID: r.CourseID}
+	switch {
+	case r.LMSUserID != 0:
+		f.LMSUserID = r.LMSUserID
+	case r.Username != "":
 		f.Username = r.Username
+	case r.Email != "":
+		f.Email = pipeline.NormalEmail(r.Email)
+	default:
+		return "", nil
 	}
 	var holder *pipeline.Row
 	_, err := tasks.Matching(ctx, f, func(row pipeline.Row) error {

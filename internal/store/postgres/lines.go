@@ -14,7 +14,8 @@ import (
 // linesQuery pages lines newest first. A line is placed by its first task
 // (lowest id): its created_at never changes, so a cursor stays valid while
 // lines arrive (they sort before it) and while states change. The filters
-// on the learner and on states look at every task of the line.
+// on the learner and on states look at every task of the line; a learner's
+// email is in the task's payload (indexed lower-cased, migration 0007).
 const linesQuery = `
 WITH anchors AS (
 	SELECT f.id, f.created_at, f.site, f.order_number, f.course_id FROM fulfillment_lines f
@@ -22,10 +23,11 @@ WITH anchors AS (
 		AND (f.created_at, f.id) < ($4, $5)
 		AND NOT EXISTS (SELECT 1 FROM fulfillment_lines o
 			WHERE o.site = f.site AND o.order_number = f.order_number AND o.course_id = f.course_id AND o.id < f.id)
-		AND ((cardinality($6::text[]) = 0 AND $7 = 0 AND $8 = '') OR EXISTS (SELECT 1 FROM fulfillment_lines s
+		AND ((cardinality($6::text[]) = 0 AND $7 = 0 AND $8 = '' AND $10 = '') OR EXISTS (SELECT 1 FROM fulfillment_lines s
 			WHERE s.site = f.site AND s.order_number = f.order_number AND s.course_id = f.course_id
 				AND (cardinality($6::text[]) = 0 OR s.state = ANY($6::text[]))
-				AND ($7 = 0 OR s.lms_user_id = $7) AND ($8 = '' OR s.username = $8)))
+				AND ($7 = 0 OR s.lms_user_id = $7) AND ($8 = '' OR s.username = $8)
+				AND ($10 = '' OR (s.payload ? 'email' AND lower(btrim(s.payload->>'email')) = $10))))
 	ORDER BY f.created_at DESC, f.id DESC
 	LIMIT $9)
 SELECT a.id, a.created_at, t.id, t.kind, t.task_id, t.state, t.attempts, t.last_error, t.created_at, t.updated_at,
@@ -52,7 +54,7 @@ func (l *Ledger) Lines(ctx context.Context, q pipeline.LedgerQuery) ([]pipeline.
 		since = time.Unix(0, 0)
 	}
 	rows, err := l.pool.Query(ctx, linesQuery, q.Filter.Site, q.Filter.CourseID, since, before.At, before.Seq,
-		states, q.Filter.LMSUserID, q.Filter.Username, q.Limit)
+		states, q.Filter.LMSUserID, q.Filter.Username, q.Limit, pipeline.NormalEmail(q.Filter.Email))
 	if err != nil {
 		return nil, unavailable("list lines", err)
 	}

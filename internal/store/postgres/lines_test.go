@@ -32,8 +32,9 @@ func seedB(t testing.TB, l *Ledger, prefix string, n int) {
 		INSERT INTO fulfillment_lines (site, order_number, course_id, kind, lms_user_id, mode, state, task_id, payload, finished_at)
 		SELECT 'default', $1 || i, 'course-v1:a+b+c', 'enroll', i % 50, 'verified',
 			CASE WHEN i % 7 = 0 THEN 'failed' ELSE 'done' END, 'enroll_' || $1 || i,
-			jsonb_build_object('site', 'default', 'order_number', $1 || i, 'course_id', 'course-v1:a+b+c',
-				'course_mode', 'verified', 'edx_lms_user_id', i % 50, 'accepted_at', now()), now()
+			jsonb_strip_nulls(jsonb_build_object('site', 'default', 'order_number', $1 || i, 'course_id', 'course-v1:a+b+c',
+				'course_mode', 'verified', 'edx_lms_user_id', i % 50, 'accepted_at', now(),
+				'email', CASE WHEN i % 3 = 0 THEN 'Learner' || i || '@Example.com' END)), now()
 		FROM generate_series(1, $2) AS i`, prefix, n)
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +149,8 @@ func TestLedgerLinesPagination(t *testing.T) {
 
 // BenchmarkLedgerLines measures one page of 50 lines from a ledger of
 // 100,000 lines (110,000 task rows: every 10th line was also returned):
-// the newest page, a page halfway down, failed lines only, one learner.
+// the newest page, a page halfway down, failed lines only, one learner, one
+// email (a third of the lines name one) and an email no line names.
 //
 //	go test -run '^$' -bench LedgerLines -benchtime 200x ./internal/store/postgres/
 func BenchmarkLedgerLines(b *testing.B) {
@@ -193,6 +195,8 @@ func BenchmarkLedgerLines(b *testing.B) {
 		{"halfway", pipeline.Filter{}, mid},
 		{"failed", pipeline.Filter{State: fulfillment.StateFailed}, nil},
 		{"learner", pipeline.Filter{LMSUserID: 7}, nil},
+		{"email", pipeline.Filter{Email: "learner300@example.com"}, nil}, // one line per prefix
+		{"unknown email", pipeline.Filter{Email: "nobody@example.com"}, nil},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			for b.Loop() {

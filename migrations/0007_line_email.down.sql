@@ -1,0 +1,1 @@
+DROP INDEX fulfillment_lines_email;
