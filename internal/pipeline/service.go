@@ -271,17 +271,17 @@ func (s *Service) Lines(ctx context.Context, site, orderNumber string) ([]fulfil
 	return lines, nil
 }
 
-// lines groups tasks into lines, sorted by course; each line reports its
+// lines groups tasks into lines, sorted by item; each line reports its
 // highest-ranked task.
 func (s *Service) lines(entries []Entry) []fulfillment.Line {
-	byCourse := map[string][]Entry{}
+	byItem := map[string][]Entry{}
 	for _, e := range entries {
 		if _, ok := s.o.Kinds.Get(e.Job.Kind); ok {
-			byCourse[e.Job.Ref.Item()] = append(byCourse[e.Job.Ref.Item()], e)
+			byItem[e.Job.Ref.Item()] = append(byItem[e.Job.Ref.Item()], e)
 		}
 	}
-	lines := make([]fulfillment.Line, 0, len(byCourse))
-	for _, es := range byCourse {
+	lines := make([]fulfillment.Line, 0, len(byItem))
+	for _, es := range byItem {
 		slices.SortStableFunc(es, func(a, b Entry) int {
 			return cmp.Or(cmp.Compare(s.rank(a), s.rank(b)), a.Task.AcceptedAt.Compare(b.Task.AcceptedAt))
 		})
