@@ -67,9 +67,13 @@ func (q *fakeQueue) Task(_ context.Context, id string) (Entry, bool, error) {
 	return e, ok, nil
 }
 
-func (q *fakeQueue) Exists(ctx context.Context, _ fulfillment.Key, id string) (bool, error) {
-	_, found, err := q.Task(ctx, id)
-	return found, err
+func (q *fakeQueue) Exists(ctx context.Context, _ fulfillment.Key, ids ...string) (bool, error) {
+	for _, id := range ids {
+		if _, found, err := q.Task(ctx, id); err != nil || found {
+			return found, err
+		}
+	}
+	return false, nil
 }
 
 func (q *fakeQueue) Order(_ context.Context, site, order string) ([]Entry, error) {

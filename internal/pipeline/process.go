@@ -212,7 +212,7 @@ func (s *Service) run(ctx context.Context, k Kind, j Job) (fulfillment.State, st
 	// the reconciler, the dashboard's "run"): an accept's own check cannot
 	// see a return that arrives while the task waits in the queue, nor can
 	// a repeat see that its failed line was dismissed.
-	for _, by := range s.cancelers[k.Name] {
+	if by := s.cancelers[k.Name]; len(by) > 0 {
 		var found bool
 		err := s.steady(ctx, func() (err error) {
 			found, err = s.exists(ctx, by, j.Ref.Key())
@@ -355,15 +355,24 @@ func (s *Service) behind(ctx context.Context, k Kind, j Job) error {
 	return nil
 }
 
-// exists reports whether the line has a task of the kind: in the ledger,
-// which records every task before it is queued, when there is one, else in
-// the queue (for as long as it keeps finished tasks, worker.retention).
-func (s *Service) exists(ctx context.Context, kind string, key fulfillment.Key) (bool, error) {
+// exists reports whether the line has a task of any of the kinds: in the
+// ledger, which records every task before it is queued, when there is one,
+// else in the queue (for as long as it keeps the task: worker.retention, and
+// worker.return_retention for a line's return or dismissal), in one look.
+func (s *Service) exists(ctx context.Context, kinds []string, key fulfillment.Key) (bool, error) {
 	if s.o.Ledger != nil {
-		_, found, err := s.o.Ledger.Find(ctx, kind, key)
-		return found, err
+		for _, kind := range kinds {
+			if _, found, err := s.o.Ledger.Find(ctx, kind, key); err != nil || found {
+				return found, err
+			}
+		}
+		return false, nil
 	}
-	return s.o.Queue.Exists(ctx, key, TaskID(kind, key))
+	ids := make([]string, len(kinds))
+	for i, kind := range kinds {
+		ids[i] = TaskID(kind, key)
+	}
+	return s.o.Queue.Exists(ctx, key, ids...)
 }
 
 // steadyFor bounds how long steady retries a store's errors (a variable for

@@ -22,9 +22,9 @@ type Queue interface {
 	// the error is ErrSuperseded. An unreachable queue wraps
 	// fulfillment.ErrUnavailable.
 	Enqueue(ctx context.Context, j Job, o EnqueueOptions) (string, error)
-	// Exists reports whether the task id of the line key exists, cheaply:
-	// it runs before every attempt of a kind with CanceledBy.
-	Exists(ctx context.Context, key fulfillment.Key, id string) (bool, error)
+	// Exists reports whether any of the line key's tasks ids exists,
+	// cheaply: it runs before every attempt of a kind another can cancel.
+	Exists(ctx context.Context, key fulfillment.Key, ids ...string) (bool, error)
 	// Task reads one task; found is false when it does not exist (never
 	// queued, lost, or older than the retention).
 	Task(ctx context.Context, id string) (e Entry, found bool, err error)

@@ -92,28 +92,40 @@ func (q *Queue) Task(ctx context.Context, id string) (pipeline.Entry, bool, erro
 	return e, err == nil, err
 }
 
-// Exists reports whether a task of the line exists, in any state: its
-// order's index, then asynq's Inspector.
-func (q *Queue) Exists(ctx context.Context, key fulfillment.Key, id string) (bool, error) {
+// Exists reports whether any of the line's tasks ids exists, in any state:
+// its order's index, then asynq's Inspector.
+func (q *Queue) Exists(ctx context.Context, key fulfillment.Key, ids ...string) (bool, error) {
 	// Every task is in its order's index, which outlives it: a task the
 	// index does not hold does not exist, and one round trip of our own
-	// says so (most enrollments have no return); one it holds is asked of
-	// asynq (it may have expired, or its enqueue failed).
-	indexed, err := q.rdb.SIsMember(ctx, q.orderKey(key.Site, key.OrderNumber), id).Result()
+	// says so for all of them (most enrollments have no return); one it
+	// holds is asked of asynq (it may have expired, or its enqueue failed).
+	indexed, err := q.rdb.SMIsMember(ctx, q.orderKey(key.Site, key.OrderNumber), anys(ids)...).Result()
 	if err != nil {
-		return false, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
+		return false, fmt.Errorf("tasks of %s: %w: %v", key.OrderNumber, fulfillment.ErrUnavailable, err)
 	}
-	if !indexed {
-		return false, nil
+	for i, id := range ids {
+		if !indexed[i] {
+			continue
+		}
+		_, err := q.info(id)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound):
+		case err != nil:
+			return false, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
+		default:
+			return true, nil
+		}
 	}
-	_, err = q.info(id)
-	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("task %s: %w: %v", id, fulfillment.ErrUnavailable, err)
+	return false, nil
+}
+
+// anys is ids as go-redis's variadic arguments.
+func anys(ids []string) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
 	}
-	return true, nil
+	return out
 }
 
 // A task's result in asynq (asynq.ResultWriter) is either canceledResult,
