@@ -283,6 +283,7 @@ func (l *chaosLine) want() fulfillment.State {
 // chaosStats counts the shops' requests.
 type chaosStats struct {
 	requests, ok, unavailable, noAnswer, other atomic.Int64
+	longest                                    atomic.Int64 // from a request's first try to its 200, in ms
 }
 
 // soak is one tier's run: a private Redis server, the faulty fake LMS,
@@ -527,6 +528,7 @@ func (s *soak) wooDelivery(topic string, l *chaosLine, status string) *http.Requ
 // after a 503 (waiting its Retry-After, at most 2 s) or no answer (the API
 // is down). Any other answer ends it and is returned with a note.
 func (s *soak) deliver(ctx context.Context, build func() *http.Request) (int, string) {
+	first := time.Now()
 	for {
 		s.stats.requests.Add(1)
 		resp, err := s.client.Do(build().WithContext(ctx))
@@ -539,6 +541,11 @@ func (s *soak) deliver(ctx context.Context, build func() *http.Request) (int, st
 			switch resp.StatusCode {
 			case http.StatusOK:
 				s.stats.ok.Add(1)
+				for took := time.Since(first).Milliseconds(); ; {
+					if was := s.stats.longest.Load(); took <= was || s.stats.longest.CompareAndSwap(was, took) {
+						break
+					}
+				}
 				return http.StatusOK, ""
 			case http.StatusServiceUnavailable:
 				s.stats.unavailable.Add(1)
@@ -816,9 +823,9 @@ func (s *soak) report(total, streamed, quiet time.Duration) {
 	s.lms.mu.Unlock()
 	s.t.Logf("ledger=%v: %v streaming, %v in all; %d orders (%d course runs by API, %d courses by API, %d WooCommerce), %d refunded 0–5 s later; "+
 		"kills: redis %d (down %v in all), worker %d (tasks it held at each: %v), api %d; "+
-		"shop requests %d: 200 %d, 503 %d, no answer %d, other %d; LMS faults %s; quiet %v after the last shop request was answered",
+		"shop requests %d: 200 %d, 503 %d, no answer %d, other %d (longest from first try to 200: %v); LMS faults %s; quiet %v after the last shop request was answered",
 		s.ledger, streamed.Round(time.Second), total.Round(time.Second), n, counts[viaFulfill], counts[viaEntitlement], counts[viaWoo], refunds,
 		s.kills["redis"], s.redisDown.Round(100*time.Millisecond), s.kills["worker"], s.inFlight, s.kills["api"],
 		s.stats.requests.Load(), s.stats.ok.Load(), s.stats.unavailable.Load(), s.stats.noAnswer.Load(), s.stats.other.Load(),
-		faults, quiet.Round(100*time.Millisecond))
+		(time.Duration(s.stats.longest.Load()) * time.Millisecond).Round(100*time.Millisecond), faults, quiet.Round(100*time.Millisecond))
 }
