@@ -9,8 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/openedx/coordinator/internal/flow"
 	"github.com/openedx/coordinator/internal/fulfillment"
-	"github.com/openedx/coordinator/internal/signals"
+	"github.com/openedx/coordinator/internal/intake"
 )
 
 // The hand-written response is what encoding/json writes for the map of
@@ -43,16 +44,20 @@ func FuzzReceiverResultsJSON(f *testing.F) {
 // what json.Encoder wrote for the map of their results, newline included.
 func TestFulfillAnswerBytes(t *testing.T) {
 	t.Parallel()
-	placed := signals.New[fulfillment.Order](fulfillment.SignalOrderPlaced)
+	// Connected in this order, by the signal's defaults.
+	reg := flow.NewRegistry()
+	placed, _ := reg.DeclareLine(flow.Item{Field: fulfillment.ItemCourseRun, Placed: fulfillment.SignalOrderPlaced,
+		Returned: fulfillment.SignalOrderReturned}, []string{"zeta.hook", "alpha.hook"}, nil)
 	placed.Register("zeta.hook", func(context.Context, fulfillment.Order) (string, error) { return "task-z", nil })
 	placed.Register("alpha.hook", func(context.Context, fulfillment.Order) (string, error) { return "<a&b> ü", nil })
-	if err := placed.Connect([]string{"zeta.hook", "alpha.hook"}); err != nil {
+	if err := reg.Signals().Wire(nil); err != nil {
 		t.Fatal(err)
 	}
+	in := intake.New(reg)
 	h := NewHandler(Deps{
 		Logger:       slog.New(slog.DiscardHandler),
 		Auth:         NewAuthenticator(AuthOptions{AdminClaim: "administrator", Issuers: []Issuer{{Issuer: hsIssuer, Audience: audience, Secret: hsSecret}}}, nil),
-		Intake:       seatIntake{placed, signals.New[fulfillment.Return](fulfillment.SignalOrderReturned)},
+		Intake:       in,
 		KnownSite:    func(_ context.Context, s string) (bool, error) { return s == fulfillment.DefaultSite, nil },
 		MaxBodyBytes: 1024,
 	})

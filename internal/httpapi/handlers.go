@@ -77,8 +77,9 @@ type Intake interface {
 	Accepts(field string) bool
 	Place(ctx context.Context, o fulfillment.Order) (intake.Sent, error)
 	Return(ctx context.Context, r fulfillment.Return) (intake.Sent, error)
-	// DisputeOpened sends a shop's disputed payment on its signal.
-	DisputeOpened(ctx context.Context, d shop.DisputeOpened) (intake.Sent, error)
+	// Shop sends the lines a shop's delivery makes, and its dispute's
+	// report, on their signals.
+	Shop(ctx context.Context, s *shop.Shop, ev shop.Event, lines shop.LineReader, requestID string, now time.Time) (intake.ShopSent, error)
 }
 
 // noIntake is the intake of an API that accepts no lines.
@@ -91,8 +92,8 @@ func (noIntake) Place(context.Context, fulfillment.Order) (intake.Sent, error) {
 func (noIntake) Return(context.Context, fulfillment.Return) (intake.Sent, error) {
 	return intake.Sent{}, errors.New("no flows")
 }
-func (noIntake) DisputeOpened(context.Context, shop.DisputeOpened) (intake.Sent, error) {
-	return intake.Sent{}, errors.New("no flows")
+func (noIntake) Shop(context.Context, *shop.Shop, shop.Event, shop.LineReader, string, time.Time) (intake.ShopSent, error) {
+	return intake.ShopSent{}, errors.New("no flows")
 }
 
 // sendAll sends v through send and returns the signal's name, every

@@ -97,26 +97,21 @@ func newTestAPILog(t testing.TB, rdb redis.UniversalClient, q string, log *slog.
 	})
 }
 
-// seatIntake sends every line on the seat signals it holds: an intake over
-// receivers a test registers itself.
-type seatIntake struct {
-	placed   *signals.Signal[fulfillment.Order]
-	returned *signals.Signal[fulfillment.Return]
-}
-
-func (seatIntake) Accepts(field string) bool { return field == fulfillment.ItemCourseRun }
-
-func (s seatIntake) Place(ctx context.Context, o fulfillment.Order) (intake.Sent, error) {
-	return intake.Sent{Signal: s.placed.Name(), Results: s.placed.Send(ctx, o)}, nil
-}
-
-func (s seatIntake) Return(ctx context.Context, r fulfillment.Return) (intake.Sent, error) {
-	return intake.Sent{Signal: s.returned.Name(), Results: s.returned.Send(ctx, r)}, nil
-}
-
-// DisputeOpened: no receivers.
-func (seatIntake) DisputeOpened(context.Context, shop.DisputeOpened) (intake.Sent, error) {
-	return intake.Sent{Signal: shop.SignalDisputeOpened}, nil
+// testIntake is the intake over a registry holding the seat item's signals,
+// whose receivers a test registers itself, and the shops' dispute signal.
+func testIntake(t testing.TB, placedReceiver string, placed signals.Receiver[fulfillment.Order],
+	returnedReceiver string, returned signals.Receiver[fulfillment.Return]) *intake.Service {
+	t.Helper()
+	reg := flow.NewRegistry()
+	p, r := reg.DeclareLine(flow.Item{Field: fulfillment.ItemCourseRun, Placed: fulfillment.SignalOrderPlaced,
+		Returned: fulfillment.SignalOrderReturned}, []string{placedReceiver}, []string{returnedReceiver})
+	p.Register(placedReceiver, placed)
+	r.Register(returnedReceiver, returned)
+	shop.Register(reg)
+	if err := reg.Signals().Wire(nil); err != nil {
+		t.Fatal(err)
+	}
+	return intake.New(reg)
 }
 
 func claims(mod func(jwt.MapClaims)) jwt.MapClaims {

@@ -131,11 +131,11 @@ type webhookResult struct {
 }
 
 // handleWebhook answers POST /webhooks/{name}: the signature is the
-// authentication (401, nothing recorded, when it does not verify); each
-// course line of a paid order is sent on fulfill_order_placed and each
-// refunded one on fulfill_order_returned, and the shop gets 200 only once
-// every line is durably recorded, else 503 and it delivers again (repeats
-// are idempotent per line). An event that cannot be read gets 400 with the
+// authentication (401, nothing recorded, when it does not verify); the
+// intake makes the event's lines and sends each on its flow's signal
+// (intake.Service.Shop), and the shop gets 200 only once every line is
+// durably recorded, else 503 and it delivers again (repeats are idempotent
+// per line). An event that cannot be read gets 400 with the
 // reason, one that asks for nothing 200 with why.
 func handleWebhook(shops map[string]*shop.Shop, in Intake, lines shop.LineReader, knownSite SiteChecker, obs WebhookObserver,
 	lim webhookLimits,
@@ -259,18 +259,21 @@ func handleWebhook(shops map[string]*shop.Shop, in Intake, lines shop.LineReader
 			unavailable(w, detail("Temporarily unavailable; deliver again later."))
 			return
 		}
-		now := time.Now().UTC()
+		sent, err := in.Shop(ctx, s.Shop, ev, lines, reqID, time.Now().UTC())
+		if err != nil {
+			LogAttrs(ctx, notesAttr(notes))
+			webhookError(w, err, report)
+			return
+		}
 		failed := false
 		var receivers []map[string]string // each line's receivers' results, for the log line
-		if ev.Dispute != nil {
+		if d := sent.Dispute; d != nil {
 			// Changes no seat; whoever listens is told, and the
 			// operator reads it in the log line.
-			d := s.DisputeOpened(ev, reqID)
 			notes = append(notes, "payment disputed ("+d.Reason+"): the seats stay unless the dispute is lost")
-			sent, err := in.DisputeOpened(ctx, d)
-			res, ok := toResults(sent.Results)
-			if err != nil {
-				res, ok = intakeFault(err), false
+			res, ok := toResults(sent.DisputeSent.Results)
+			if sent.DisputeErr != nil {
+				res, ok = intakeFault(sent.DisputeErr), false
 			}
 			out.Signals = append(out.Signals, webhookSignal{Signal: shop.SignalDisputeOpened, Receivers: res})
 			logged := map[string]string{"signal": shop.SignalDisputeOpened, "dispute_id": d.DisputeID}
@@ -279,24 +282,12 @@ func handleWebhook(shops map[string]*shop.Shop, in Intake, lines shop.LineReader
 			}
 			failed, receivers = !ok, append(receivers, logged)
 		}
-		for _, o := range s.Orders(ev, reqID, now) {
-			l, logged, ok := sendLine(ctx, in.Place, o)
-			out.Lines, failed, receivers = append(out.Lines, l), failed || !ok, append(receivers, logged)
+		if sent.Note != "" {
+			notes = append(notes, sent.Note)
 		}
-		if ev.ReturnAll || len(ev.Returned) > 0 {
-			rets, note, err := s.Returns(ctx, ev, lines, reqID, now)
-			if err != nil {
-				LogAttrs(ctx, notesAttr(notes))
-				webhookError(w, err, report)
-				return
-			}
-			if note != "" {
-				notes = append(notes, note)
-			}
-			for _, ret := range rets {
-				l, logged, ok := sendLine(ctx, in.Return, ret)
-				out.Lines, failed, receivers = append(out.Lines, l), failed || !ok, append(receivers, logged)
-			}
+		for _, l := range sent.Lines {
+			line, logged, ok := shopLine(l)
+			out.Lines, failed, receivers = append(out.Lines, line), failed || !ok, append(receivers, logged)
 		}
 		LogAttrs(ctx, slog.Int("lines", len(out.Lines)), slog.Any("receivers", receivers))
 		if failed {
@@ -333,17 +324,19 @@ func noteLevel(notes []string) slog.Level {
 	return slog.LevelInfo
 }
 
-// sendLine sends one line on its signal and reports every receiver's
-// answer, and the same for the log line; ok is false when any receiver
-// failed.
-func sendLine[T lineRequest](ctx context.Context, send func(context.Context, T) (intake.Sent, error), v T) (webhookLine, map[string]string, bool) {
-	ref := v.Ref()
-	signal, out, ok := sendAll(ctx, send, v)
-	logged := map[string]string{"signal": signal, "order_number": ref.OrderNumber, ref.ItemField(): ref.Item()}
+// shopLine is one line a delivery made, as the answer and the log line
+// report it: every receiver's answer; ok is false when any failed.
+func shopLine(l intake.ShopLine) (webhookLine, map[string]string, bool) {
+	out, ok := toResults(l.Sent.Results)
+	if l.Err != nil {
+		out, ok = intakeFault(l.Err), false
+	}
+	logged := map[string]string{"signal": l.Sent.Signal, "order_number": l.Ref.OrderNumber, l.Ref.ItemField(): l.Ref.Item()}
 	for _, r := range out {
 		logged[r.name] = r.logged
 	}
-	return webhookLine{OrderNumber: ref.OrderNumber, CourseID: ref.CourseID, CourseUUID: ref.CourseUUID, Signal: signal, Receivers: out}, logged, ok
+	return webhookLine{OrderNumber: l.Ref.OrderNumber, CourseID: l.Ref.CourseID, CourseUUID: l.Ref.CourseUUID,
+		Signal: l.Sent.Signal, Receivers: out}, logged, ok
 }
 
 // webhookError answers an event that could not be read or planned: 400 with

@@ -23,7 +23,6 @@ import (
 	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/shop/shoptest"
 	"github.com/openedx/coordinator/internal/shop/stripetest"
-	"github.com/openedx/coordinator/internal/signals"
 )
 
 const (
@@ -63,9 +62,7 @@ func webhookAPI(t testing.TB, rec *recorder, edit ...func(*Deps)) (http.Handler,
 	fake.AddSession(stripetest.Session{ID: "cs_00000000000000", PaymentIntent: "pi_00000000000000", Items: []stripetest.Item{
 		{ID: "li_1", PriceID: "price_demo", ProductID: "prod_demo", ProductMetadata: map[string]string{"course_id": demoCourse}, Quantity: 1}}})
 	stripeURL := stripetest.Start(t, fake).URL
-	placed := signals.New[fulfillment.Order](fulfillment.SignalOrderPlaced, "test.placed")
-	returned := signals.New[fulfillment.Return](fulfillment.SignalOrderReturned, "test.returned")
-	placed.Register("test.placed", func(_ context.Context, o fulfillment.Order) (string, error) {
+	in := testIntake(t, "test.placed", func(_ context.Context, o fulfillment.Order) (string, error) {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
 		if rec.err != nil {
@@ -73,16 +70,12 @@ func webhookAPI(t testing.TB, rec *recorder, edit ...func(*Deps)) (http.Handler,
 		}
 		rec.orders = append(rec.orders, o)
 		return "task-" + o.OrderNumber, nil
-	})
-	returned.Register("test.returned", func(_ context.Context, r fulfillment.Return) (string, error) {
+	}, "test.returned", func(_ context.Context, r fulfillment.Return) (string, error) {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
 		rec.returns = append(rec.returns, r)
 		return "task-" + r.OrderNumber, nil
 	})
-	if err := signals.Wire(nil, placed, returned); err != nil {
-		t.Fatal(err)
-	}
 	shops := map[string]*shop.Shop{}
 	for _, in := range []shop.Integration{
 		{Name: "woo", Type: shop.TypeWooCommerce, Secrets: []string{shopSecret}},
@@ -102,7 +95,7 @@ func webhookAPI(t testing.TB, rec *recorder, edit ...func(*Deps)) (http.Handler,
 	}
 	d := Deps{
 		Logger: slog.New(slog.DiscardHandler), Auth: NewAuthenticator(AuthOptions{AdminClaim: "administrator"}, &http.Client{Timeout: time.Second}),
-		Intake: seatIntake{placed, returned}, Orders: rec, Shops: shops, MaxBodyBytes: 1024,
+		Intake: in, Orders: rec, Shops: shops, MaxBodyBytes: 1024,
 		KnownSite: func(_ context.Context, site string) (bool, error) { return site == fulfillment.DefaultSite, nil },
 	}
 	for _, e := range edit {

@@ -33,7 +33,7 @@ func TestDisputeOpened(t *testing.T) {
 	}
 	d := shop.DisputeOpened{Integration: "stripe", Site: "default", OrderNumber: "stripe-pi_1", DisputeID: "du_1",
 		Amount: 1000, Currency: "usd", Reason: "fraudulent", OpenedAt: time.Unix(1700000000, 0).UTC()}
-	sent, err := New(r).DisputeOpened(t.Context(), d)
+	sent, err := New(r).disputeOpened(t.Context(), d)
 	if err != nil || sent.Signal != shop.SignalDisputeOpened || len(sent.Results) != 1 || sent.Results[0].Response != "noted du_1" {
 		t.Fatalf("%+v %v", sent, err)
 	}
