@@ -68,6 +68,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	if a.rdb, err = newRedisClient(cfg.Redis); err != nil {
 		return nil, err
 	}
+	if err := checkRedisVersion(ctx, a.rdb); err != nil {
+		return nil, err
+	}
 	a.cache = cache.NewMemory(memoryCacheEntries)
 	if len(cfg.Cache.Memcached) > 0 {
 		a.mc = cache.NewMemcached(cfg.Cache.Memcached)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -131,6 +132,11 @@ func Kinds(sites lms.Sites, tasks Tasks) []pipeline.Kind {
 	}
 }
 
+// ErrSeatUnclear fails a return whose search for the seat's other lines
+// could not read every line (the Redis tier's scan is bounded): support
+// checks the learner's other orders and returns the seat by hand.
+var ErrSeatUnclear = errors.New("could not read every line of the learner's course run (the queue holds more tasks than one scan reads): the seat may be held by another order; check the learner's other orders, then POST /orders/return again or dismiss")
+
 // heldElsewhere reports whether another line holds the seat a return would
 // take back — an enrolled line, of another order or shop, of the same
 // learner and course run whose own return has not been accepted — and then
@@ -139,31 +145,55 @@ func Kinds(sites lms.Sites, tasks Tasks) []pipeline.Kind {
 // ("seat still held by <order>"); "" when no line holds the seat and the
 // return unenrolls. A line with a return accepted is not a holder (its
 // state is no longer enrolled), so two returns of the seat's two lines at
-// once both unenroll. Lines are matched by the learner as the return names
-// them (LMS user id, username, or email, case-insensitively); a line naming
-// the learner otherwise is not seen. Without a ledger, a line is seen for
-// worker.retention.
+// once both unenroll. Lines are matched by every name of the learner the
+// return and the line's own enrollment give (LMS user id, username, email,
+// case-insensitively); a line naming the learner only otherwise is not
+// seen. Without a ledger, a line is seen for worker.retention, and a search
+// the queue's scan had to cut short fails the return for support to decide
+// (ErrSeatUnclear) rather than take a seat that may be held.
 func heldElsewhere(ctx context.Context, c *lms.Client, tasks Tasks, r fulfillment.Return) (string, error) {
-	f := pipeline.Filter{State: fulfillment.StateEnrolled, Site: r.Site, CourseID: r.CourseID}
-	switch {
-	case r.LMSUserID != 0:
-		f.LMSUserID = r.LMSUserID
-	case r.Username != "":
-		f.Username = r.Username
-	case r.Email != "":
-		f.Email = pipeline.NormalEmail(r.Email)
-	default:
-		return "", nil
+	learners := []fulfillment.Learner{r.Ref().Learner()}
+	if t, found, err := tasks.Find(ctx, KindEnroll, r.Ref().Key()); err != nil {
+		return "", pipeline.Hold(fmt.Errorf("read the line's enrollment: %w", err))
+	} else if found {
+		learners = append(learners, t.Ref.Learner())
+	}
+	var filters []pipeline.Filter
+	for _, l := range learners {
+		base := pipeline.Filter{State: fulfillment.StateEnrolled, Site: r.Site, CourseID: r.CourseID}
+		if l.LMSUserID != 0 {
+			f := base
+			f.LMSUserID = l.LMSUserID
+			filters = append(filters, f)
+		}
+		if l.Username != "" {
+			f := base
+			f.Username = l.Username
+			filters = append(filters, f)
+		}
+		if l.Email != "" {
+			f := base
+			f.Email = pipeline.NormalEmail(l.Email)
+			filters = append(filters, f)
+		}
 	}
 	var holder *pipeline.Row
-	_, err := tasks.Matching(ctx, f, func(row pipeline.Row) error {
-		if row.OrderNumber != r.OrderNumber && holder == nil {
-			holder = &row
+	for _, f := range slices.Compact(filters) {
+		capped, err := tasks.Matching(ctx, f, func(row pipeline.Row) error {
+			if row.OrderNumber != r.OrderNumber && holder == nil {
+				holder = &row
+			}
+			return nil
+		})
+		if err != nil {
+			return "", pipeline.Hold(fmt.Errorf("look for the seat's other lines: %w", err))
 		}
-		return nil
-	})
-	if err != nil {
-		return "", pipeline.Hold(fmt.Errorf("look for the seat's other lines: %w", err))
+		if holder != nil {
+			break
+		}
+		if capped {
+			return "", pipeline.Permanent(ErrSeatUnclear)
+		}
 	}
 	if holder == nil {
 		return "", nil
