@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -19,7 +18,6 @@ import (
 	"github.com/openedx/coordinator/internal/lms/lmstest"
 	"github.com/openedx/coordinator/internal/queue/queuetest"
 	"github.com/openedx/coordinator/internal/shop/shoptest"
-	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
 	"github.com/openedx/coordinator/internal/webhooks/webhookstest"
 )
 
@@ -38,38 +36,6 @@ func entitlementBody(course, order string, user int64) string {
 
 func entitlementReturn(course, order string, user int64) string {
 	return fmt.Sprintf(`{"course_uuid":%q,"course_mode":"verified","edx_lms_user_id":%d,"order_number":%q}`, course, user, order)
-}
-
-// post sends a line request and returns the status and the raw answer.
-func (in *instance) post(t *testing.T, path, body string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, in.base+path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "JWT "+adminToken(t))
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(raw)
-}
-
-// waitLineState waits for the order's only line to reach want.
-func (in *instance) waitLineState(t *testing.T, order string, want fulfillment.State) fulfillment.Line {
-	t.Helper()
-	var last orderStatus
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if status, st := in.order(t, "GET", order); status == 200 && len(st.Lines) == 1 {
-			if last = st; st.Lines[0].State == want {
-				return st.Lines[0]
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("order %s: not %s within 30s: %+v", order, want, last)
-	return fulfillment.Line{}
 }
 
 // unexpired lists a learner's unexpired entitlements at the fake LMS.
@@ -109,7 +75,7 @@ func TestEntitlements(t *testing.T) {
 			if !strings.HasPrefix(ids[0], entitlement.KindCreate+"_") {
 				t.Errorf("task id %s, want an %s_ task", ids[0], entitlement.KindCreate)
 			}
-			l := in.waitLineState(t, "ENT-1", entitlement.StateEntitled)
+			l := in.waitLine(t, "ENT-1", entitlement.StateEntitled)
 			ents := unexpired(fake, "learner90000")
 			if len(ents) != 1 || ents[0].CourseUUID != courseA || ents[0].OrderNumber != "ENT-1" || ents[0].Mode != "verified" {
 				t.Fatalf("entitlements %+v, want one of course A for ENT-1", ents)
@@ -124,7 +90,7 @@ func TestEntitlements(t *testing.T) {
 			if status, _ := in.send(t, "/orders/fulfill", entitlementBody(courseB, "ENT-2", 90001)); status != 200 {
 				t.Fatalf("fulfill ENT-2: %d", status)
 			}
-			l = in.waitLineState(t, "ENT-2", entitlement.StateEntitled)
+			l = in.waitLine(t, "ENT-2", entitlement.StateEntitled)
 			if ents := unexpired(fake, "learner90001"); len(ents) != 1 || l.Recorded[entitlement.Recorded] != ents[0].UUID || l.Attempts < 2 {
 				t.Errorf("after a lost answer: entitlements %+v, line %+v; want one, recorded, after a second attempt", ents, l)
 			}
@@ -135,7 +101,7 @@ func TestEntitlements(t *testing.T) {
 			if status, id := in.send(t, "/orders/return", entitlementReturn(courseA, "ENT-1", 90000)); status != 200 || !strings.HasPrefix(id, entitlement.KindRevoke+"_") {
 				t.Fatalf("return: %d %s", status, id)
 			}
-			l = in.waitLineState(t, "ENT-1", entitlement.StateRevoked)
+			l = in.waitLine(t, "ENT-1", entitlement.StateRevoked)
 			if ents := unexpired(fake, "learner90000"); len(ents) != 1 || ents[0].OrderNumber != "OTHER-SHOP-1" {
 				t.Errorf("after the return: unexpired %+v, want only the other order's", ents)
 			}
@@ -147,7 +113,7 @@ func TestEntitlements(t *testing.T) {
 			if status, _ := in.send(t, "/orders/return", entitlementReturn(courseA, "ENT-3", 90002)); status != 200 {
 				t.Fatalf("early return: %d", status)
 			}
-			in.waitLineState(t, "ENT-3", entitlement.StateRevoked)
+			in.waitLine(t, "ENT-3", entitlement.StateRevoked)
 			if status, _ := in.send(t, "/orders/fulfill", entitlementBody(courseA, "ENT-3", 90002)); status != 200 {
 				t.Fatalf("late fulfill: %d", status)
 			}
@@ -194,7 +160,7 @@ func TestEntitlementEvents(t *testing.T) {
 			if status, _ := in.send(t, "/orders/return", entitlementReturn(courseA, "ENT-EV", 91000)); status != 200 {
 				t.Fatalf("return: %d", status)
 			}
-			in.waitLineState(t, "ENT-EV", entitlement.StateRevoked)
+			in.waitLine(t, "ENT-EV", entitlement.StateRevoked)
 			waitFor(t, "four events delivered", 60*time.Second, func() bool { return len(sub.Delivered()) == 4 })
 			var got []string
 			uuid := ""
@@ -228,7 +194,6 @@ func TestShopBundlesAndPrograms(t *testing.T) {
 	for _, ledger := range []bool{false, true} {
 		t.Run(map[bool]string{false: "redis", true: "ledger"}[ledger], func(t *testing.T) {
 			t.Parallel()
-			rdb, queue := queuetest.Redis(t)
 			fake := lmstest.NewDemo(testSecret)
 			fake.Register(92000, "buyer92000", "buyer@example.com")
 			fake.AddCourse(otherCourse, lmstest.CourseRun{Name: "Other", Modes: []string{"audit", "verified"}})
@@ -240,15 +205,7 @@ func TestShopBundlesAndPrograms(t *testing.T) {
       "BUNDLE": [{course_id: %q}, {course_id: %q}]
       "PROGRAM": [{course_uuid: %q}, {course_uuid: %q, mode: professional}]
 `, wooSecret, demoCourse, otherCourse, courseA, strings.ToUpper(courseB))
-			if ledger {
-				extra += databaseYAML(pgtest.Schema(t))
-			}
-			cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queue, extra)
-			if ledger {
-				mustRunCmd(t, cfg, nil, "migrate")
-			}
-			in := &instance{lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
-			in.base = startRun(t, "all", cfg)
+			in := startWith(t, "all", fake, ledger, extra)
 			e := shopEnv{instance: in}
 
 			paid := shoptest.Patch(t, wooOrder(t, 801, "buyer@example.com"), func(m map[string]any) {
@@ -335,8 +292,8 @@ func TestReturnOutlivesRetention(t *testing.T) {
 			t.Fatalf("%s return: %d", l.order, status)
 		}
 	}
-	in.waitLineState(t, "RET-SEAT", fulfillment.StateReturned)
-	in.waitLineState(t, "RET-ENT", entitlement.StateRevoked)
+	in.waitLine(t, "RET-SEAT", fulfillment.StateReturned)
+	in.waitLine(t, "RET-ENT", entitlement.StateRevoked)
 	// Past worker.retention, asynq's janitor deletes the fulfillments (it
 	// runs every few seconds); the returns stay.
 	for _, order := range []string{"RET-SEAT", "RET-ENT"} {

@@ -259,7 +259,7 @@ integrations:
 	failedID := jsonString(t, failed, seat.ReceiverEnroll, "response")
 	in.waitTaskState(t, failedID, asynq.TaskStateArchived)
 
-	in.waitLineState(t, "OA-ENT", entitlement.StateRevoked)
+	in.waitLine(t, "OA-ENT", entitlement.StateRevoked)
 	for _, p := range []string{"/orders/OA-1", "/orders/OA-2?site=default", "/orders/OA-ENT", "/orders/OA%2FSLASH-1"} {
 		want := 200
 		if strings.Contains(p, "SLASH") {

@@ -28,9 +28,10 @@ func returnBody(order string, user int64) string {
 	return fmt.Sprintf(`{"course_id":%q,"course_mode":"audit","edx_lms_user_id":%d,"order_number":%q}`, demoCourse, user, order)
 }
 
-// send posts a line request to path and returns the status and the one
-// receiver's task id.
-func (in *instance) send(t *testing.T, path, body string) (int, string) {
+// post sends a line request with an admin token and returns the status and
+// the raw answer (0 and "" when none came; the test is failed, and may go
+// on: it is safe from other goroutines).
+func (in *instance) post(t *testing.T, path, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, in.base+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -42,33 +43,48 @@ func (in *instance) send(t *testing.T, path, body string) (int, string) {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw)
+}
+
+// send posts a line request to path and returns the status and the one
+// receiver's task id.
+func (in *instance) send(t *testing.T, path, body string) (int, string) {
+	t.Helper()
+	status, raw := in.post(t, path, body)
 	var out map[string]struct {
 		Response string `json:"response"`
 	}
-	_ = json.Unmarshal(raw, &out)
+	_ = json.Unmarshal([]byte(raw), &out)
 	for _, r := range out {
-		return resp.StatusCode, r.Response
+		return status, r.Response
 	}
-	return resp.StatusCode, string(raw)
+	return status, raw
 }
 
 // startTier runs `coordinator all` on the test Redis, with the ledger when
 // asked, against a fake LMS with learners from..from+n-1.
 func startTier(t *testing.T, ledger bool, from int64, n int) *instance {
 	t.Helper()
-	rdb, queue := queuetest.Redis(t)
 	fake := lmstest.NewDemo(testSecret)
 	addLearners(fake, from, n)
-	extra := ""
+	return startWith(t, "all", fake, ledger, "")
+}
+
+// startWith runs command (all, api) on the test Redis and a queue of its
+// own against fake, with extra YAML appended to the config and, when asked,
+// the ledger in a schema of its own, migrated.
+func startWith(t *testing.T, command string, fake *lmstest.Server, ledger bool, extra string) *instance {
+	t.Helper()
+	rdb, queue := queuetest.Redis(t)
 	if ledger {
-		extra = databaseYAML(pgtest.Schema(t))
+		extra += databaseYAML(pgtest.Schema(t))
 	}
 	cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queue, extra)
 	if ledger {
 		mustRunCmd(t, cfg, nil, "migrate")
 	}
 	in := &instance{lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
-	in.base = startRun(t, "all", cfg)
+	in.base = startRun(t, command, cfg)
 	return in
 }
 

@@ -5,13 +5,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/openedx/coordinator/internal/fulfillment"
 	"github.com/openedx/coordinator/internal/lms/lmstest"
-	"github.com/openedx/coordinator/internal/queue/queuetest"
 	"github.com/openedx/coordinator/internal/shop/shoptest"
-	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
 )
 
 // seatOrder is a fulfill of the demo course in mode for learner user.
@@ -43,14 +39,14 @@ func TestSeatHeldByTwoOrders(t *testing.T) {
 				if status, _ := in.send(t, "/orders/fulfill", seatOrder(order, user, mode)); status != 200 {
 					t.Fatalf("fulfill %s: %d", order, status)
 				}
-				in.waitLineState(t, order, fulfillment.StateEnrolled)
+				in.waitLine(t, order, fulfillment.StateEnrolled)
 			}
 			giveBack := func(order string, user int64, mode string) fulfillment.Line {
 				t.Helper()
 				if status, _ := in.send(t, "/orders/return", seatReturn(order, user, mode)); status != 200 {
 					t.Fatalf("return %s: %d", order, status)
 				}
-				return in.waitLineState(t, order, fulfillment.StateReturned)
+				return in.waitLine(t, order, fulfillment.StateReturned)
 			}
 
 			// Same mode twice: one return keeps the seat, the second takes it.
@@ -99,19 +95,9 @@ func TestShopSeatHeldByTwoOrders(t *testing.T) {
 	for _, ledger := range []bool{false, true} {
 		t.Run(map[bool]string{false: "redis", true: "ledger"}[ledger], func(t *testing.T) {
 			t.Parallel()
-			rdb, queue := queuetest.Redis(t)
 			fake := lmstest.NewDemo(testSecret)
 			fake.Register(95000, "twice95000", "twice@example.com")
-			extra := fmt.Sprintf("integrations:\n  - {name: woo, type: woocommerce, secrets: [%q]}\n", wooSecret)
-			if ledger {
-				extra += databaseYAML(pgtest.Schema(t))
-			}
-			cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queue, extra)
-			if ledger {
-				mustRunCmd(t, cfg, nil, "migrate")
-			}
-			in := &instance{lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
-			in.base = startRun(t, "all", cfg)
+			in := startWith(t, "all", fake, ledger, fmt.Sprintf("integrations:\n  - {name: woo, type: woocommerce, secrets: [%q]}\n", wooSecret))
 			e := shopEnv{instance: in}
 			order := func(id int, email string) []byte {
 				return shoptest.Patch(t, wooOrder(t, id, email), func(m map[string]any) {
@@ -127,10 +113,10 @@ func TestShopSeatHeldByTwoOrders(t *testing.T) {
 			first, second := order(951, "twice@example.com"), order(952, "Twice@Example.COM")
 			deliver(first)
 			deliver(second)
-			in.waitLineState(t, "woo-951", fulfillment.StateEnrolled)
-			in.waitLineState(t, "woo-952", fulfillment.StateEnrolled)
+			in.waitLine(t, "woo-951", fulfillment.StateEnrolled)
+			in.waitLine(t, "woo-952", fulfillment.StateEnrolled)
 			deliver(shoptest.Patch(t, first, func(m map[string]any) { m["status"] = "refunded" }))
-			l := in.waitLineState(t, "woo-951", fulfillment.StateReturned)
+			l := in.waitLine(t, "woo-951", fulfillment.StateReturned)
 			if en, _ := fake.Enrollment("twice95000", demoCourse); !en.IsActive {
 				t.Errorf("after one of two refunds: %+v, want still enrolled", en)
 			}
@@ -138,7 +124,7 @@ func TestShopSeatHeldByTwoOrders(t *testing.T) {
 				t.Errorf("refunded line %+v: want the note naming woo-952", l)
 			}
 			deliver(shoptest.Patch(t, second, func(m map[string]any) { m["status"] = "refunded" }))
-			in.waitLineState(t, "woo-952", fulfillment.StateReturned)
+			in.waitLine(t, "woo-952", fulfillment.StateReturned)
 			if en, _ := fake.Enrollment("twice95000", demoCourse); en.IsActive {
 				t.Errorf("after both refunds: %+v, want unenrolled", en)
 			}

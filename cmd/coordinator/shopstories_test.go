@@ -10,15 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/openedx/coordinator/internal/lms/lmstest"
-	"github.com/openedx/coordinator/internal/queue/queuetest"
 	"github.com/openedx/coordinator/internal/seat"
 	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/shop/shoptest"
 	"github.com/openedx/coordinator/internal/shop/stripetest"
-	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
 	"github.com/openedx/coordinator/internal/wcorders/wcorderstest"
 	"github.com/openedx/coordinator/internal/webhooks"
 	"github.com/openedx/coordinator/internal/webhooks/webhookstest"
@@ -34,7 +30,6 @@ const (
 // one without credentials (woo_plain), Shopify and Stripe, in either tier.
 func startShopStories(t *testing.T, ledger bool) (shopEnv, *wcorderstest.Store) {
 	t.Helper()
-	rdb, queue := queuetest.Redis(t)
 	fake := lmstest.NewDemo(testSecret)
 	fake.AddCourse(otherCourse, lmstest.CourseRun{Name: "Other", Modes: []string{"audit", "verified", "professional"}})
 	st := stripetest.New(stripeTestKey)
@@ -70,16 +65,7 @@ func startShopStories(t *testing.T, ledger bool) (shopEnv, *wcorderstest.Store) 
     api_url: %[9]q
     accept_test_orders: true
 `, wooSecret, storeSrv.URL, wooConsumerKey, wooConsumerSecret, otherCourse, shopifySecret, stripeWHSecret, stripeTestKey, stripetest.Start(t, st).URL)
-	if ledger {
-		extra += databaseYAML(pgtest.Schema(t))
-	}
-	cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queue, extra)
-	if ledger {
-		mustRunCmd(t, cfg, nil, "migrate")
-	}
-	in := &instance{lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
-	in.base = startRun(t, "api", cfg)
-	return shopEnv{instance: in, stripe: st}, store
+	return shopEnv{instance: startWith(t, "api", fake, ledger, extra), stripe: st}, store
 }
 
 // The shop stories around the happy paths, end to end in both tiers:

@@ -91,7 +91,7 @@ func TestUpgradeFromPreviousLedger(t *testing.T) {
 	if status, _ := in.send(t, "/orders/return", `{"course_id":"`+demoCourse+`","course_mode":"verified","edx_lms_user_id":3,"order_number":"EDX-100001"}`); status != 200 {
 		t.Fatalf("return: %d", status)
 	}
-	in.waitLineState(t, "EDX-100001", fulfillment.StateReturned)
+	in.waitLine(t, "EDX-100001", fulfillment.StateReturned)
 	if n := fake.Count(lmstest.Enroll) - fake.Count(lmstest.Deactivate); n != 0 {
 		t.Errorf("%d enrollment calls after the upgrade, want none (only the return's deactivation)", n)
 	}

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/stripe/stripe-go/v82/webhook"
 
 	"github.com/openedx/coordinator/internal/fulfillment"
@@ -24,7 +23,6 @@ import (
 	"github.com/openedx/coordinator/internal/shop"
 	"github.com/openedx/coordinator/internal/shop/shoptest"
 	"github.com/openedx/coordinator/internal/shop/stripetest"
-	"github.com/openedx/coordinator/internal/store/postgres/pgtest"
 )
 
 const (
@@ -72,7 +70,6 @@ type shopEnv struct {
 // queue, with the ledger when asked.
 func startShops(t *testing.T, command string, ledger bool, from int64, n int) shopEnv {
 	t.Helper()
-	rdb, queue := queuetest.Redis(t)
 	fake := lmstest.NewDemo(testSecret)
 	addLearners(fake, from, n)
 	fake.AddCourse(otherCourse, lmstest.CourseRun{Name: "Other", Modes: []string{"audit", "verified", "professional"}})
@@ -82,17 +79,7 @@ func startShops(t *testing.T, command string, ledger bool, from int64, n int) sh
 			ProductMetadata: map[string]string{"course_id": demoCourse, "course_mode": "verified"}, Quantity: 1},
 		{ID: "li_2", Description: "T-shirt", PriceID: "price_tshirt", ProductID: "prod_tshirt", Quantity: 1},
 	}})
-	extra := integrationsYAML(stripetest.Start(t, st).URL)
-	if ledger {
-		extra += databaseYAML(pgtest.Schema(t))
-	}
-	cfg := testConfig(t, queuetest.URL(), lmstest.Start(t, fake).URL, queue, extra)
-	if ledger {
-		mustRunCmd(t, cfg, nil, "migrate")
-	}
-	in := &instance{lms: fake, queue: queue, insp: asynq.NewInspectorFromRedisClient(rdb)}
-	in.base = startRun(t, command, cfg)
-	return shopEnv{instance: in, stripe: st}
+	return shopEnv{instance: startWith(t, command, fake, ledger, integrationsYAML(stripetest.Start(t, st).URL)), stripe: st}
 }
 
 // webhookAnswer is what POST /webhooks/{name} answers.

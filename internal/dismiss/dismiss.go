@@ -45,11 +45,8 @@ func Register(r *flow.Registry) {
 	r.AddKinds(pipeline.Kind{Name: Kind, TaskType: TaskType, Done: fulfillment.StateDismissed, DoneAt: "dismissed_at",
 		Records: Recorded, Rank: Rank, Closes: true, Decode: decode,
 		Handle: func(_ context.Context, j pipeline.Job) (string, error) {
-			p, ok := j.Value.(payload)
-			if !ok {
-				return "", pipeline.Permanent(fmt.Errorf("%s payload not decoded (%T)", j.Kind, j.Value))
-			}
-			return p.Reason, nil // nothing else: the line is closed as it is
+			p, err := pipeline.Value[payload](j)
+			return p.Reason, err // nothing else: the line is closed as it is
 		}})
 }
 

@@ -88,9 +88,9 @@ type entitlement struct {
 // entitlements: an unexpired one of this course and order is the line's
 // (made by an attempt whose answer was lost).
 func (f entitlements) create(ctx context.Context, j pipeline.Job) (string, error) {
-	o, ok := j.Value.(fulfillment.Order)
-	if !ok {
-		return "", pipeline.Permanent(fmt.Errorf("%s payload not decoded (%T)", j.Kind, j.Value))
+	o, err := pipeline.Value[fulfillment.Order](j)
+	if err != nil {
+		return "", err
 	}
 	c, err := f.sites.Client(ctx, o.Site)
 	if err != nil {
@@ -101,10 +101,9 @@ func (f entitlements) create(ctx context.Context, j pipeline.Job) (string, error
 	if errors.As(err, &none) && o.EnrollUnregistered {
 		// Paid first, registers later: look again, as seats do (no
 		// enrollment_allowed exists for a course).
-		wait, done := lms.NextLook(time.Since(o.AcceptedAt))
-		if done {
-			return "", pipeline.Permanent(fmt.Errorf("%w after %d days of waiting for the learner to register",
-				none, lms.AwaitAccountFor/(24*time.Hour)))
+		wait, err := lms.NextLookFor(none, o.AcceptedAt, time.Now())
+		if err != nil {
+			return "", err
 		}
 		return "", pipeline.AwaitAccount(fmt.Errorf("%s yet; next look in %s", none, wait), wait)
 	}
@@ -137,9 +136,9 @@ func (f entitlements) create(ctx context.Context, j pipeline.Job) (string, error
 // entitlements back for this course and order. None: nothing was made, the
 // return is done. A revoke touches only that one entitlement.
 func (f entitlements) revoke(ctx context.Context, j pipeline.Job) (string, error) {
-	r, ok := j.Value.(fulfillment.Return)
-	if !ok {
-		return "", pipeline.Permanent(fmt.Errorf("%s payload not decoded (%T)", j.Kind, j.Value))
+	r, err := pipeline.Value[fulfillment.Return](j)
+	if err != nil {
+		return "", err
 	}
 	c, err := f.sites.Client(ctx, r.Site)
 	if err != nil {

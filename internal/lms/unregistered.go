@@ -1,6 +1,7 @@
 package lms
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -19,4 +20,15 @@ func NextLook(age time.Duration) (wait time.Duration, done bool) {
 		return 0, true
 	}
 	return min(max(age/10, time.Minute), 2*time.Hour).Round(time.Second), false
+}
+
+// NextLookFor is how long an order whose learner has no account yet (none)
+// waits before its next look, or, once it was accepted AwaitAccountFor ago,
+// the failure that ends its line (permanent, as none is).
+func NextLookFor(none *NoAccountError, acceptedAt, now time.Time) (time.Duration, error) {
+	wait, done := NextLook(now.Sub(acceptedAt))
+	if done {
+		return 0, fmt.Errorf("%w after %d days of waiting for the learner to register", none, AwaitAccountFor/(24*time.Hour))
+	}
+	return wait, nil
 }

@@ -90,6 +90,17 @@ func DecodeAs[T interface{ Ref() fulfillment.Ref }](payload []byte) (fulfillment
 	return v.Ref(), v, nil
 }
 
+// Value is the job's payload as its kind's Decode read it. A job Process did
+// not decode (a Handle called without it) fails for good: a zero order or
+// return must never reach anyone.
+func Value[T any](j Job) (T, error) {
+	v, ok := j.Value.(T)
+	if !ok {
+		return v, Permanent(fmt.Errorf("%s payload not decoded (%T)", j.Kind, j.Value))
+	}
+	return v, nil
+}
+
 // decode reads a job's payload (Kind.Decode).
 func (k Kind) decode(j *Job) error {
 	j.Ref, j.Value = fulfillment.Ref{}, nil
@@ -168,8 +179,9 @@ func digest(parts ...string) string {
 
 // Kinds is the set of registered kinds.
 type Kinds struct {
-	byName map[string]Kind
-	list   []Kind
+	byName     map[string]Kind
+	list       []Kind
+	supersedes map[string]bool // see Supersedes
 }
 
 // NewKinds registers kinds. Names and task types must be unique, and After
@@ -185,7 +197,14 @@ func NewKinds(kinds ...Kind) *Kinds {
 		ks.byName[k.Name], types[k.TaskType] = k, true
 		ks.list = append(ks.list, k)
 	}
+	ks.supersedes = map[string]bool{}
 	for _, k := range kinds {
+		if k.CanceledBy != "" {
+			ks.supersedes[k.CanceledBy] = true
+		}
+		if k.Closes {
+			ks.supersedes[k.Name] = true
+		}
 		for _, other := range []string{k.After, k.CanceledBy} {
 			if _, ok := ks.byName[other]; other != "" && !ok {
 				panic(fmt.Sprintf("pipeline: kind %q names unknown kind %q", k.Name, other))
@@ -205,14 +224,7 @@ func (ks *Kinds) Get(name string) (Kind, bool) {
 // unnecessary (it is some kind's CanceledBy: a line's return) or closes its
 // line (Closes: a dismissal). Such a task is the line's tombstone, kept as
 // long as a later repeat must find it.
-func (ks *Kinds) Supersedes(name string) bool {
-	for _, k := range ks.list {
-		if k.CanceledBy == name || (k.Name == name && k.Closes) {
-			return true
-		}
-	}
-	return false
-}
+func (ks *Kinds) Supersedes(name string) bool { return ks.supersedes[name] }
 
 // All lists the kinds in registration order.
 func (ks *Kinds) All() []Kind { return append([]Kind(nil), ks.list...) }

@@ -53,7 +53,6 @@ type Tasks interface {
 // existence cancels a later enrollment of the line. tasks may be nil when no
 // task runs (a process that only queues).
 func Kinds(sites lms.Sites, tasks Tasks) []pipeline.Kind {
-	done := func(err error) (string, error) { return "", err }
 	return []pipeline.Kind{
 		{
 			Name: KindEnroll, TaskType: TypeEnroll, Done: fulfillment.StateEnrolled, DoneAt: "enrolled_at", Rank: 1,
@@ -61,75 +60,81 @@ func Kinds(sites lms.Sites, tasks Tasks) []pipeline.Kind {
 			// Before task kinds, enrollment ids were "enroll-<digest>".
 			LegacyID: func(k fulfillment.Key) string { return "enroll-" + pipeline.Digest(k) },
 			Decode:   pipeline.DecodeAs[fulfillment.Order],
-			Handle: func(ctx context.Context, j pipeline.Job) (string, error) {
-				o, ok := j.Value.(fulfillment.Order)
-				if !ok {
-					return done(notDecoded(j))
+			Handle: pipeline.NoResult(func(ctx context.Context, j pipeline.Job) error {
+				o, err := pipeline.Value[fulfillment.Order](j)
+				if err != nil {
+					return err
 				}
 				c, err := sites.Client(ctx, j.Ref.Site)
 				if err != nil {
-					return done(err)
+					return err
 				}
 				err = c.Fulfill(ctx, o)
 				var none *lms.NoAccountError
 				if errors.As(err, &none) && o.EnrollUnregistered {
-					return done(awaitAccount(ctx, c, o, none, time.Now()))
+					return awaitAccount(ctx, c, o, none, time.Now())
 				}
-				return done(err)
-			},
+				return err
+			}),
 		},
 		{
 			Name: KindUnenroll, TaskType: TypeUnenroll, Done: fulfillment.StateReturned, DoneAt: "returned_at", Rank: 2,
 			Records: "note",
 			After:   KindEnroll,
 			Decode:  pipeline.DecodeAs[fulfillment.Return],
-			Handle: func(ctx context.Context, j pipeline.Job) (string, error) {
-				r, ok := j.Value.(fulfillment.Return)
-				if !ok {
-					return done(notDecoded(j))
-				}
-				c, err := sites.Client(ctx, j.Ref.Site)
-				if err != nil {
-					return done(err)
-				}
-				if r.LMSUserID == 0 && r.Username == "" && r.Email == "" {
-					// A shop's refund that names nobody: the learner is
-					// the one the line's enrollment names. The return
-					// waited for a running enrollment (After).
-					t, found, err := tasks.Find(ctx, KindEnroll, j.Ref.Key())
-					if err != nil {
-						return done(pipeline.Hold(fmt.Errorf("read the line's enrollment: %w", err)))
-					}
-					if !found && tasks.KeepsEveryTask() {
-						return done(nil) // nothing was enrolled: nothing to take back
-					}
-					if !found {
-						// Redis only: the enrollment may have been
-						// forgotten (worker.retention); the learner may
-						// still hold the seat. Support decides.
-						return done(pipeline.Permanent(lms.ErrLearnerUnknown))
-					}
-					r.LMSUserID, r.Username, r.Email = t.Ref.LMSUserID, t.Ref.Username, t.Ref.Email
-				} else if r.LMSUserID == 0 && r.Username == "" && tasks != nil {
-					// Named by email, in any case: an enrollment_allowed the
-					// LMS keeps is under the order's own spelling of it.
-					t, found, err := tasks.Find(ctx, KindEnroll, j.Ref.Key())
-					if err != nil {
-						return done(pipeline.Hold(fmt.Errorf("read the line's enrollment: %w", err)))
-					}
-					if found && t.Ref.Email != r.Email && strings.EqualFold(strings.TrimSpace(t.Ref.Email), strings.TrimSpace(r.Email)) {
-						r.Email = t.Ref.Email
-					}
-				}
-				if tasks != nil {
-					if held, err := heldElsewhere(ctx, c, tasks, r); err != nil || held != "" {
-						return held, err
-					}
-				}
-				return done(c.Unenroll(ctx, r))
-			},
+			Handle:  func(ctx context.Context, j pipeline.Job) (string, error) { return unenroll(ctx, sites, tasks, j) },
 		},
 	}
+}
+
+// unenroll takes a returned line's seat back, unless another line holds it
+// (then the note says which). The line's enrollment task, read once, says
+// who was enrolled: a shop's refund that names nobody takes that learner
+// (the return waited for a running enrollment: After), one naming an email
+// takes the order's own spelling of it (an enrollment_allowed the LMS keeps
+// is under it), and its names of the learner help find the seat's other
+// holders.
+func unenroll(ctx context.Context, sites lms.Sites, tasks Tasks, j pipeline.Job) (string, error) {
+	r, err := pipeline.Value[fulfillment.Return](j)
+	if err != nil {
+		return "", err
+	}
+	c, err := sites.Client(ctx, j.Ref.Site)
+	if err != nil {
+		return "", err
+	}
+	var enrolled *fulfillment.Task
+	if tasks != nil {
+		t, found, err := tasks.Find(ctx, KindEnroll, j.Ref.Key())
+		if err != nil {
+			return "", pipeline.Hold(fmt.Errorf("read the line's enrollment: %w", err))
+		}
+		if found {
+			enrolled = &t
+		}
+	}
+	switch {
+	case r.LMSUserID == 0 && r.Username == "" && r.Email == "":
+		if enrolled == nil && tasks != nil && tasks.KeepsEveryTask() {
+			return "", nil // nothing was enrolled: nothing to take back
+		}
+		if enrolled == nil {
+			// Redis only: the enrollment may have been forgotten
+			// (worker.retention); the learner may still hold the seat.
+			// Support decides.
+			return "", pipeline.Permanent(lms.ErrLearnerUnknown)
+		}
+		r.LMSUserID, r.Username, r.Email = enrolled.Ref.LMSUserID, enrolled.Ref.Username, enrolled.Ref.Email
+	case r.LMSUserID == 0 && r.Username == "" && enrolled != nil && enrolled.Ref.Email != r.Email &&
+		strings.EqualFold(strings.TrimSpace(enrolled.Ref.Email), strings.TrimSpace(r.Email)):
+		r.Email = enrolled.Ref.Email
+	}
+	if tasks != nil {
+		if held, err := heldElsewhere(ctx, c, tasks, r, enrolled); err != nil || held != "" {
+			return held, err
+		}
+	}
+	return "", c.Unenroll(ctx, r)
 }
 
 // ErrSeatUnclear fails a return whose search for the seat's other lines
@@ -151,30 +156,18 @@ var ErrSeatUnclear = errors.New("could not read every line of the learner's cour
 // seen. Without a ledger, a line is seen for worker.retention, and a search
 // the queue's scan had to cut short fails the return for support to decide
 // (ErrSeatUnclear) rather than take a seat that may be held.
-func heldElsewhere(ctx context.Context, c *lms.Client, tasks Tasks, r fulfillment.Return) (string, error) {
+func heldElsewhere(ctx context.Context, c *lms.Client, tasks Tasks, r fulfillment.Return, enrolled *fulfillment.Task) (string, error) {
 	learners := []fulfillment.Learner{r.Ref().Learner()}
-	if t, found, err := tasks.Find(ctx, KindEnroll, r.Ref().Key()); err != nil {
-		return "", pipeline.Hold(fmt.Errorf("read the line's enrollment: %w", err))
-	} else if found {
-		learners = append(learners, t.Ref.Learner())
+	if enrolled != nil {
+		learners = append(learners, enrolled.Ref.Learner())
 	}
 	var filters []pipeline.Filter
 	for _, l := range learners {
-		base := pipeline.Filter{State: fulfillment.StateEnrolled, Site: r.Site, CourseID: r.CourseID}
-		if l.LMSUserID != 0 {
-			f := base
-			f.LMSUserID = l.LMSUserID
-			filters = append(filters, f)
-		}
-		if l.Username != "" {
-			f := base
-			f.Username = l.Username
-			filters = append(filters, f)
-		}
-		if l.Email != "" {
-			f := base
-			f.Email = pipeline.NormalEmail(l.Email)
-			filters = append(filters, f)
+		for _, by := range []pipeline.Filter{{LMSUserID: l.LMSUserID}, {Username: l.Username}, {Email: pipeline.NormalEmail(l.Email)}} {
+			if by != (pipeline.Filter{}) {
+				by.State, by.Site, by.CourseID = fulfillment.StateEnrolled, r.Site, r.CourseID
+				filters = append(filters, by)
+			}
 		}
 	}
 	var holder *pipeline.Row
@@ -216,13 +209,6 @@ func heldElsewhere(ctx context.Context, c *lms.Client, tasks Tasks, r fulfillmen
 	return "seat still held by " + holder.OrderNumber, nil
 }
 
-// notDecoded fails a job whose payload its kind's Decode did not read (a
-// Handle called without pipeline.Process): a zero order or return must never
-// reach the LMS.
-func notDecoded(j pipeline.Job) error {
-	return pipeline.Permanent(fmt.Errorf("%s payload not decoded (%T)", j.Kind, j.Value))
-}
-
 // Register declares the seat flow: lines whose item is a course run
 // (course_id), sent on fulfill_order_placed and fulfill_order_returned, whose
 // receivers queue the enroll and unenroll tasks.
@@ -253,10 +239,9 @@ func Register(r *flow.Registry, sites lms.Sites) {
 // default mode when they register; the look that finds the account enrolls
 // them in the mode bought.
 func awaitAccount(ctx context.Context, c *lms.Client, o fulfillment.Order, none *lms.NoAccountError, now time.Time) error {
-	wait, done := lms.NextLook(now.Sub(o.AcceptedAt))
-	if done {
-		return pipeline.Permanent(fmt.Errorf("%w after %d days of waiting for the learner to register",
-			none, lms.AwaitAccountFor/(24*time.Hour)))
+	wait, err := lms.NextLookFor(none, o.AcceptedAt, now)
+	if err != nil {
+		return err
 	}
 	if err := c.AllowEnrollment(ctx, none.Email, o.CourseID, o.RequestID); err != nil {
 		return err
